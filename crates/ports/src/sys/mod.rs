@@ -1,0 +1,152 @@
+//! Every system call of the crate that needs `unsafe`, each with its invariant.
+//!
+//! The rest of the crate calls these safe wrappers; nothing outside `sys` uses `unsafe`.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use libc::{c_int, c_short, c_ulong};
+
+/// `_IOW('T', 202, int)`
+const TUNSETIFF: c_ulong = 0x4004_54ca;
+/// `_IOW('T', 203, int)`
+const TUNSETPERSIST: c_ulong = 0x4004_54cb;
+/// `_IOW('T', 208, unsigned int)`
+const TUNSETOFFLOAD: c_ulong = 0x4004_54d0;
+/// `_IOW('T', 216, int)`
+const TUNSETVNETHDRSZ: c_ulong = 0x4004_54d8;
+
+/// TAP (Ethernet) device.
+pub(crate) const IFF_TAP: c_short = 0x0002;
+/// No packet-information prefix.
+pub(crate) const IFF_NO_PI: c_short = 0x1000;
+/// Frames carry a virtio-net header.
+pub(crate) const IFF_VNET_HDR: c_short = 0x4000;
+/// Fail if the name exists already.
+pub(crate) const IFF_TUN_EXCL: c_short = -0x8000; // 0x8000 as a c_short
+
+pub(crate) const TUN_F_CSUM: u32 = 0x01;
+pub(crate) const TUN_F_TSO4: u32 = 0x02;
+pub(crate) const TUN_F_TSO6: u32 = 0x04;
+pub(crate) const TUN_F_TSO_ECN: u32 = 0x08;
+pub(crate) const TUN_F_USO4: u32 = 0x20;
+pub(crate) const TUN_F_USO6: u32 = 0x40;
+
+fn ifreq_with_name(name: &str) -> io::Result<libc::ifreq> {
+    // SAFETY: ifreq is a plain C struct (a name array and a union of integers and
+    // plain structs); all-zero bytes are a valid value of it.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= ifr.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *d = *s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+fn ifreq_name(ifr: &libc::ifreq) -> String {
+    let bytes: Vec<u8> = ifr
+        .ifr_name
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn check(rc: c_int) -> io::Result<c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Opens `/dev/net/tun`, non-blocking and close-on-exec, in the calling thread's
+/// network namespace (the namespace a TAP created on it will live in).
+pub(crate) fn open_tun() -> io::Result<OwnedFd> {
+    const PATH: &CStr = c"/dev/net/tun";
+    // SAFETY: PATH is a valid NUL-terminated string; open has no other preconditions.
+    let fd = check(unsafe {
+        libc::open(PATH.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+    })?;
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `TUNSETIFF`: creates (or attaches to) the TAP `name` (empty: the kernel picks
+/// one from `pattern`) and returns the device's name.
+pub(crate) fn tun_set_iff(fd: BorrowedFd<'_>, name: &str, flags: c_short) -> io::Result<String> {
+    let mut ifr = ifreq_with_name(name)?;
+    ifr.ifr_ifru.ifru_flags = flags;
+    // SAFETY: fd is an open /dev/net/tun descriptor; TUNSETIFF reads and writes one
+    // ifreq, and ifr is a live, properly aligned ifreq for the duration of the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut ifr as *mut libc::ifreq) })?;
+    Ok(ifreq_name(&ifr))
+}
+
+/// `TUNSETVNETHDRSZ`: the size of the virtio-net header on every frame.
+pub(crate) fn tun_set_vnet_hdr_sz(fd: BorrowedFd<'_>, size: c_int) -> io::Result<()> {
+    // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer; `size` lives on the
+    // stack for the whole call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &size as *const c_int) })?;
+    Ok(())
+}
+
+/// `TUNSETOFFLOAD`: the offloads this reader accepts (`TUN_F_*`).
+pub(crate) fn tun_set_offload(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long), no pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, c_ulong::from(flags)) })?;
+    Ok(())
+}
+
+/// `TUNSETPERSIST`: keep the device after the last descriptor closes.
+pub(crate) fn tun_set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value, no pointer.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, c_ulong::from(on)) })?;
+    Ok(())
+}
+
+/// `SIOCSIFHWADDR` on a TAP descriptor: sets the device's MAC address.
+pub(crate) fn tun_set_hwaddr(fd: BorrowedFd<'_>, name: &str, mac: [u8; 6]) -> io::Result<()> {
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: writing a plain-data union field of a zeroed ifreq.
+    unsafe {
+        ifr.ifr_ifru.ifru_hwaddr.sa_family = libc::ARPHRD_ETHER;
+        for (d, s) in ifr.ifr_ifru.ifru_hwaddr.sa_data.iter_mut().zip(mac) {
+            *d = s as libc::c_char;
+        }
+    }
+    // SAFETY: the tun driver handles SIOCSIFHWADDR on an attached descriptor, reading one
+    // ifreq; ifr is live and aligned for the call.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFHWADDR, &mut ifr as *mut libc::ifreq) })?;
+    Ok(())
+}
+
+/// Sets `IFF_UP` on interface `name` in the calling thread's network namespace.
+pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
+    // SAFETY: socket has no memory preconditions.
+    let raw = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket just returned this descriptor and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags of the live ifreq.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq) })?;
+    // SAFETY: ifru_flags was just written by the kernel; reading and updating a c_short.
+    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as c_short };
+    // SAFETY: SIOCSIFFLAGS reads the name and flags of the live ifreq.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut ifr as *mut libc::ifreq) })?;
+    Ok(())
+}
+
+/// Moves the calling thread into the network namespace `ns` refers to.
+pub(crate) fn setns_net(ns: &File) -> io::Result<()> {
+    // SAFETY: ns is an open namespace file; setns affects only the calling thread's
+    // network namespace (CLONE_NEWNET), which the caller has chosen to change.
+    check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
+    Ok(())
+}

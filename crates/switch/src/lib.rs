@@ -1,0 +1,516 @@
+//! A sans-IO Ethernet learning switch: the embeddable core of vnet.
+//!
+//! [`Switch`] decides where each frame goes. It owns no sockets, reads no clock and
+//! allocates nothing per frame: the caller hands in the ingress port, the frame bytes and
+//! the current [`Instant`]; the switch answers with a [`Verdict`] (one egress port, flood,
+//! or drop with a [`DropReason`]). Moving the bytes is the caller's job, so the same core
+//! runs over TAP devices in `switchd`, over QEMU sockets, or over in-memory queues.
+//!
+//! What it does:
+//! - learns source MACs per (VLAN, MAC) into a bounded forwarding database with aging
+//!   (300 s by default) and station moves; when full it evicts from the port holding the
+//!   most entries, so one port cannot flush the others ([`fdb`]);
+//! - floods broadcast, multicast and unknown unicast to every port but the ingress;
+//!   never sends a frame back out its ingress port;
+//! - per-port flags: learning on/off and isolated (an isolated port reaches only
+//!   non-isolated ports, like libvirt's `<port isolated='yes'/>`);
+//! - per-port counters: rx/tx frames and bytes, flooded frames, drops by reason.
+//!
+//! What it does not do (yet): VLAN membership and tag push/pop (frames are keyed by their
+//! 802.1Q VID but flooded to every port), STP, IGMP snooping, port security. The gateway,
+//! DHCP, DNS and the forwarding engines live in other crates.
+//!
+//! # Example
+//! ```
+//! use vnet_switch::{Config, Instant, PortConfig, Switch, Verdict};
+//!
+//! let mut sw = Switch::new(Config::default());
+//! let a = sw.add_port(PortConfig::default()).unwrap();
+//! let b = sw.add_port(PortConfig::default()).unwrap();
+//!
+//! // a frame from 02:..:0a to 02:..:0b arrives on port a
+//! let mut frame = [0u8; 60];
+//! frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x0b]);
+//! frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x0a]);
+//! let now = Instant::from_secs(1);
+//! // b is unknown yet: flood (to b only, never back to a)
+//! assert_eq!(sw.handle_frame(now, a, &frame), Verdict::Flood);
+//! assert_eq!(sw.flood_targets(a).collect::<Vec<_>>(), vec![b]);
+//! // the reply teaches the switch where b is; a was learned from the first frame
+//! frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x0a]);
+//! frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x0b]);
+//! assert_eq!(sw.handle_frame(now, b, &frame), Verdict::Forward(a));
+//! ```
+//!
+//! See `examples/in_memory.rs` for a switch driven over in-memory ports.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod addr;
+pub mod fdb;
+mod time;
+pub mod wire;
+
+use std::time::Duration;
+
+pub use addr::{MacAddr, ParseMacError, PortId, VlanId};
+pub use fdb::{Fdb, FdbEntry, FdbStats, Learned};
+pub use time::Instant;
+
+/// Switch-wide settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Bound on forwarding-database entries (default 8192).
+    pub fdb_max_entries: usize,
+    /// Time after which an entry not refreshed is forgotten (default 300 s).
+    pub aging_time: Duration,
+    /// Bound on the number of ports (default 1024, at most 65536).
+    pub max_ports: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            fdb_max_entries: 8192,
+            aging_time: Duration::from_secs(300),
+            max_ports: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::fdb_max_entries`].
+    #[must_use]
+    pub fn with_fdb_max_entries(mut self, n: usize) -> Self {
+        self.fdb_max_entries = n;
+        self
+    }
+
+    /// Sets [`Config::aging_time`].
+    #[must_use]
+    pub fn with_aging_time(mut self, t: Duration) -> Self {
+        self.aging_time = t;
+        self
+    }
+
+    /// Sets [`Config::max_ports`].
+    #[must_use]
+    pub fn with_max_ports(mut self, n: usize) -> Self {
+        self.max_ports = n;
+        self
+    }
+}
+
+/// Per-port flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PortConfig {
+    /// Learn source MACs of frames arriving on this port (default on).
+    pub learning: bool,
+    /// Isolated ports exchange frames only with non-isolated ports (default off).
+    pub isolated: bool,
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        Self {
+            learning: true,
+            isolated: false,
+        }
+    }
+}
+
+impl PortConfig {
+    /// Sets [`PortConfig::learning`].
+    #[must_use]
+    pub fn with_learning(mut self, on: bool) -> Self {
+        self.learning = on;
+        self
+    }
+
+    /// Sets [`PortConfig::isolated`].
+    #[must_use]
+    pub fn with_isolated(mut self, on: bool) -> Self {
+        self.isolated = on;
+        self
+    }
+}
+
+/// Why a frame was dropped. Every drop is counted on its ingress (or egress) port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Shorter than an Ethernet header (or a tagged frame shorter than a tagged header).
+    Runt,
+    /// Source MAC is all zeros.
+    ZeroSource,
+    /// Source MAC is a group (multicast or broadcast) address.
+    MulticastSource,
+    /// The destination was learned on the ingress port itself: the frame stays local.
+    LocalDestination,
+    /// Unicast between two isolated ports.
+    Isolated,
+    /// The ingress port is not (or no longer) a port of this switch.
+    UnknownPort,
+    /// The egress port could not take the frame (reported by the driver).
+    TxFailed,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; 7] = [
+        Self::Runt,
+        Self::ZeroSource,
+        Self::MulticastSource,
+        Self::LocalDestination,
+        Self::Isolated,
+        Self::UnknownPort,
+        Self::TxFailed,
+    ];
+
+    /// A short stable name, for counters and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Runt => "runt",
+            Self::ZeroSource => "zero-source-mac",
+            Self::MulticastSource => "multicast-source-mac",
+            Self::LocalDestination => "local-destination",
+            Self::Isolated => "isolated",
+            Self::UnknownPort => "unknown-port",
+            Self::TxFailed => "tx-failed",
+        }
+    }
+
+    const fn index(self) -> usize {
+        match self {
+            Self::Runt => 0,
+            Self::ZeroSource => 1,
+            Self::MulticastSource => 2,
+            Self::LocalDestination => 3,
+            Self::Isolated => 4,
+            Self::UnknownPort => 5,
+            Self::TxFailed => 6,
+        }
+    }
+}
+
+/// Drop counters, one per [`DropReason`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters([u64; DropReason::ALL.len()]);
+
+impl DropCounters {
+    /// Frames dropped for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+
+    /// (reason, count) for every reason.
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+
+    fn bump(&mut self, reason: DropReason) {
+        self.0[reason.index()] += 1;
+    }
+}
+
+/// Counters of one port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PortCounters {
+    /// Frames received from the port.
+    pub rx_frames: u64,
+    /// Bytes received from the port.
+    pub rx_bytes: u64,
+    /// Frames sent to the port (forwarded or flooded).
+    pub tx_frames: u64,
+    /// Bytes sent to the port.
+    pub tx_bytes: u64,
+    /// Frames received on the port that were flooded.
+    pub flooded: u64,
+    /// Dropped frames by reason.
+    pub drops: DropCounters,
+}
+
+/// What to do with a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it out this one port.
+    Forward(PortId),
+    /// Send it out every port of [`Switch::flood_targets`].
+    Flood,
+    /// Drop it (already counted).
+    Drop(DropReason),
+}
+
+/// Errors from managing ports.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The switch already has [`Config::max_ports`] ports.
+    #[error("too many ports (at most {max})")]
+    TooManyPorts {
+        /// The bound.
+        max: usize,
+    },
+    /// No port with this id.
+    #[error("no such port {0}")]
+    NoSuchPort(PortId),
+}
+
+#[derive(Debug)]
+struct Port {
+    config: PortConfig,
+    counters: PortCounters,
+}
+
+/// A learning switch. Owns no sockets and reads no clock; see the crate doc.
+#[derive(Debug)]
+pub struct Switch {
+    config: Config,
+    fdb: Fdb,
+    /// Indexed by [`PortId`]; `None` for a free id.
+    ports: Vec<Option<Port>>,
+    /// Ids of the present ports, in the order added.
+    active: Vec<PortId>,
+    /// Frames offered on an id that is not a port.
+    unknown_port_drops: u64,
+    next_sweep: Instant,
+}
+
+impl Switch {
+    /// A switch with no ports.
+    pub fn new(config: Config) -> Self {
+        let max_ports = config.max_ports.clamp(1, usize::from(u16::MAX) + 1);
+        let config = Config { max_ports, ..config };
+        let fdb = Fdb::new(config.fdb_max_entries, config.aging_time);
+        Self {
+            next_sweep: Instant::ZERO + sweep_interval(config.aging_time),
+            config,
+            fdb,
+            ports: Vec::new(),
+            active: Vec::new(),
+            unknown_port_drops: 0,
+        }
+    }
+
+    /// The switch's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Adds a port and returns its id (the lowest free one).
+    pub fn add_port(&mut self, config: PortConfig) -> Result<PortId, Error> {
+        let idx = match self.ports.iter().position(Option::is_none) {
+            Some(i) => i,
+            None if self.ports.len() < self.config.max_ports => {
+                self.ports.push(None);
+                self.ports.len() - 1
+            }
+            None => {
+                return Err(Error::TooManyPorts {
+                    max: self.config.max_ports,
+                })
+            }
+        };
+        let id = PortId(u16::try_from(idx).map_err(|_| Error::TooManyPorts {
+            max: self.config.max_ports,
+        })?);
+        self.ports[idx] = Some(Port {
+            config,
+            counters: PortCounters::default(),
+        });
+        self.active.push(id);
+        Ok(id)
+    }
+
+    /// Removes a port and forgets every station learned on it.
+    pub fn remove_port(&mut self, id: PortId) -> Result<(), Error> {
+        let slot = self.ports.get_mut(id.index()).ok_or(Error::NoSuchPort(id))?;
+        if slot.take().is_none() {
+            return Err(Error::NoSuchPort(id));
+        }
+        self.active.retain(|p| *p != id);
+        self.fdb.flush_port(id);
+        Ok(())
+    }
+
+    /// Changes a port's flags.
+    pub fn set_port_config(&mut self, id: PortId, config: PortConfig) -> Result<(), Error> {
+        self.port_mut(id).ok_or(Error::NoSuchPort(id))?.config = config;
+        Ok(())
+    }
+
+    /// A port's flags.
+    pub fn port_config(&self, id: PortId) -> Option<PortConfig> {
+        self.port(id).map(|p| p.config)
+    }
+
+    /// A port's counters.
+    pub fn port_counters(&self, id: PortId) -> Option<PortCounters> {
+        self.port(id).map(|p| p.counters)
+    }
+
+    /// Ids of the present ports, in the order they were added.
+    pub fn ports(&self) -> &[PortId] {
+        &self.active
+    }
+
+    /// Frames offered on an id that was not a port.
+    pub fn unknown_port_drops(&self) -> u64 {
+        self.unknown_port_drops
+    }
+
+    /// The forwarding database (read-only).
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    fn port(&self, id: PortId) -> Option<&Port> {
+        self.ports.get(id.index())?.as_ref()
+    }
+
+    fn port_mut(&mut self, id: PortId) -> Option<&mut Port> {
+        self.ports.get_mut(id.index())?.as_mut()
+    }
+
+    /// Decides where a frame that arrived on `ingress` goes, learning its source.
+    ///
+    /// `frame` starts at the Ethernet header (no virtio-net header). Receive and transmit
+    /// counters are updated here, as if the caller delivers what the verdict says; a
+    /// delivery that fails is reported with [`Switch::count_tx_failure`].
+    pub fn handle_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) -> Verdict {
+        let len = frame.len() as u64;
+        let Some(port) = self.ports.get_mut(ingress.index()).and_then(Option::as_mut) else {
+            self.unknown_port_drops += 1;
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        port.counters.rx_frames += 1;
+        port.counters.rx_bytes += len;
+        let (learning, ingress_isolated) = (port.config.learning, port.config.isolated);
+
+        let Ok(eth) = wire::EthernetFrame::new_checked(frame) else {
+            return Self::drop_on(port, DropReason::Runt);
+        };
+        let src = eth.src_addr();
+        if src.is_multicast() {
+            return Self::drop_on(port, DropReason::MulticastSource);
+        }
+        if src.is_zero() {
+            return Self::drop_on(port, DropReason::ZeroSource);
+        }
+        let dst = eth.dst_addr();
+        let vlan = eth.vlan_id().unwrap_or(VlanId::UNTAGGED);
+        if learning {
+            self.fdb.learn(now, vlan, src, ingress);
+        }
+
+        let egress = if dst.is_multicast() {
+            None
+        } else {
+            self.fdb.lookup(now, vlan, dst)
+        };
+        match egress {
+            Some(e) if e == ingress => self.drop_at(ingress, DropReason::LocalDestination),
+            Some(e) => {
+                let Some(out) = self.ports.get_mut(e.index()).and_then(Option::as_mut) else {
+                    // An entry for a removed port cannot exist (remove_port flushes it);
+                    // be safe and flood.
+                    return self.flood(ingress, ingress_isolated, len);
+                };
+                if ingress_isolated && out.config.isolated {
+                    return self.drop_at(ingress, DropReason::Isolated);
+                }
+                out.counters.tx_frames += 1;
+                out.counters.tx_bytes += len;
+                Verdict::Forward(e)
+            }
+            None => self.flood(ingress, ingress_isolated, len),
+        }
+    }
+
+    fn drop_on(port: &mut Port, reason: DropReason) -> Verdict {
+        port.counters.drops.bump(reason);
+        Verdict::Drop(reason)
+    }
+
+    fn drop_at(&mut self, id: PortId, reason: DropReason) -> Verdict {
+        if let Some(p) = self.port_mut(id) {
+            p.counters.drops.bump(reason);
+        }
+        Verdict::Drop(reason)
+    }
+
+    fn flood(&mut self, ingress: PortId, ingress_isolated: bool, len: u64) -> Verdict {
+        for &id in &self.active {
+            if id == ingress {
+                if let Some(Some(p)) = self.ports.get_mut(id.index()) {
+                    p.counters.flooded += 1;
+                }
+                continue;
+            }
+            if let Some(Some(p)) = self.ports.get_mut(id.index()) {
+                if ingress_isolated && p.config.isolated {
+                    continue;
+                }
+                p.counters.tx_frames += 1;
+                p.counters.tx_bytes += len;
+            }
+        }
+        Verdict::Flood
+    }
+
+    /// The ports a frame flooded from `ingress` goes to: every port but `ingress`, and
+    /// no isolated port when `ingress` is isolated.
+    pub fn flood_targets(&self, ingress: PortId) -> impl Iterator<Item = PortId> + '_ {
+        let ingress_isolated = self.port(ingress).is_some_and(|p| p.config.isolated);
+        self.active.iter().copied().filter(move |&id| {
+            id != ingress
+                && !(ingress_isolated && self.port(id).is_some_and(|p| p.config.isolated))
+        })
+    }
+
+    /// Records that delivering a frame to `egress` failed (queue full, device gone).
+    pub fn count_tx_failure(&mut self, egress: PortId, len: usize) {
+        if let Some(p) = self.port_mut(egress) {
+            p.counters.tx_frames = p.counters.tx_frames.saturating_sub(1);
+            p.counters.tx_bytes = p.counters.tx_bytes.saturating_sub(len as u64);
+            p.counters.drops.bump(DropReason::TxFailed);
+        }
+    }
+
+    /// When [`Switch::handle_timeout`] next has work (freeing aged entries).
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        Some(self.next_sweep)
+    }
+
+    /// Does timed work due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.next_sweep {
+            self.fdb.sweep(now);
+            self.next_sweep = now + sweep_interval(self.config.aging_time);
+        }
+    }
+
+    /// Forgets every learned station.
+    pub fn flush_fdb(&mut self) {
+        self.fdb.clear();
+    }
+}
+
+/// How often aged entries are freed: a tenth of the aging time, between 1 s and 30 s.
+fn sweep_interval(aging: Duration) -> Duration {
+    (aging / 10).clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,303 @@
+//! Scenario tests of the switch with real frames and a fake clock.
+
+use super::*;
+use proptest::prelude::*;
+
+/// A real frame: an ICMP echo request between two stations (as captured, 98 bytes).
+fn icmp_frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
+    let mut f = vec![0u8; 98];
+    f[..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    // IPv4 header 10.0.0.1 -> 10.0.0.2, ICMP echo
+    f[14..34].copy_from_slice(&[
+        0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 0, 1, 10,
+        0, 0, 2,
+    ]);
+    f[34] = 8;
+    f
+}
+
+fn mac(n: u64) -> MacAddr {
+    MacAddr::from_u64(0x5254_0000_0000 | n)
+}
+
+struct Harness {
+    sw: Switch,
+    now: Instant,
+    ports: Vec<PortId>,
+}
+
+impl Harness {
+    fn new(config: Config, n: usize) -> Self {
+        let mut sw = Switch::new(config);
+        let ports = (0..n).map(|_| sw.add_port(PortConfig::default()).unwrap()).collect();
+        Self {
+            sw,
+            now: Instant::from_secs(1),
+            ports,
+        }
+    }
+
+    /// Sends a frame from station `src` on port index `from` to `dst`; returns the egress ports.
+    fn send(&mut self, from: usize, src: MacAddr, dst: MacAddr) -> Vec<PortId> {
+        let ingress = self.ports[from];
+        match self.sw.handle_frame(self.now, ingress, &icmp_frame(dst, src)) {
+            Verdict::Forward(p) => vec![p],
+            Verdict::Flood => self.sw.flood_targets(ingress).collect(),
+            Verdict::Drop(_) => vec![],
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now = self.now + d;
+        if self.sw.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.sw.handle_timeout(self.now);
+        }
+    }
+}
+
+#[test]
+fn learning_turns_flood_into_unicast() {
+    let mut h = Harness::new(Config::default(), 3);
+    let p = h.ports.clone();
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1], p[2]], "unknown: flood but ingress");
+    assert_eq!(h.send(1, mac(2), mac(1)), vec![p[0]], "mac(1) learned on port 0");
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]], "mac(2) learned on port 1");
+    assert_eq!(h.sw.fdb().len(), 2);
+}
+
+#[test]
+fn broadcast_and_multicast_flood_excluding_ingress() {
+    let mut h = Harness::new(Config::default(), 4);
+    let p = h.ports.clone();
+    assert_eq!(h.send(2, mac(3), MacAddr::BROADCAST), vec![p[0], p[1], p[3]]);
+    let mcast = MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
+    assert_eq!(h.send(0, mac(1), mcast), vec![p[1], p[2], p[3]]);
+    assert_eq!(h.sw.port_counters(p[2]).unwrap().flooded, 1);
+    assert_eq!(h.sw.port_counters(p[0]).unwrap().tx_frames, 1);
+}
+
+#[test]
+fn entries_age_out_after_the_configured_time() {
+    let cfg = Config::default().with_aging_time(Duration::from_secs(60));
+    let mut h = Harness::new(cfg, 3);
+    let p = h.ports.clone();
+    h.send(1, mac(2), MacAddr::BROADCAST);
+    h.advance(Duration::from_secs(59));
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]], "still known at 59 s");
+    h.advance(Duration::from_secs(2)); // 61 s since mac(2) was last seen
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1], p[2]], "aged: flooded again");
+    // and the sweep frees the memory (mac(1) was refreshed by the last frame)
+    h.advance(Duration::from_secs(61));
+    assert_eq!(h.sw.fdb().entries(h.now).count(), 0);
+    assert_eq!(h.sw.fdb().len(), 0);
+    assert!(h.sw.fdb().stats().aged >= 2);
+}
+
+#[test]
+fn default_aging_is_300_seconds() {
+    let mut h = Harness::new(Config::default(), 2);
+    h.send(1, mac(2), MacAddr::BROADCAST);
+    h.advance(Duration::from_secs(300));
+    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), Some(h.ports[1]));
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), None);
+}
+
+#[test]
+fn station_move() {
+    let mut h = Harness::new(Config::default(), 3);
+    let p = h.ports.clone();
+    h.send(1, mac(2), MacAddr::BROADCAST);
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]]);
+    h.send(2, mac(2), MacAddr::BROADCAST); // the station moved to port 2
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[2]]);
+    assert_eq!(h.sw.fdb().stats().moves, 1);
+}
+
+#[test]
+fn frame_to_station_on_ingress_port_is_filtered() {
+    let mut h = Harness::new(Config::default(), 2);
+    h.send(0, mac(2), MacAddr::BROADCAST);
+    assert_eq!(h.send(0, mac(1), mac(2)), Vec::<PortId>::new());
+    let c = h.sw.port_counters(h.ports[0]).unwrap();
+    assert_eq!(c.drops.get(DropReason::LocalDestination), 1);
+}
+
+#[test]
+fn isolated_ports_reach_only_non_isolated_ports() {
+    let mut h = Harness::new(Config::default(), 3);
+    let p = h.ports.clone();
+    for &i in &p[..2] {
+        h.sw.set_port_config(i, PortConfig::default().with_isolated(true)).unwrap();
+    }
+    // isolated port 0 floods only to the non-isolated port 2
+    assert_eq!(h.send(0, mac(1), MacAddr::BROADCAST), vec![p[2]]);
+    assert_eq!(h.send(1, mac(2), MacAddr::BROADCAST), vec![p[2]]);
+    // unicast between the two isolated ports is dropped and counted
+    assert_eq!(h.send(0, mac(1), mac(2)), Vec::<PortId>::new());
+    assert_eq!(h.sw.port_counters(p[0]).unwrap().drops.get(DropReason::Isolated), 1);
+    // the non-isolated port reaches both, and both reach it
+    assert_eq!(h.send(2, mac(3), mac(1)), vec![p[0]]);
+    assert_eq!(h.send(1, mac(2), mac(3)), vec![p[2]]);
+    assert_eq!(h.send(2, mac(3), MacAddr::BROADCAST), vec![p[0], p[1]]);
+}
+
+#[test]
+fn learning_off_does_not_learn() {
+    let mut h = Harness::new(Config::default(), 2);
+    let p = h.ports.clone();
+    h.sw.set_port_config(p[1], PortConfig::default().with_learning(false)).unwrap();
+    h.send(1, mac(2), MacAddr::BROADCAST);
+    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]], "flooded (to the only other port)");
+    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), None);
+}
+
+#[test]
+fn bound_with_fair_eviction() {
+    let cfg = Config::default().with_fdb_max_entries(1024);
+    let mut h = Harness::new(cfg, 3);
+    let p = h.ports.clone();
+    // ports 1 and 2 hold a few real stations each
+    for i in 0..10 {
+        h.send(1, mac(0x1000 + i), MacAddr::BROADCAST);
+        h.send(2, mac(0x2000 + i), MacAddr::BROADCAST);
+    }
+    // port 0 floods 100 000 random source MACs
+    for i in 0..100_000u64 {
+        let m = MacAddr::from_u64(0x0200_0000_0000 | i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 24);
+        h.send(0, m, MacAddr::BROADCAST);
+    }
+    assert!(h.sw.fdb().len() <= 1024, "bounded: {}", h.sw.fdb().len());
+    for i in 0..10 {
+        assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x1000 + i)), Some(p[1]));
+        assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x2000 + i)), Some(p[2]));
+    }
+    assert_eq!(h.sw.fdb().port_len(p[0]), 1024 - 20);
+    assert!(h.sw.fdb().stats().evictions > 90_000);
+    // new stations on the quiet ports still get learned (evicting from port 0)
+    h.send(1, mac(0x1fff), MacAddr::BROADCAST);
+    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x1fff)), Some(p[1]));
+}
+
+#[test]
+fn bad_frames_are_counted_and_dropped() {
+    let mut h = Harness::new(Config::default(), 2);
+    let p0 = h.ports[0];
+    let now = h.now;
+    assert_eq!(h.sw.handle_frame(now, p0, &[0u8; 13]), Verdict::Drop(DropReason::Runt));
+    assert_eq!(h.sw.handle_frame(now, p0, &[]), Verdict::Drop(DropReason::Runt));
+    let zero = icmp_frame(mac(2), MacAddr::ZERO);
+    assert_eq!(h.sw.handle_frame(now, p0, &zero), Verdict::Drop(DropReason::ZeroSource));
+    let mcast = icmp_frame(mac(2), MacAddr::BROADCAST);
+    assert_eq!(h.sw.handle_frame(now, p0, &mcast), Verdict::Drop(DropReason::MulticastSource));
+    let mut short_tag = icmp_frame(mac(2), mac(1));
+    short_tag.truncate(16);
+    short_tag[12..14].copy_from_slice(&[0x81, 0x00]);
+    assert_eq!(h.sw.handle_frame(now, p0, &short_tag), Verdict::Drop(DropReason::Runt));
+    assert_eq!(
+        h.sw.handle_frame(now, PortId(99), &icmp_frame(mac(2), mac(1))),
+        Verdict::Drop(DropReason::UnknownPort)
+    );
+    let c = h.sw.port_counters(p0).unwrap();
+    assert_eq!(c.drops.get(DropReason::Runt), 3);
+    assert_eq!(c.drops.get(DropReason::ZeroSource), 1);
+    assert_eq!(c.drops.get(DropReason::MulticastSource), 1);
+    assert_eq!(c.drops.total(), 5);
+    assert_eq!(c.rx_frames, 5);
+    assert_eq!(h.sw.unknown_port_drops(), 1);
+    assert!(h.sw.fdb().is_empty(), "nothing learned from bad frames");
+}
+
+#[test]
+fn counters_count_bytes() {
+    let mut h = Harness::new(Config::default(), 2);
+    let p = h.ports.clone();
+    h.send(0, mac(1), mac(2));
+    h.send(1, mac(2), mac(1));
+    let c0 = h.sw.port_counters(p[0]).unwrap();
+    assert_eq!((c0.rx_frames, c0.rx_bytes, c0.tx_frames, c0.tx_bytes), (1, 98, 1, 98));
+    h.sw.count_tx_failure(p[0], 98);
+    let c0 = h.sw.port_counters(p[0]).unwrap();
+    assert_eq!((c0.tx_frames, c0.drops.get(DropReason::TxFailed)), (0, 1));
+}
+
+#[test]
+fn removing_a_port_forgets_its_stations_and_reuses_the_id() {
+    let mut h = Harness::new(Config::default().with_max_ports(3), 3);
+    let p = h.ports.clone();
+    h.send(1, mac(2), MacAddr::BROADCAST);
+    assert_eq!(
+        h.sw.add_port(PortConfig::default()),
+        Err(Error::TooManyPorts { max: 3 })
+    );
+    h.sw.remove_port(p[1]).unwrap();
+    assert_eq!(h.sw.remove_port(p[1]), Err(Error::NoSuchPort(p[1])));
+    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), None);
+    assert_eq!(h.sw.ports(), &[p[0], p[2]]);
+    assert_eq!(h.sw.add_port(PortConfig::default()), Ok(p[1]));
+    assert_eq!(h.sw.port_counters(p[1]).unwrap(), PortCounters::default());
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Frame { port: u8, dst: u8, src: u8, len: u8 },
+    Advance(u16),
+    Isolate(u8, bool),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0u8..5, 0u8..12, 0u8..12, 0u8..80).prop_map(|(port, dst, src, len)| Step::Frame { port, dst, src, len }),
+        1 => (0u16..400).prop_map(Step::Advance),
+        1 => (0u8..5, any::<bool>()).prop_map(|(p, on)| Step::Isolate(p, on)),
+    ]
+}
+
+/// Station `n` of a small population; 0 is broadcast, 1 multicast, 2 zero.
+fn station(n: u8) -> MacAddr {
+    match n {
+        0 => MacAddr::BROADCAST,
+        1 => MacAddr([0x33, 0x33, 0, 0, 0, 1]),
+        2 => MacAddr::ZERO,
+        n => mac(u64::from(n)),
+    }
+}
+
+proptest! {
+    /// For any frame sequence, no frame is ever sent to its ingress port, isolated
+    /// ports never reach each other, and the table stays within its bound.
+    #[test]
+    fn never_back_out_the_ingress_port(steps in proptest::collection::vec(step(), 1..300)) {
+        let cfg = Config::default().with_fdb_max_entries(6).with_aging_time(Duration::from_secs(60));
+        let mut h = Harness::new(cfg, 5);
+        for s in steps {
+            match s {
+                Step::Frame { port, dst, src, len } => {
+                    let ingress = h.ports[usize::from(port)];
+                    let mut f = icmp_frame(station(dst), station(src));
+                    f.truncate(usize::from(len));
+                    let iso = h.sw.port_config(ingress).unwrap().isolated;
+                    let targets: Vec<PortId> = match h.sw.handle_frame(h.now, ingress, &f) {
+                        Verdict::Forward(p) => vec![p],
+                        Verdict::Flood => h.sw.flood_targets(ingress).collect(),
+                        Verdict::Drop(_) => vec![],
+                    };
+                    prop_assert!(!targets.contains(&ingress));
+                    if iso {
+                        for t in &targets {
+                            prop_assert!(!h.sw.port_config(*t).unwrap().isolated);
+                        }
+                    }
+                    prop_assert!(h.sw.fdb().len() <= 6);
+                }
+                Step::Advance(s) => h.advance(Duration::from_secs(u64::from(s))),
+                Step::Isolate(p, on) => {
+                    let id = h.ports[usize::from(p)];
+                    h.sw.set_port_config(id, PortConfig::default().with_isolated(on)).unwrap();
+                }
+            }
+        }
+    }
+}
