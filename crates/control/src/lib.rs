@@ -1,1 +1,390 @@
-//! x
+//! The control protocol between `switchctl` (or any client) and `switchd`.
+//!
+//! One unix stream socket per network, `<run-dir>/<network>.ctl`, owner-only. The client
+//! writes one JSON [`Request`] per line; the daemon answers each with one JSON
+//! [`Response`] line. Requests are bounded ([`MAX_REQUEST_LEN`]); an unknown or malformed
+//! request gets an error response and changes nothing.
+//!
+//! ```
+//! use vnet_control::{Request, PortAdd};
+//! let r: Request = serde_json::from_str(r#"{"cmd":"port-del","port":"vnet0"}"#).unwrap();
+//! assert_eq!(r, Request::PortDel { port: "vnet0".into() });
+//! ```
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The longest request line the daemon reads.
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+
+/// A request to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Request {
+    /// Add a port.
+    PortAdd(PortAdd),
+    /// Remove a port by name.
+    PortDel {
+        /// The port's name.
+        port: String,
+    },
+    /// List the ports with their counters.
+    PortList,
+    /// Dump the forwarding database.
+    FdbShow,
+    /// The network's name, uptime and table sizes.
+    NetInfo,
+}
+
+/// What kind of port to add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum PortKind {
+    /// A TAP device created by the daemon.
+    Tap,
+}
+
+/// Arguments of [`Request::PortAdd`].
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortAdd {
+    /// The kind of port.
+    pub kind: Option<PortKind>,
+    /// Port name (unique in the network). Default: the interface name, or
+    /// `NETNS:IFNAME` for a port in another namespace.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Create the interface in this network namespace (name or path).
+    #[serde(default)]
+    pub netns: Option<String>,
+    /// Interface name (default: the port name, else chosen by the kernel, `vnetN`).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// MAC address of the interface.
+    #[serde(default)]
+    pub mac: Option<String>,
+    /// Keep the device when the daemon exits.
+    #[serde(default)]
+    pub persistent: bool,
+    /// Isolated port: reaches only non-isolated ports.
+    #[serde(default)]
+    pub isolated: bool,
+}
+
+impl PortAdd {
+    /// A TAP port with default settings.
+    pub fn tap() -> Self {
+        Self {
+            kind: Some(PortKind::Tap),
+            ..Self::default()
+        }
+    }
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// Success, with a verb-specific result.
+    Ok {
+        /// Always `true`.
+        ok: bool,
+        /// The result ([`PortInfo`], a list of them, [`FdbRow`]s, [`NetInfo`], or null).
+        result: serde_json::Value,
+    },
+    /// Failure: one line saying what went wrong.
+    Err {
+        /// Always `false`.
+        ok: bool,
+        /// The reason.
+        error: String,
+    },
+}
+
+impl Response {
+    /// A success carrying `result`.
+    pub fn ok<T: Serialize>(result: &T) -> Self {
+        match serde_json::to_value(result) {
+            Ok(result) => Self::Ok { ok: true, result },
+            Err(e) => Self::err(format!("cannot encode the result: {e}")),
+        }
+    }
+
+    /// A failure with `msg`.
+    pub fn err(msg: impl Into<String>) -> Self {
+        Self::Err {
+            ok: false,
+            error: msg.into(),
+        }
+    }
+}
+
+/// Counters of one port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Frames received from the port.
+    pub rx_frames: u64,
+    /// Bytes received from the port.
+    pub rx_bytes: u64,
+    /// Frames sent to the port.
+    pub tx_frames: u64,
+    /// Bytes sent to the port.
+    pub tx_bytes: u64,
+    /// Frames received on the port that were flooded.
+    pub flooded: u64,
+    /// Dropped frames by reason (only non-zero reasons).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One port, as `port-list` and `port-add` report it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Port name.
+    pub name: String,
+    /// Port id in the switch.
+    pub id: u16,
+    /// Kind of port.
+    pub kind: PortKind,
+    /// Interface name.
+    pub ifname: String,
+    /// Network namespace of the interface, if not the daemon's.
+    pub netns: Option<String>,
+    /// Persistent device.
+    pub persistent: bool,
+    /// Isolated port.
+    pub isolated: bool,
+    /// MAC addresses learned on the port.
+    pub macs: usize,
+    /// Counters.
+    pub counters: Counters,
+}
+
+/// One forwarding-database entry, as `fdb-show` reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FdbRow {
+    /// Station address.
+    pub mac: String,
+    /// VLAN (0: untagged).
+    pub vlan: u16,
+    /// Port name.
+    pub port: String,
+    /// Seconds since last seen.
+    pub age: f64,
+}
+
+/// What `net-info` reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetInfo {
+    /// Network name.
+    pub name: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime: f64,
+    /// Number of ports.
+    pub ports: usize,
+    /// Entries in the forwarding database.
+    pub fdb_entries: usize,
+    /// Bound on the forwarding database.
+    pub fdb_max_entries: usize,
+    /// Aging time in seconds.
+    pub aging_time: u64,
+}
+
+/// Errors of the client side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No daemon listens on the socket.
+    #[error("cannot connect to {path} (is the network running?)")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading or writing the socket failed.
+    #[error("control socket i/o failed")]
+    Io(#[from] std::io::Error),
+    /// The daemon's answer was not a response.
+    #[error("malformed response from the daemon")]
+    Malformed(#[from] serde_json::Error),
+    /// The daemon closed the connection without answering.
+    #[error("the daemon closed the connection without answering")]
+    NoAnswer,
+}
+
+/// Path of a network's control socket.
+pub fn control_socket_path(run_dir: &Path, network: &str) -> PathBuf {
+    run_dir.join(format!("{network}.ctl"))
+}
+
+/// Checks a network name: 1 to 64 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn validate_network_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("network name {name:?} must be 1 to 64 characters"));
+    }
+    if name.starts_with(['.', '-']) {
+        return Err(format!(
+            "network name {name:?} must not start with '.' or '-'"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(format!(
+            "network name {name:?} may hold only letters, digits, '_', '.' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// A connection to one network's daemon.
+#[derive(Debug)]
+pub struct Client {
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects to the control socket at `path`.
+    pub fn connect(path: &Path) -> Result<Self, Error> {
+        let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+            path: path.to_owned(),
+            source,
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self {
+            reader: BufReader::new(stream),
+        })
+    }
+
+    /// Sends one request and waits for its response.
+    pub fn call(&mut self, req: &Request) -> Result<Response, Error> {
+        let mut line = serde_json::to_vec(req)?;
+        line.push(b'\n');
+        self.call_raw(&line)
+    }
+
+    /// Sends raw bytes as a request line and waits for the response (for tests of
+    /// malformed input).
+    pub fn call_raw(&mut self, line: &[u8]) -> Result<Response, Error> {
+        self.reader.get_mut().write_all(line)?;
+        let mut resp = String::new();
+        if self.reader.read_line(&mut resp)? == 0 {
+            return Err(Error::NoAnswer);
+        }
+        Ok(serde_json::from_str(&resp)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"port-add","kind":"tap","netns":"vm1","ifname":"eth0","mac":"52:54:00:00:00:01"}"#,
+        )
+        .unwrap();
+        let Request::PortAdd(a) = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(
+            (a.netns.as_deref(), a.ifname.as_deref()),
+            (Some("vm1"), Some("eth0"))
+        );
+        let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"port-add","bogus":1}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"cmd":"port-list"}"#).unwrap(),
+            Request::PortList
+        );
+    }
+
+    #[test]
+    fn response_wire_format() {
+        let ok = serde_json::to_string(&Response::ok(&42)).unwrap();
+        assert_eq!(ok, r#"{"ok":true,"result":42}"#);
+        let err = serde_json::to_string(&Response::err("no such port x")).unwrap();
+        assert_eq!(err, r#"{"ok":false,"error":"no such port x"}"#);
+        assert_eq!(
+            serde_json::from_str::<Response>(&err).unwrap(),
+            Response::err("no such port x")
+        );
+    }
+
+    #[test]
+    fn network_names() {
+        assert!(validate_network_name("default").is_ok());
+        assert!(validate_network_name("t-1.net_2").is_ok());
+        for bad in ["", ".x", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_network_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
+
+/// Default locations of the run directory (sockets) and state directory (definitions,
+/// leases): `/run/vnet` and `/var/lib/vnet` for root; `$XDG_RUNTIME_DIR/vnet` and
+/// `$XDG_STATE_HOME/vnet` (or `~/.local/state/vnet`) for other users.
+pub mod dirs {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    /// Environment variable that overrides the run directory.
+    pub const RUN_DIR_ENV: &str = "VNET_RUN_DIR";
+    /// Environment variable that overrides the state directory.
+    pub const STATE_DIR_ENV: &str = "VNET_STATE_DIR";
+
+    fn is_root() -> bool {
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
+
+    fn env_dir(var: &str) -> Option<PathBuf> {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    }
+
+    /// The default run directory.
+    pub fn default_run_dir() -> PathBuf {
+        if is_root() {
+            return PathBuf::from("/run/vnet");
+        }
+        match env_dir("XDG_RUNTIME_DIR") {
+            Some(d) => d.join("vnet"),
+            None => std::env::temp_dir().join(format!(
+                "vnet-{}",
+                std::fs::metadata("/proc/self")
+                    .map(|m| m.uid())
+                    .unwrap_or(0)
+            )),
+        }
+    }
+
+    /// The default state directory.
+    pub fn default_state_dir() -> PathBuf {
+        if is_root() {
+            return PathBuf::from("/var/lib/vnet");
+        }
+        env_dir("XDG_STATE_HOME")
+            .or_else(|| env_dir("HOME").map(|h| h.join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("vnet")
+    }
+}

@@ -105,7 +105,10 @@ pub fn validate_ifname(name: &str) -> Result<(), Error> {
     if name == "." || name == ".." {
         return Err(invalid("'.' and '..' are reserved"));
     }
-    if name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace()) {
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
+    {
         return Err(invalid("contains '/', ':', NUL or white space"));
     }
     Ok(())
@@ -124,7 +127,10 @@ mod tests {
             Err(Error::IfnameTooLong { max: 15, .. })
         ));
         for bad in ["", ".", "..", "a/b", "a b", "a:1"] {
-            assert!(matches!(validate_ifname(bad), Err(Error::IfnameInvalid { .. })), "{bad:?}");
+            assert!(
+                matches!(validate_ifname(bad), Err(Error::IfnameInvalid { .. })),
+                "{bad:?}"
+            );
         }
     }
 }

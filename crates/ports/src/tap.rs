@@ -155,7 +155,10 @@ impl Tap {
             move |source| Error::Ioctl { op, name, source }
         };
         let name = sys::tun_set_iff(fd.as_fd(), want, flags).map_err(|e| {
-            if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EEXIST) | Some(libc::EINVAL)) {
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EBUSY) | Some(libc::EEXIST) | Some(libc::EINVAL)
+            ) {
                 Error::IfnameInUse {
                     name: want.to_owned(),
                 }
@@ -168,7 +171,8 @@ impl Tap {
         let offloads = match sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE | OFFLOADS_USO) {
             Ok(()) => OFFLOADS_BASE | OFFLOADS_USO,
             Err(_) => {
-                sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE).map_err(ioctl("TUNSETOFFLOAD", &name))?;
+                sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE)
+                    .map_err(ioctl("TUNSETOFFLOAD", &name))?;
                 OFFLOADS_BASE
             }
         };

@@ -36,7 +36,11 @@ fn deliver(sw: &mut Switch, ports: &mut [MemPort], now: Instant, ingress: PortId
     for p in ports.iter_mut().filter(|p| targets.contains(&p.id)) {
         p.delivered.push_back(f.to_vec());
     }
-    let names: Vec<_> = ports.iter().filter(|p| targets.contains(&p.id)).map(|p| p.name).collect();
+    let names: Vec<_> = ports
+        .iter()
+        .filter(|p| targets.contains(&p.id))
+        .map(|p| p.name)
+        .collect();
     println!("  {verdict:?} -> {names:?}");
 }
 
@@ -65,7 +69,13 @@ fn main() {
     now = now + Duration::from_secs(11);
     sw.handle_timeout(now);
     println!("after 11 s, b aged out: a -> b is flooded again");
-    deliver(&mut sw, &mut ports, now, a, &frame(mac_b, mac_a, b"still there?"));
+    deliver(
+        &mut sw,
+        &mut ports,
+        now,
+        a,
+        &frame(mac_b, mac_a, b"still there?"),
+    );
 
     for p in &ports {
         let c = sw.port_counters(p.id).expect("port exists");

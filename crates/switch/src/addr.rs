@@ -161,7 +161,13 @@ mod tests {
         assert_eq!(m.0, [0x52, 0x54, 0x00, 0xab, 0xcd, 0x0f]);
         assert_eq!(m.to_string(), "52:54:00:ab:cd:0f");
         assert_eq!(MacAddr::from_u64(m.to_u64()), m);
-        for bad in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:0f:11", "52:54:00:ab:cd:xyz", "5254:00:ab:cd:0f"] {
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:0f:11",
+            "52:54:00:ab:cd:xyz",
+            "5254:00:ab:cd:0f",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
         }
     }

@@ -26,7 +26,10 @@ fn key(vlan: VlanId, mac: MacAddr) -> Key {
 
 fn unkey(k: Key) -> (VlanId, MacAddr) {
     let vid = u16::try_from(k >> 48).unwrap_or(0);
-    (VlanId::new(vid).unwrap_or(VlanId::UNTAGGED), MacAddr::from_u64(k))
+    (
+        VlanId::new(vid).unwrap_or(VlanId::UNTAGGED),
+        MacAddr::from_u64(k),
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -167,7 +170,11 @@ impl Fdb {
             let from = e.port;
             let seq = self.next_seq;
             self.next_seq += 1;
-            *e = Entry { port, last_seen: now, seq };
+            *e = Entry {
+                port,
+                last_seen: now,
+                seq,
+            };
             if let Some(old) = self.ports.get_mut(from.index()) {
                 old.count = old.count.saturating_sub(1);
             }
@@ -180,7 +187,14 @@ impl Fdb {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.map.insert(k, Entry { port, last_seen: now, seq });
+        self.map.insert(
+            k,
+            Entry {
+                port,
+                last_seen: now,
+                seq,
+            },
+        );
         self.push_order(port, k, seq);
         self.stats.learned += 1;
         Learned::New
@@ -219,7 +233,11 @@ impl Fdb {
         let port = PortId(u16::try_from(victim).unwrap_or(u16::MAX));
         let pe = &mut self.ports[victim];
         while let Some((k, seq)) = pe.order.pop_front() {
-            if self.map.get(&k).is_some_and(|e| e.port == port && e.seq == seq) {
+            if self
+                .map
+                .get(&k)
+                .is_some_and(|e| e.port == port && e.seq == seq)
+            {
                 self.map.remove(&k);
                 pe.count = pe.count.saturating_sub(1);
                 self.stats.evictions += 1;
@@ -277,15 +295,18 @@ impl Fdb {
 
     /// The live (not aged-out) entries, in no particular order.
     pub fn entries(&self, now: Instant) -> impl Iterator<Item = FdbEntry> + '_ {
-        self.map.iter().filter(move |(_, e)| !self.is_expired(now, e)).map(move |(k, e)| {
-            let (vlan, mac) = unkey(*k);
-            FdbEntry {
-                vlan,
-                mac,
-                port: e.port,
-                age: now.saturating_duration_since(e.last_seen),
-            }
-        })
+        self.map
+            .iter()
+            .filter(move |(_, e)| !self.is_expired(now, e))
+            .map(move |(k, e)| {
+                let (vlan, mac) = unkey(*k);
+                FdbEntry {
+                    vlan,
+                    mac,
+                    port: e.port,
+                    age: now.saturating_duration_since(e.last_seen),
+                }
+            })
     }
 }
 
@@ -301,10 +322,20 @@ mod tests {
     fn learn_lookup_move() {
         let mut f = Fdb::new(16, Duration::from_secs(300));
         let t = Instant::from_secs(1);
-        assert_eq!(f.learn(t, VlanId::UNTAGGED, mac(1), PortId(0)), Learned::New);
-        assert_eq!(f.learn(t, VlanId::UNTAGGED, mac(1), PortId(0)), Learned::Refreshed);
+        assert_eq!(
+            f.learn(t, VlanId::UNTAGGED, mac(1), PortId(0)),
+            Learned::New
+        );
+        assert_eq!(
+            f.learn(t, VlanId::UNTAGGED, mac(1), PortId(0)),
+            Learned::Refreshed
+        );
         assert_eq!(f.lookup(t, VlanId::UNTAGGED, mac(1)), Some(PortId(0)));
-        assert_eq!(f.lookup(t, VlanId::new(7).unwrap(), mac(1)), None, "keyed by VLAN too");
+        assert_eq!(
+            f.lookup(t, VlanId::new(7).unwrap(), mac(1)),
+            None,
+            "keyed by VLAN too"
+        );
         assert_eq!(
             f.learn(t, VlanId::UNTAGGED, mac(1), PortId(3)),
             Learned::Moved { from: PortId(0) }
@@ -318,7 +349,12 @@ mod tests {
     fn repeated_moves_keep_queues_bounded() {
         let mut f = Fdb::new(16, Duration::from_secs(300));
         for i in 0..10_000u64 {
-            f.learn(Instant::from_micros(i), VlanId::UNTAGGED, mac(1), PortId((i % 2) as u16));
+            f.learn(
+                Instant::from_micros(i),
+                VlanId::UNTAGGED,
+                mac(1),
+                PortId((i % 2) as u16),
+            );
         }
         assert!(f.ports.iter().all(|p| p.order.len() <= 2 * p.count + 65));
         assert_eq!(f.len(), 1);
@@ -332,7 +368,12 @@ mod tests {
         let e: Vec<_> = f.entries(Instant::from_secs(3)).collect();
         assert_eq!(
             e,
-            vec![FdbEntry { vlan: v, mac: mac(0xabcdef), port: PortId(2), age: Duration::from_secs(2) }]
+            vec![FdbEntry {
+                vlan: v,
+                mac: mac(0xabcdef),
+                port: PortId(2),
+                age: Duration::from_secs(2)
+            }]
         );
     }
 }

@@ -290,7 +290,10 @@ impl Switch {
     /// A switch with no ports.
     pub fn new(config: Config) -> Self {
         let max_ports = config.max_ports.clamp(1, usize::from(u16::MAX) + 1);
-        let config = Config { max_ports, ..config };
+        let config = Config {
+            max_ports,
+            ..config
+        };
         let fdb = Fdb::new(config.fdb_max_entries, config.aging_time);
         Self {
             next_sweep: Instant::ZERO + sweep_interval(config.aging_time),
@@ -334,7 +337,10 @@ impl Switch {
 
     /// Removes a port and forgets every station learned on it.
     pub fn remove_port(&mut self, id: PortId) -> Result<(), Error> {
-        let slot = self.ports.get_mut(id.index()).ok_or(Error::NoSuchPort(id))?;
+        let slot = self
+            .ports
+            .get_mut(id.index())
+            .ok_or(Error::NoSuchPort(id))?;
         if slot.take().is_none() {
             return Err(Error::NoSuchPort(id));
         }
@@ -473,8 +479,7 @@ impl Switch {
     pub fn flood_targets(&self, ingress: PortId) -> impl Iterator<Item = PortId> + '_ {
         let ingress_isolated = self.port(ingress).is_some_and(|p| p.config.isolated);
         self.active.iter().copied().filter(move |&id| {
-            id != ingress
-                && !(ingress_isolated && self.port(id).is_some_and(|p| p.config.isolated))
+            id != ingress && !(ingress_isolated && self.port(id).is_some_and(|p| p.config.isolated))
         })
     }
 

@@ -11,8 +11,8 @@ fn icmp_frame(dst: MacAddr, src: MacAddr) -> Vec<u8> {
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     // IPv4 header 10.0.0.1 -> 10.0.0.2, ICMP echo
     f[14..34].copy_from_slice(&[
-        0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 0, 1, 10,
-        0, 0, 2,
+        0x45, 0x00, 0x00, 0x54, 0x12, 0x34, 0x40, 0x00, 0x40, 0x01, 0x00, 0x00, 10, 0, 0, 1, 10, 0,
+        0, 2,
     ]);
     f[34] = 8;
     f
@@ -31,7 +31,9 @@ struct Harness {
 impl Harness {
     fn new(config: Config, n: usize) -> Self {
         let mut sw = Switch::new(config);
-        let ports = (0..n).map(|_| sw.add_port(PortConfig::default()).unwrap()).collect();
+        let ports = (0..n)
+            .map(|_| sw.add_port(PortConfig::default()).unwrap())
+            .collect();
         Self {
             sw,
             now: Instant::from_secs(1),
@@ -42,7 +44,10 @@ impl Harness {
     /// Sends a frame from station `src` on port index `from` to `dst`; returns the egress ports.
     fn send(&mut self, from: usize, src: MacAddr, dst: MacAddr) -> Vec<PortId> {
         let ingress = self.ports[from];
-        match self.sw.handle_frame(self.now, ingress, &icmp_frame(dst, src)) {
+        match self
+            .sw
+            .handle_frame(self.now, ingress, &icmp_frame(dst, src))
+        {
             Verdict::Forward(p) => vec![p],
             Verdict::Flood => self.sw.flood_targets(ingress).collect(),
             Verdict::Drop(_) => vec![],
@@ -61,9 +66,21 @@ impl Harness {
 fn learning_turns_flood_into_unicast() {
     let mut h = Harness::new(Config::default(), 3);
     let p = h.ports.clone();
-    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1], p[2]], "unknown: flood but ingress");
-    assert_eq!(h.send(1, mac(2), mac(1)), vec![p[0]], "mac(1) learned on port 0");
-    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]], "mac(2) learned on port 1");
+    assert_eq!(
+        h.send(0, mac(1), mac(2)),
+        vec![p[1], p[2]],
+        "unknown: flood but ingress"
+    );
+    assert_eq!(
+        h.send(1, mac(2), mac(1)),
+        vec![p[0]],
+        "mac(1) learned on port 0"
+    );
+    assert_eq!(
+        h.send(0, mac(1), mac(2)),
+        vec![p[1]],
+        "mac(2) learned on port 1"
+    );
     assert_eq!(h.sw.fdb().len(), 2);
 }
 
@@ -71,7 +88,10 @@ fn learning_turns_flood_into_unicast() {
 fn broadcast_and_multicast_flood_excluding_ingress() {
     let mut h = Harness::new(Config::default(), 4);
     let p = h.ports.clone();
-    assert_eq!(h.send(2, mac(3), MacAddr::BROADCAST), vec![p[0], p[1], p[3]]);
+    assert_eq!(
+        h.send(2, mac(3), MacAddr::BROADCAST),
+        vec![p[0], p[1], p[3]]
+    );
     let mcast = MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]);
     assert_eq!(h.send(0, mac(1), mcast), vec![p[1], p[2], p[3]]);
     assert_eq!(h.sw.port_counters(p[2]).unwrap().flooded, 1);
@@ -87,7 +107,11 @@ fn entries_age_out_after_the_configured_time() {
     h.advance(Duration::from_secs(59));
     assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]], "still known at 59 s");
     h.advance(Duration::from_secs(2)); // 61 s since mac(2) was last seen
-    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1], p[2]], "aged: flooded again");
+    assert_eq!(
+        h.send(0, mac(1), mac(2)),
+        vec![p[1], p[2]],
+        "aged: flooded again"
+    );
     // and the sweep frees the memory (mac(1) was refreshed by the last frame)
     h.advance(Duration::from_secs(61));
     assert_eq!(h.sw.fdb().entries(h.now).count(), 0);
@@ -100,7 +124,10 @@ fn default_aging_is_300_seconds() {
     let mut h = Harness::new(Config::default(), 2);
     h.send(1, mac(2), MacAddr::BROADCAST);
     h.advance(Duration::from_secs(300));
-    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), Some(h.ports[1]));
+    assert_eq!(
+        h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)),
+        Some(h.ports[1])
+    );
     h.advance(Duration::from_secs(1));
     assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), None);
 }
@@ -130,14 +157,21 @@ fn isolated_ports_reach_only_non_isolated_ports() {
     let mut h = Harness::new(Config::default(), 3);
     let p = h.ports.clone();
     for &i in &p[..2] {
-        h.sw.set_port_config(i, PortConfig::default().with_isolated(true)).unwrap();
+        h.sw.set_port_config(i, PortConfig::default().with_isolated(true))
+            .unwrap();
     }
     // isolated port 0 floods only to the non-isolated port 2
     assert_eq!(h.send(0, mac(1), MacAddr::BROADCAST), vec![p[2]]);
     assert_eq!(h.send(1, mac(2), MacAddr::BROADCAST), vec![p[2]]);
     // unicast between the two isolated ports is dropped and counted
     assert_eq!(h.send(0, mac(1), mac(2)), Vec::<PortId>::new());
-    assert_eq!(h.sw.port_counters(p[0]).unwrap().drops.get(DropReason::Isolated), 1);
+    assert_eq!(
+        h.sw.port_counters(p[0])
+            .unwrap()
+            .drops
+            .get(DropReason::Isolated),
+        1
+    );
     // the non-isolated port reaches both, and both reach it
     assert_eq!(h.send(2, mac(3), mac(1)), vec![p[0]]);
     assert_eq!(h.send(1, mac(2), mac(3)), vec![p[2]]);
@@ -148,9 +182,14 @@ fn isolated_ports_reach_only_non_isolated_ports() {
 fn learning_off_does_not_learn() {
     let mut h = Harness::new(Config::default(), 2);
     let p = h.ports.clone();
-    h.sw.set_port_config(p[1], PortConfig::default().with_learning(false)).unwrap();
+    h.sw.set_port_config(p[1], PortConfig::default().with_learning(false))
+        .unwrap();
     h.send(1, mac(2), MacAddr::BROADCAST);
-    assert_eq!(h.send(0, mac(1), mac(2)), vec![p[1]], "flooded (to the only other port)");
+    assert_eq!(
+        h.send(0, mac(1), mac(2)),
+        vec![p[1]],
+        "flooded (to the only other port)"
+    );
     assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(2)), None);
 }
 
@@ -171,14 +210,23 @@ fn bound_with_fair_eviction() {
     }
     assert!(h.sw.fdb().len() <= 1024, "bounded: {}", h.sw.fdb().len());
     for i in 0..10 {
-        assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x1000 + i)), Some(p[1]));
-        assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x2000 + i)), Some(p[2]));
+        assert_eq!(
+            h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x1000 + i)),
+            Some(p[1])
+        );
+        assert_eq!(
+            h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x2000 + i)),
+            Some(p[2])
+        );
     }
     assert_eq!(h.sw.fdb().port_len(p[0]), 1024 - 20);
     assert!(h.sw.fdb().stats().evictions > 90_000);
     // new stations on the quiet ports still get learned (evicting from port 0)
     h.send(1, mac(0x1fff), MacAddr::BROADCAST);
-    assert_eq!(h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x1fff)), Some(p[1]));
+    assert_eq!(
+        h.sw.fdb().lookup(h.now, VlanId::UNTAGGED, mac(0x1fff)),
+        Some(p[1])
+    );
 }
 
 #[test]
@@ -186,16 +234,31 @@ fn bad_frames_are_counted_and_dropped() {
     let mut h = Harness::new(Config::default(), 2);
     let p0 = h.ports[0];
     let now = h.now;
-    assert_eq!(h.sw.handle_frame(now, p0, &[0u8; 13]), Verdict::Drop(DropReason::Runt));
-    assert_eq!(h.sw.handle_frame(now, p0, &[]), Verdict::Drop(DropReason::Runt));
+    assert_eq!(
+        h.sw.handle_frame(now, p0, &[0u8; 13]),
+        Verdict::Drop(DropReason::Runt)
+    );
+    assert_eq!(
+        h.sw.handle_frame(now, p0, &[]),
+        Verdict::Drop(DropReason::Runt)
+    );
     let zero = icmp_frame(mac(2), MacAddr::ZERO);
-    assert_eq!(h.sw.handle_frame(now, p0, &zero), Verdict::Drop(DropReason::ZeroSource));
+    assert_eq!(
+        h.sw.handle_frame(now, p0, &zero),
+        Verdict::Drop(DropReason::ZeroSource)
+    );
     let mcast = icmp_frame(mac(2), MacAddr::BROADCAST);
-    assert_eq!(h.sw.handle_frame(now, p0, &mcast), Verdict::Drop(DropReason::MulticastSource));
+    assert_eq!(
+        h.sw.handle_frame(now, p0, &mcast),
+        Verdict::Drop(DropReason::MulticastSource)
+    );
     let mut short_tag = icmp_frame(mac(2), mac(1));
     short_tag.truncate(16);
     short_tag[12..14].copy_from_slice(&[0x81, 0x00]);
-    assert_eq!(h.sw.handle_frame(now, p0, &short_tag), Verdict::Drop(DropReason::Runt));
+    assert_eq!(
+        h.sw.handle_frame(now, p0, &short_tag),
+        Verdict::Drop(DropReason::Runt)
+    );
     assert_eq!(
         h.sw.handle_frame(now, PortId(99), &icmp_frame(mac(2), mac(1))),
         Verdict::Drop(DropReason::UnknownPort)
@@ -217,7 +280,10 @@ fn counters_count_bytes() {
     h.send(0, mac(1), mac(2));
     h.send(1, mac(2), mac(1));
     let c0 = h.sw.port_counters(p[0]).unwrap();
-    assert_eq!((c0.rx_frames, c0.rx_bytes, c0.tx_frames, c0.tx_bytes), (1, 98, 1, 98));
+    assert_eq!(
+        (c0.rx_frames, c0.rx_bytes, c0.tx_frames, c0.tx_bytes),
+        (1, 98, 1, 98)
+    );
     h.sw.count_tx_failure(p[0], 98);
     let c0 = h.sw.port_counters(p[0]).unwrap();
     assert_eq!((c0.tx_frames, c0.drops.get(DropReason::TxFailed)), (0, 1));

@@ -82,7 +82,12 @@ impl Sub for Instant {
 
 impl fmt::Display for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
+        write!(
+            f,
+            "{}.{:06}s",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
     }
 }
 
@@ -93,11 +98,17 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         let t = Instant::from_secs(5);
-        assert_eq!(t + Duration::from_millis(1500), Instant::from_micros(6_500_000));
+        assert_eq!(
+            t + Duration::from_millis(1500),
+            Instant::from_micros(6_500_000)
+        );
         assert_eq!(t - Duration::from_secs(10), Instant::ZERO);
         assert_eq!(Instant::ZERO - t, Duration::ZERO);
         assert_eq!(t - Instant::from_secs(2), Duration::from_secs(3));
-        assert_eq!(Instant::from_micros(u64::MAX) + Duration::MAX, Instant::from_micros(u64::MAX));
+        assert_eq!(
+            Instant::from_micros(u64::MAX) + Duration::MAX,
+            Instant::from_micros(u64::MAX)
+        );
         assert_eq!(t.to_string(), "5.000000s");
     }
 }

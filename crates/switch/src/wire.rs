@@ -168,7 +168,8 @@ mod tests {
 
     /// An ARP request from 52:54:00:12:34:56, as captured (broadcast, 42 bytes).
     const ARP_REQUEST: [u8; 42] = [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08, 0x06, // eth
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x08,
+        0x06, // eth
         0x00, 0x01, 0x08, 0x00, 0x06, 0x04, 0x00, 0x01, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 192,
         168, 122, 10, 0, 0, 0, 0, 0, 0, 192, 168, 122, 1,
     ];
@@ -203,7 +204,13 @@ mod tests {
         tagged[16..18].copy_from_slice(&[0x08, 0x00]);
         let f = EthernetFrame::new_checked(&tagged[..]).unwrap();
         assert_eq!(f.vlan_id(), VlanId::new(100));
-        assert_eq!(EthernetFrame::new_checked(&tagged[..17]).err(), Some(WireError::Truncated));
-        assert_eq!(EthernetFrame::new_checked(&ARP_REQUEST[..13]).err(), Some(WireError::Truncated));
+        assert_eq!(
+            EthernetFrame::new_checked(&tagged[..17]).err(),
+            Some(WireError::Truncated)
+        );
+        assert_eq!(
+            EthernetFrame::new_checked(&ARP_REQUEST[..13]).err(),
+            Some(WireError::Truncated)
+        );
     }
 }

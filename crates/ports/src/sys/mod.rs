@@ -72,7 +72,10 @@ pub(crate) fn open_tun() -> io::Result<OwnedFd> {
     const PATH: &CStr = c"/dev/net/tun";
     // SAFETY: PATH is a valid NUL-terminated string; open has no other preconditions.
     let fd = check(unsafe {
-        libc::open(PATH.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        libc::open(
+            PATH.as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
     })?;
     // SAFETY: open just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -123,23 +126,42 @@ pub(crate) fn tun_set_hwaddr(fd: BorrowedFd<'_>, name: &str, mac: [u8; 6]) -> io
     }
     // SAFETY: the tun driver handles SIOCSIFHWADDR on an attached descriptor, reading one
     // ifreq; ifr is live and aligned for the call.
-    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFHWADDR, &mut ifr as *mut libc::ifreq) })?;
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::SIOCSIFHWADDR,
+            &mut ifr as *mut libc::ifreq,
+        )
+    })?;
     Ok(())
 }
 
 /// Sets `IFF_UP` on interface `name` in the calling thread's network namespace.
 pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
     // SAFETY: socket has no memory preconditions.
-    let raw = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: socket just returned this descriptor and nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut ifr = ifreq_with_name(name)?;
     // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags of the live ifreq.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr as *mut libc::ifreq) })?;
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS,
+            &mut ifr as *mut libc::ifreq,
+        )
+    })?;
     // SAFETY: ifru_flags was just written by the kernel; reading and updating a c_short.
     unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as c_short };
     // SAFETY: SIOCSIFFLAGS reads the name and flags of the live ifreq.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &mut ifr as *mut libc::ifreq) })?;
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFFLAGS,
+            &mut ifr as *mut libc::ifreq,
+        )
+    })?;
     Ok(())
 }
 

@@ -1,0 +1,602 @@
+//! The event loop: one thread polls every port, the control socket and the signal pipe.
+//!
+//! A frame's path: a TAP fd becomes readable → [`Daemon::service_port`] reads frames
+//! into the one datapath buffer until `EAGAIN` (or the per-turn budget) → the switch core
+//! decides ([`vnet_switch::Switch::handle_frame`]) → the buffer, virtio-net header
+//! included, is written to the egress TAP(s) unchanged.
+//!
+//! Control requests are served on the same thread between datapath turns, so the core
+//! needs no lock; they are short (a port-add that enters a namespace joins a thread that
+//! lives for a few system calls).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use vnet_control::{
+    Counters, FdbRow, NetInfo, PortAdd, PortInfo, PortKind, Request, Response, MAX_REQUEST_LEN,
+};
+use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
+use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
+
+const LISTENER: Token = Token(1 << 20);
+const SIGNALS: Token = Token((1 << 20) + 1);
+const CONN_BASE: usize = 1 << 21;
+/// Frames read from one port before the loop turns to the next ready port.
+const BUDGET: usize = 64;
+/// Control connections served at once; more are refused.
+const MAX_CONNS: usize = 64;
+
+macro_rules! log {
+    ($($t:tt)*) => { eprintln!("switchd: {}", format_args!($($t)*)) };
+}
+
+struct Port {
+    name: String,
+    tap: Tap,
+    isolated: bool,
+    /// In the ready queue (readable, not yet drained to `EAGAIN`).
+    ready: bool,
+}
+
+struct Conn {
+    stream: UnixStream,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    /// Close once `outbuf` is flushed.
+    closing: bool,
+}
+
+pub(crate) struct Daemon {
+    name: String,
+    socket_path: PathBuf,
+    sw: Switch,
+    /// Indexed by `PortId`.
+    ports: Vec<Option<Port>>,
+    ready: VecDeque<PortId>,
+    poll: Poll,
+    listener: UnixListener,
+    signals: UnixStream,
+    conns: HashMap<Token, Conn>,
+    next_conn: usize,
+    buf: FrameBuf,
+    /// Reused list of flood targets (no allocation per frame).
+    targets: Vec<PortId>,
+    epoch: std::time::Instant,
+    stop: bool,
+}
+
+impl Daemon {
+    pub(crate) fn new(name: &str, run_dir: &Path, config: vnet_switch::Config) -> Result<Self> {
+        let socket_path = vnet_control::control_socket_path(run_dir, name);
+        if std::os::unix::net::UnixStream::connect(&socket_path).is_ok() {
+            anyhow::bail!(
+                "network {name:?} is already running (control socket {})",
+                socket_path.display()
+            );
+        }
+        match std::fs::remove_file(&socket_path) {
+            Ok(()) => log!("removed stale control socket {}", socket_path.display()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e).context(format!("removing {}", socket_path.display())),
+        }
+        let mut listener = UnixListener::bind(&socket_path)
+            .with_context(|| format!("binding control socket {}", socket_path.display()))?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", socket_path.display()))?;
+
+        let (mut sig_rx, sig_tx) = UnixStream::pair().context("creating the signal pipe")?;
+        let sig_tx = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(sig_tx));
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            let tx = sig_tx.try_clone().context("cloning the signal pipe")?;
+            signal_hook::low_level::pipe::register(sig, tx)
+                .context("installing signal handlers")?;
+        }
+
+        let poll = Poll::new().context("creating the poller")?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
+        log!(
+            "network {name:?} running, control socket {}",
+            socket_path.display()
+        );
+        Ok(Self {
+            name: name.to_owned(),
+            socket_path,
+            sw: Switch::new(config),
+            ports: Vec::new(),
+            ready: VecDeque::new(),
+            poll,
+            listener,
+            signals: sig_rx,
+            conns: HashMap::new(),
+            next_conn: 0,
+            buf: FrameBuf::new(),
+            targets: Vec::new(),
+            epoch: std::time::Instant::now(),
+            stop: false,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn run(&mut self) -> Result<()> {
+        let mut events = Events::with_capacity(256);
+        while !self.stop {
+            let timeout = if self.ready.is_empty() {
+                let now = self.now();
+                self.sw
+                    .poll_timeout()
+                    .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("polling");
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => self.on_signal(),
+                    Token(t) if t >= CONN_BASE => self.on_conn(Token(t)),
+                    Token(t) => self.mark_ready(t),
+                }
+            }
+            self.service_ready();
+            let now = self.now();
+            if self.sw.poll_timeout().is_some_and(|t| t <= now) {
+                self.sw.handle_timeout(now);
+            }
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn on_signal(&mut self) {
+        let mut b = [0u8; 64];
+        while let Ok(n) = self.signals.read(&mut b) {
+            if n == 0 {
+                break;
+            }
+        }
+        log!("signal received, stopping");
+        self.stop = true;
+    }
+
+    fn shutdown(&mut self) {
+        let names: Vec<String> = self
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| p.name.clone())
+            .collect();
+        for name in names {
+            // persistent devices stay; the others vanish with their descriptor
+            let _ = self.remove_port(&name, false);
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        log!("network {:?} stopped", self.name);
+    }
+
+    // ---- datapath ----
+
+    fn mark_ready(&mut self, t: usize) {
+        let Ok(id) = u16::try_from(t) else { return };
+        if let Some(Some(p)) = self.ports.get_mut(t) {
+            if !p.ready {
+                p.ready = true;
+                self.ready.push_back(PortId(id));
+            }
+        }
+    }
+
+    /// One round over the ready ports, each up to [`BUDGET`] frames.
+    fn service_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(id) = self.ready.pop_front() else {
+                break;
+            };
+            let drained = self.service_port(id);
+            if let Some(Some(p)) = self.ports.get_mut(id.index()) {
+                if drained {
+                    p.ready = false;
+                } else {
+                    self.ready.push_back(id);
+                }
+            }
+        }
+    }
+
+    /// Reads and forwards frames from one port. Returns true once the port is drained
+    /// (`EAGAIN`) or gone.
+    fn service_port(&mut self, id: PortId) -> bool {
+        let now = self.now();
+        for _ in 0..BUDGET {
+            let Some(Some(port)) = self.ports.get_mut(id.index()) else {
+                return true;
+            };
+            match port.tap.recv(&mut self.buf) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::InvalidData => continue,
+                Err(e) => {
+                    let name = port.name.clone();
+                    log!("port {name}: read failed ({e}); removing it");
+                    let _ = self.remove_port(&name, true);
+                    return true;
+                }
+            }
+            self.forward(now, id);
+        }
+        false
+    }
+
+    fn forward(&mut self, now: Instant, ingress: PortId) {
+        match self.sw.handle_frame(now, ingress, self.buf.frame()) {
+            Verdict::Forward(egress) => self.transmit(egress),
+            Verdict::Flood => {
+                let mut targets = std::mem::take(&mut self.targets);
+                targets.clear();
+                targets.extend(self.sw.flood_targets(ingress));
+                for &egress in &targets {
+                    self.transmit(egress);
+                }
+                self.targets = targets;
+            }
+            Verdict::Drop(_) => {}
+        }
+    }
+
+    fn transmit(&mut self, egress: PortId) {
+        let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
+            return;
+        };
+        if port.tap.send(&self.buf).is_err() {
+            self.sw.count_tx_failure(egress, self.buf.len());
+        }
+    }
+
+    // ---- ports ----
+
+    fn port_id_by_name(&self, name: &str) -> Option<PortId> {
+        self.ports.iter().enumerate().find_map(|(i, p)| {
+            let p = p.as_ref()?;
+            (p.name == name).then(|| PortId(u16::try_from(i).unwrap_or(u16::MAX)))
+        })
+    }
+
+    fn add_port(&mut self, req: &PortAdd) -> Result<PortInfo, String> {
+        let kind = req.kind.unwrap_or(PortKind::Tap);
+        if let Some(n) = &req.name {
+            if n.is_empty()
+                || n.len() > 64
+                || n.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!(
+                    "port name {n:?} must be 1 to 64 characters without white space"
+                ));
+            }
+            if self.port_id_by_name(n).is_some() {
+                return Err(format!("port name {n:?} is in use"));
+            }
+        }
+        if req.ifname.is_some()
+            && req.netns.is_none()
+            && req.name.is_some()
+            && req.ifname != req.name
+        {
+            return Err("--ifname without --netns: give only --name (the interface name)".into());
+        }
+        let mac = match &req.mac {
+            None => None,
+            Some(m) => {
+                let mac: MacAddr = m.parse().map_err(|e| format!("{e}"))?;
+                if !mac.is_unicast() {
+                    return Err(format!(
+                        "MAC address {mac} is not a unicast station address"
+                    ));
+                }
+                Some(mac.octets())
+            }
+        };
+        let ifname = req.ifname.clone().or_else(|| req.name.clone());
+        if let Some(i) = &ifname {
+            vnet_ports::validate_ifname(i).map_err(|e| e.to_string())?;
+        }
+        let mut opts = TapOptions::default();
+        opts.name = ifname;
+        opts.netns = req.netns.as_deref().map(NetnsRef::new);
+        opts.persistent = req.persistent;
+        opts.mac = mac;
+        let tap = Tap::create(&opts).map_err(|e| {
+            let mut s = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                s.push_str(&format!(": {src}"));
+            }
+            s
+        })?;
+        let name = req.name.clone().unwrap_or_else(|| match &req.netns {
+            Some(ns) => format!("{ns}:{}", tap.name()),
+            None => tap.name().to_owned(),
+        });
+        if self.port_id_by_name(&name).is_some() {
+            return Err(format!("port name {name:?} is in use"));
+        }
+        let id = self
+            .sw
+            .add_port(PortConfig::default().with_isolated(req.isolated))
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&tap.as_raw_fd()),
+            Token(id.index()),
+            Interest::READABLE,
+        ) {
+            let _ = self.sw.remove_port(id);
+            return Err(format!("cannot poll the new port: {e}"));
+        }
+        if self.ports.len() <= id.index() {
+            self.ports.resize_with(id.index() + 1, || None);
+        }
+        log!(
+            "port {name} added ({kind:?} {}{})",
+            tap.name(),
+            req.netns
+                .as_deref()
+                .map(|n| format!(" in netns {n}"))
+                .unwrap_or_default()
+        );
+        self.ports[id.index()] = Some(Port {
+            name,
+            tap,
+            isolated: req.isolated,
+            ready: false,
+        });
+        // Frames may already be queued: the edge was before registration.
+        self.mark_ready(id.index());
+        self.port_info(id).ok_or_else(|| "port vanished".to_owned())
+    }
+
+    /// Removes a port; `destroy` also removes a persistent device.
+    fn remove_port(&mut self, name: &str, destroy: bool) -> Result<(), String> {
+        let id = self
+            .port_id_by_name(name)
+            .ok_or_else(|| format!("no port named {name:?} in network {:?}", self.name))?;
+        let Some(mut port) = self.ports.get_mut(id.index()).and_then(Option::take) else {
+            return Err(format!("no port named {name:?}"));
+        };
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&port.tap.as_raw_fd()));
+        let _ = self.sw.remove_port(id);
+        self.ready.retain(|p| *p != id);
+        if destroy && port.tap.is_persistent() {
+            if let Err(e) = port.tap.set_persistent(false) {
+                log!("port {name}: cannot clear persistence: {e}");
+            }
+        }
+        log!("port {name} removed");
+        Ok(())
+    }
+
+    fn port_info(&self, id: PortId) -> Option<PortInfo> {
+        let p = self.ports.get(id.index())?.as_ref()?;
+        let c = self.sw.port_counters(id)?;
+        Some(PortInfo {
+            name: p.name.clone(),
+            id: id.0,
+            kind: PortKind::Tap,
+            ifname: p.tap.name().to_owned(),
+            netns: p.tap.netns().map(|n| n.name().to_owned()),
+            persistent: p.tap.is_persistent(),
+            isolated: p.isolated,
+            macs: self.sw.fdb().port_len(id),
+            counters: Counters {
+                rx_frames: c.rx_frames,
+                rx_bytes: c.rx_bytes,
+                tx_frames: c.tx_frames,
+                tx_bytes: c.tx_bytes,
+                flooded: c.flooded,
+                drops: c
+                    .drops
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(r, n)| (r.as_str().to_owned(), n))
+                    .collect(),
+            },
+        })
+    }
+
+    // ---- control ----
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    if self.conns.len() >= MAX_CONNS {
+                        log!("too many control connections; refusing one");
+                        continue;
+                    }
+                    let token = Token(CONN_BASE + self.next_conn);
+                    self.next_conn = (self.next_conn + 1) % (1 << 20);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, Interest::READABLE)
+                        .is_ok()
+                    {
+                        self.conns.insert(
+                            token,
+                            Conn {
+                                stream,
+                                inbuf: Vec::new(),
+                                outbuf: Vec::new(),
+                                closing: false,
+                            },
+                        );
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log!("accept failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_conn(&mut self, token: Token) {
+        let Some(mut conn) = self.conns.remove(&token) else {
+            return;
+        };
+        let mut eof = false;
+        let mut chunk = [0u8; 4096];
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => conn.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+            if conn.inbuf.len() > MAX_REQUEST_LEN {
+                break;
+            }
+        }
+        while let Some(nl) = conn.inbuf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = conn.inbuf.drain(..=nl).collect();
+            let resp = self.handle_line(&line[..line.len() - 1]);
+            queue_response(&mut conn.outbuf, &resp);
+        }
+        if conn.inbuf.len() > MAX_REQUEST_LEN {
+            let resp = Response::err(format!("request longer than {MAX_REQUEST_LEN} bytes"));
+            queue_response(&mut conn.outbuf, &resp);
+            conn.inbuf.clear();
+            conn.closing = true;
+        }
+        if eof {
+            conn.closing = true;
+        }
+        match flush(&mut conn) {
+            Ok(true) if conn.closing => {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+            }
+            Ok(done) => {
+                let interest = if done {
+                    Interest::READABLE
+                } else {
+                    Interest::READABLE | Interest::WRITABLE
+                };
+                let _ = self
+                    .poll
+                    .registry()
+                    .reregister(&mut conn.stream, token, interest);
+                self.conns.insert(token, conn);
+            }
+            Err(_) => {
+                let _ = self.poll.registry().deregister(&mut conn.stream);
+            }
+        }
+    }
+
+    fn handle_line(&mut self, line: &[u8]) -> Response {
+        let req: Request = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => return Response::err(format!("malformed request: {e}")),
+        };
+        match req {
+            Request::PortAdd(a) => match self.add_port(&a) {
+                Ok(info) => Response::ok(&info),
+                Err(e) => Response::err(e),
+            },
+            Request::PortDel { port } => match self.remove_port(&port, true) {
+                Ok(()) => Response::ok(&serde_json::Value::Null),
+                Err(e) => Response::err(e),
+            },
+            Request::PortList => {
+                let infos: Vec<PortInfo> = self
+                    .sw
+                    .ports()
+                    .iter()
+                    .filter_map(|id| self.port_info(*id))
+                    .collect();
+                Response::ok(&infos)
+            }
+            Request::FdbShow => {
+                let now = self.now();
+                let mut rows: Vec<FdbRow> = self
+                    .sw
+                    .fdb()
+                    .entries(now)
+                    .map(|e| FdbRow {
+                        mac: e.mac.to_string(),
+                        vlan: e.vlan.get(),
+                        port: self
+                            .ports
+                            .get(e.port.index())
+                            .and_then(Option::as_ref)
+                            .map_or_else(|| e.port.to_string(), |p| p.name.clone()),
+                        age: e.age.as_secs_f64(),
+                    })
+                    .collect();
+                rows.sort_by(|a, b| (&a.port, &a.mac).cmp(&(&b.port, &b.mac)));
+                Response::ok(&rows)
+            }
+            Request::NetInfo => Response::ok(&NetInfo {
+                name: self.name.clone(),
+                pid: std::process::id(),
+                uptime: self.epoch.elapsed().as_secs_f64(),
+                ports: self.sw.ports().len(),
+                fdb_entries: self.sw.fdb().len(),
+                fdb_max_entries: self.sw.fdb().max_entries(),
+                aging_time: self.sw.fdb().aging().as_secs(),
+            }),
+            _ => Response::err("unsupported request"),
+        }
+    }
+}
+
+fn queue_response(out: &mut Vec<u8>, resp: &Response) {
+    if serde_json::to_writer(&mut *out, resp).is_err() {
+        out.extend_from_slice(br#"{"ok":false,"error":"cannot encode the response"}"#);
+    }
+    out.push(b'\n');
+}
+
+/// Writes what it can of the connection's output; true when all was written.
+fn flush(conn: &mut Conn) -> io::Result<bool> {
+    while !conn.outbuf.is_empty() {
+        match conn.stream.write(&conn.outbuf) {
+            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
+            Ok(n) => {
+                conn.outbuf.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
