@@ -1,0 +1,158 @@
+//! A running network for the end-to-end tests: switchd in its own namespace, guest
+//! namespaces on TAP ports, all removed when the value is dropped.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use vnet_testkit::{require_root, unique, wait_for, ChildGuard, Netns, TempDir};
+
+pub const SWITCHD: &str = env!("CARGO_BIN_EXE_switchd");
+pub const SWITCHCTL: &str = env!("CARGO_BIN_EXE_switchctl");
+
+/// A guest: a namespace with `eth0` on a TAP port of the network.
+pub struct Guest {
+    pub ns: Netns,
+    pub mac: String,
+    pub ip: String,
+    pub port: String,
+}
+
+impl Guest {
+    pub fn ping(&self, ip: &str) -> bool {
+        self.ns
+            .run("ping", &["-c", "1", "-W", "2", "-q", ip])
+            .status
+            .success()
+    }
+}
+
+/// Fields drop in order: the daemon stops first, then the namespaces go.
+pub struct Net {
+    pub daemon: Option<ChildGuard>,
+    pub name: String,
+    pub guests: Vec<Guest>,
+    pub host: Netns,
+    pub dir: TempDir,
+}
+
+impl Net {
+    /// Starts switchd (network `t<unique>`) inside a fresh namespace.
+    pub fn start() -> Self {
+        require_root();
+        let dir = TempDir::new("vnet-test");
+        let host = Netns::new("vth");
+        let name = format!("t{}", unique());
+        let log = File::create(dir.path().join("switchd.log")).expect("log file");
+        let mut cmd = host.cmd(SWITCHD, &["--name", &name]);
+        cmd.arg("--run-dir")
+            .arg(dir.path())
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        let daemon = ChildGuard::spawn(cmd);
+        let mut net = Self {
+            daemon: Some(daemon),
+            name,
+            guests: Vec::new(),
+            host,
+            dir,
+        };
+        let sock = net.socket();
+        let up = wait_for(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        assert!(up, "switchd did not open {}: {}", sock.display(), net.log());
+        assert!(net.daemon_mut().is_running());
+        net
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        vnet_control::control_socket_path(self.dir.path(), &self.name)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("switchd.log")).unwrap_or_default()
+    }
+
+    pub fn daemon_mut(&mut self) -> &mut ChildGuard {
+        self.daemon.as_mut().expect("daemon running")
+    }
+
+    /// Runs `switchctl ARGS…` against this network's run dir.
+    pub fn switchctl(&self, args: &[&str]) -> Output {
+        Command::new(SWITCHCTL)
+            .arg("--run-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .expect("run switchctl")
+    }
+
+    /// `switchctl --json ARGS…`, which must succeed; returns the parsed result.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.switchctl(&a);
+        assert!(
+            out.status.success(),
+            "switchctl {args:?} failed: {}\nswitchd log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).expect("switchctl --json prints JSON")
+    }
+
+    /// `switchctl ARGS…`, which must fail; returns its stderr.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let out = self.switchctl(args);
+        assert!(
+            !out.status.success(),
+            "switchctl {args:?} should have failed"
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Adds guest number `i` (1-based): a namespace, a TAP port with `eth0` inside it,
+    /// MAC 52:54:00:00:00:0i and address 10.77.0.i/24.
+    pub fn add_guest(&mut self) -> &Guest {
+        let i = self.guests.len() + 1;
+        let ns = Netns::new(&format!("vtg{i}"));
+        let mac = format!("52:54:00:00:00:{i:02x}");
+        let ip = format!("10.77.0.{i}");
+        let info = self.ctl_json(&[
+            "port-add",
+            &self.name,
+            "tap",
+            "--netns",
+            ns.name(),
+            "--ifname",
+            "eth0",
+            "--mac",
+            &mac,
+        ]);
+        let port = info["name"].as_str().expect("port name").to_owned();
+        ns.run_ok("ip", &["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+        ns.run_ok("ip", &["link", "set", "eth0", "up"]);
+        self.guests.push(Guest { ns, mac, ip, port });
+        self.guests.last().expect("just pushed")
+    }
+
+    pub fn port_list(&self) -> Vec<serde_json::Value> {
+        self.ctl_json(&["port-list", &self.name])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn fdb(&self) -> Vec<serde_json::Value> {
+        self.ctl_json(&["fdb-show", &self.name])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
