@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of vnet: formatting, lints, unit, property, doc and end-to-end tests.
+# The end-to-end tests create network namespaces and TAP devices, so this runs as root.
+# It installs the Debian packages the tests drive (ip, ping, tcpdump, iperf3, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: the end-to-end tests create namespaces and TAPs: run as root (sudo $0)" >&2
+  exit 1
+fi
+
+# command -> Debian package
+declare -A need=(
+  [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [iperf3]=iperf3
+  [ethtool]=ethtool [vde_switch]=vde2 [sysctl]=procps [ss]=iproute2
+)
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "== installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace
