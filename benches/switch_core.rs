@@ -25,7 +25,9 @@ fn populated(n: u64) -> (Switch, Vec<PortId>) {
         .with_fdb_max_entries(usize::try_from(n).unwrap_or(usize::MAX) + 16)
         .with_aging_time(Duration::from_secs(3600));
     let mut sw = Switch::new(cfg);
-    let ports: Vec<PortId> = (0..PORTS).map(|_| sw.add_port(PortConfig::default()).unwrap()).collect();
+    let ports: Vec<PortId> = (0..PORTS)
+        .map(|_| sw.add_port(PortConfig::default()).unwrap())
+        .collect();
     let mut f = [0u8; 64];
     f[..6].copy_from_slice(&MacAddr::BROADCAST.0);
     for i in 0..n {
@@ -42,7 +44,13 @@ fn known_unicast(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.measurement_time(Duration::from_secs(3));
     g.warm_up_time(Duration::from_secs(1));
-    for (entries, frame_len) in [(1_000u64, 64usize), (1_000, 65_536), (65_536, 64), (65_536, 65_536), (1 << 20, 64)] {
+    for (entries, frame_len) in [
+        (1_000u64, 64usize),
+        (1_000, 65_536),
+        (65_536, 64),
+        (65_536, 65_536),
+        (1 << 20, 64),
+    ] {
         let (mut sw, ports) = populated(entries);
         let mut frame = vec![0u8; frame_len];
         frame[12..14].copy_from_slice(&[0x08, 0x00]);

@@ -171,6 +171,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
     let g = &net.guests[0];
     let name = net.name.clone();
 
+    let mut errs = Vec::new();
     // the interface name is in use in that namespace
     let err = net.ctl_err(&[
         "port-add",
@@ -182,9 +183,11 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         "eth0",
     ]);
     assert!(err.contains("exists already"), "{err}");
+    errs.push(err);
     // the port name is in use
     let err = net.ctl_err(&["port-add", &name, "tap", "--name", &g.port]);
     assert!(err.contains("in use"), "{err}");
+    errs.push(err);
     // a missing namespace
     let err = net.ctl_err(&[
         "port-add",
@@ -196,6 +199,7 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         "eth1",
     ]);
     assert!(err.contains("not found"), "{err}");
+    errs.push(err);
     // an over-long interface name
     let err = net.ctl_err(&[
         "port-add",
@@ -207,13 +211,16 @@ fn bad_requests_get_clear_errors_and_change_nothing() {
         "a-name-too-long-for-linux",
     ]);
     assert!(err.contains("too long"), "{err}");
+    errs.push(err);
     // a bad MAC
     let err = net.ctl_err(&["port-add", &name, "tap", "--mac", "01:00:5e:00:00:01"]);
     assert!(err.contains("not a unicast"), "{err}");
+    errs.push(err);
     // a network that is not running
     let err = net.ctl_err(&["port-list", "vnet-not-running"]);
     assert!(err.contains("is the network running"), "{err}");
-    for e in [&err] {
+    errs.push(err);
+    for e in &errs {
         assert_eq!(e.lines().count(), 1, "one line: {e}");
         assert!(e.starts_with("switchctl: error: "), "{e}");
     }

@@ -166,8 +166,8 @@ impl Tap {
                 ioctl("TUNSETIFF", want)(e)
             }
         })?;
-        sys::tun_set_vnet_hdr_sz(fd.as_fd(), VNET_HDR_LEN as libc::c_int)
-            .map_err(ioctl("TUNSETVNETHDRSZ", &name))?;
+        const _: () = assert!(VNET_HDR_LEN == 12);
+        sys::tun_set_vnet_hdr_sz(fd.as_fd(), 12).map_err(ioctl("TUNSETVNETHDRSZ", &name))?;
         let offloads = match sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE | OFFLOADS_USO) {
             Ok(()) => OFFLOADS_BASE | OFFLOADS_USO,
             Err(_) => {

@@ -152,8 +152,10 @@ pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
             &mut ifr as *mut libc::ifreq,
         )
     })?;
+    // IFF_UP is 0x1: it fits a c_short.
+    const UP: c_short = 0x1;
     // SAFETY: ifru_flags was just written by the kernel; reading and updating a c_short.
-    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as c_short };
+    unsafe { ifr.ifr_ifru.ifru_flags |= UP };
     // SAFETY: SIOCSIFFLAGS reads the name and flags of the live ifreq.
     check(unsafe {
         libc::ioctl(
