@@ -94,39 +94,3 @@ impl FrameBuf {
         self.len = n.min(MAX_FRAME_LEN);
     }
 }
-
-/// A free list of [`FrameBuf`]s: the datapath takes and returns buffers instead of
-/// allocating. Holds at most `cap` idle buffers.
-#[derive(Debug)]
-pub struct BufPool {
-    free: Vec<FrameBuf>,
-    cap: usize,
-}
-
-impl BufPool {
-    /// A pool pre-filled with `n` buffers, keeping at most `cap` idle ones.
-    pub fn new(n: usize, cap: usize) -> Self {
-        Self {
-            free: (0..n.min(cap)).map(|_| FrameBuf::new()).collect(),
-            cap,
-        }
-    }
-
-    /// A buffer from the pool (a new one when the pool is empty).
-    pub fn take(&mut self) -> FrameBuf {
-        self.free.pop().unwrap_or_default()
-    }
-
-    /// Returns a buffer to the pool.
-    pub fn put(&mut self, mut b: FrameBuf) {
-        if self.free.len() < self.cap {
-            b.len = 0;
-            self.free.push(b);
-        }
-    }
-
-    /// Idle buffers in the pool.
-    pub fn idle(&self) -> usize {
-        self.free.len()
-    }
-}

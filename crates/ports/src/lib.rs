@@ -5,7 +5,7 @@
 //!   checksums, described by a virtio-net header. Created with a given or kernel-chosen
 //!   name, optionally persistent, optionally inside another network namespace.
 //! - [`FrameBuf`]: the buffer one frame travels in, virtio-net header first, sized for the
-//!   largest GSO frame; and [`BufPool`], which recycles them so the datapath does not allocate.
+//!   largest GSO frame. The datapath reuses one, so it does not allocate per frame.
 //!
 //! This is the only crate of vnet with `unsafe` code; all of it is in `sys`, one
 //! system call per function, each block with a `// SAFETY:` comment.
@@ -21,7 +21,7 @@ mod sys;
 pub mod tap;
 pub mod vnet_hdr;
 
-pub use buf::{BufPool, FrameBuf, MAX_FRAME_LEN};
+pub use buf::{FrameBuf, MAX_FRAME_LEN};
 pub use tap::{NetnsRef, Tap, TapOptions};
 pub use vnet_hdr::{VirtioNetHdr, VNET_HDR_LEN};
 
