@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod store;
+
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST_LEN: usize = 64 * 1024;
 
