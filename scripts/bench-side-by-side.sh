@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# Side-by-side TCP throughput: the same iperf3 test vm1 -> vm2 through three switches, in one run.
+#
+#   vnet          switchd in its own namespace, two TAPs (vnet_hdr + TSO offloads) created by
+#                 `switchctl port-add ... tap --netns` directly in the guest namespaces
+#   kernel bridge br0 in a host namespace, veth pairs (offloads on, the default)
+#   vde_switch    vde_switch -t A -t B in a host namespace, each TAP moved into a guest namespace
+#
+# Every scenario gets its own three namespaces (<t>-host, <t>-vm1, <t>-vm2, t = vb<pid><n|k|d>),
+# all three are set up first and the runs are interleaved (run i: vnet, bridge, vde), so noise on
+# this shared machine spreads evenly. The median of RUNS runs is reported for each.
+#
+# Environment:
+#   DURATION   iperf3 -t seconds (default 5)
+#   RUNS       runs per scenario (default 3)
+#   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
+#   SWITCHCTL  switchctl binary (default target/release/switchctl)
+#
+# Runs as root. Everything it creates (namespaces, interfaces, processes, temp dir) is removed on
+# exit, also on failure or Ctrl-C. Addresses 10.77.0.0/24 live only inside its own namespaces.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+DURATION=${DURATION:-5}
+RUNS=${RUNS:-3}
+SWITCHD_GIVEN=${SWITCHD:-}
+SWITCHD=${SWITCHD:-$root/target/release/switchd}
+SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
+
+die() { echo "bench-side-by-side: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer"
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive integer"
+for cmd in ip iperf3 vde_switch python3 ethtool timeout; do
+  command -v "$cmd" >/dev/null 2>&1 || die "needs $cmd"
+done
+[ -e /dev/net/tun ] || die "needs /dev/net/tun"
+
+if [ -z "${SWITCHD_GIVEN:-}" ]; then
+  # always rebuild (a no-op when up to date), so the figures match the sources
+  echo "== building switchd/switchctl (cargo build --release --bins)" >&2
+  cargo build --release --bins >&2
+fi
+[ -x "$SWITCHD" ] || die "no switchd at $SWITCHD"
+[ -x "$SWITCHCTL" ] || die "no switchctl at $SWITCHCTL"
+
+t=vb$$
+tmp=$(mktemp -d "/tmp/bench-side-by-side.$t.XXXXXX")
+export VNET_RUN_DIR=$tmp/run VNET_STATE_DIR=$tmp/state
+mkdir -p "$VNET_RUN_DIR" "$VNET_STATE_DIR"
+
+namespaces=()     # created namespaces, deleted last
+servers=()        # iperf3 server pids
+switchd_pid=""
+vde_pid=""
+vde_fd=""
+
+# stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
+stop_child() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    # a reaped child fails kill -0; an unreaped exited one is a zombie
+    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$? pid ns
+  set +e
+  trap - ERR INT TERM
+  for pid in "${servers[@]}"; do stop_child "$pid"; done
+  # switchd removes its TAPs on SIGTERM; vde_switch's TAPs go when it closes them
+  [ -n "$switchd_pid" ] && stop_child "$switchd_pid"
+  [ -n "$vde_pid" ] && stop_child "$vde_pid"
+  [ -n "$vde_fd" ] && exec {vde_fd}>&-
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'echo "bench-side-by-side: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+addns() {
+  ip netns add "$1"
+  namespaces+=("$1")
+  ip -n "$1" link set lo up
+}
+
+# wait up to 10 s for a condition (a command)
+wait_for() {
+  local what=$1 i
+  shift
+  for ((i = 0; i < 100; i++)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  die "timed out waiting for $what"
+}
+
+# address the guests' eth0 (10.77.0.1 / .2) and bring them up
+guests_up() {
+  local p=$1
+  ip -n "$p-vm1" addr add 10.77.0.1/24 dev eth0
+  ip -n "$p-vm2" addr add 10.77.0.2/24 dev eth0
+  ip -n "$p-vm1" link set eth0 up
+  ip -n "$p-vm2" link set eth0 up
+}
+
+# iperf3 server in vm2, then a ping vm1 -> vm2 proves the path
+start_server() {
+  local p=$1
+  ip netns exec "$p-vm2" iperf3 -s -B 10.77.0.2 -p 5201 >"$tmp/$p-server.log" 2>&1 &
+  servers+=($!)
+  wait_for "iperf3 server in $p-vm2" \
+    sh -c "ip netns exec '$p-vm2' ss -Hltn 'sport = :5201' | grep -q ."
+  wait_for "ping $p-vm1 -> $p-vm2" ip netns exec "$p-vm1" ping -c1 -W1 10.77.0.2
+}
+
+offloads() {
+  ip netns exec "$1-vm1" ethtool -k eth0 |
+    awk -F': ' '/^tx-checksumming|^tcp-segmentation-offload/ {printf "%s %s  ", $1, $2}'
+}
+
+# --- vnet: switchd + two TAPs made in the guest namespaces -------------------------------------
+setup_vnet() {
+  local p=$1 net=$1
+  addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
+  ip netns exec "$p-host" "$SWITCHD" --name "$net" >"$tmp/switchd.log" 2>&1 &
+  switchd_pid=$!
+  wait_for "switchd control socket" test -S "$VNET_RUN_DIR/$net.ctl"
+  kill -0 "$switchd_pid" || die "switchd exited: $(cat "$tmp/switchd.log")"
+  "$SWITCHCTL" port-add "$net" tap --name vm1 --netns "$p-vm1" --ifname eth0 >/dev/null
+  "$SWITCHCTL" port-add "$net" tap --name vm2 --netns "$p-vm2" --ifname eth0 >/dev/null
+  guests_up "$p"
+}
+
+# --- kernel bridge: br0 + veth pairs ---------------------------------------------------------
+setup_bridge() {
+  local p=$1
+  addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
+  ip -n "$p-host" link add br0 type bridge
+  ip -n "$p-host" link set br0 up
+  local i
+  for i in 1 2; do
+    ip -n "$p-host" link add "v$i" type veth peer name eth0 netns "$p-vm$i"
+    ip -n "$p-host" link set "v$i" master br0
+    ip -n "$p-host" link set "v$i" up
+  done
+  guests_up "$p"
+}
+
+# --- vde_switch: two TAPs made in the host namespace, then moved into the guests -----------------
+setup_vde() {
+  local p=$1 a=${1}a b=${1}b
+  addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
+  # foreground vde_switch reads its console from stdin and quits on EOF: give it a FIFO
+  # that this script keeps open (no extra process, and its pid is our child)
+  mkfifo "$tmp/vde.in"
+  exec {vde_fd}<>"$tmp/vde.in"
+  ip netns exec "$p-host" vde_switch -s "$tmp/vde.sock" -M "$tmp/vde.mgmt" -t "$a" -t "$b" \
+    <&"$vde_fd" >"$tmp/vde.log" 2>&1 &
+  vde_pid=$!
+  wait_for "vde_switch TAPs" ip -n "$p-host" link show "$b"
+  wait_for "vde_switch TAPs" ip -n "$p-host" link show "$a"
+  kill -0 "$vde_pid" || die "vde_switch exited: $(cat "$tmp/vde.log")"
+  ip -n "$p-host" link set "$a" netns "$p-vm1"
+  ip -n "$p-host" link set "$b" netns "$p-vm2"
+  ip -n "$p-vm1" link set "$a" name eth0
+  ip -n "$p-vm2" link set "$b" name eth0
+  guests_up "$p"
+}
+
+# one iperf3 run: prints "<bits_per_second of sum_received> <retransmits>"
+run_iperf() {
+  local p=$1 out=$tmp/$1-client.json
+  if ! timeout --foreground -k 5 $((DURATION + 30)) \
+      ip netns exec "$p-vm1" iperf3 -c 10.77.0.2 -p 5201 -t "$DURATION" -J >"$out" 2>&1; then
+    # iperf3 -J reports its error inside the JSON; show that, or the raw output if it is not JSON
+    echo "bench-side-by-side: iperf3 through $p failed: $(python3 -c \
+      'import json, sys; print(json.load(open(sys.argv[1])).get("error", "no error field"))' \
+      "$out" 2>/dev/null || tail -n 5 "$out")" >&2
+    return 1
+  fi
+  python3 - "$out" <<'EOF'
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]
+print(end["sum_received"]["bits_per_second"], end["sum_sent"].get("retransmits", "-"))
+EOF
+}
+
+# --- machine info ---------------------------------------------------------------------------------
+git_rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git status --porcelain 2>/dev/null)" ] && git_rev="$git_rev (dirty)"
+echo "== side-by-side TCP vm1 -> vm2, iperf3 -t $DURATION, $RUNS runs each (interleaved), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "kernel:     $(uname -r)"
+echo "cpus:       $(nproc) ($(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"
+echo "tcp cc:     $(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || echo unknown)"
+echo "iperf3:     $(iperf3 --version 2>&1 | head -1)"
+echo "vde_switch: $(vde_switch -v 2>&1 | head -1)"
+echo "switchd:    $("$SWITCHD" --version 2>&1 | head -1), git $git_rev"
+
+names=(vnet bridge vde)
+declare -A prefix=([vnet]=${t}n [bridge]=${t}k [vde]=${t}d)
+declare -A label=(
+  [vnet]="vnet (switchd, TAP+vnet_hdr)"
+  [bridge]="kernel bridge (veth)"
+  [vde]="vde_switch (TAP)"
+)
+
+setup_vnet "${prefix[vnet]}"
+setup_bridge "${prefix[bridge]}"
+setup_vde "${prefix[vde]}"
+for s in "${names[@]}"; do
+  start_server "${prefix[$s]}"
+  printf '%-30s vm1 eth0: %s\n' "${label[$s]}" "$(offloads "${prefix[$s]}")"
+done
+echo
+
+declare -A samples=()
+for ((r = 1; r <= RUNS; r++)); do
+  for s in "${names[@]}"; do
+    run_iperf "${prefix[$s]}" >"$tmp/result" || die "run $r of $s failed"
+    read -r bps retr <"$tmp/result" || die "run $r of $s gave no result"
+    samples[$s]="${samples[$s]:-} $bps"
+    printf 'run %d/%d  %-30s %6.2f Gbit/s  retr %s\n' "$r" "$RUNS" "${label[$s]}" \
+      "$(python3 -c "print($bps / 1e9)")" "$retr"
+    sleep 1
+  done
+done
+echo
+
+python3 - "${label[vnet]}" "${samples[vnet]}" "${label[bridge]}" "${samples[bridge]}" \
+  "${label[vde]}" "${samples[vde]}" <<'EOF'
+import statistics, sys
+a = sys.argv[1:]
+med = []
+for label, vals in zip(a[0::2], a[1::2]):
+    v = [float(x) / 1e9 for x in vals.split()]
+    m = statistics.median(v)
+    med.append(m)
+    print(f"{label:<30} {m:6.2f} Gbit/s  (min {min(v):.2f} max {max(v):.2f})")
+vnet, bridge, vde = med
+print(f"ratio vnet/bridge {vnet / bridge:.2f}   vnet/vde {vnet / vde:.2f}")
+EOF
