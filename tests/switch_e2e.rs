@@ -306,7 +306,14 @@ fn a_second_switchd_for_the_same_network_is_refused() {
 fn persistent_tap_outlives_switchd_and_port_del_removes_it() {
     let mut net = Net::start();
     let ifname = format!("vp{}", vnet_testkit::unique());
-    let info = net.ctl_json(&["port-add", &net.name, "tap", "--name", &ifname, "--persistent"]);
+    let info = net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--name",
+        &ifname,
+        "--persistent",
+    ]);
     assert_eq!(info["persistent"], true);
     assert_eq!(info["ifname"], ifname.as_str());
     // a plain TAP beside it, named by the kernel
@@ -315,17 +322,36 @@ fn persistent_tap_outlives_switchd_and_port_del_removes_it() {
     assert!(plain_if.starts_with("vnet"), "{plain}");
     // port-del removes even a persistent device
     let other = format!("vq{}", vnet_testkit::unique());
-    net.ctl_json(&["port-add", &net.name, "tap", "--name", &other, "--persistent"]);
+    net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--name",
+        &other,
+        "--persistent",
+    ]);
     net.ctl_json(&["port-del", &net.name, &other]);
-    assert!(!net.host.run("ip", &["link", "show", &other]).status.success());
+    assert!(!net
+        .host
+        .run("ip", &["link", "show", &other])
+        .status
+        .success());
     let daemon = net.daemon.take().expect("running");
-    assert!(daemon.stop(Duration::from_secs(5)).is_some_and(|s| s.success()));
+    assert!(daemon
+        .stop(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
     assert!(
-        net.host.run("ip", &["link", "show", &ifname]).status.success(),
+        net.host
+            .run("ip", &["link", "show", &ifname])
+            .status
+            .success(),
         "persistent TAP gone after switchd exit"
     );
     assert!(
-        !net.host.run("ip", &["link", "show", &plain_if]).status.success(),
+        !net.host
+            .run("ip", &["link", "show", &plain_if])
+            .status
+            .success(),
         "non-persistent TAP left behind"
     );
     // the namespace guard removes the leftover device with the namespace

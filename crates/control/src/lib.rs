@@ -46,6 +46,27 @@ pub enum Request {
     FdbShow,
     /// The network's name, uptime and table sizes.
     NetInfo,
+    /// The live definition, as libvirt-style XML.
+    DumpXml,
+    /// Apply a `net-update` to the live definition.
+    NetUpdate(NetUpdate),
+    /// Stop the network (as SIGTERM does), after answering.
+    Shutdown,
+}
+
+/// Arguments of [`Request::NetUpdate`] (virsh `net-update`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetUpdate {
+    /// `add`, `add-first`, `add-last`, `delete` or `modify`.
+    pub command: String,
+    /// `ip-dhcp-host`, `ip-dhcp-range`, `dns-host`, `dns-txt`, `dns-srv`, `portgroup`, ...
+    pub section: String,
+    /// Which `<ip>` (for `ip-dhcp-*`); `None`: the first that fits.
+    #[serde(default)]
+    pub parent_index: Option<usize>,
+    /// The XML fragment.
+    pub xml: String,
 }
 
 /// What kind of port to add.
@@ -202,6 +223,15 @@ pub struct NetInfo {
     pub fdb_max_entries: usize,
     /// Aging time in seconds.
     pub aging_time: u64,
+    /// UUID of the network definition.
+    #[serde(default)]
+    pub uuid: Option<String>,
+    /// Bridge name of the definition.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// Forward mode (`nat`, `route`, `open`, `bridge`, or `isolated`).
+    #[serde(default)]
+    pub mode: String,
 }
 
 /// Errors of the client side.

@@ -228,7 +228,8 @@ mod tests {
         assert_eq!(s.defined_names().unwrap(), Vec::<String>::new());
         s.save_definition("b", "<network/>").unwrap();
         s.save_definition("a", "<network/>").unwrap();
-        s.save_definition("a", "<network><name>a</name></network>").unwrap();
+        s.save_definition("a", "<network><name>a</name></network>")
+            .unwrap();
         assert_eq!(s.defined_names().unwrap(), vec!["a", "b"]);
         assert_eq!(
             s.read_definition("a").unwrap().as_deref(),

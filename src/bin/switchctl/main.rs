@@ -1,18 +1,24 @@
-//! `switchctl`: manages running vnet networks (virsh-like verbs).
+//! `switchctl`: manages vnet networks with virsh's verbs, options and columns.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use vnet_control::store::Store;
 use vnet_control::{Client, FdbRow, NetInfo, PortAdd, PortInfo, PortKind, Request, Response};
 
-/// Manage vnet networks run by switchd.
+mod net;
+
+/// Manage vnet networks run by switchd (virsh-like verbs).
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Args {
+pub(crate) struct Args {
     /// Directory of the networks' sockets (as given to switchd).
     #[arg(long, global = true, env = vnet_control::dirs::RUN_DIR_ENV)]
     run_dir: Option<PathBuf>,
+    /// Directory of the network definitions and autostart marks.
+    #[arg(long, global = true, env = vnet_control::dirs::STATE_DIR_ENV)]
+    state_dir: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long, global = true)]
     json: bool,
@@ -28,7 +34,74 @@ enum Kind {
 
 #[derive(Debug, Subcommand)]
 enum Verb {
-    /// Add a port to a network.
+    /// Define a persistent network from an XML file (not started).
+    NetDefine {
+        /// libvirt <network> XML file.
+        file: PathBuf,
+    },
+    /// Remove a persistent network's definition (a running one stays, transient).
+    NetUndefine {
+        /// Network name.
+        network: String,
+    },
+    /// Create and start a transient network from an XML file.
+    NetCreate {
+        /// libvirt <network> XML file.
+        file: PathBuf,
+    },
+    /// Start a defined network.
+    NetStart {
+        /// Network name.
+        network: String,
+    },
+    /// Stop a running network.
+    NetDestroy {
+        /// Network name.
+        network: String,
+    },
+    /// Mark a network to start at boot (or unmark it).
+    NetAutostart {
+        /// Network name.
+        network: String,
+        /// Unmark it.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Start every network marked autostart that is not running (vnet extension, for boot).
+    NetAutostartAll,
+    /// List networks (active ones by default).
+    NetList(net::ListArgs),
+    /// Show a network's basic information.
+    NetInfo {
+        /// Network name.
+        network: String,
+    },
+    /// Print a network's XML (the live one while running).
+    NetDumpxml {
+        /// Network name.
+        network: String,
+        /// The persistent definition instead of the live one.
+        #[arg(long)]
+        inactive: bool,
+    },
+    /// Edit a network's persistent definition in $EDITOR.
+    NetEdit {
+        /// Network name.
+        network: String,
+    },
+    /// Print a network's UUID.
+    NetUuid {
+        /// Network name.
+        network: String,
+    },
+    /// Print the name of the network with this UUID.
+    NetName {
+        /// Network UUID.
+        uuid: String,
+    },
+    /// Update part of a network's definition, live and/or persistent.
+    NetUpdate(net::UpdateArgs),
+    /// Add a port to a running network.
     PortAdd {
         /// Network name.
         net: String,
@@ -53,25 +126,20 @@ enum Verb {
         #[arg(long)]
         isolated: bool,
     },
-    /// Remove a port from a network.
+    /// Remove a port from a running network.
     PortDel {
         /// Network name.
         net: String,
         /// Port name.
         port: String,
     },
-    /// List a network's ports with their counters.
+    /// List a running network's ports with their counters.
     PortList {
         /// Network name.
         net: String,
     },
     /// Show the learned MAC addresses (like `brctl showmacs`).
     FdbShow {
-        /// Network name.
-        net: String,
-    },
-    /// Show a running network's state.
-    NetInfo {
         /// Network name.
         net: String,
     },
@@ -84,15 +152,27 @@ fn main() {
     }
 }
 
-fn call(args: &Args, net: &str, req: &Request) -> Result<serde_json::Value> {
-    if let Err(e) = vnet_control::validate_network_name(net) {
-        bail!(e);
+impl Args {
+    pub(crate) fn store(&self) -> Store {
+        let run_dir = self
+            .run_dir
+            .clone()
+            .unwrap_or_else(vnet_control::dirs::default_run_dir);
+        let state_dir = self
+            .state_dir
+            .clone()
+            .unwrap_or_else(vnet_control::dirs::default_state_dir);
+        Store::new(&state_dir, &run_dir)
     }
-    let run_dir = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(vnet_control::dirs::default_run_dir);
-    let path = vnet_control::control_socket_path(&run_dir, net);
+}
+
+/// Sends one request to a running network and returns its result.
+pub(crate) fn call(store: &Store, net: &str, req: &Request) -> Result<serde_json::Value> {
+    vnet_control::validate_network_name(net).map_err(anyhow::Error::msg)?;
+    let path = store.socket_path(net);
+    if !path.exists() && store.is_defined(net) {
+        bail!("network {net:?} is not active");
+    }
     let mut client = Client::connect(&path).with_context(|| format!("network {net:?}"))?;
     match client.call(req)? {
         Response::Ok { result, .. } => Ok(result),
@@ -100,9 +180,29 @@ fn call(args: &Args, net: &str, req: &Request) -> Result<serde_json::Value> {
     }
 }
 
+pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
 fn run() -> Result<()> {
     let args = Args::parse();
+    let store = args.store();
     match &args.verb {
+        Verb::NetDefine { file } => net::define(&args, &store, file),
+        Verb::NetUndefine { network } => net::undefine(&args, &store, network),
+        Verb::NetCreate { file } => net::create(&args, &store, file),
+        Verb::NetStart { network } => net::start(&args, &store, network),
+        Verb::NetDestroy { network } => net::destroy(&args, &store, network),
+        Verb::NetAutostart { network, disable } => net::autostart(&args, &store, network, !disable),
+        Verb::NetAutostartAll => net::autostart_all(&args, &store),
+        Verb::NetList(l) => net::list(&args, &store, l),
+        Verb::NetInfo { network } => net::info(&args, &store, network),
+        Verb::NetDumpxml { network, inactive } => net::dumpxml(&store, network, *inactive),
+        Verb::NetEdit { network } => net::edit(&store, network),
+        Verb::NetUuid { network } => net::uuid(&store, network),
+        Verb::NetName { uuid } => net::name(&store, uuid),
+        Verb::NetUpdate(u) => net::update(&args, &store, u),
         Verb::PortAdd {
             net,
             kind: Kind::Tap,
@@ -122,7 +222,7 @@ fn run() -> Result<()> {
                 persistent: *persistent,
                 isolated: *isolated,
             });
-            let v = call(&args, net, &req)?;
+            let v = call(&store, net, &req)?;
             if args.json {
                 return print_json(&v);
             }
@@ -131,24 +231,27 @@ fn run() -> Result<()> {
                 "Port {} added to network {net} (interface {})",
                 p.name, p.ifname
             );
+            Ok(())
         }
         Verb::PortDel { net, port } => {
-            let v = call(&args, net, &Request::PortDel { port: port.clone() })?;
+            let v = call(&store, net, &Request::PortDel { port: port.clone() })?;
             if args.json {
                 return print_json(&v);
             }
             println!("Port {port} removed from network {net}");
+            Ok(())
         }
         Verb::PortList { net } => {
-            let v = call(&args, net, &Request::PortList)?;
+            let v = call(&store, net, &Request::PortList)?;
             if args.json {
                 return print_json(&v);
             }
             let ports: Vec<PortInfo> = serde_json::from_value(v)?;
             print_ports(&ports);
+            Ok(())
         }
         Verb::FdbShow { net } => {
-            let v = call(&args, net, &Request::FdbShow)?;
+            let v = call(&store, net, &Request::FdbShow)?;
             if args.json {
                 return print_json(&v);
             }
@@ -160,28 +263,15 @@ fn run() -> Result<()> {
             for r in rows {
                 println!("{:<16} {:<18} {:>5} {:>12.2}", r.port, r.mac, r.vlan, r.age);
             }
-        }
-        Verb::NetInfo { net } => {
-            let v = call(&args, net, &Request::NetInfo)?;
-            if args.json {
-                return print_json(&v);
-            }
-            let i: NetInfo = serde_json::from_value(v)?;
-            println!("Name:           {}", i.name);
-            println!("Active:         yes");
-            println!("PID:            {}", i.pid);
-            println!("Uptime:         {:.0} s", i.uptime);
-            println!("Ports:          {}", i.ports);
-            println!("FDB entries:    {} / {}", i.fdb_entries, i.fdb_max_entries);
-            println!("Aging time:     {} s", i.aging_time);
+            Ok(())
         }
     }
-    Ok(())
 }
 
-fn print_json(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// What `net-info` adds for a running network.
+pub(crate) fn live_info(store: &Store, net: &str) -> Option<NetInfo> {
+    let v = call(store, net, &Request::NetInfo).ok()?;
+    serde_json::from_value(v).ok()
 }
 
 fn print_ports(ports: &[PortInfo]) {

@@ -13,15 +13,18 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
+use vnet_config::{ForwardMode, Network};
+use vnet_control::store::Store;
 use vnet_control::{
-    Counters, FdbRow, NetInfo, PortAdd, PortInfo, PortKind, Request, Response, MAX_REQUEST_LEN,
+    Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
+    MAX_REQUEST_LEN,
 };
 use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
 use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
@@ -56,6 +59,9 @@ struct Conn {
 
 pub(crate) struct Daemon {
     name: String,
+    /// The live definition (net-update changes it; net-dumpxml shows it).
+    network: Network,
+    store: Store,
     socket_path: PathBuf,
     sw: Switch,
     /// Indexed by `PortId`.
@@ -74,13 +80,33 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    pub(crate) fn new(name: &str, run_dir: &Path, config: vnet_switch::Config) -> Result<Self> {
-        let socket_path = vnet_control::control_socket_path(run_dir, name);
-        if std::os::unix::net::UnixStream::connect(&socket_path).is_ok() {
+    /// Checks the network against the running ones, takes its control socket and
+    /// publishes its live definition; all under the run dir's start lock, so two networks
+    /// starting at once cannot both pass the checks.
+    pub(crate) fn new(network: Network, store: Store, config: vnet_switch::Config) -> Result<Self> {
+        let name = network.name().to_owned();
+        let socket_path = store.socket_path(&name);
+        let lock_path = store.start_lock_path();
+        let lock = std::fs::File::create(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        if store.is_running(&name) {
             anyhow::bail!(
                 "network {name:?} is already running (control socket {})",
                 socket_path.display()
             );
+        }
+        for other in store.running_names().context("listing running networks")? {
+            let Ok(Some(xml)) = store.read_live(&other) else {
+                continue;
+            };
+            let Ok(other_net) = Network::from_xml(&xml) else {
+                continue;
+            };
+            if let Some(why) = vnet_config::ipv4_overlap(&network, &other_net) {
+                anyhow::bail!("network {name:?} overlaps running network {other:?}: {why}");
+            }
         }
         match std::fs::remove_file(&socket_path) {
             Ok(()) => log!("removed stale control socket {}", socket_path.display()),
@@ -91,6 +117,10 @@ impl Daemon {
             .with_context(|| format!("binding control socket {}", socket_path.display()))?;
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("restricting {}", socket_path.display()))?;
+        store
+            .save_live(&name, &network.to_xml())
+            .context("writing the live definition")?;
+        drop(lock);
 
         let (mut sig_rx, sig_tx) = UnixStream::pair().context("creating the signal pipe")?;
         let sig_tx = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(sig_tx));
@@ -110,7 +140,9 @@ impl Daemon {
             socket_path.display()
         );
         Ok(Self {
-            name: name.to_owned(),
+            name,
+            network,
+            store,
             socket_path,
             sw: Switch::new(config),
             ports: Vec::new(),
@@ -189,6 +221,7 @@ impl Daemon {
             let _ = self.remove_port(&name, false);
         }
         let _ = std::fs::remove_file(&self.socket_path);
+        let _ = std::fs::remove_file(self.store.live_path(&self.name));
         log!("network {:?} stopped", self.name);
     }
 
@@ -337,9 +370,10 @@ impl Daemon {
         if self.port_id_by_name(&name).is_some() {
             return Err(format!("port name {name:?} is in use"));
         }
+        let isolated = req.isolated || self.network.ports_isolated();
         let id = self
             .sw
-            .add_port(PortConfig::default().with_isolated(req.isolated))
+            .add_port(PortConfig::default().with_isolated(isolated))
             .map_err(|e| e.to_string())?;
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&tap.as_raw_fd()),
@@ -363,7 +397,7 @@ impl Daemon {
         self.ports[id.index()] = Some(Port {
             name,
             tap,
-            isolated: req.isolated,
+            isolated,
             ready: false,
         });
         // Frames may already be queued: the edge was before registration.
@@ -572,9 +606,51 @@ impl Daemon {
                 fdb_entries: self.sw.fdb().len(),
                 fdb_max_entries: self.sw.fdb().max_entries(),
                 aging_time: self.sw.fdb().aging().as_secs(),
+                uuid: self.network.uuid().map(str::to_owned),
+                bridge: self.network.bridge_name().map(str::to_owned),
+                mode: mode_name(self.network.forward_mode()).to_owned(),
             }),
+            Request::DumpXml => Response::ok(&self.network.to_xml()),
+            Request::NetUpdate(u) => match self.update(&u) {
+                Ok(()) => Response::ok(&serde_json::Value::Null),
+                Err(e) => Response::err(e),
+            },
+            Request::Shutdown => {
+                log!("shutdown requested");
+                self.stop = true;
+                Response::ok(&serde_json::Value::Null)
+            }
             _ => Response::err("unsupported request"),
         }
+    }
+}
+
+impl Daemon {
+    /// Applies a `net-update` to the live definition: all or nothing.
+    fn update(&mut self, u: &NetUpdate) -> Result<(), String> {
+        let command = u.command.parse().map_err(|e| format!("{e}"))?;
+        let section = u.section.parse().map_err(|e| format!("{e}"))?;
+        let mut next = self.network.clone();
+        next.update(command, section, u.parent_index, &u.xml)
+            .map_err(|e| e.to_string())?;
+        self.store
+            .save_live(&self.name, &next.to_xml())
+            .map_err(|e| format!("cannot save the live definition: {e}"))?;
+        self.network = next;
+        log!("live definition updated: {} {}", u.command, u.section);
+        Ok(())
+    }
+}
+
+/// libvirt's name of a forward mode (`isolated` for a network without `<forward>`).
+pub(crate) fn mode_name(m: ForwardMode) -> &'static str {
+    match m {
+        ForwardMode::None => "isolated",
+        ForwardMode::Nat => "nat",
+        ForwardMode::Route => "route",
+        ForwardMode::Open => "open",
+        ForwardMode::Bridge => "bridge",
+        _ => "other",
     }
 }
 

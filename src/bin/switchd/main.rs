@@ -5,17 +5,29 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use vnet_config::Network;
+use vnet_control::store::Store;
 
 mod daemon;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
-/// devices, managed with `switchctl`.
+/// devices, managed with `switchctl`. Without --config or --network it runs libvirt's
+/// stock `default` network.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Network name (the control socket is RUN_DIR/NAME.ctl).
-    #[arg(long, default_value = "default")]
-    name: String,
+    /// A libvirt <network> definition to run.
+    #[arg(long, value_name = "FILE.xml", conflicts_with = "network")]
+    config: Option<PathBuf>,
+    /// Run the network defined (net-define) under NAME in the state dir.
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
+    /// Validate the definition, print it normalized and exit (0 if valid).
+    #[arg(long)]
+    check: bool,
+    /// Override the network's name (the control socket is RUN_DIR/NAME.ctl).
+    #[arg(long)]
+    name: Option<String>,
     /// Directory for sockets [default: /run/vnet as root, else $XDG_RUNTIME_DIR/vnet].
     #[arg(long, env = vnet_control::dirs::RUN_DIR_ENV)]
     run_dir: Option<PathBuf>,
@@ -42,18 +54,44 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
-    if let Err(e) = vnet_control::validate_network_name(&args.name) {
-        bail!(e);
-    }
-    if args.aging_time == 0 {
-        bail!("--aging-time must be at least 1 second");
-    }
     let run_dir = args
         .run_dir
         .unwrap_or_else(vnet_control::dirs::default_run_dir);
     let state_dir = args
         .state_dir
         .unwrap_or_else(vnet_control::dirs::default_state_dir);
+    let store = Store::new(&state_dir, &run_dir);
+
+    let mut network = if let Some(path) = &args.config {
+        Network::from_file(path)?
+    } else if let Some(name) = &args.network {
+        vnet_control::validate_network_name(name).map_err(anyhow::Error::msg)?;
+        let path = store.definition_path(name);
+        if !path.exists() {
+            bail!("network {name:?} is not defined (no {})", path.display());
+        }
+        Network::from_file(&path)?
+    } else {
+        Network::libvirt_default()
+    };
+    if let Some(name) = &args.name {
+        network.set_name(name)?;
+    }
+    vnet_control::validate_network_name(network.name()).map_err(anyhow::Error::msg)?;
+    if args.check {
+        print!("{}", network.to_xml());
+        return Ok(());
+    }
+    for w in network.warnings() {
+        eprintln!("switchd: warning: {w}");
+    }
+    if network.uuid().is_none() || network.mac().is_none() {
+        // a network run straight from a file gets libvirt's generated values for this run
+        network.fill_defaults(&[]);
+    }
+    if args.aging_time == 0 {
+        bail!("--aging-time must be at least 1 second");
+    }
     for d in [&run_dir, &state_dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -61,6 +99,6 @@ fn run() -> Result<()> {
         .with_fdb_max_entries(args.fdb_max_entries)
         .with_aging_time(Duration::from_secs(args.aging_time))
         .with_max_ports(args.max_ports);
-    let mut d = daemon::Daemon::new(&args.name, &run_dir, config)?;
+    let mut d = daemon::Daemon::new(network, store, config)?;
     d.run()
 }

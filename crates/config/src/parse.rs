@@ -1,0 +1,1869 @@
+//! From XML (roxmltree) to the typed model, with libvirt's checks and vnet's.
+//!
+//! Every check that can point at an element does so: errors carry the element's line.
+//! Checks that relate elements to each other (a DHCP host inside its `<ip>`'s subnet, a
+//! MAC used twice) are made while parsing, so they point at the offending element too.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use roxmltree::{Document, Node};
+
+use crate::model::{
+    classful_prefix, Bandwidth, BandwidthRate, Bootp, Bridge, Dhcp, DhcpHost, DhcpRange, Dns,
+    DnsForwarder, DnsHost, DnsSrv, DnsTxt, Domain, Forward, ForwardMode, IpDef, IpFamily, Lease,
+    LeaseUnit, MacAddr, MacTableManager, Nat, NativeMode, PortGroup, RawAttribute, RawElement,
+    RawNode, Route, VirtualPort, Vlan, VlanTag,
+};
+use crate::{Error, Network};
+
+/// The namespace of libvirt's dnsmasq options.
+pub(crate) const DNSMASQ_NS: &str = "http://libvirt.org/schemas/network/dnsmasq/1.0";
+/// The `xml:` namespace, which is never declared.
+pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+
+pub(crate) type Result<T> = std::result::Result<T, Error>;
+
+/// Parses XML text, turning roxmltree's error into ours (with its line).
+pub(crate) fn document(xml: &str) -> Result<Document<'_>> {
+    Document::parse(xml).map_err(|e| {
+        let mut err = Error::new("", format!("malformed XML: {e}"));
+        err.line = Some(e.pos().row);
+        err
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Node helpers
+
+/// The 1-based line of a node.
+fn line(node: Node<'_, '_>) -> u32 {
+    node.document().text_pos_at(node.range().start).row
+}
+
+/// The element's name as written (`prefix:local` for prefixed elements).
+fn qname(node: Node<'_, '_>) -> String {
+    let local = node.tag_name().name();
+    match node
+        .tag_name()
+        .namespace()
+        .and_then(|ns| node.lookup_prefix(ns))
+    {
+        Some(p) if !p.is_empty() => format!("{p}:{local}"),
+        _ => local.to_owned(),
+    }
+}
+
+/// An error about an element.
+pub(crate) fn err(node: Node<'_, '_>, reason: impl Into<String>) -> Error {
+    let mut e = Error::new(&qname(node), reason);
+    e.line = Some(line(node));
+    e
+}
+
+/// An error about an attribute (its value, if present, is shown).
+pub(crate) fn err_attr(node: Node<'_, '_>, attr: &str, reason: impl Into<String>) -> Error {
+    let mut e = err(node, reason);
+    e.attribute = Some(attr.to_owned());
+    e.value = node.attribute(attr).map(Box::from);
+    e
+}
+
+/// Whether the element is in no namespace (libvirt's own elements).
+fn is_plain(node: Node<'_, '_>) -> bool {
+    node.tag_name().namespace().is_none()
+}
+
+/// Element children.
+fn elements<'a, 'i>(node: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
+    node.children().filter(Node::is_element)
+}
+
+/// Rejects attributes other than `allowed` (libvirt's schema rejects them too).
+pub(crate) fn check_attrs(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
+    for a in node.attributes() {
+        if a.namespace().is_some() || !allowed.contains(&a.name()) {
+            let mut e = err(
+                node,
+                format!(
+                    "unknown attribute '{}' on <{}> (libvirt's schema does not allow it)",
+                    a.name(),
+                    qname(node)
+                ),
+            );
+            e.attribute = Some(a.name().to_owned());
+            e.value = Some(a.value().into());
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Rejects child elements other than `allowed` and non-blank text.
+pub(crate) fn check_children(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
+    for child in node.children() {
+        if child.is_text() && child.text().is_some_and(|t| !t.trim().is_empty()) {
+            return Err(err(
+                node,
+                format!("unexpected text inside <{}>", qname(node)),
+            ));
+        }
+        if !child.is_element() {
+            continue;
+        }
+        if !is_plain(child) {
+            return Err(err(
+                child,
+                format!(
+                    "foreign-namespace element <{}> is not allowed inside <{}> \
+                     (vnet keeps foreign elements only directly under <network>)",
+                    qname(child),
+                    qname(node)
+                ),
+            ));
+        }
+        if !allowed.contains(&child.tag_name().name()) {
+            return Err(err(
+                child,
+                format!(
+                    "unknown element <{}> inside <{}> (libvirt's schema does not allow it)",
+                    qname(child),
+                    qname(node)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The only child element named `name`, if any; an error if there are several.
+fn single<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Result<Option<Node<'a, 'i>>> {
+    let mut found = None;
+    for child in elements(node).filter(|c| is_plain(*c) && c.tag_name().name() == name) {
+        if found.is_some() {
+            return Err(err(
+                child,
+                format!("only one <{name}> is allowed inside <{}>", qname(node)),
+            ));
+        }
+        found = Some(child);
+    }
+    Ok(found)
+}
+
+/// A required attribute.
+fn required<'a>(node: Node<'a, '_>, attr: &str, why: &str) -> Result<&'a str> {
+    node.attribute(attr)
+        .ok_or_else(|| err_attr(node, attr, format!("missing attribute '{attr}' ({why})")))
+}
+
+/// An optional `yes`/`no` attribute.
+fn yes_no(node: Node<'_, '_>, attr: &str) -> Result<Option<bool>> {
+    match node.attribute(attr) {
+        None => Ok(None),
+        Some("yes") => Ok(Some(true)),
+        Some("no") => Ok(Some(false)),
+        Some(_) => Err(err_attr(node, attr, "expected 'yes' or 'no'")),
+    }
+}
+
+/// An optional number attribute.
+fn number<T: FromStr>(node: Node<'_, '_>, attr: &str, what: &str) -> Result<Option<T>> {
+    match node.attribute(attr) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| err_attr(node, attr, format!("expected {what}"))),
+    }
+}
+
+/// An optional IP address attribute.
+fn ip_attr(node: Node<'_, '_>, attr: &str) -> Result<Option<IpAddr>> {
+    match node.attribute(attr) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| err_attr(node, attr, "not a valid IPv4 or IPv6 address")),
+    }
+}
+
+/// A required IP address attribute.
+fn ip_required(node: Node<'_, '_>, attr: &str, why: &str) -> Result<IpAddr> {
+    required(node, attr, why)?;
+    ip_attr(node, attr)?.ok_or_else(|| err_attr(node, attr, "missing"))
+}
+
+/// An optional IPv4 netmask attribute; it must be contiguous and not empty.
+fn netmask_attr(node: Node<'_, '_>, attr: &str) -> Result<Option<Ipv4Addr>> {
+    let Some(v) = node.attribute(attr) else {
+        return Ok(None);
+    };
+    let m: Ipv4Addr = match v.parse::<IpAddr>() {
+        Ok(IpAddr::V4(m)) => m,
+        Ok(IpAddr::V6(_)) => {
+            return Err(err_attr(
+                node,
+                attr,
+                "a netmask is an IPv4 dotted quad; use prefix for IPv6",
+            ))
+        }
+        Err(_) => return Err(err_attr(node, attr, "not a valid netmask")),
+    };
+    let bits = u32::from(m);
+    if bits.leading_ones() + bits.trailing_zeros() != 32 || bits == 0 {
+        return Err(err_attr(
+            node,
+            attr,
+            "netmask is not contiguous (expected 1s followed by 0s, like 255.255.255.0)",
+        ));
+    }
+    Ok(Some(m))
+}
+
+/// Text content of an element that holds only text.
+fn text_of(node: Node<'_, '_>) -> Result<String> {
+    if let Some(child) = elements(node).next() {
+        return Err(err(
+            child,
+            format!("<{}> holds only text, not elements", qname(node)),
+        ));
+    }
+    Ok(node.children().filter_map(|c| c.text()).collect())
+}
+
+/// Kernel rules for an interface name (`dev_valid_name`), plus `%d` templates.
+fn check_ifname(node: Node<'_, '_>, attr: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(err_attr(node, attr, "an interface name is 1 to 15 bytes"));
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err(err_attr(
+            node,
+            attr,
+            "an interface name cannot be '.' or '..' or contain '/', ':' or whitespace",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Names
+
+/// vnet's network-name rule (also enforced by `vnet-control`): 1–64 characters of
+/// `[A-Za-z0-9_.-]`, not starting with `.` or `-`. libvirt itself only forbids `/`.
+pub(crate) fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("the network name is empty");
+    }
+    if name.contains('/') {
+        return Some("a network name cannot contain '/' (libvirt forbids it)");
+    }
+    if name.chars().count() > 64 {
+        return Some("a network name is at most 64 characters");
+    }
+    if name.starts_with(['.', '-']) {
+        return Some("a network name cannot start with '.' or '-'");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return Some("a network name may hold only letters, digits, '_', '.' and '-'");
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// The network
+
+/// Which top-level elements were seen, for duplicate detection.
+#[derive(Default)]
+struct Slots<'a, 'i> {
+    name: Option<Node<'a, 'i>>,
+    uuid: Option<Node<'a, 'i>>,
+    title: Option<Node<'a, 'i>>,
+    description: Option<Node<'a, 'i>>,
+    metadata: Option<Node<'a, 'i>>,
+    forward: Option<Node<'a, 'i>>,
+    bridge: Option<Node<'a, 'i>>,
+    mtu: Option<Node<'a, 'i>>,
+    mac: Option<Node<'a, 'i>>,
+    domain: Option<Node<'a, 'i>>,
+    dns: Option<Node<'a, 'i>>,
+    vlan: Option<Node<'a, 'i>>,
+    bandwidth: Option<Node<'a, 'i>>,
+    port: Option<Node<'a, 'i>>,
+    virtualport: Option<Node<'a, 'i>>,
+    dnsmasq: Option<Node<'a, 'i>>,
+    ips: Vec<Node<'a, 'i>>,
+    routes: Vec<Node<'a, 'i>>,
+    portgroups: Vec<Node<'a, 'i>>,
+    extensions: Vec<Node<'a, 'i>>,
+}
+
+fn put<'a, 'i>(slot: &mut Option<Node<'a, 'i>>, node: Node<'a, 'i>) -> Result<()> {
+    if slot.is_some() {
+        return Err(err(
+            node,
+            format!("<{}> may appear only once in <network>", qname(node)),
+        ));
+    }
+    *slot = Some(node);
+    Ok(())
+}
+
+/// Parses and checks a whole `<network>` document.
+pub(crate) fn network(xml: &str) -> Result<Network> {
+    let doc = document(xml)?;
+    let root = doc.root_element();
+    if !is_plain(root) || root.tag_name().name() != "network" {
+        return Err(err(
+            root,
+            format!("the root element must be <network>, not <{}>", qname(root)),
+        ));
+    }
+    // `connections` is live status that `virsh net-dumpxml` prints; it is ignored.
+    check_attrs(root, &["ipv6", "trustGuestRxFilters", "connections"])?;
+
+    let mut s = Slots::default();
+    for child in root.children() {
+        if child.is_text() && child.text().is_some_and(|t| !t.trim().is_empty()) {
+            return Err(err(root, "unexpected text inside <network>"));
+        }
+        if !child.is_element() {
+            continue;
+        }
+        match child.tag_name().namespace() {
+            Some(DNSMASQ_NS) => {
+                if child.tag_name().name() != "options" {
+                    return Err(err(
+                        child,
+                        format!(
+                            "unknown element <{}> in the dnsmasq namespace (expected <dnsmasq:options>)",
+                            qname(child)
+                        ),
+                    ));
+                }
+                put(&mut s.dnsmasq, child)?;
+            }
+            Some(_) => s.extensions.push(child),
+            None => match child.tag_name().name() {
+                "name" => put(&mut s.name, child)?,
+                "uuid" => put(&mut s.uuid, child)?,
+                "title" => put(&mut s.title, child)?,
+                "description" => put(&mut s.description, child)?,
+                "metadata" => put(&mut s.metadata, child)?,
+                "forward" => put(&mut s.forward, child)?,
+                "bridge" => put(&mut s.bridge, child)?,
+                "mtu" => put(&mut s.mtu, child)?,
+                "mac" => put(&mut s.mac, child)?,
+                "domain" => put(&mut s.domain, child)?,
+                "dns" => put(&mut s.dns, child)?,
+                "vlan" => put(&mut s.vlan, child)?,
+                "bandwidth" => put(&mut s.bandwidth, child)?,
+                "port" => put(&mut s.port, child)?,
+                "virtualport" => put(&mut s.virtualport, child)?,
+                "ip" => s.ips.push(child),
+                "route" => s.routes.push(child),
+                "portgroup" => s.portgroups.push(child),
+                other => {
+                    return Err(err(
+                        child,
+                        format!(
+                            "unknown element <{other}> in <network> (libvirt's schema does not allow it)"
+                        ),
+                    ))
+                }
+            },
+        }
+    }
+
+    // The name first: every later message is about this network.
+    let Some(name_node) = s.name else {
+        return Err(err(
+            root,
+            "missing <name> element (every network needs a name)",
+        ));
+    };
+    let name = text_of(name_node)?;
+    if let Some(problem) = name_problem(&name) {
+        return Err(err(
+            name_node,
+            format!("invalid network name '{name}': {problem}"),
+        ));
+    }
+
+    // The forward mode next: a mode vnet cannot serve is the most useful message.
+    let forward = match s.forward {
+        Some(node) => forward(node)?,
+        None => Forward::default(),
+    };
+    let mode = forward.mode;
+
+    let uuid = s.uuid.map(uuid).transpose()?;
+    let title = match s.title {
+        Some(node) => {
+            let t = text_of(node)?;
+            if t.contains('\n') {
+                return Err(err(node, "a network title cannot contain newlines"));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let description = s.description.map(text_of).transpose()?;
+    let metadata = s.metadata.map(metadata).transpose()?;
+
+    let mut bridge = Bridge::default();
+    if let Some(node) = s.bridge {
+        bridge = self::bridge(node)?;
+        if !mode.has_own_bridge() {
+            let given = ["stp", "delay", "zone"]
+                .into_iter()
+                .find(|a| node.attribute(*a).is_some());
+            if let Some(attr) = given {
+                return Err(err_attr(
+                    node,
+                    attr,
+                    format!(
+                        "bridge delay/stp/zone options are only allowed in route, nat, open and \
+                         isolated mode, not in mode '{mode}'"
+                    ),
+                ));
+            }
+        }
+        if mode == ForwardMode::Bridge && bridge.name.is_some() && !forward.interfaces.is_empty() {
+            return Err(err_attr(
+                node,
+                "name",
+                "a network with forward mode='bridge' can name a bridge or a forward dev, not both",
+            ));
+        }
+    }
+    if mode.has_own_bridge() {
+        // libvirt's parser: stp defaults to on, delay to 0.
+        bridge.stp.get_or_insert(true);
+        bridge.delay.get_or_insert(0);
+    }
+
+    let mtu = match s.mtu {
+        Some(node) => {
+            check_attrs(node, &["size"])?;
+            check_children(node, &[])?;
+            required(node, "size", "the MTU in bytes")?;
+            let size: u32 = number(node, "size", "a number of bytes")?.unwrap_or_default();
+            if !(68..=65535).contains(&size) {
+                return Err(err_attr(
+                    node,
+                    "size",
+                    "the MTU must be between 68 and 65535",
+                ));
+            }
+            if !mode.has_own_bridge() {
+                return Err(err(
+                    node,
+                    format!(
+                        "mtu size is only allowed in open, route, nat and isolated mode, not in \
+                         mode '{mode}'"
+                    ),
+                ));
+            }
+            Some(size)
+        }
+        None => None,
+    };
+
+    let mac = match s.mac {
+        Some(node) => {
+            check_attrs(node, &["address"])?;
+            check_children(node, &[])?;
+            let text = required(node, "address", "the bridge's MAC address")?;
+            let mac = parse_mac(node, "address", text)?;
+            Some(mac.to_string())
+        }
+        None => None,
+    };
+
+    let domain = s.domain.map(domain).transpose()?;
+    let dns = match s.dns {
+        Some(node) => dns(node)?,
+        None => Dns::default(),
+    };
+    let vlan = s.vlan.map(vlan).transpose()?;
+    let bandwidth = s.bandwidth.map(bandwidth).transpose()?.flatten();
+    let port_isolated = match s.port {
+        Some(node) => {
+            check_attrs(node, &["isolated"])?;
+            check_children(node, &[])?;
+            yes_no(node, "isolated")?
+        }
+        None => None,
+    };
+
+    let mut seen = DhcpSeen::default();
+    let mut ips = Vec::with_capacity(s.ips.len());
+    for node in &s.ips {
+        ips.push(ip(*node, &mut seen)?);
+    }
+
+    let mut routes = Vec::with_capacity(s.routes.len());
+    for node in &s.routes {
+        routes.push(route(*node, &ips)?);
+    }
+
+    let virtualport = match s.virtualport {
+        Some(node) => {
+            let vp = virtualport(node)?;
+            if vp.kind.is_none() {
+                return Err(err_attr(
+                    node,
+                    "type",
+                    "a network's <virtualport> needs a type",
+                ));
+            }
+            Some(vp)
+        }
+        None => None,
+    };
+
+    let mut portgroups: Vec<PortGroup> = Vec::with_capacity(s.portgroups.len());
+    for node in &s.portgroups {
+        let pg = portgroup(*node)?;
+        check_portgroup_unique(*node, &pg, &portgroups, None)?;
+        portgroups.push(pg);
+    }
+
+    let dnsmasq_options = s
+        .dnsmasq
+        .map(dnsmasq_options)
+        .transpose()?
+        .unwrap_or_default();
+    let extensions = s.extensions.iter().map(|n| raw(*n)).collect();
+
+    // Checks that tie the forward mode to the rest (libvirt's parser makes them too).
+    if matches!(
+        mode,
+        ForwardMode::Nat | ForwardMode::Route | ForwardMode::Open
+    ) {
+        let node = s.forward.unwrap_or(root);
+        if ips.is_empty() {
+            return Err(err(
+                node,
+                format!("{mode} forwarding requested, but the network has no <ip> address"),
+            ));
+        }
+        if forward.interfaces.len() > 1 {
+            return Err(err(
+                node,
+                format!(
+                    "multiple forwarding interfaces given for mode '{mode}'; only one is supported"
+                ),
+            ));
+        }
+    }
+
+    let mut net = Network {
+        name,
+        uuid,
+        title,
+        description,
+        metadata,
+        ipv6_no_gateway: yes_no(root, "ipv6")?.unwrap_or(false),
+        trust_guest_rx_filters: yes_no(root, "trustGuestRxFilters")?,
+        forward,
+        bridge,
+        mtu,
+        mac,
+        domain,
+        dns,
+        vlan,
+        bandwidth,
+        port_isolated,
+        ips,
+        routes,
+        virtualport,
+        portgroups,
+        dnsmasq_options,
+        extensions,
+        warnings: Vec::new(),
+    };
+    net.refresh_warnings();
+    Ok(net)
+}
+
+fn uuid(node: Node<'_, '_>) -> Result<String> {
+    check_attrs(node, &[])?;
+    let text = text_of(node)?;
+    uuid::Uuid::try_parse(text.trim())
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|e| err(node, format!("malformed uuid '{}': {e}", text.trim())))
+}
+
+pub(crate) fn parse_mac(node: Node<'_, '_>, attr: &str, text: &str) -> Result<MacAddr> {
+    let mac: MacAddr = text
+        .parse()
+        .map_err(|e| err_attr(node, attr, format!("not a MAC address: {e}")))?;
+    if mac.is_multicast() {
+        return Err(err_attr(
+            node,
+            attr,
+            "expected a unicast MAC address, found a multicast one (the first byte is odd)",
+        ));
+    }
+    Ok(mac)
+}
+
+fn metadata(node: Node<'_, '_>) -> Result<Vec<RawNode>> {
+    check_attrs(node, &[])?;
+    let mut out = Vec::new();
+    for child in node.children() {
+        if child.is_element() {
+            if is_plain(child) {
+                return Err(err(
+                    child,
+                    format!(
+                        "<metadata> children must be in their own XML namespace, \
+                         <{}> has none",
+                        qname(child)
+                    ),
+                ));
+            }
+            out.push(RawNode::Element(raw(child)));
+        } else if child.is_text() && child.text().is_some_and(|t| !t.trim().is_empty()) {
+            return Err(err(node, "unexpected text inside <metadata>"));
+        }
+    }
+    Ok(out)
+}
+
+/// Copies an element verbatim.
+pub(crate) fn raw(node: Node<'_, '_>) -> RawElement {
+    let prefix_of = |ns: &str| -> Option<String> {
+        if ns == XML_NS {
+            return Some("xml".to_owned());
+        }
+        node.lookup_prefix(ns)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+    };
+    let namespace = node.tag_name().namespace().map(str::to_owned);
+    let prefix = node.tag_name().namespace().and_then(prefix_of);
+    let attributes = node
+        .attributes()
+        .map(|a| RawAttribute {
+            namespace: a.namespace().map(str::to_owned),
+            prefix: a.namespace().and_then(prefix_of),
+            name: a.name().to_owned(),
+            value: a.value().to_owned(),
+        })
+        .collect();
+    let has_elements = elements(node).next().is_some();
+    let children = node
+        .children()
+        .filter_map(|c| {
+            if c.is_element() {
+                Some(RawNode::Element(raw(c)))
+            } else if c.is_text() {
+                let t = c.text().unwrap_or_default();
+                // Between child elements, surrounding whitespace is layout, not content.
+                let t = if has_elements { t.trim() } else { t };
+                (!t.is_empty()).then(|| RawNode::Text(t.to_owned()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    RawElement {
+        namespace,
+        prefix,
+        name: node.tag_name().name().to_owned(),
+        attributes,
+        children,
+    }
+}
+
+fn dnsmasq_options(node: Node<'_, '_>) -> Result<Vec<String>> {
+    check_attrs(node, &[])?;
+    let mut out = Vec::new();
+    for child in node.children() {
+        if child.is_text() && child.text().is_some_and(|t| !t.trim().is_empty()) {
+            return Err(err(node, "unexpected text inside <dnsmasq:options>"));
+        }
+        if !child.is_element() {
+            continue;
+        }
+        if child.tag_name().namespace() != Some(DNSMASQ_NS) || child.tag_name().name() != "option" {
+            return Err(err(
+                child,
+                format!("unknown element <{}> in <dnsmasq:options>", qname(child)),
+            ));
+        }
+        check_attrs(child, &["value"])?;
+        check_children(child, &[])?;
+        out.push(required(child, "value", "the dnsmasq option line")?.to_owned());
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// <forward>
+
+fn forward(node: Node<'_, '_>) -> Result<Forward> {
+    let mode = match node.attribute("mode") {
+        None | Some("nat") => ForwardMode::Nat,
+        Some("route") => ForwardMode::Route,
+        Some("open") => ForwardMode::Open,
+        Some("bridge") => ForwardMode::Bridge,
+        Some(m @ ("passthrough" | "private" | "vepa" | "hostdev")) => {
+            return Err(err_attr(
+                node,
+                "mode",
+                format!(
+                    "forward mode '{m}' is not supported: it hands host NICs or SR-IOV \
+                     functions to guests (macvtap/PCI passthrough), which a user-space switch \
+                     cannot serve; use nat, route, open or bridge"
+                ),
+            ))
+        }
+        Some(m) => {
+            return Err(err_attr(
+                node,
+                "mode",
+                format!("unknown forward mode '{m}' (expected nat, route, open or bridge)"),
+            ))
+        }
+    };
+    for child in elements(node).filter(|c| is_plain(*c)) {
+        let what = match child.tag_name().name() {
+            "pf" => "<pf> (an SR-IOV physical function)",
+            "address" => "<address> (a PCI device)",
+            "driver" => "<driver> (a hostdev driver)",
+            _ => continue,
+        };
+        return Err(err(
+            child,
+            format!("{what} is only used by the hostdev/passthrough forward modes, which vnet cannot serve"),
+        ));
+    }
+    check_attrs(node, &["mode", "dev"])?;
+    check_children(node, &["nat", "interface"])?;
+
+    if mode == ForwardMode::Open && node.attribute("dev").is_some() {
+        return Err(err_attr(
+            node,
+            "dev",
+            "forward mode 'open' does not accept a dev (an open network places no \
+             restriction on where traffic goes; libvirt rejects this too)",
+        ));
+    }
+
+    let mut interfaces: Vec<String> = Vec::new();
+    if let Some(dev) = node.attribute("dev") {
+        check_ifname(node, "dev", dev)?;
+        interfaces.push(dev.to_owned());
+    }
+    for (i, child) in elements(node)
+        .filter(|c| c.tag_name().name() == "interface")
+        .enumerate()
+    {
+        let dev = forward_interface(child)?;
+        if i == 0 && !interfaces.is_empty() {
+            if interfaces.first().is_some_and(|d| *d != dev) {
+                return Err(err_attr(
+                    child,
+                    "dev",
+                    format!(
+                        "<forward dev='{}'> must match the first <interface dev='{dev}'/>",
+                        interfaces.first().map(String::as_str).unwrap_or_default()
+                    ),
+                ));
+            }
+            continue;
+        }
+        if interfaces.contains(&dev) {
+            return Err(err_attr(
+                child,
+                "dev",
+                format!("interface '{dev}' can only be listed once"),
+            ));
+        }
+        interfaces.push(dev);
+    }
+    if mode == ForwardMode::Open && !interfaces.is_empty() {
+        return Err(err(
+            node,
+            "forward mode 'open' does not accept forward interfaces",
+        ));
+    }
+
+    let nat = match single(node, "nat")? {
+        Some(n) => {
+            if mode != ForwardMode::Nat {
+                return Err(err(
+                    n,
+                    format!("<nat> can only be used with forward mode 'nat', not '{mode}'"),
+                ));
+            }
+            nat(n)?
+        }
+        None => None,
+    };
+    Ok(Forward {
+        mode,
+        interfaces,
+        nat,
+    })
+}
+
+/// `<forward><interface dev/>`; returns the device name.
+pub(crate) fn forward_interface(node: Node<'_, '_>) -> Result<String> {
+    // `connections` is live status printed by net-dumpxml; it is ignored.
+    check_attrs(node, &["dev", "connections"])?;
+    check_children(node, &[])?;
+    let dev = required(node, "dev", "the host interface name")?;
+    check_ifname(node, "dev", dev)?;
+    Ok(dev.to_owned())
+}
+
+fn nat(node: Node<'_, '_>) -> Result<Option<Nat>> {
+    check_attrs(node, &["ipv6"])?;
+    check_children(node, &["address", "port"])?;
+    let ipv6 = yes_no(node, "ipv6")?;
+    let addresses = match single(node, "address")? {
+        Some(a) => {
+            check_attrs(a, &["start", "end"])?;
+            check_children(a, &[])?;
+            let v4 = |attr: &str| -> Result<Ipv4Addr> {
+                match ip_required(a, attr, "an IPv4 address to SNAT to")? {
+                    IpAddr::V4(v) => Ok(v),
+                    IpAddr::V6(_) => Err(err_attr(a, attr, "NAT addresses must be IPv4")),
+                }
+            };
+            let (start, end) = (v4("start")?, v4("end")?);
+            if start > end {
+                return Err(err_attr(
+                    a,
+                    "end",
+                    "the NAT address range ends before it starts",
+                ));
+            }
+            Some((start, end))
+        }
+        None => None,
+    };
+    let ports = match single(node, "port")? {
+        Some(p) => {
+            check_attrs(p, &["start", "end"])?;
+            check_children(p, &[])?;
+            required(p, "start", "the first source port")?;
+            required(p, "end", "the last source port")?;
+            let start: u16 = number(p, "start", "a port number (0-65535)")?.unwrap_or_default();
+            let end: u16 = number(p, "end", "a port number (0-65535)")?.unwrap_or_default();
+            if end < start {
+                return Err(err_attr(
+                    p,
+                    "end",
+                    "the NAT port range ends before it starts",
+                ));
+            }
+            Some((start, end))
+        }
+        None => None,
+    };
+    if ipv6.is_none() && addresses.is_none() && ports.is_none() {
+        // libvirt drops an empty <nat>.
+        return Ok(None);
+    }
+    Ok(Some(Nat {
+        ipv6,
+        addresses,
+        ports,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------
+// <bridge>, <domain>
+
+fn bridge(node: Node<'_, '_>) -> Result<Bridge> {
+    check_attrs(node, &["name", "stp", "delay", "macTableManager", "zone"])?;
+    check_children(node, &[])?;
+    let name = node.attribute("name").map(str::to_owned);
+    if let Some(n) = &name {
+        check_ifname(node, "name", n)?;
+    }
+    let stp = match node.attribute("stp") {
+        None => None,
+        Some("on") => Some(true),
+        Some("off") => Some(false),
+        Some(_) => return Err(err_attr(node, "stp", "expected 'on' or 'off'")),
+    };
+    let delay = number(node, "delay", "a number of seconds")?;
+    let mac_table_manager = match node.attribute("macTableManager") {
+        None => None,
+        Some("kernel") => Some(MacTableManager::Kernel),
+        Some("libvirt") => Some(MacTableManager::Libvirt),
+        Some(_) => {
+            return Err(err_attr(
+                node,
+                "macTableManager",
+                "expected 'kernel' or 'libvirt'",
+            ))
+        }
+    };
+    let zone = node.attribute("zone").map(str::to_owned);
+    Ok(Bridge {
+        name,
+        stp,
+        delay,
+        mac_table_manager,
+        zone,
+    })
+}
+
+fn domain(node: Node<'_, '_>) -> Result<Domain> {
+    check_attrs(node, &["name", "localOnly", "register"])?;
+    check_children(node, &[])?;
+    let name = required(node, "name", "the DNS domain")?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(err_attr(node, "name", "not a valid domain name"));
+    }
+    Ok(Domain {
+        name: name.to_owned(),
+        local_only: yes_no(node, "localOnly")?,
+        register: yes_no(node, "register")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// <dns>
+
+fn dns(node: Node<'_, '_>) -> Result<Dns> {
+    check_attrs(node, &["enable", "forwardPlainNames"])?;
+    check_children(node, &["forwarder", "host", "srv", "txt"])?;
+    let mut dns = Dns {
+        enable: yes_no(node, "enable")?,
+        forward_plain_names: yes_no(node, "forwardPlainNames")?,
+        ..Dns::default()
+    };
+    for child in elements(node) {
+        match child.tag_name().name() {
+            "forwarder" => dns.forwarders.push(dns_forwarder(child)?),
+            "host" => {
+                let host = dns_host(child, false)?.complete(child)?;
+                if dns.hosts.iter().any(|h| h.ip == host.ip) {
+                    return Err(err_attr(
+                        child,
+                        "ip",
+                        "another DNS <host> already has this address; list all its names in one <host>",
+                    ));
+                }
+                dns.hosts.push(host);
+            }
+            "srv" => dns.srvs.push(dns_srv(child, false)?.complete(child)?),
+            "txt" => {
+                let txt = dns_txt(child, false)?;
+                let value = txt.value.unwrap_or_default();
+                if dns.txts.iter().any(|t| t.name == txt.name) {
+                    return Err(err_attr(
+                        child,
+                        "name",
+                        "a DNS TXT record with this name already exists",
+                    ));
+                }
+                dns.txts.push(DnsTxt {
+                    name: txt.name,
+                    value,
+                });
+            }
+            _ => {}
+        }
+    }
+    let has_records = !dns.forwarders.is_empty()
+        || !dns.hosts.is_empty()
+        || !dns.srvs.is_empty()
+        || !dns.txts.is_empty();
+    if !dns.enabled() && has_records {
+        return Err(err_attr(
+            node,
+            "enable",
+            "DNS is disabled, so it cannot have forwarders, hosts, srv or txt records",
+        ));
+    }
+    Ok(dns)
+}
+
+fn dns_forwarder(node: Node<'_, '_>) -> Result<DnsForwarder> {
+    check_attrs(node, &["addr", "port", "domain"])?;
+    check_children(node, &[])?;
+    let addr = ip_attr(node, "addr")?;
+    let port: Option<u16> = number(node, "port", "a port number (1-65535)")?;
+    if port == Some(0) {
+        return Err(err_attr(node, "port", "expected a port number (1-65535)"));
+    }
+    if port.is_some() && addr.is_none() {
+        return Err(err_attr(node, "port", "a forwarder port needs an addr"));
+    }
+    let domain = node.attribute("domain").map(str::to_owned);
+    if addr.is_none() && domain.is_none() {
+        return Err(err(node, "a <forwarder> needs addr, domain or both"));
+    }
+    Ok(DnsForwarder { addr, port, domain })
+}
+
+/// A DNS host as written; `ip` or hostnames may be missing in a `net-update delete`.
+#[derive(Debug)]
+pub(crate) struct DnsHostPattern {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) hostnames: Vec<String>,
+}
+
+impl DnsHostPattern {
+    pub(crate) fn complete(self, node: Node<'_, '_>) -> Result<DnsHost> {
+        let Some(ip) = self.ip else {
+            return Err(err_attr(
+                node,
+                "ip",
+                "missing attribute 'ip' (a DNS host needs an address)",
+            ));
+        };
+        if self.hostnames.is_empty() {
+            return Err(err(node, "a DNS <host> needs at least one <hostname>"));
+        }
+        Ok(DnsHost {
+            ip,
+            hostnames: self.hostnames,
+        })
+    }
+}
+
+pub(crate) fn dns_host(node: Node<'_, '_>, partial: bool) -> Result<DnsHostPattern> {
+    check_attrs(node, &["ip"])?;
+    check_children(node, &["hostname"])?;
+    let ip = ip_attr(node, "ip")?;
+    let mut hostnames = Vec::new();
+    for h in elements(node) {
+        check_attrs(h, &[])?;
+        let name = text_of(h)?;
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(err(h, "empty <hostname>"));
+        }
+        hostnames.push(name.to_owned());
+    }
+    let pattern = DnsHostPattern { ip, hostnames };
+    if partial {
+        if pattern.ip.is_none() && pattern.hostnames.is_empty() {
+            return Err(err(
+                node,
+                "a DNS <host> needs an ip or at least one <hostname>",
+            ));
+        }
+        return Ok(pattern);
+    }
+    Ok(pattern)
+}
+
+/// A DNS SRV record as written; service/protocol may be missing in a `net-update delete`.
+#[derive(Debug)]
+pub(crate) struct DnsSrvPattern {
+    pub(crate) service: Option<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) target: Option<String>,
+    pub(crate) port: Option<u16>,
+    pub(crate) priority: Option<u16>,
+    pub(crate) weight: Option<u16>,
+}
+
+impl DnsSrvPattern {
+    pub(crate) fn complete(self, node: Node<'_, '_>) -> Result<DnsSrv> {
+        let Some(service) = self.service else {
+            return Err(err_attr(
+                node,
+                "service",
+                "missing attribute 'service' (an SRV record needs a service)",
+            ));
+        };
+        let Some(protocol) = self.protocol else {
+            return Err(err_attr(
+                node,
+                "protocol",
+                "missing attribute 'protocol' (tcp or udp)",
+            ));
+        };
+        Ok(DnsSrv {
+            service,
+            protocol,
+            domain: self.domain,
+            target: self.target,
+            port: self.port,
+            priority: self.priority,
+            weight: self.weight,
+        })
+    }
+
+    /// Whether every field given in the pattern equals the record's (libvirt's match).
+    pub(crate) fn matches(&self, srv: &DnsSrv) -> bool {
+        self.service.as_ref().is_none_or(|s| *s == srv.service)
+            && self.protocol.as_ref().is_none_or(|p| *p == srv.protocol)
+            && self
+                .domain
+                .as_ref()
+                .is_none_or(|d| Some(d) == srv.domain.as_ref())
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|t| Some(t) == srv.target.as_ref())
+    }
+}
+
+pub(crate) fn dns_srv(node: Node<'_, '_>, partial: bool) -> Result<DnsSrvPattern> {
+    check_attrs(
+        node,
+        &[
+            "service", "protocol", "domain", "target", "port", "priority", "weight",
+        ],
+    )?;
+    check_children(node, &[])?;
+    let service = node.attribute("service").map(str::to_owned);
+    if let Some(s) = &service {
+        if s.is_empty() || s.chars().count() > 15 {
+            return Err(err_attr(
+                node,
+                "service",
+                "an SRV service name is 1 to 15 characters",
+            ));
+        }
+        if !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-+/*".contains(c))
+        {
+            return Err(err_attr(
+                node,
+                "service",
+                "invalid character in the SRV service name",
+            ));
+        }
+    }
+    let protocol = node.attribute("protocol").map(str::to_owned);
+    if let Some(p) = &protocol {
+        if p != "tcp" && p != "udp" {
+            return Err(err_attr(
+                node,
+                "protocol",
+                "an SRV protocol is 'tcp' or 'udp'",
+            ));
+        }
+    }
+    let domain = node.attribute("domain").map(str::to_owned);
+    let target = node.attribute("target").map(str::to_owned);
+    let mut nums = [None; 3];
+    for (slot, attr) in nums.iter_mut().zip(["port", "priority", "weight"]) {
+        let v: Option<u16> = number(node, attr, "a number from 0 to 65535")?;
+        if v.is_some() && target.is_none() {
+            return Err(err_attr(
+                node,
+                attr,
+                format!("an SRV {attr} is not allowed without a target"),
+            ));
+        }
+        *slot = v;
+    }
+    let [port, priority, weight] = nums;
+    if port == Some(0) {
+        return Err(err_attr(node, "port", "an SRV port is 1 to 65535"));
+    }
+    let pattern = DnsSrvPattern {
+        service,
+        protocol,
+        domain,
+        target,
+        port,
+        // libvirt writes a zero priority or weight as absent.
+        priority: priority.filter(|p| *p != 0),
+        weight: weight.filter(|w| *w != 0),
+    };
+    if !partial {
+        if pattern.service.is_none() {
+            return Err(err_attr(
+                node,
+                "service",
+                "missing attribute 'service' (an SRV record needs a service)",
+            ));
+        }
+        if pattern.protocol.is_none() {
+            return Err(err_attr(
+                node,
+                "protocol",
+                "missing attribute 'protocol' (tcp or udp)",
+            ));
+        }
+    }
+    Ok(pattern)
+}
+
+/// A DNS TXT record as written; the value may be missing in a `net-update delete`.
+#[derive(Debug)]
+pub(crate) struct DnsTxtPattern {
+    pub(crate) name: String,
+    pub(crate) value: Option<String>,
+}
+
+pub(crate) fn dns_txt(node: Node<'_, '_>, partial: bool) -> Result<DnsTxtPattern> {
+    check_attrs(node, &["name", "value"])?;
+    check_children(node, &[])?;
+    let name = required(node, "name", "a TXT record needs a name")?;
+    if name.is_empty() || name.contains([' ', ',']) {
+        return Err(err_attr(
+            node,
+            "name",
+            "a TXT record name is not empty and has no space or comma",
+        ));
+    }
+    let value = node.attribute("value").map(str::to_owned);
+    if value.is_none() && !partial {
+        return Err(err_attr(
+            node,
+            "value",
+            "missing attribute 'value' (a TXT record needs a value)",
+        ));
+    }
+    Ok(DnsTxtPattern {
+        name: name.to_owned(),
+        value,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// <ip>, <dhcp>
+
+/// DHCP data seen so far in the network, to reject duplicates.
+#[derive(Default)]
+pub(crate) struct DhcpSeen {
+    macs: HashMap<MacAddr, ()>,
+    ips: HashMap<IpAddr, ()>,
+    families: Vec<IpFamily>,
+}
+
+impl DhcpSeen {
+    /// What the network holds, except the `<ip>` at `skip_ip` and its host at `skip_host`.
+    pub(crate) fn of(ips: &[IpDef], skip_host: Option<(usize, usize)>) -> Self {
+        let mut seen = Self::default();
+        for (i, ip) in ips.iter().enumerate() {
+            let Some(dhcp) = &ip.dhcp else { continue };
+            seen.families.push(ip.family());
+            for (h, host) in dhcp.hosts.iter().enumerate() {
+                if skip_host == Some((i, h)) {
+                    continue;
+                }
+                if let Some(mac) = host.mac {
+                    seen.macs.insert(mac, ());
+                }
+                seen.ips.insert(host.ip, ());
+            }
+        }
+        seen
+    }
+
+    /// Records a host; an error if its MAC or IP is already used.
+    pub(crate) fn host(&mut self, node: Node<'_, '_>, host: &DhcpHost) -> Result<()> {
+        if let Some(mac) = host.mac {
+            if self.macs.insert(mac, ()).is_some() {
+                return Err(err_attr(
+                    node,
+                    "mac",
+                    "another DHCP host already has this MAC address",
+                ));
+            }
+        }
+        if self.ips.insert(host.ip, ()).is_some() {
+            return Err(err_attr(
+                node,
+                "ip",
+                "another DHCP host already has this IP address",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether some `<ip>` of `family` already has DHCP.
+    pub(crate) fn has_family(&self, family: IpFamily) -> bool {
+        self.families.contains(&family)
+    }
+}
+
+fn ip(node: Node<'_, '_>, seen: &mut DhcpSeen) -> Result<IpDef> {
+    check_attrs(
+        node,
+        &["address", "netmask", "prefix", "family", "localPtr"],
+    )?;
+    check_children(node, &["tftp", "dhcp"])?;
+    let family = match node.attribute("family") {
+        None => None,
+        Some("ipv4") => Some(IpFamily::V4),
+        Some("ipv6") => Some(IpFamily::V6),
+        Some(_) => return Err(err_attr(node, "family", "expected 'ipv4' or 'ipv6'")),
+    };
+    let address = ip_required(node, "address", "the host's address on the network")?;
+    let actual = IpFamily::of(address);
+    if family.is_some_and(|f| f != actual) || (family.is_none() && actual == IpFamily::V6) {
+        let reason = match family {
+            Some(f) => format!(
+                "family '{}' does not match the {} address",
+                f.as_str(),
+                actual.label()
+            ),
+            None => "an IPv6 address needs family='ipv6'".to_owned(),
+        };
+        return Err(err_attr(node, "address", reason));
+    }
+    let netmask = if actual == IpFamily::V6 {
+        if node.attribute("netmask").is_some() {
+            return Err(err_attr(
+                node,
+                "netmask",
+                "netmask is not allowed with IPv6; use prefix",
+            ));
+        }
+        None
+    } else {
+        netmask_attr(node, "netmask")?
+    };
+    let prefix: Option<u8> = number(node, "prefix", "a prefix length")?;
+    if let Some(p) = prefix {
+        if netmask.is_some() {
+            return Err(err_attr(
+                node,
+                "prefix",
+                "give either netmask or prefix, not both",
+            ));
+        }
+        let max = if actual == IpFamily::V4 { 32 } else { 128 };
+        if p == 0 || p > max {
+            return Err(err_attr(
+                node,
+                "prefix",
+                format!("prefix out of range (1 to {max} for {})", actual.label()),
+            ));
+        }
+    }
+    if let IpAddr::V4(a) = address {
+        if prefix.is_none() && netmask.is_none() && classful_prefix(a).is_none() {
+            return Err(err_attr(
+                node,
+                "address",
+                "no netmask or prefix given, and the address has no classful default",
+            ));
+        }
+    }
+    let mut def = IpDef {
+        family,
+        address,
+        netmask,
+        prefix,
+        local_ptr: yes_no(node, "localPtr")?,
+        tftp_root: None,
+        dhcp: None,
+    };
+    if let Some(t) = single(node, "tftp")? {
+        check_attrs(t, &["root"])?;
+        check_children(t, &[])?;
+        if actual != IpFamily::V4 {
+            return Err(err(t, "<tftp> is only supported in an IPv4 <ip>"));
+        }
+        def.tftp_root = Some(required(t, "root", "the directory served over TFTP")?.to_owned());
+    }
+    if let Some(d) = single(node, "dhcp")? {
+        let dhcp = dhcp(d, &def, seen)?;
+        if !dhcp.ranges.is_empty() || !dhcp.hosts.is_empty() {
+            if seen.has_family(actual) {
+                return Err(err(
+                    d,
+                    format!(
+                        "only one {} <ip> of a network may have <dhcp> (libvirt's rule)",
+                        actual.label()
+                    ),
+                ));
+            }
+            seen.families.push(actual);
+        }
+        if !dhcp.ranges.is_empty() || !dhcp.hosts.is_empty() || dhcp.bootp.is_some() {
+            def.dhcp = Some(dhcp);
+        }
+    }
+    Ok(def)
+}
+
+fn dhcp(node: Node<'_, '_>, ip: &IpDef, seen: &mut DhcpSeen) -> Result<Dhcp> {
+    check_attrs(node, &[])?;
+    check_children(node, &["range", "host", "bootp"])?;
+    let mut out = Dhcp::default();
+    for child in elements(node) {
+        match child.tag_name().name() {
+            "range" => {
+                let r = dhcp_range(child, ip)?;
+                if out
+                    .ranges
+                    .iter()
+                    .any(|o| o.start == r.start && o.end == r.end)
+                {
+                    return Err(err(child, "this DHCP range is listed twice"));
+                }
+                out.ranges.push(r);
+            }
+            "host" => {
+                let host = dhcp_host(child, ip, false)?.complete(child, ip)?;
+                seen.host(child, &host)?;
+                out.hosts.push(host);
+            }
+            "bootp" => {
+                if out.bootp.is_some() {
+                    return Err(err(child, "only one <bootp> is allowed inside <dhcp>"));
+                }
+                check_attrs(child, &["file", "server"])?;
+                check_children(child, &[])?;
+                if ip.family() != IpFamily::V4 {
+                    return Err(err(child, "<bootp> is only supported in an IPv4 <ip>"));
+                }
+                let file = required(child, "file", "the boot file name")?.to_owned();
+                let server = ip_attr(child, "server")?;
+                out.bootp = Some(Bootp { file, server });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// `<range start end>`, checked against its `<ip>`.
+pub(crate) fn dhcp_range(node: Node<'_, '_>, ip: &IpDef) -> Result<DhcpRange> {
+    check_attrs(node, &["start", "end"])?;
+    check_children(node, &["lease"])?;
+    let start = ip_required(node, "start", "the first address of the range")?;
+    let end = ip_required(node, "end", "the last address of the range")?;
+    let subnet = format!("{}/{}", ip.network(), ip.prefix_len());
+    for (attr, addr) in [("start", start), ("end", end)] {
+        if !ip.contains(addr) {
+            return Err(err_attr(
+                node,
+                attr,
+                format!("DHCP range {attr} is outside the <ip> subnet {subnet}"),
+            ));
+        }
+    }
+    if start > end {
+        return Err(err_attr(
+            node,
+            "end",
+            "the DHCP range ends before it starts",
+        ));
+    }
+    let lease = single(node, "lease")?.map(lease).transpose()?;
+    Ok(DhcpRange { start, end, lease })
+}
+
+/// A DHCP host as written; the IP may be missing in a `net-update delete`.
+#[derive(Debug)]
+pub(crate) struct DhcpHostPattern {
+    pub(crate) mac: Option<MacAddr>,
+    pub(crate) id: Option<String>,
+    pub(crate) name: Option<String>,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) lease: Option<Lease>,
+}
+
+impl DhcpHostPattern {
+    /// The full host; checks what a defined host needs.
+    pub(crate) fn complete(self, node: Node<'_, '_>, ip: &IpDef) -> Result<DhcpHost> {
+        match ip.family() {
+            IpFamily::V4 if self.mac.is_none() && self.name.is_none() => {
+                return Err(err(
+                    node,
+                    "a DHCP host of an IPv4 network needs a mac or a name",
+                ))
+            }
+            IpFamily::V6 if self.id.is_none() && self.name.is_none() => {
+                return Err(err(
+                    node,
+                    "a DHCP host of an IPv6 network needs an id or a name",
+                ))
+            }
+            _ => {}
+        }
+        let Some(addr) = self.ip else {
+            return Err(err_attr(
+                node,
+                "ip",
+                "missing attribute 'ip' (a static DHCP host needs its address)",
+            ));
+        };
+        if !ip.contains(addr) {
+            return Err(err_attr(
+                node,
+                "ip",
+                format!(
+                    "DHCP host address is outside the <ip> subnet {}/{}",
+                    ip.network(),
+                    ip.prefix_len()
+                ),
+            ));
+        }
+        Ok(DhcpHost {
+            mac: self.mac,
+            id: self.id,
+            name: self.name,
+            ip: addr,
+            lease: self.lease,
+        })
+    }
+}
+
+pub(crate) fn dhcp_host(node: Node<'_, '_>, ip: &IpDef, partial: bool) -> Result<DhcpHostPattern> {
+    check_attrs(node, &["mac", "id", "name", "ip"])?;
+    check_children(node, &["lease"])?;
+    let mac = match node.attribute("mac") {
+        Some(text) => {
+            if ip.family() == IpFamily::V6 {
+                return Err(err_attr(
+                    node,
+                    "mac",
+                    "a MAC address is not allowed in an IPv6 DHCP host (use id)",
+                ));
+            }
+            Some(parse_mac(node, "mac", text)?)
+        }
+        None => None,
+    };
+    let id = node.attribute("id").map(str::to_owned);
+    if let Some(id) = &id {
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit() || c == ':') {
+            return Err(err_attr(
+                node,
+                "id",
+                "a DHCP client id holds only hex digits and ':'",
+            ));
+        }
+    }
+    let name = node.attribute("name").map(str::to_owned);
+    if let Some(n) = &name {
+        if !n.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(err_attr(
+                node,
+                "name",
+                "a DHCP host name must start with a letter or digit",
+            ));
+        }
+        if n.contains(|c: char| c.is_whitespace() || c == ',') {
+            return Err(err_attr(
+                node,
+                "name",
+                "a DHCP host name cannot contain whitespace or ','",
+            ));
+        }
+    }
+    let addr = ip_attr(node, "ip")?;
+    let lease = single(node, "lease")?.map(lease).transpose()?;
+    if partial && mac.is_none() && name.is_none() && addr.is_none() {
+        return Err(err(
+            node,
+            "a DHCP host needs at least one of mac, name or ip",
+        ));
+    }
+    Ok(DhcpHostPattern {
+        mac,
+        id,
+        name,
+        ip: addr,
+        lease,
+    })
+}
+
+fn lease(node: Node<'_, '_>) -> Result<Lease> {
+    check_attrs(node, &["expiry", "unit"])?;
+    check_children(node, &[])?;
+    required(node, "expiry", "the lease time; 0 means infinite")?;
+    let expiry: u64 = number(node, "expiry", "a whole number")?.unwrap_or_default();
+    let unit = match node.attribute("unit") {
+        None | Some("minutes") => LeaseUnit::Minutes,
+        Some("seconds") => LeaseUnit::Seconds,
+        Some("hours") => LeaseUnit::Hours,
+        Some(_) => {
+            return Err(err_attr(
+                node,
+                "unit",
+                "expected 'seconds', 'minutes' or 'hours'",
+            ))
+        }
+    };
+    let lease = Lease { expiry, unit };
+    // dnsmasq: "The minimum lease time is two minutes."
+    if matches!(lease.time(), crate::LeaseTime::Seconds(s) if s < 120) {
+        return Err(err_attr(
+            node,
+            "expiry",
+            "the minimum lease time is 2 minutes",
+        ));
+    }
+    Ok(lease)
+}
+
+// ---------------------------------------------------------------------------------------
+// <route>
+
+fn route(node: Node<'_, '_>, ips: &[IpDef]) -> Result<Route> {
+    check_attrs(
+        node,
+        &[
+            "family", "address", "netmask", "prefix", "gateway", "metric",
+        ],
+    )?;
+    check_children(node, &[])?;
+    let family = match node.attribute("family") {
+        None => None,
+        Some("ipv4") => Some(IpFamily::V4),
+        Some("ipv6") => Some(IpFamily::V6),
+        Some(_) => return Err(err_attr(node, "family", "expected 'ipv4' or 'ipv6'")),
+    };
+    let address = ip_required(node, "address", "the destination network")?;
+    let gateway = ip_required(node, "gateway", "the next hop")?;
+    let actual = IpFamily::of(address);
+    if family.unwrap_or(IpFamily::V4) != actual {
+        return Err(err_attr(
+            node,
+            "address",
+            "the address does not match the route's family",
+        ));
+    }
+    if IpFamily::of(gateway) != actual {
+        return Err(err_attr(
+            node,
+            "gateway",
+            "the gateway is not in the route's family",
+        ));
+    }
+    let netmask = if actual == IpFamily::V6 {
+        if node.attribute("netmask").is_some() {
+            return Err(err_attr(
+                node,
+                "netmask",
+                "netmask is not allowed with IPv6; use prefix",
+            ));
+        }
+        None
+    } else {
+        netmask_attr(node, "netmask")?
+    };
+    let prefix: Option<u8> = number(node, "prefix", "a prefix length")?;
+    if let Some(p) = prefix {
+        if netmask.is_some() {
+            return Err(err_attr(
+                node,
+                "prefix",
+                "give either netmask or prefix, not both",
+            ));
+        }
+        let max = if actual == IpFamily::V4 { 32 } else { 128 };
+        if p > max {
+            return Err(err_attr(
+                node,
+                "prefix",
+                format!("prefix out of range (0 to {max})"),
+            ));
+        }
+    }
+    let metric: Option<u32> = number(node, "metric", "a positive number")?;
+    if metric == Some(0) {
+        return Err(err_attr(node, "metric", "a route metric must be positive"));
+    }
+    if !ips.iter().any(|ip| ip.contains(gateway)) {
+        return Err(err_attr(
+            node,
+            "gateway",
+            "unreachable static route gateway: it is in none of the network's <ip> subnets",
+        ));
+    }
+    Ok(Route {
+        family,
+        address,
+        netmask,
+        prefix,
+        gateway,
+        metric,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// <portgroup>, <vlan>, <bandwidth>, <virtualport>
+
+pub(crate) fn portgroup(node: Node<'_, '_>) -> Result<PortGroup> {
+    check_attrs(node, &["name", "default", "trustGuestRxFilters"])?;
+    check_children(node, &["vlan", "virtualport", "bandwidth"])?;
+    let name = required(node, "name", "a portgroup needs a name")?;
+    if name.is_empty() {
+        return Err(err_attr(node, "name", "a portgroup name cannot be empty"));
+    }
+    Ok(PortGroup {
+        name: name.to_owned(),
+        default: yes_no(node, "default")?.unwrap_or(false),
+        trust_guest_rx_filters: yes_no(node, "trustGuestRxFilters")?,
+        vlan: single(node, "vlan")?.map(vlan).transpose()?,
+        virtualport: single(node, "virtualport")?.map(virtualport).transpose()?,
+        bandwidth: single(node, "bandwidth")?
+            .map(bandwidth)
+            .transpose()?
+            .flatten(),
+    })
+}
+
+/// Portgroup names are unique and at most one is the default (`replacing`: the index
+/// of the portgroup this one replaces).
+pub(crate) fn check_portgroup_unique(
+    node: Node<'_, '_>,
+    pg: &PortGroup,
+    others: &[PortGroup],
+    replacing: Option<usize>,
+) -> Result<()> {
+    for (i, other) in others.iter().enumerate() {
+        if Some(i) == replacing {
+            continue;
+        }
+        if other.name == pg.name {
+            return Err(err_attr(
+                node,
+                "name",
+                "a portgroup with this name already exists",
+            ));
+        }
+        if pg.default && other.default {
+            return Err(err_attr(
+                node,
+                "default",
+                format!(
+                    "portgroup '{}' is already the default; only one default is allowed",
+                    other.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn vlan(node: Node<'_, '_>) -> Result<Vlan> {
+    check_attrs(node, &["trunk"])?;
+    check_children(node, &["tag"])?;
+    let trunk_attr = yes_no(node, "trunk")?;
+    let mut tags = Vec::new();
+    for t in elements(node) {
+        check_attrs(t, &["id", "nativeMode"])?;
+        check_children(t, &[])?;
+        required(t, "id", "the VLAN id")?;
+        let id: u16 = number(t, "id", "a VLAN id (0-4095)")?.unwrap_or_default();
+        if id > 4095 {
+            return Err(err_attr(t, "id", "a VLAN id is 0 to 4095"));
+        }
+        let native_mode = match t.attribute("nativeMode") {
+            None => None,
+            Some("tagged") => Some(NativeMode::Tagged),
+            Some("untagged") => Some(NativeMode::Untagged),
+            Some(_) => return Err(err_attr(t, "nativeMode", "expected 'tagged' or 'untagged'")),
+        };
+        if native_mode.is_some() && tags.iter().any(|x: &VlanTag| x.native_mode.is_some()) {
+            return Err(err_attr(
+                t,
+                "nativeMode",
+                "only one tag can be the native VLAN",
+            ));
+        }
+        tags.push(VlanTag { id, native_mode });
+    }
+    if tags.is_empty() {
+        return Err(err(node, "a <vlan> needs at least one <tag id='…'/>"));
+    }
+    if tags.len() > 1 && trunk_attr == Some(false) {
+        return Err(err_attr(
+            node,
+            "trunk",
+            "more than one VLAN tag requires trunk='yes'",
+        ));
+    }
+    Ok(Vlan {
+        trunk: trunk_attr == Some(true) || tags.len() > 1,
+        tags,
+    })
+}
+
+fn bandwidth(node: Node<'_, '_>) -> Result<Option<Bandwidth>> {
+    check_attrs(node, &[])?;
+    check_children(node, &["inbound", "outbound"])?;
+    let rate = |name: &str| -> Result<Option<BandwidthRate>> {
+        let Some(r) = single(node, name)? else {
+            return Ok(None);
+        };
+        if r.attribute("floor").is_some() {
+            return Err(err_attr(
+                r,
+                "floor",
+                "floor is only valid on a guest interface, not on a network or portgroup",
+            ));
+        }
+        check_attrs(r, &["average", "peak", "burst"])?;
+        check_children(r, &[])?;
+        required(r, "average", "the average rate in KiB/s")?;
+        Ok(Some(BandwidthRate {
+            average: number(r, "average", "a rate in KiB/s")?.unwrap_or_default(),
+            peak: number(r, "peak", "a rate in KiB/s")?,
+            burst: number(r, "burst", "a size in KiB")?,
+        }))
+    };
+    let bw = Bandwidth {
+        inbound: rate("inbound")?,
+        outbound: rate("outbound")?,
+    };
+    Ok((bw.inbound.is_some() || bw.outbound.is_some()).then_some(bw))
+}
+
+fn virtualport(node: Node<'_, '_>) -> Result<VirtualPort> {
+    check_attrs(node, &["type"])?;
+    check_children(node, &["parameters"])?;
+    let kind = node.attribute("type").map(str::to_owned);
+    if let Some(k) = &kind {
+        if !["openvswitch", "802.1Qbg", "802.1Qbh", "midonet"].contains(&k.as_str()) {
+            return Err(err_attr(
+                node,
+                "type",
+                "expected 'openvswitch', '802.1Qbg', '802.1Qbh' or 'midonet'",
+            ));
+        }
+    }
+    let parameters = match single(node, "parameters")? {
+        Some(p) => {
+            check_attrs(
+                p,
+                &[
+                    "managerid",
+                    "typeid",
+                    "typeidversion",
+                    "instanceid",
+                    "interfaceid",
+                    "profileid",
+                ],
+            )?;
+            check_children(p, &[])?;
+            Some(
+                p.attributes()
+                    .map(|a| (a.name().to_owned(), a.value().to_owned()))
+                    .collect(),
+            )
+        }
+        None => None,
+    };
+    Ok(VirtualPort { kind, parameters })
+}
