@@ -3,7 +3,6 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -40,35 +39,74 @@ pub struct Net {
 }
 
 impl Net {
-    /// Starts switchd (network `t<unique>`) inside a fresh namespace.
+    /// Starts switchd (network `t<unique>`, libvirt's default network renamed) inside a
+    /// fresh namespace.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts switchd with `xml` as its definition (its name replaced by `t<unique>`).
+    pub fn start_with(xml: Option<&str>) -> Self {
         require_root();
         let dir = TempDir::new("vnet-test");
         let host = Netns::new("vth");
         let name = format!("t{}", unique());
-        let log = File::create(dir.path().join("switchd.log")).expect("log file");
-        let mut cmd = host.cmd(SWITCHD, &["--name", &name]);
-        cmd.arg("--run-dir")
-            .arg(dir.path())
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .stdout(Stdio::null())
-            .stderr(log);
-        let daemon = ChildGuard::spawn(cmd);
+        if let Some(xml) = xml {
+            std::fs::write(dir.path().join("net.xml"), xml).expect("write config");
+        }
         let mut net = Self {
-            daemon: Some(daemon),
+            daemon: None,
             name,
             guests: Vec::new(),
             host,
             dir,
         };
+        net.launch();
+        net
+    }
+
+    /// Starts (again) the switchd of this network, with the same dirs and config.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("switchd.log"))
+            .expect("log file");
+        let mut cmd = self.host.cmd(SWITCHD, &["--name", &self.name]);
+        let config = self.dir.path().join("net.xml");
+        if config.exists() {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("--run-dir")
+            .arg(self.dir.path())
+            .arg("--state-dir")
+            .arg(self.dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.daemon = Some(ChildGuard::spawn(cmd));
+        let net = self;
         let sock = net.socket();
         let up = wait_for(Duration::from_secs(10), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok()
         });
         assert!(up, "switchd did not open {}: {}", sock.display(), net.log());
         assert!(net.daemon_mut().is_running());
-        net
+    }
+
+    /// Stops switchd with SIGTERM (clean) or SIGKILL (a crash).
+    pub fn stop(&mut self, crash: bool) {
+        let d = self.daemon.take().expect("running");
+        if crash {
+            d.signal("KILL");
+            let _ = d.stop(Duration::from_secs(5));
+        } else {
+            let status = d.stop(Duration::from_secs(5));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "unclean exit: {}",
+                self.log()
+            );
+        }
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -140,6 +178,24 @@ impl Net {
         ns.run_ok("ip", &["link", "set", "eth0", "up"]);
         self.guests.push(Guest { ns, mac, ip, port });
         self.guests.last().expect("just pushed")
+    }
+
+    /// Adds a guest namespace on a TAP port with `eth0` up and no address (for DHCP).
+    pub fn add_bare_guest(&self, prefix: &str, mac: &str) -> Netns {
+        let ns = Netns::new(prefix);
+        self.ctl_json(&[
+            "port-add",
+            &self.name,
+            "tap",
+            "--netns",
+            ns.name(),
+            "--ifname",
+            "eth0",
+            "--mac",
+            mac,
+        ]);
+        ns.run_ok("ip", &["link", "set", "eth0", "up"]);
+        ns
     }
 
     pub fn port_list(&self) -> Vec<serde_json::Value> {

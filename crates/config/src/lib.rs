@@ -209,6 +209,12 @@ impl Network {
         self.mac.as_deref()
     }
 
+    /// Sets the bridge's MAC address (e.g. one generated earlier and persisted, so the
+    /// gateway keeps its MAC across restarts of a network run from a file).
+    pub fn set_mac(&mut self, mac: MacAddr) {
+        self.mac = Some(mac.to_string());
+    }
+
     /// The bridge's MAC address, typed.
     pub fn mac_addr(&self) -> Option<MacAddr> {
         self.mac.as_deref().and_then(|m| m.parse().ok())

@@ -52,6 +52,50 @@ pub enum Request {
     NetUpdate(NetUpdate),
     /// Stop the network (as SIGTERM does), after answering.
     Shutdown,
+    /// The DHCP leases (virsh `net-dhcp-leases`).
+    DhcpLeases,
+}
+
+/// One DHCP lease, as `net-dhcp-leases` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRow {
+    /// Expiry, seconds since the Unix epoch; `None` for an infinite lease.
+    pub expiry: Option<u64>,
+    /// Client MAC address.
+    pub mac: String,
+    /// `ipv4`.
+    pub protocol: String,
+    /// Address with prefix, like `192.168.122.91/24`.
+    pub ip: String,
+    /// Hostname the client gave or its reservation's name.
+    pub hostname: Option<String>,
+    /// Client identifier (option 61), hex with colons.
+    pub client_id: Option<String>,
+}
+
+/// The gateway's identity and counters, in [`NetInfo`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    /// Gateway address.
+    pub ip: String,
+    /// Gateway MAC.
+    pub mac: String,
+    /// Whether it serves DHCP.
+    pub dhcp: bool,
+    /// Active leases.
+    pub leases: usize,
+    /// ARP replies sent.
+    pub arp_replies: u64,
+    /// ICMP echo replies sent.
+    pub echo_replies: u64,
+    /// DHCP messages received.
+    pub dhcp_in: u64,
+    /// DHCP replies sent.
+    pub dhcp_out: u64,
+    /// DHCP messages dropped as malformed, truncated or not requests.
+    pub dhcp_dropped: u64,
+    /// Frames to the gateway that could not be parsed.
+    pub malformed: u64,
 }
 
 /// Arguments of [`Request::NetUpdate`] (virsh `net-update`).
@@ -232,6 +276,9 @@ pub struct NetInfo {
     /// Forward mode (`nat`, `route`, `open`, `bridge`, or `isolated`).
     #[serde(default)]
     pub mode: String,
+    /// The gateway, when the network has one.
+    #[serde(default)]
+    pub gateway: Option<GatewayInfo>,
 }
 
 /// Errors of the client side.

@@ -43,10 +43,17 @@ impl FrameBuf {
     /// Frames longer than [`MAX_FRAME_LEN`] are truncated.
     pub fn from_frame(frame: &[u8]) -> Self {
         let mut b = Self::new();
-        let n = frame.len().min(MAX_FRAME_LEN);
-        b.data[VNET_HDR_LEN..VNET_HDR_LEN + n].copy_from_slice(&frame[..n]);
-        b.len = n;
+        b.set_frame(frame);
         b
+    }
+
+    /// Replaces the contents with `frame` and an all-zero header (no offloads). Frames
+    /// longer than [`MAX_FRAME_LEN`] are truncated.
+    pub fn set_frame(&mut self, frame: &[u8]) {
+        let n = frame.len().min(MAX_FRAME_LEN);
+        self.data[..VNET_HDR_LEN].fill(0);
+        self.data[VNET_HDR_LEN..VNET_HDR_LEN + n].copy_from_slice(&frame[..n]);
+        self.len = n;
     }
 
     /// The Ethernet frame.

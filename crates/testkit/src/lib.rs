@@ -84,11 +84,17 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates namespace `<prefix>-<unique>` with `lo` up and IPv6 off (quiet links).
+    /// Creates namespace `<prefix>-<unique>` with `lo` up, IPv6 off (quiet links) and a
+    /// private `/etc/resolv.conf`.
     pub fn new(prefix: &str) -> Self {
         let name = format!("{prefix}-{}", unique());
         ip(&["netns", "add", &name]);
         let ns = Self { name };
+        // `ip netns exec` bind-mounts /etc/netns/NAME/* over /etc: a DHCP client that
+        // rewrites resolv.conf then touches this copy, never the machine's own.
+        let etc = Path::new("/etc/netns").join(&ns.name);
+        let _ = std::fs::create_dir_all(&etc);
+        let _ = std::fs::write(etc.join("resolv.conf"), "# vnet test namespace\n");
         ns.run_ok("ip", &["link", "set", "lo", "up"]);
         for key in ["all", "default"] {
             ns.run_ok(

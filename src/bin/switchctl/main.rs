@@ -101,6 +101,13 @@ enum Verb {
     },
     /// Update part of a network's definition, live and/or persistent.
     NetUpdate(net::UpdateArgs),
+    /// Show the DHCP leases of a running network.
+    NetDhcpLeases {
+        /// Network name.
+        network: String,
+        /// Only the leases of this MAC address.
+        mac: Option<String>,
+    },
     /// Add a port to a running network.
     PortAdd {
         /// Network name.
@@ -203,6 +210,9 @@ fn run() -> Result<()> {
         Verb::NetUuid { network } => net::uuid(&store, network),
         Verb::NetName { uuid } => net::name(&store, uuid),
         Verb::NetUpdate(u) => net::update(&args, &store, u),
+        Verb::NetDhcpLeases { network, mac } => {
+            net::dhcp_leases(&args, &store, network, mac.as_deref())
+        }
         Verb::PortAdd {
             net,
             kind: Kind::Tap,

@@ -641,3 +641,74 @@ pub(crate) fn update(args: &Args, store: &Store, u: &UpdateArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for seconds since the Unix epoch.
+fn format_time(secs: u64) -> String {
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // civil-from-days (H. Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub(crate) fn dhcp_leases(args: &Args, store: &Store, name: &str, mac: Option<&str>) -> Result<()> {
+    check_name(name)?;
+    if !store.is_running(name) {
+        if store.is_defined(name) {
+            bail!("Requested operation is not valid: network '{name}' is not active");
+        }
+        bail!("network not found: no network with matching name '{name}'");
+    }
+    let v = call(store, name, &Request::DhcpLeases)?;
+    let mut rows: Vec<vnet_control::LeaseRow> = serde_json::from_value(v)?;
+    if let Some(m) = mac {
+        let m = m.to_ascii_lowercase();
+        rows.retain(|r| r.mac == m);
+    }
+    if args.json {
+        return print_json(&rows);
+    }
+    println!(
+        " {:<21} {:<19} {:<10} {:<20} {:<16} Client ID or DUID",
+        "Expiry Time", "MAC address", "Protocol", "IP address", "Hostname"
+    );
+    println!("{}", "-".repeat(110));
+    for r in &rows {
+        println!(
+            " {:<21} {:<19} {:<10} {:<20} {:<16} {}",
+            r.expiry.map_or_else(|| "never".to_owned(), format_time),
+            r.mac,
+            r.protocol,
+            r.ip,
+            r.hostname.as_deref().unwrap_or("-"),
+            r.client_id.as_deref().unwrap_or("-")
+        );
+    }
+    println!();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1_795_398_791), "2026-11-23 01:53:11");
+    }
+}

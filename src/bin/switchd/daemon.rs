@@ -14,7 +14,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use mio::net::{UnixListener, UnixStream};
@@ -27,6 +27,8 @@ use vnet_control::{
     MAX_REQUEST_LEN,
 };
 use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
+
+use crate::gateway::{gateway_config, GatewayPort};
 use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
 
 const LISTENER: Token = Token(1 << 20);
@@ -36,10 +38,6 @@ const CONN_BASE: usize = 1 << 21;
 const BUDGET: usize = 64;
 /// Control connections served at once; more are refused.
 const MAX_CONNS: usize = 64;
-
-macro_rules! log {
-    ($($t:tt)*) => { eprintln!("switchd: {}", format_args!($($t)*)) };
-}
 
 struct Port {
     name: String,
@@ -75,6 +73,8 @@ pub(crate) struct Daemon {
     buf: FrameBuf,
     /// Reused list of flood targets (no allocation per frame).
     targets: Vec<PortId>,
+    /// The network's gateway (ARP, ping, DHCP), a port of the switch; none in bridge mode.
+    gateway: Option<GatewayPort>,
     epoch: std::time::Instant,
     stop: bool,
 }
@@ -122,6 +122,18 @@ impl Daemon {
             .context("writing the live definition")?;
         drop(lock);
 
+        let mut sw = Switch::new(config);
+        let gateway = match gateway_config(&network) {
+            Some(cfg) => {
+                let id = sw
+                    .add_port(PortConfig::default())
+                    .map_err(|e| anyhow::anyhow!("adding the gateway port: {e}"))?;
+                log!("gateway {} ({}) on port {id}", cfg.ip, cfg.mac);
+                Some(GatewayPort::new(id, cfg, &network, store.state_dir())?)
+            }
+            None => None,
+        };
+
         let (mut sig_rx, sig_tx) = UnixStream::pair().context("creating the signal pipe")?;
         let sig_tx = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(sig_tx));
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -144,7 +156,8 @@ impl Daemon {
             network,
             store,
             socket_path,
-            sw: Switch::new(config),
+            sw,
+            gateway,
             ports: Vec::new(),
             ready: VecDeque::new(),
             poll,
@@ -168,9 +181,22 @@ impl Daemon {
         while !self.stop {
             let timeout = if self.ready.is_empty() {
                 let now = self.now();
-                self.sw
+                let sw = self
+                    .sw
                     .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)))
+                    .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
+                let gw = self
+                    .gateway
+                    .as_ref()
+                    .and_then(GatewayPort::poll_timeout)
+                    .map(|t| {
+                        t.duration_since(SystemTime::now())
+                            .unwrap_or(Duration::ZERO)
+                    });
+                match (sw, gw) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             } else {
                 Some(Duration::ZERO)
             };
@@ -193,6 +219,13 @@ impl Daemon {
             if self.sw.poll_timeout().is_some_and(|t| t <= now) {
                 self.sw.handle_timeout(now);
             }
+            let wall = SystemTime::now();
+            if let Some(g) = self.gateway.as_mut() {
+                if g.poll_timeout().is_some_and(|t| t <= wall) {
+                    g.handle_timeout(wall);
+                }
+            }
+            self.drain_gateway(now);
         }
         self.shutdown();
         Ok(())
@@ -275,8 +308,26 @@ impl Daemon {
                 }
             }
             self.forward(now, id);
+            self.drain_gateway(now);
         }
         false
+    }
+
+    /// Sends what the gateway queued (replies to ARP, ping, DHCP) into the switch, as
+    /// frames arriving on the gateway port; DHCP events are logged and persisted first.
+    fn drain_gateway(&mut self, now: Instant) {
+        loop {
+            let Some(g) = self.gateway.as_mut() else {
+                return;
+            };
+            g.drain_events(&self.name);
+            let Some(frame) = g.gw.poll_transmit() else {
+                return;
+            };
+            let id = g.id;
+            self.buf.set_frame(&frame);
+            self.forward(now, id);
+        }
     }
 
     fn forward(&mut self, now: Instant, ingress: PortId) {
@@ -296,6 +347,10 @@ impl Daemon {
     }
 
     fn transmit(&mut self, egress: PortId) {
+        if let Some(g) = self.gateway.as_mut().filter(|g| g.id == egress) {
+            g.gw.handle_frame(SystemTime::now(), self.buf.frame());
+            return;
+        }
         let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
             return;
         };
@@ -591,7 +646,16 @@ impl Daemon {
                             .ports
                             .get(e.port.index())
                             .and_then(Option::as_ref)
-                            .map_or_else(|| e.port.to_string(), |p| p.name.clone()),
+                            .map_or_else(
+                                || {
+                                    if self.gateway.as_ref().is_some_and(|g| g.id == e.port) {
+                                        "gateway".to_owned()
+                                    } else {
+                                        e.port.to_string()
+                                    }
+                                },
+                                |p| p.name.clone(),
+                            ),
                         age: e.age.as_secs_f64(),
                     })
                     .collect();
@@ -602,14 +666,22 @@ impl Daemon {
                 name: self.name.clone(),
                 pid: std::process::id(),
                 uptime: self.epoch.elapsed().as_secs_f64(),
-                ports: self.sw.ports().len(),
+                ports: self.ports.iter().flatten().count(),
                 fdb_entries: self.sw.fdb().len(),
                 fdb_max_entries: self.sw.fdb().max_entries(),
                 aging_time: self.sw.fdb().aging().as_secs(),
                 uuid: self.network.uuid().map(str::to_owned),
                 bridge: self.network.bridge_name().map(str::to_owned),
                 mode: mode_name(self.network.forward_mode()).to_owned(),
+                gateway: self.gateway.as_ref().map(GatewayPort::info),
             }),
+            Request::DhcpLeases => Response::ok(
+                &self
+                    .gateway
+                    .as_ref()
+                    .map(GatewayPort::lease_rows)
+                    .unwrap_or_default(),
+            ),
             Request::DumpXml => Response::ok(&self.network.to_xml()),
             Request::NetUpdate(u) => match self.update(&u) {
                 Ok(()) => Response::ok(&serde_json::Value::Null),
@@ -636,6 +708,9 @@ impl Daemon {
         self.store
             .save_live(&self.name, &next.to_xml())
             .map_err(|e| format!("cannot save the live definition: {e}"))?;
+        if let Some(g) = self.gateway.as_mut() {
+            g.reconfigure(&next);
+        }
         self.network = next;
         log!("live definition updated: {} {}", u.command, u.section);
         Ok(())

@@ -8,7 +8,13 @@ use clap::Parser;
 use vnet_config::Network;
 use vnet_control::store::Store;
 
+/// One log line on stderr (journald adds the time under systemd).
+macro_rules! log {
+    ($($t:tt)*) => { eprintln!("switchd: {}", format_args!($($t)*)) };
+}
+
 mod daemon;
+mod gateway;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's
@@ -85,8 +91,24 @@ fn run() -> Result<()> {
     for w in network.warnings() {
         eprintln!("switchd: warning: {w}");
     }
-    if network.uuid().is_none() || network.mac().is_none() {
-        // a network run straight from a file gets libvirt's generated values for this run
+    if network.mac().is_none() {
+        // the gateway's MAC must not change across restarts: reuse the one generated the
+        // first time this network ran without a <mac> (net-define persists its own)
+        let path = state_dir.join("macs").join(network.name());
+        if let Some(mac) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<vnet_config::MacAddr>().ok())
+        {
+            network.set_mac(mac);
+        } else {
+            network.fill_defaults(&[]);
+            if let Some(mac) = network.mac() {
+                vnet_control::store::write_atomic(&path, format!("{mac}\n").as_bytes())
+                    .with_context(|| format!("saving the generated MAC to {}", path.display()))?;
+            }
+        }
+    }
+    if network.uuid().is_none() {
         network.fill_defaults(&[]);
     }
     if args.aging_time == 0 {
