@@ -15,6 +15,7 @@ declare -A need=(
   [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [iperf3]=iperf3
   [ethtool]=ethtool [vde_switch]=vde2 [sysctl]=procps [ss]=iproute2
   [busybox]=busybox [dhclient]=isc-dhcp-client [dhcpcd]=dhcpcd-base [python3]=python3-minimal
+  [dig]=bind9-dnsutils [dnsmasq]=dnsmasq-base
 )
 missing=()
 for cmd in "${!need[@]}"; do

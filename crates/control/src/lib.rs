@@ -54,6 +54,22 @@ pub enum Request {
     Shutdown,
     /// The DHCP leases (virsh `net-dhcp-leases`).
     DhcpLeases,
+    /// The DNS records the network serves.
+    DnsRecords,
+}
+
+/// One DNS record the network serves, as `net-dns-records` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecordRow {
+    /// Owner name, fully qualified, without the final dot.
+    pub name: String,
+    /// Record type: `A`, `AAAA`, `PTR`, `TXT`, `SRV`.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// The record's data, in presentation format.
+    pub value: String,
+    /// Where it comes from: `lease`, `reservation`, `dns-host`, `txt`, `srv`.
+    pub source: String,
 }
 
 /// One DHCP lease, as `net-dhcp-leases` reports it.
@@ -96,6 +112,12 @@ pub struct GatewayInfo {
     pub dhcp_dropped: u64,
     /// Frames to the gateway that could not be parsed.
     pub malformed: u64,
+    /// Whether it serves DNS.
+    #[serde(default)]
+    pub dns: bool,
+    /// DNS counters by name (queries, answered locally, forwarded, cache hits, ...).
+    #[serde(default)]
+    pub dns_stats: BTreeMap<String, u64>,
 }
 
 /// Arguments of [`Request::NetUpdate`] (virsh `net-update`).

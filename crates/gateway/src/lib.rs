@@ -6,13 +6,17 @@
 //! - ARP requests for the gateway address (and a gratuitous ARP when it starts);
 //! - ICMP echo requests to the gateway address;
 //! - DHCP (UDP port 67), handed to a [`vnet_dhcp::Server`];
+//! - DNS on UDP and TCP port 53, handed to a [`vnet_dns::Server`] (TCP runs on a small
+//!   `smoltcp` interface, see [`tcp`]); forwarded queries leave through the driver
+//!   ([`Gateway::dns_mut`]`.poll_upstream()`), their answers come back through
+//!   [`Gateway::handle_dns_upstream`];
 //! - the sender of every ARP packet it sees is reported to the DHCP server
 //!   ([`Server::note_in_use`]), so addresses guests configured by hand are not offered.
 //!
-//! Sans-IO: frames and the time come in ([`Gateway::handle_frame`]), frames to inject
-//! into the switch go out ([`Gateway::poll_transmit`]). It owns no socket and reads no
-//! clock. The gateway's traffic is control-plane traffic (ARP, ping, DHCP), so replies are
-//! built in fresh buffers; the guest-to-guest path never comes here.
+//! Sans-IO: frames and the time ([`Now`]) come in ([`Gateway::handle_frame`]), frames to
+//! inject into the switch go out ([`Gateway::poll_transmit`]). It owns no socket and
+//! reads no clock. The gateway's traffic is control-plane traffic (ARP, ping, DHCP, DNS),
+//! so replies are built in fresh buffers; the guest-to-guest path never comes here.
 //!
 //! It does not forward anything off the segment: the NAT and routing engines do that.
 
@@ -20,8 +24,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
-use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::collections::{HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::SystemTime;
 
 use etherparse::{
@@ -29,6 +33,7 @@ use etherparse::{
     Ipv4Slice, PacketBuilder, UdpSlice,
 };
 use vnet_dhcp::{PacketMeta, ReplyDest, Server};
+use vnet_dns::Transport;
 use vnet_switch::wire::{EtherType as WireEtherType, EthernetFrame};
 use vnet_switch::MacAddr;
 
@@ -36,6 +41,12 @@ use vnet_switch::MacAddr;
 /// and counted (a guest cannot make the gateway buffer without bound).
 pub const MAX_QUEUED: usize = 256;
 
+/// Bound on the gateway's neighbour table (guest address → MAC, for late DNS answers).
+pub const MAX_NEIGHBOURS: usize = 4096;
+
+pub mod tcp;
+
+const DNS_PORT: u16 = 53;
 const DHCP_SERVER_PORT: u16 = 67;
 const DHCP_CLIENT_PORT: u16 = 68;
 const TTL: u8 = 64;
@@ -49,9 +60,38 @@ pub struct GatewayConfig {
     pub ip: Ipv4Addr,
     /// The subnet's prefix length.
     pub prefix: u8,
+    /// The network's IP MTU (1500 unless the network has `<mtu>`).
+    pub mtu: u16,
+}
+
+/// The time, as the gateway's services want it: the wall clock for DHCP leases, a
+/// monotonic clock for DNS and TCP timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Wall-clock time.
+    pub wall: SystemTime,
+    /// Monotonic time.
+    pub mono: std::time::Instant,
+}
+
+impl Now {
+    /// The current time from the system's clocks (for drivers; the gateway never calls it).
+    pub fn system() -> Self {
+        Self {
+            wall: SystemTime::now(),
+            mono: std::time::Instant::now(),
+        }
+    }
 }
 
 impl GatewayConfig {
+    fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.ip) & mask
+    }
+
     fn broadcast(&self) -> Ipv4Addr {
         let mask = u32::MAX
             .checked_shl(32 - u32::from(self.prefix.min(32)))
@@ -82,6 +122,16 @@ pub struct GatewayStats {
     pub ignored: u64,
     /// Replies dropped because [`MAX_QUEUED`] frames were waiting.
     pub queue_full: u64,
+    /// DNS queries over UDP handed to the DNS server.
+    pub dns_udp_in: u64,
+    /// DNS answers sent over UDP.
+    pub dns_udp_out: u64,
+    /// DNS answers over TCP whose connection was gone or full.
+    pub dns_tcp_lost: u64,
+    /// TCP connections refused: the client already held its share.
+    pub dns_tcp_refused: u64,
+    /// Late DNS answers for a client whose MAC the gateway no longer knew.
+    pub dns_no_neighbour: u64,
 }
 
 /// The gateway. See the crate doc.
@@ -89,16 +139,39 @@ pub struct GatewayStats {
 pub struct Gateway {
     cfg: GatewayConfig,
     dhcp: Option<Server>,
+    dns: Option<vnet_dns::Server>,
+    tcp: Option<tcp::TcpService>,
+    /// Guest address → MAC, from ARP and from frames sent to the gateway (bounded).
+    neighbours: HashMap<Ipv4Addr, [u8; 6]>,
     out: VecDeque<Vec<u8>>,
     stats: GatewayStats,
 }
 
 impl Gateway {
-    /// A gateway, with a DHCP server if the network serves DHCP.
-    pub fn new(cfg: GatewayConfig, dhcp: Option<Server>) -> Self {
+    /// A gateway, with a DHCP server if the network serves DHCP and a DNS server (UDP
+    /// and TCP) if it serves DNS.
+    pub fn new(
+        cfg: GatewayConfig,
+        dhcp: Option<Server>,
+        dns: Option<vnet_dns::Server>,
+        now: std::time::Instant,
+    ) -> Self {
+        let tcp = dns.as_ref().map(|_| {
+            tcp::TcpService::new(
+                cfg.mac.0,
+                cfg.ip,
+                cfg.prefix,
+                usize::from(cfg.mtu),
+                DNS_PORT,
+                now,
+            )
+        });
         Self {
             cfg,
             dhcp,
+            dns,
+            tcp,
+            neighbours: HashMap::new(),
             out: VecDeque::new(),
             stats: GatewayStats::default(),
         }
@@ -119,9 +192,115 @@ impl Gateway {
         self.dhcp.as_mut()
     }
 
+    /// The DNS server, if any.
+    pub fn dns(&self) -> Option<&vnet_dns::Server> {
+        self.dns.as_ref()
+    }
+
+    /// The DNS server, if any: queries to send upstream (`poll_upstream`), lease names,
+    /// live configuration, events.
+    pub fn dns_mut(&mut self) -> Option<&mut vnet_dns::Server> {
+        self.dns.as_mut()
+    }
+
     /// Counters.
     pub fn stats(&self) -> GatewayStats {
-        self.stats
+        let mut st = self.stats;
+        if let Some(t) = &self.tcp {
+            st.dns_tcp_lost += t.lost_answers;
+            st.dns_tcp_refused += t.refused;
+        }
+        st
+    }
+
+    /// Open DNS-over-TCP connections.
+    pub fn dns_tcp_connections(&self) -> usize {
+        self.tcp.as_ref().map_or(0, tcp::TcpService::open_conns)
+    }
+
+    /// An upstream DNS server's answer (UDP payload from `from`), for a query the driver
+    /// sent on the DNS server's behalf.
+    pub fn handle_dns_upstream(&mut self, now: Now, from: SocketAddr, payload: &[u8]) {
+        if let Some(dns) = self.dns.as_mut() {
+            dns.handle_upstream(now.mono, from, payload);
+        }
+        self.flush_dns(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due for DNS and TCP
+    /// (the DHCP server's timers are the driver's, through [`dhcp_mut`](Self::dhcp_mut)).
+    pub fn poll_timeout(&mut self, now: Now) -> Option<std::time::Instant> {
+        let dns = self.dns.as_ref().and_then(vnet_dns::Server::poll_timeout);
+        let tcp = self.tcp.as_mut().and_then(|t| t.poll_at(now.mono));
+        match (dns, tcp) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// DNS timers (upstream timeouts, cache) and TCP timers.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if let Some(dns) = self.dns.as_mut() {
+            dns.handle_timeout(now.mono);
+        }
+        if let Some(t) = self.tcp.as_mut() {
+            t.handle_timeout(now.mono);
+        }
+        self.flush_dns(now);
+    }
+
+    /// Sends the DNS server's late answers (forwarded queries, SERVFAILs) to their
+    /// clients, and what TCP has to send.
+    fn flush_dns(&mut self, now: Now) {
+        while let Some(a) = self.dns.as_mut().and_then(vnet_dns::Server::poll_answer) {
+            match a.transport {
+                Transport::Udp => {
+                    let SocketAddr::V4(client) = a.client else {
+                        continue;
+                    };
+                    match self.neighbours.get(client.ip()).copied() {
+                        Some(mac) => self.push_dns_udp(mac, client, &a.payload),
+                        None => self.stats.dns_no_neighbour += 1,
+                    }
+                }
+                Transport::Tcp => {
+                    if let Some(t) = self.tcp.as_mut() {
+                        t.send_to(now.mono, a.client, &a.payload);
+                    }
+                }
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+        self.drain_tcp();
+    }
+
+    fn drain_tcp(&mut self) {
+        while let Some(frame) = self.tcp.as_mut().and_then(tcp::TcpService::pop_tx) {
+            self.push(frame);
+        }
+    }
+
+    fn learn_neighbour(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        if ip.is_unspecified() || ip == self.cfg.ip || !self.cfg.in_subnet(ip) {
+            return;
+        }
+        if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
+            // Full (a guest sweeping addresses): start over; real neighbours come back
+            // with their next frame.
+            self.neighbours.clear();
+        }
+        self.neighbours.insert(ip, mac);
+    }
+
+    fn push_dns_udp(&mut self, mac: [u8; 6], client: SocketAddrV4, payload: &[u8]) {
+        let builder = PacketBuilder::ethernet2(self.cfg.mac.0, mac)
+            .ipv4(self.cfg.ip.octets(), client.ip().octets(), TTL)
+            .udp(DNS_PORT, client.port());
+        let mut frame = Vec::with_capacity(builder.size(payload.len()));
+        if builder.write(&mut frame, payload).is_ok() && self.push(frame) {
+            self.stats.dns_udp_out += 1;
+        }
     }
 
     /// Queues a gratuitous ARP announcing the gateway's address and MAC (at start, so
@@ -140,7 +319,7 @@ impl Gateway {
     }
 
     /// A frame the switch delivered to the gateway port.
-    pub fn handle_frame(&mut self, now: SystemTime, frame: &[u8]) {
+    pub fn handle_frame(&mut self, now: Now, frame: &[u8]) {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             self.stats.malformed += 1;
             return;
@@ -153,7 +332,7 @@ impl Gateway {
         let src = eth.src_addr();
         match eth.ethertype() {
             WireEtherType::Arp => self.handle_arp(now, eth.payload()),
-            WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload()),
+            WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
             _ => self.stats.ignored += 1,
         }
     }
@@ -184,7 +363,7 @@ impl Gateway {
         self.push(frame)
     }
 
-    fn handle_arp(&mut self, now: SystemTime, payload: &[u8]) {
+    fn handle_arp(&mut self, now: Now, payload: &[u8]) {
         let Some(arp) = ArpPacket::from_slice(payload)
             .ok()
             .and_then(|p| p.try_eth_ipv4().ok())
@@ -198,8 +377,9 @@ impl Gateway {
         let sender = arp.sender_ipv4_addr();
         if !sender.is_unspecified() && sender != self.cfg.ip {
             if let Some(server) = self.dhcp.as_mut() {
-                server.note_in_use(now, sender, arp.sender_mac);
+                server.note_in_use(now.wall, sender, arp.sender_mac);
             }
+            self.learn_neighbour(sender, arp.sender_mac);
         }
         if arp.operation != ArpOperation::REQUEST || arp.target_ipv4_addr() != self.cfg.ip {
             self.stats.ignored += 1;
@@ -222,7 +402,7 @@ impl Gateway {
         }
     }
 
-    fn handle_ipv4(&mut self, now: SystemTime, src_mac: MacAddr, payload: &[u8]) {
+    fn handle_ipv4(&mut self, now: Now, src_mac: MacAddr, payload: &[u8], frame: &[u8]) {
         let Ok(ip) = Ipv4Slice::from_slice(payload) else {
             self.stats.malformed += 1;
             return;
@@ -236,6 +416,9 @@ impl Gateway {
         let to_us = dst_ip == self.cfg.ip;
         let broadcast = dst_ip == Ipv4Addr::BROADCAST || dst_ip == self.cfg.broadcast();
         let body = ip.payload().payload;
+        if to_us {
+            self.learn_neighbour(src_ip, src_mac.0);
+        }
         match ip.payload_ip_number() {
             IpNumber::ICMP if to_us => self.handle_icmp(src_mac, src_ip, body),
             IpNumber::UDP if to_us || broadcast => {
@@ -243,19 +426,53 @@ impl Gateway {
                     self.stats.malformed += 1;
                     return;
                 };
-                if udp.destination_port() == DHCP_SERVER_PORT {
-                    let meta = PacketMeta {
-                        src_mac: src_mac.0,
-                        src_ip,
-                        dst_ip,
-                    };
-                    self.handle_dhcp(now, &meta, udp.payload());
-                } else {
-                    self.stats.ignored += 1;
+                match udp.destination_port() {
+                    DHCP_SERVER_PORT => {
+                        let meta = PacketMeta {
+                            src_mac: src_mac.0,
+                            src_ip,
+                            dst_ip,
+                        };
+                        self.handle_dhcp(now.wall, &meta, udp.payload());
+                    }
+                    DNS_PORT if to_us && self.dns.is_some() => {
+                        let client = SocketAddrV4::new(src_ip, udp.source_port());
+                        self.handle_dns_udp(now, src_mac.0, client, udp.payload());
+                    }
+                    _ => self.stats.ignored += 1,
                 }
+            }
+            IpNumber::TCP if to_us && self.tcp.is_some() => {
+                if let Some(t) = self.tcp.as_mut() {
+                    t.handle_frame(now.mono, frame, src_mac.0, src_ip);
+                }
+                self.service_tcp(now);
             }
             _ => self.stats.ignored += 1,
         }
+    }
+
+    fn handle_dns_udp(&mut self, now: Now, mac: [u8; 6], client: SocketAddrV4, payload: &[u8]) {
+        let Some(dns) = self.dns.as_mut() else {
+            return;
+        };
+        self.stats.dns_udp_in += 1;
+        if let Some(answer) =
+            dns.handle_query(now.mono, SocketAddr::V4(client), Transport::Udp, payload)
+        {
+            self.push_dns_udp(mac, client, &answer);
+        }
+        // a query may also end others (an upstream found looping, ...)
+        self.flush_dns(now);
+    }
+
+    fn service_tcp(&mut self, now: Now) {
+        if let (Some(t), Some(dns)) = (self.tcp.as_mut(), self.dns.as_mut()) {
+            t.service(now.mono, &mut |client, msg| {
+                dns.handle_query(now.mono, client, Transport::Tcp, msg)
+            });
+        }
+        self.flush_dns(now);
     }
 
     fn handle_icmp(&mut self, src_mac: MacAddr, src_ip: Ipv4Addr, body: &[u8]) {

@@ -11,9 +11,19 @@ fn gateway() -> Gateway {
             mac: GW_MAC,
             ip: Ipv4Addr::new(192, 168, 122, 1),
             prefix: 24,
+            mtu: 1500,
         },
         None,
+        None,
+        std::time::Instant::now(),
     )
+}
+
+fn t0() -> Now {
+    Now {
+        wall: SystemTime::UNIX_EPOCH,
+        mono: std::time::Instant::now(),
+    }
 }
 
 /// An ARP request "who has 192.168.122.1? tell 192.168.122.10" as a Linux guest sends it.
@@ -26,7 +36,7 @@ const ARP_WHO_HAS_GW: [u8; 42] = [
 #[test]
 fn answers_arp_for_its_address() {
     let mut gw = gateway();
-    gw.handle_frame(SystemTime::UNIX_EPOCH, &ARP_WHO_HAS_GW);
+    gw.handle_frame(t0(), &ARP_WHO_HAS_GW);
     let reply = gw.poll_transmit().expect("an ARP reply");
     assert!(gw.poll_transmit().is_none());
     assert_eq!(reply.len(), 60, "padded to the Ethernet minimum");
@@ -47,8 +57,8 @@ fn ignores_arp_for_other_addresses_and_bad_arp() {
     let mut gw = gateway();
     let mut other = ARP_WHO_HAS_GW;
     other[41] = 7;
-    gw.handle_frame(SystemTime::UNIX_EPOCH, &other);
-    gw.handle_frame(SystemTime::UNIX_EPOCH, &ARP_WHO_HAS_GW[..30]);
+    gw.handle_frame(t0(), &other);
+    gw.handle_frame(t0(), &ARP_WHO_HAS_GW[..30]);
     assert!(gw.poll_transmit().is_none());
     assert_eq!(gw.stats().ignored, 1);
     assert_eq!(gw.stats().malformed, 1);
@@ -77,10 +87,7 @@ fn echo_request(dst_mac: [u8; 6], dst_ip: [u8; 4]) -> Vec<u8> {
 #[test]
 fn answers_ping_to_its_address() {
     let mut gw = gateway();
-    gw.handle_frame(
-        SystemTime::UNIX_EPOCH,
-        &echo_request(GW_MAC.0, [192, 168, 122, 1]),
-    );
+    gw.handle_frame(t0(), &echo_request(GW_MAC.0, [192, 168, 122, 1]));
     let reply = gw.poll_transmit().expect("echo reply");
     let p = etherparse::SlicedPacket::from_ethernet(&reply).unwrap();
     let Some(etherparse::NetSlice::Ipv4(ip)) = p.net else {
@@ -108,15 +115,9 @@ fn answers_ping_to_its_address() {
 #[test]
 fn ignores_ping_to_other_hosts_and_frames_for_other_macs() {
     let mut gw = gateway();
-    gw.handle_frame(
-        SystemTime::UNIX_EPOCH,
-        &echo_request(GW_MAC.0, [192, 168, 122, 9]),
-    );
-    gw.handle_frame(
-        SystemTime::UNIX_EPOCH,
-        &echo_request([2, 0, 0, 0, 0, 1], [192, 168, 122, 1]),
-    );
-    gw.handle_frame(SystemTime::UNIX_EPOCH, &[0u8; 10]);
+    gw.handle_frame(t0(), &echo_request(GW_MAC.0, [192, 168, 122, 9]));
+    gw.handle_frame(t0(), &echo_request([2, 0, 0, 0, 0, 1], [192, 168, 122, 1]));
+    gw.handle_frame(t0(), &[0u8; 10]);
     assert!(gw.poll_transmit().is_none());
     assert_eq!(gw.stats().ignored, 2);
     assert_eq!(gw.stats().malformed, 1);
@@ -126,7 +127,7 @@ fn ignores_ping_to_other_hosts_and_frames_for_other_macs() {
 fn queue_is_bounded() {
     let mut gw = gateway();
     for _ in 0..MAX_QUEUED + 10 {
-        gw.handle_frame(SystemTime::UNIX_EPOCH, &ARP_WHO_HAS_GW);
+        gw.handle_frame(t0(), &ARP_WHO_HAS_GW);
     }
     assert_eq!(gw.stats().queue_full, 10);
     assert_eq!(

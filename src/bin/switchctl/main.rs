@@ -108,6 +108,11 @@ enum Verb {
         /// Only the leases of this MAC address.
         mac: Option<String>,
     },
+    /// Show the DNS records a running network serves (leases, reservations, <dns>).
+    NetDnsRecords {
+        /// Network name.
+        network: String,
+    },
     /// Add a port to a running network.
     PortAdd {
         /// Network name.
@@ -213,6 +218,7 @@ fn run() -> Result<()> {
         Verb::NetDhcpLeases { network, mac } => {
             net::dhcp_leases(&args, &store, network, mac.as_deref())
         }
+        Verb::NetDnsRecords { network } => net::dns_records(&args, &store, network),
         Verb::PortAdd {
             net,
             kind: Kind::Tap,

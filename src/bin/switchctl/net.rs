@@ -664,7 +664,7 @@ fn format_time(secs: u64) -> String {
     )
 }
 
-pub(crate) fn dhcp_leases(args: &Args, store: &Store, name: &str, mac: Option<&str>) -> Result<()> {
+fn require_running(store: &Store, name: &str) -> Result<()> {
     check_name(name)?;
     if !store.is_running(name) {
         if store.is_defined(name) {
@@ -672,6 +672,34 @@ pub(crate) fn dhcp_leases(args: &Args, store: &Store, name: &str, mac: Option<&s
         }
         bail!("network not found: no network with matching name '{name}'");
     }
+    Ok(())
+}
+
+pub(crate) fn dns_records(args: &Args, store: &Store, name: &str) -> Result<()> {
+    require_running(store, name)?;
+    let v = call(store, name, &Request::DnsRecords)?;
+    let rows: Vec<vnet_control::DnsRecordRow> = serde_json::from_value(v)?;
+    if args.json {
+        return print_json(&rows);
+    }
+    let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        " {:<width$}  {:<5}  {:<12}  Value",
+        "Name", "Type", "Source"
+    );
+    println!("{}", "-".repeat(width + 40));
+    for r in &rows {
+        println!(
+            " {:<width$}  {:<5}  {:<12}  {}",
+            r.name, r.rtype, r.source, r.value
+        );
+    }
+    println!();
+    Ok(())
+}
+
+pub(crate) fn dhcp_leases(args: &Args, store: &Store, name: &str, mac: Option<&str>) -> Result<()> {
+    require_running(store, name)?;
     let v = call(store, name, &Request::DhcpLeases)?;
     let mut rows: Vec<vnet_control::LeaseRow> = serde_json::from_value(v)?;
     if let Some(m) = mac {

@@ -14,7 +14,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use mio::net::{UnixListener, UnixStream};
@@ -29,10 +29,12 @@ use vnet_control::{
 use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
 
 use crate::gateway::{gateway_config, GatewayPort};
+use vnet_gateway::Now;
 use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
 
 const LISTENER: Token = Token(1 << 20);
 const SIGNALS: Token = Token((1 << 20) + 1);
+const DNS_UPSTREAM: Token = Token((1 << 20) + 2);
 const CONN_BASE: usize = 1 << 21;
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
@@ -123,7 +125,7 @@ impl Daemon {
         drop(lock);
 
         let mut sw = Switch::new(config);
-        let gateway = match gateway_config(&network) {
+        let mut gateway = match gateway_config(&network) {
             Some(cfg) => {
                 let id = sw
                     .add_port(PortConfig::default())
@@ -145,6 +147,10 @@ impl Daemon {
         let poll = Poll::new().context("creating the poller")?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(sock) = gateway.as_mut().and_then(|g| g.upstream.as_mut()) {
+            poll.registry()
+                .register(sock, DNS_UPSTREAM, Interest::READABLE)?;
+        }
         poll.registry()
             .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
         log!(
@@ -185,14 +191,7 @@ impl Daemon {
                     .sw
                     .poll_timeout()
                     .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
-                let gw = self
-                    .gateway
-                    .as_ref()
-                    .and_then(GatewayPort::poll_timeout)
-                    .map(|t| {
-                        t.duration_since(SystemTime::now())
-                            .unwrap_or(Duration::ZERO)
-                    });
+                let gw = self.gateway.as_mut().and_then(GatewayPort::poll_timeout);
                 match (sw, gw) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -210,6 +209,11 @@ impl Daemon {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
+                    DNS_UPSTREAM => {
+                        if let Some(g) = self.gateway.as_mut() {
+                            g.on_upstream_readable();
+                        }
+                    }
                     Token(t) if t >= CONN_BASE => self.on_conn(Token(t)),
                     Token(t) => self.mark_ready(t),
                 }
@@ -219,11 +223,8 @@ impl Daemon {
             if self.sw.poll_timeout().is_some_and(|t| t <= now) {
                 self.sw.handle_timeout(now);
             }
-            let wall = SystemTime::now();
             if let Some(g) = self.gateway.as_mut() {
-                if g.poll_timeout().is_some_and(|t| t <= wall) {
-                    g.handle_timeout(wall);
-                }
+                g.handle_timeout();
             }
             self.drain_gateway(now);
         }
@@ -348,7 +349,7 @@ impl Daemon {
 
     fn transmit(&mut self, egress: PortId) {
         if let Some(g) = self.gateway.as_mut().filter(|g| g.id == egress) {
-            g.gw.handle_frame(SystemTime::now(), self.buf.frame());
+            g.gw.handle_frame(Now::system(), self.buf.frame());
             return;
         }
         let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
@@ -680,6 +681,13 @@ impl Daemon {
                     .gateway
                     .as_ref()
                     .map(GatewayPort::lease_rows)
+                    .unwrap_or_default(),
+            ),
+            Request::DnsRecords => Response::ok(
+                &self
+                    .gateway
+                    .as_ref()
+                    .map(GatewayPort::dns_records)
                     .unwrap_or_default(),
             ),
             Request::DumpXml => Response::ok(&self.network.to_xml()),

@@ -1,15 +1,25 @@
-//! The gateway port: the network's own address on the segment (ARP, ping, DHCP), and the
-//! lease database that backs its DHCP server.
+//! The gateway port: the network's own address on the segment (ARP, ping, DHCP, DNS),
+//! the lease database that backs its DHCP server, and the UDP socket its DNS server
+//! forwards through.
 
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use mio::net::UdpSocket;
 use vnet_config::{ForwardMode, Network};
-use vnet_control::{GatewayInfo, LeaseRow};
+use vnet_control::{DnsRecordRow, GatewayInfo, LeaseRow};
 use vnet_dhcp::{Event, LeaseDb, Server, ServerConfig};
-use vnet_gateway::{Gateway, GatewayConfig};
+use vnet_gateway::{Gateway, GatewayConfig, Now};
 use vnet_switch::{MacAddr, PortId};
+
+/// Where the host's resolvers are listed (used when the network has no forwarders).
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// How often `/etc/resolv.conf` is checked for changes.
+const RESOLV_CHECK: Duration = Duration::from_secs(2);
 
 /// The gateway as a port of the switch.
 pub(crate) struct GatewayPort {
@@ -17,6 +27,11 @@ pub(crate) struct GatewayPort {
     pub(crate) gw: Gateway,
     db: Option<LeaseDb>,
     db_path: PathBuf,
+    /// The socket DNS queries are forwarded from (in switchd's own namespace).
+    pub(crate) upstream: Option<UdpSocket>,
+    resolv: Option<String>,
+    resolv_checked: std::time::Instant,
+    network: String,
 }
 
 /// Where the gateway lives: the first IPv4 `<ip>` of a network that has a bridge of its
@@ -27,10 +42,63 @@ pub(crate) fn gateway_config(net: &Network) -> Option<GatewayConfig> {
     }
     let mac = MacAddr(net.mac_addr()?.0);
     let (ip, prefix) = net.ips().iter().find_map(|ip| match ip.address {
-        std::net::IpAddr::V4(a) => Some((a, ip.prefix_len())),
-        std::net::IpAddr::V6(_) => None,
+        IpAddr::V4(a) => Some((a, ip.prefix_len())),
+        IpAddr::V6(_) => None,
     })?;
-    Some(GatewayConfig { mac, ip, prefix })
+    let mtu = net
+        .mtu()
+        .and_then(|m| u16::try_from(m).ok())
+        .unwrap_or(1500);
+    Some(GatewayConfig {
+        mac,
+        ip,
+        prefix,
+        mtu,
+    })
+}
+
+/// The DNS server's counters by name, for `net-info`.
+fn dns_stats_map(st: &vnet_dns::Stats) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("queries", st.queries),
+        ("answered_locally", st.answered_locally),
+        ("forwarded", st.forwarded),
+        ("coalesced", st.coalesced),
+        ("cache_hits", st.cache_hits),
+        ("upstream_queries", st.upstream_queries),
+        ("upstream_answers", st.upstream_answers),
+        ("upstream_timeouts", st.upstream_timeouts),
+        ("servfail", st.servfail),
+        ("refused", st.refused),
+        ("formerr", st.formerr),
+        ("notimp", st.notimp),
+        ("truncated", st.truncated),
+        ("in_flight", st.in_flight as u64),
+        ("cache_entries", st.cache_entries as u64),
+        ("lease_names", st.lease_names as u64),
+    ] {
+        m.insert(k.to_owned(), v);
+    }
+    for r in vnet_dns::DropReason::ALL {
+        m.insert(
+            format!("dropped_{}", r.as_str().replace('-', "_")),
+            st.dropped(r),
+        );
+    }
+    m
+}
+
+/// The nameservers of a resolv.conf text, port 53.
+fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+        })
+        .filter_map(|a| a.split('%').next()?.parse::<IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
 }
 
 impl GatewayPort {
@@ -64,14 +132,129 @@ impl GatewayPort {
             }
             None => (None, None),
         };
-        let mut gw = Gateway::new(cfg, server);
+        let names: Vec<(Ipv4Addr, String)> = server
+            .iter()
+            .flat_map(Server::leases)
+            .filter_map(|l| Some((l.ip, l.hostname.clone()?)))
+            .collect();
+        // Upstream query ids come from the server's PRNG: seed it from the OS (std's
+        // per-process random hash keys).
+        let seed = {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        };
+        let dns =
+            vnet_dns::DnsConfig::from_network(net).map(|c| vnet_dns::Server::with_seed(c, seed));
+        let upstream = match &dns {
+            Some(_) => Some(
+                UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
+                    .context("binding the DNS forwarding socket")?,
+            ),
+            None => None,
+        };
+        let mut gw = Gateway::new(cfg, server, dns, std::time::Instant::now());
+        if let Some(dns) = gw.dns_mut() {
+            for (ip, name) in &names {
+                dns.set_lease_name(*ip, name);
+            }
+        }
         gw.announce();
-        Ok(Self {
+        let mut port = Self {
             id,
             gw,
             db,
             db_path,
-        })
+            upstream,
+            resolv: None,
+            resolv_checked: std::time::Instant::now(),
+            network: net.name().to_owned(),
+        };
+        if port.gw.dns().is_some() {
+            log!("DNS on {}:53 (UDP and TCP)", port.gw.config().ip);
+            port.reload_resolv_conf();
+        }
+        Ok(port)
+    }
+
+    /// Reads the host's resolvers (the DNS server's upstreams when the network names no
+    /// forwarder) if `/etc/resolv.conf` changed.
+    fn reload_resolv_conf(&mut self) {
+        self.resolv_checked = std::time::Instant::now();
+        let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+        if self.resolv.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        let ups = parse_resolv_conf(&text);
+        log!(
+            "DNS({}): host resolvers from {RESOLV_CONF}: {}",
+            self.network,
+            if ups.is_empty() {
+                "none".to_owned()
+            } else {
+                ups.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        );
+        if let Some(dns) = self.gw.dns_mut() {
+            dns.set_system_upstreams(ups);
+        }
+        self.resolv = Some(text);
+    }
+
+    /// Reads the upstream servers' answers from the forwarding socket.
+    pub(crate) fn on_upstream_readable(&mut self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let Some(sock) = self.upstream.as_ref() else {
+                return;
+            };
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let payload = buf.get(..n).unwrap_or_default();
+                    self.gw.handle_dns_upstream(Now::system(), from, payload);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                // ICMP errors (port unreachable) surface here; the query times out.
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Sends the queries the DNS server forwards.
+    fn send_upstream(&mut self) {
+        let Some(dns) = self.gw.dns_mut() else {
+            return;
+        };
+        while let Some(q) = dns.poll_upstream() {
+            if let Some(sock) = self.upstream.as_ref() {
+                // A failed send (no route to the upstream) ends as a timeout and the next
+                // upstream is tried.
+                let _ = sock.send_to(&q.payload, q.to);
+            }
+        }
+    }
+
+    /// The DNS records the network serves, for `net-dns-records`.
+    pub(crate) fn dns_records(&self) -> Vec<DnsRecordRow> {
+        self.gw
+            .dns()
+            .map(|d| {
+                d.records()
+                    .into_iter()
+                    .map(|r| DnsRecordRow {
+                        name: r.name,
+                        rtype: r.rtype,
+                        value: r.value,
+                        source: r.source.to_string(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Identity and counters, for `net-info`.
@@ -89,6 +272,24 @@ impl GatewayPort {
             dhcp_out: st.dhcp_out,
             dhcp_dropped: st.dhcp_dropped,
             malformed: st.malformed,
+            dns: self.gw.dns().is_some(),
+            dns_stats: self
+                .gw
+                .dns()
+                .map(|d| {
+                    let mut m = dns_stats_map(&d.stats());
+                    m.insert("udp_in".into(), st.dns_udp_in);
+                    m.insert("udp_out".into(), st.dns_udp_out);
+                    m.insert(
+                        "tcp_connections".into(),
+                        self.gw.dns_tcp_connections() as u64,
+                    );
+                    m.insert("tcp_lost".into(), st.dns_tcp_lost);
+                    m.insert("tcp_refused".into(), st.dns_tcp_refused);
+                    m.insert("no_neighbour".into(), st.dns_no_neighbour);
+                    m
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -121,44 +322,89 @@ impl GatewayPort {
         rows
     }
 
-    /// Applies a changed definition (live net-update) to the DHCP server.
+    /// Applies a changed definition (live net-update) to the DHCP and DNS servers.
     pub(crate) fn reconfigure(&mut self, net: &Network) {
         if let (Some(server), Some(sc)) = (self.gw.dhcp_mut(), ServerConfig::from_network(net)) {
             server.set_config(sc);
         }
-    }
-
-    /// Logs and persists the DHCP server's events. Called before any frame the gateway
-    /// queued is sent, so a lease is on disk before its ACK leaves.
-    pub(crate) fn drain_events(&mut self, network: &str) {
-        let Some(server) = self.gw.dhcp_mut() else {
-            return;
-        };
-        while let Some(ev) = server.poll_event() {
-            if let Some(line) = ev.log_line(network) {
-                log!("{line}");
-            }
-            let Some(db) = self.db.as_mut() else { continue };
-            let r = match &ev {
-                Event::LeaseGranted(l) => db.grant(l),
-                Event::LeaseReleased(l) | Event::LeaseExpired(l) => db.remove(l.mac, l.ip),
-                _ => continue,
-            };
-            if let Err(e) = r {
-                log!("lease database {}: {e}", self.db_path.display());
-            }
+        if let (Some(dns), Some(dc)) = (self.gw.dns_mut(), vnet_dns::DnsConfig::from_network(net)) {
+            dns.set_config(dc);
         }
     }
 
-    /// When the DHCP server next has timed work.
-    pub(crate) fn poll_timeout(&self) -> Option<SystemTime> {
-        self.gw.dhcp().and_then(Server::poll_timeout)
+    /// Logs and persists the DHCP server's events (a lease is on disk before its ACK
+    /// leaves: called before any frame the gateway queued is sent), gives lease names to
+    /// the DNS server, logs the DNS server's events and sends its forwarded queries.
+    pub(crate) fn drain_events(&mut self, network: &str) {
+        let mut names: Vec<(Ipv4Addr, Option<String>)> = Vec::new();
+        if let Some(server) = self.gw.dhcp_mut() {
+            while let Some(ev) = server.poll_event() {
+                if let Some(line) = ev.log_line(network) {
+                    log!("{line}");
+                }
+                let r = match &ev {
+                    Event::LeaseGranted(l) => {
+                        names.push((l.ip, l.hostname.clone()));
+                        self.db.as_mut().map(|db| db.grant(l))
+                    }
+                    Event::LeaseReleased(l) | Event::LeaseExpired(l) => {
+                        names.push((l.ip, None));
+                        self.db.as_mut().map(|db| db.remove(l.mac, l.ip))
+                    }
+                    _ => None,
+                };
+                if let Some(Err(e)) = r {
+                    log!("lease database {}: {e}", self.db_path.display());
+                }
+            }
+        }
+        if let Some(dns) = self.gw.dns_mut() {
+            for (ip, name) in names {
+                match name {
+                    Some(n) => dns.set_lease_name(ip, &n),
+                    None => dns.remove_lease_name(ip),
+                }
+            }
+            while let Some(ev) = dns.poll_event() {
+                log!("{}", ev.log_line(network));
+            }
+        }
+        self.send_upstream();
     }
 
-    /// Does the DHCP server's timed work (lease expiry, quarantine end).
-    pub(crate) fn handle_timeout(&mut self, now: SystemTime) {
+    /// How long until the gateway next has timed work (DHCP expiries, DNS timeouts,
+    /// TCP timers, the resolv.conf check).
+    pub(crate) fn poll_timeout(&mut self) -> Option<Duration> {
+        let now = Now::system();
+        let dhcp = self
+            .gw
+            .dhcp()
+            .and_then(Server::poll_timeout)
+            .map(|t| t.duration_since(now.wall).unwrap_or(Duration::ZERO));
+        let other = self
+            .gw
+            .poll_timeout(now)
+            .map(|t| t.saturating_duration_since(now.mono));
+        let resolv = self
+            .gw
+            .dns()
+            .map(|_| (self.resolv_checked + RESOLV_CHECK).saturating_duration_since(now.mono));
+        [dhcp, other, resolv].into_iter().flatten().min()
+    }
+
+    /// Does the gateway's timed work that is due.
+    pub(crate) fn handle_timeout(&mut self) {
+        let now = Now::system();
         if let Some(s) = self.gw.dhcp_mut() {
-            s.handle_timeout(now);
+            if s.poll_timeout().is_some_and(|t| t <= now.wall) {
+                s.handle_timeout(now.wall);
+            }
+        }
+        if self.gw.poll_timeout(now).is_some_and(|t| t <= now.mono) {
+            self.gw.handle_timeout(now);
+        }
+        if self.gw.dns().is_some() && now.mono >= self.resolv_checked + RESOLV_CHECK {
+            self.reload_resolv_conf();
         }
     }
 }
