@@ -56,6 +56,33 @@ pub enum Request {
     DhcpLeases,
     /// The DNS records the network serves.
     DnsRecords,
+    /// The NAT flows.
+    NatFlows,
+}
+
+/// One NAT flow, as `nat-flows` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatFlowRow {
+    /// Flow id.
+    pub id: u64,
+    /// `tcp`, `udp` or `icmp`.
+    pub proto: String,
+    /// The guest's address and port (ICMP: echo id).
+    pub guest: String,
+    /// The remote address and port, as the guest sees it.
+    pub remote: String,
+    /// Where the host side goes (the host's loopback for the gateway address).
+    pub target: String,
+    /// Opened from outside (a port forward).
+    pub inbound: bool,
+    /// State (`connecting`, `established`, `replied`, ...).
+    pub state: String,
+    /// Bytes from the guest.
+    pub bytes_out: u64,
+    /// Bytes to the guest.
+    pub bytes_in: u64,
+    /// Seconds since the flow began.
+    pub age_secs: u64,
 }
 
 /// One DNS record the network serves, as `net-dns-records` reports it.
@@ -112,6 +139,9 @@ pub struct GatewayInfo {
     pub dhcp_dropped: u64,
     /// Frames to the gateway that could not be parsed.
     pub malformed: u64,
+    /// NAT counters by name (NAT mode only).
+    #[serde(default)]
+    pub nat: Option<BTreeMap<String, u64>>,
     /// Whether it serves DNS.
     #[serde(default)]
     pub dns: bool,

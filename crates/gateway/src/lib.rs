@@ -30,7 +30,7 @@ use std::time::SystemTime;
 
 use etherparse::{
     ArpEthIpv4Packet, ArpOperation, ArpPacket, EtherType, Icmpv4Slice, Icmpv4Type, IpNumber,
-    Ipv4Slice, PacketBuilder, UdpSlice,
+    Ipv4Slice, PacketBuilder, TcpHeaderSlice, UdpSlice,
 };
 use vnet_dhcp::{PacketMeta, ReplyDest, Server};
 use vnet_dns::Transport;
@@ -141,6 +141,7 @@ pub struct Gateway {
     dhcp: Option<Server>,
     dns: Option<vnet_dns::Server>,
     tcp: Option<tcp::TcpService>,
+    nat: Option<vnet_nat::Nat>,
     /// Guest address → MAC, from ARP and from frames sent to the gateway (bounded).
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
     out: VecDeque<Vec<u8>>,
@@ -171,6 +172,7 @@ impl Gateway {
             dhcp,
             dns,
             tcp,
+            nat: None,
             neighbours: HashMap::new(),
             out: VecDeque::new(),
             stats: GatewayStats::default(),
@@ -190,6 +192,22 @@ impl Gateway {
     /// The DHCP server, if any, for events, timeouts and live configuration.
     pub fn dhcp_mut(&mut self) -> Option<&mut Server> {
         self.dhcp.as_mut()
+    }
+
+    /// Gives the gateway a NAT engine: guest traffic for addresses off the segment (and
+    /// for the gateway's address on ports its services do not own) goes to it.
+    pub fn set_nat(&mut self, nat: vnet_nat::Nat) {
+        self.nat = Some(nat);
+    }
+
+    /// The NAT engine, if any.
+    pub fn nat(&self) -> Option<&vnet_nat::Nat> {
+        self.nat.as_ref()
+    }
+
+    /// The NAT engine, if any: host-side actions, flows to pump, host events.
+    pub fn nat_mut(&mut self) -> Option<&mut vnet_nat::Nat> {
+        self.nat.as_mut()
     }
 
     /// The DNS server, if any.
@@ -232,10 +250,8 @@ impl Gateway {
     pub fn poll_timeout(&mut self, now: Now) -> Option<std::time::Instant> {
         let dns = self.dns.as_ref().and_then(vnet_dns::Server::poll_timeout);
         let tcp = self.tcp.as_mut().and_then(|t| t.poll_at(now.mono));
-        match (dns, tcp) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let nat = self.nat.as_mut().and_then(|n| n.poll_timeout(now.mono));
+        [dns, tcp, nat].into_iter().flatten().min()
     }
 
     /// DNS timers (upstream timeouts, cache) and TCP timers.
@@ -245,6 +261,9 @@ impl Gateway {
         }
         if let Some(t) = self.tcp.as_mut() {
             t.handle_timeout(now.mono);
+        }
+        if let Some(n) = self.nat.as_mut() {
+            n.handle_timeout(now.mono);
         }
         self.flush_dns(now);
     }
@@ -331,7 +350,7 @@ impl Gateway {
         }
         let src = eth.src_addr();
         match eth.ethertype() {
-            WireEtherType::Arp => self.handle_arp(now, eth.payload()),
+            WireEtherType::Arp => self.handle_arp(now, eth.payload(), frame),
             WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
             _ => self.stats.ignored += 1,
         }
@@ -340,7 +359,9 @@ impl Gateway {
     /// The next frame to inject into the switch, as sent by the gateway port.
     #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.out.pop_front()
+        self.out
+            .pop_front()
+            .or_else(|| self.nat.as_mut()?.poll_transmit())
     }
 
     fn push(&mut self, frame: Vec<u8>) -> bool {
@@ -363,7 +384,7 @@ impl Gateway {
         self.push(frame)
     }
 
-    fn handle_arp(&mut self, now: Now, payload: &[u8]) {
+    fn handle_arp(&mut self, now: Now, payload: &[u8], frame: &[u8]) {
         let Some(arp) = ArpPacket::from_slice(payload)
             .ok()
             .and_then(|p| p.try_eth_ipv4().ok())
@@ -380,6 +401,14 @@ impl Gateway {
                 server.note_in_use(now.wall, sender, arp.sender_mac);
             }
             self.learn_neighbour(sender, arp.sender_mac);
+        }
+        if arp.operation == ArpOperation::REPLY && arp.target_ipv4_addr() == self.cfg.ip {
+            // an answer to the NAT engine's own ARP request (a port forward to a guest
+            // it has not seen yet)
+            if let Some(nat) = self.nat.as_mut() {
+                nat.handle_arp(now.mono, frame);
+                return;
+            }
         }
         if arp.operation != ArpOperation::REQUEST || arp.target_ipv4_addr() != self.cfg.ip {
             self.stats.ignored += 1;
@@ -419,6 +448,13 @@ impl Gateway {
         if to_us {
             self.learn_neighbour(src_ip, src_mac.0);
         }
+        if !to_us && !broadcast && !self.cfg.in_subnet(dst_ip) && !dst_ip.is_multicast() {
+            match self.nat.as_mut() {
+                Some(nat) => nat.handle_frame(now.mono, frame),
+                None => self.stats.ignored += 1,
+            }
+            return;
+        }
         match ip.payload_ip_number() {
             IpNumber::ICMP if to_us => self.handle_icmp(src_mac, src_ip, body),
             IpNumber::UDP if to_us || broadcast => {
@@ -439,14 +475,27 @@ impl Gateway {
                         let client = SocketAddrV4::new(src_ip, udp.source_port());
                         self.handle_dns_udp(now, src_mac.0, client, udp.payload());
                     }
+                    // host access: other ports of the gateway address
+                    _ if to_us && self.nat.is_some() => {
+                        if let Some(nat) = self.nat.as_mut() {
+                            nat.handle_frame(now.mono, frame);
+                        }
+                    }
                     _ => self.stats.ignored += 1,
                 }
             }
-            IpNumber::TCP if to_us && self.tcp.is_some() => {
-                if let Some(t) = self.tcp.as_mut() {
-                    t.handle_frame(now.mono, frame, src_mac.0, src_ip);
+            IpNumber::TCP if to_us => {
+                let dport = TcpHeaderSlice::from_slice(body).map(|t| t.destination_port());
+                if dport == Ok(DNS_PORT) && self.tcp.is_some() {
+                    if let Some(t) = self.tcp.as_mut() {
+                        t.handle_frame(now.mono, frame, src_mac.0, src_ip);
+                    }
+                    self.service_tcp(now);
+                } else if let Some(nat) = self.nat.as_mut() {
+                    nat.handle_frame(now.mono, frame);
+                } else {
+                    self.stats.ignored += 1;
                 }
-                self.service_tcp(now);
             }
             _ => self.stats.ignored += 1,
         }

@@ -113,6 +113,11 @@ enum Verb {
         /// Network name.
         network: String,
     },
+    /// Show the NAT flows of a running network (guest, remote, protocol, state, bytes, age).
+    NatFlows {
+        /// Network name.
+        network: String,
+    },
     /// Add a port to a running network.
     PortAdd {
         /// Network name.
@@ -219,6 +224,7 @@ fn run() -> Result<()> {
             net::dhcp_leases(&args, &store, network, mac.as_deref())
         }
         Verb::NetDnsRecords { network } => net::dns_records(&args, &store, network),
+        Verb::NatFlows { network } => net::nat_flows(&args, &store, network),
         Verb::PortAdd {
             net,
             kind: Kind::Tap,

@@ -675,6 +675,36 @@ fn require_running(store: &Store, name: &str) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn nat_flows(args: &Args, store: &Store, name: &str) -> Result<()> {
+    require_running(store, name)?;
+    let v = call(store, name, &Request::NatFlows)?;
+    let rows: Vec<vnet_control::NatFlowRow> = serde_json::from_value(v)?;
+    if args.json {
+        return print_json(&rows);
+    }
+    println!(
+        " {:<5} {:<21} {:<21} {:<21} {:<12} {:>12} {:>12} {:>6}",
+        "Proto", "Guest", "Remote", "Host side", "State", "Bytes out", "Bytes in", "Age"
+    );
+    println!("{}", "-".repeat(118));
+    for r in &rows {
+        println!(
+            " {:<5} {:<21} {:<21} {:<21} {:<12} {:>12} {:>12} {:>5}s{}",
+            r.proto,
+            r.guest,
+            r.remote,
+            r.target,
+            r.state,
+            r.bytes_out,
+            r.bytes_in,
+            r.age_secs,
+            if r.inbound { " (inbound)" } else { "" }
+        );
+    }
+    println!();
+    Ok(())
+}
+
 pub(crate) fn dns_records(args: &Args, store: &Store, name: &str) -> Result<()> {
     require_running(store, name)?;
     let v = call(store, name, &Request::DnsRecords)?;

@@ -124,6 +124,7 @@ impl Daemon {
             .context("writing the live definition")?;
         drop(lock);
 
+        let poll = Poll::new().context("creating the poller")?;
         let mut sw = Switch::new(config);
         let mut gateway = match gateway_config(&network) {
             Some(cfg) => {
@@ -131,7 +132,17 @@ impl Daemon {
                     .add_port(PortConfig::default())
                     .map_err(|e| anyhow::anyhow!("adding the gateway port: {e}"))?;
                 log!("gateway {} ({}) on port {id}", cfg.ip, cfg.mac);
-                Some(GatewayPort::new(id, cfg, &network, store.state_dir())?)
+                let registry = poll
+                    .registry()
+                    .try_clone()
+                    .context("cloning the poller's registry")?;
+                Some(GatewayPort::new(
+                    id,
+                    cfg,
+                    &network,
+                    store.state_dir(),
+                    registry,
+                )?)
             }
             None => None,
         };
@@ -144,7 +155,6 @@ impl Daemon {
                 .context("installing signal handlers")?;
         }
 
-        let poll = Poll::new().context("creating the poller")?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         if let Some(sock) = gateway.as_mut().and_then(|g| g.upstream.as_mut()) {
@@ -209,6 +219,11 @@ impl Daemon {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
+                    Token(t) if t >= crate::nat::RAW_ICMP.0 => {
+                        if let Some(g) = self.gateway.as_mut() {
+                            g.on_nat_event(Token(t));
+                        }
+                    }
                     DNS_UPSTREAM => {
                         if let Some(g) = self.gateway.as_mut() {
                             g.on_upstream_readable();
@@ -681,6 +696,13 @@ impl Daemon {
                     .gateway
                     .as_ref()
                     .map(GatewayPort::lease_rows)
+                    .unwrap_or_default(),
+            ),
+            Request::NatFlows => Response::ok(
+                &self
+                    .gateway
+                    .as_ref()
+                    .map(GatewayPort::nat_flows)
                     .unwrap_or_default(),
             ),
             Request::DnsRecords => Response::ok(

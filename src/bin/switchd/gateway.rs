@@ -11,7 +11,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use mio::net::UdpSocket;
 use vnet_config::{ForwardMode, Network};
-use vnet_control::{DnsRecordRow, GatewayInfo, LeaseRow};
+use vnet_control::{DnsRecordRow, GatewayInfo, LeaseRow, NatFlowRow};
+
+use crate::nat::NatHost;
 use vnet_dhcp::{Event, LeaseDb, Server, ServerConfig};
 use vnet_gateway::{Gateway, GatewayConfig, Now};
 use vnet_switch::{MacAddr, PortId};
@@ -32,6 +34,8 @@ pub(crate) struct GatewayPort {
     resolv: Option<String>,
     resolv_checked: std::time::Instant,
     network: String,
+    /// The host sockets of NAT flows (NAT mode only).
+    nat_host: Option<NatHost>,
 }
 
 /// Where the gateway lives: the first IPv4 `<ip>` of a network that has a bridge of its
@@ -109,6 +113,7 @@ impl GatewayPort {
         cfg: GatewayConfig,
         net: &Network,
         state_dir: &std::path::Path,
+        registry: mio::Registry,
     ) -> Result<Self> {
         let db_path = state_dir
             .join("leases")
@@ -154,13 +159,22 @@ impl GatewayPort {
             ),
             None => None,
         };
-        let mut gw = Gateway::new(cfg, server, dns, std::time::Instant::now());
+        let mut gw = Gateway::new(cfg.clone(), server, dns, std::time::Instant::now());
         if let Some(dns) = gw.dns_mut() {
             for (ip, name) in &names {
                 dns.set_lease_name(*ip, name);
             }
         }
         gw.announce();
+        let nat_host = if net.forward_mode() == ForwardMode::Nat {
+            let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, cfg.ip, cfg.prefix);
+            nc.mtu = usize::from(cfg.mtu);
+            gw.set_nat(vnet_nat::Nat::new(nc, std::time::Instant::now(), seed));
+            log!("NAT: guest flows leave through host sockets; the gateway address reaches the host's loopback");
+            Some(NatHost::new(registry))
+        } else {
+            None
+        };
         let mut port = Self {
             id,
             gw,
@@ -170,6 +184,7 @@ impl GatewayPort {
             resolv: None,
             resolv_checked: std::time::Instant::now(),
             network: net.name().to_owned(),
+            nat_host,
         };
         if port.gw.dns().is_some() {
             log!("DNS on {}:53 (UDP and TCP)", port.gw.config().ip);
@@ -272,6 +287,29 @@ impl GatewayPort {
             dhcp_out: st.dhcp_out,
             dhcp_dropped: st.dhcp_dropped,
             malformed: st.malformed,
+            nat: self.gw.nat().map(|n| {
+                let s = n.stats();
+                let mut m = BTreeMap::new();
+                for (k, v) in [
+                    ("flows", s.flows as u64),
+                    ("tcp_flows", s.tcp_flows),
+                    ("udp_flows", s.udp_flows),
+                    ("icmp_flows", s.icmp_flows),
+                    ("refused_limit", s.refused_limit),
+                    ("refused_remote", s.refused_remote),
+                    ("unreachable", s.unreachable),
+                    ("dropped", s.dropped),
+                    ("ignored", s.ignored),
+                    ("timeouts", s.timeouts),
+                ] {
+                    m.insert(k.to_owned(), v);
+                }
+                if let Some(h) = &self.nat_host {
+                    m.insert("host_sockets".to_owned(), h.sockets() as u64);
+                    m.insert("open_failures".to_owned(), h.open_failures);
+                }
+                m
+            }),
             dns: self.gw.dns().is_some(),
             dns_stats: self
                 .gw
@@ -370,6 +408,47 @@ impl GatewayPort {
             }
         }
         self.send_upstream();
+        if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) {
+            host.run(nat, std::time::Instant::now());
+        }
+    }
+
+    /// A NAT flow's host socket (or the shared raw ICMP socket) is ready.
+    pub(crate) fn on_nat_event(&mut self, t: mio::Token) {
+        let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if t == crate::nat::RAW_ICMP {
+            host.on_raw_icmp(nat, now);
+        } else if let Some(flow) = crate::nat::flow_of(t) {
+            host.on_event(nat, now, flow);
+        }
+    }
+
+    /// The NAT flows, for `nat-flows`.
+    pub(crate) fn nat_flows(&self) -> Vec<NatFlowRow> {
+        let now = std::time::Instant::now();
+        self.gw
+            .nat()
+            .map(|n| {
+                n.flows(now)
+                    .into_iter()
+                    .map(|f| NatFlowRow {
+                        id: f.id.0,
+                        proto: f.proto.as_str().to_owned(),
+                        guest: f.guest.to_string(),
+                        remote: f.remote.to_string(),
+                        target: f.target.to_string(),
+                        inbound: f.inbound,
+                        state: f.state.to_owned(),
+                        bytes_out: f.bytes_out,
+                        bytes_in: f.bytes_in,
+                        age_secs: f.age.as_secs(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// How long until the gateway next has timed work (DHCP expiries, DNS timeouts,

@@ -15,6 +15,7 @@ macro_rules! log {
 
 mod daemon;
 mod gateway;
+mod nat;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's

@@ -1,0 +1,887 @@
+//! The engine: flows, the smoltcp interface, and frames built for guests.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use etherparse::{
+    icmpv4::DestUnreachableHeader, Icmpv4Slice, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket,
+    TcpSlice, TransportSlice,
+};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
+};
+
+use crate::device::Queues;
+use crate::{
+    Action, FlowId, FlowInfo, HostStream, NatConfig, OpenError, Proto, Stats,
+};
+
+const TTL: u8 = 64;
+/// Bound on remembered guest MACs.
+const MAX_NEIGHBOURS: usize = 4096;
+/// How long a synthetic ARP entry fed to smoltcp is trusted before it is fed again.
+const ARP_REFRESH: Duration = Duration::from_secs(10);
+/// The engine asks to be woken at least this often while flows exist (flow timeouts).
+const SWEEP: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    proto: Proto,
+    guest: SocketAddrV4,
+    remote: SocketAddrV4,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// Waiting for the host connect; the guest's SYN is replayed into smoltcp once it
+    /// succeeds.
+    Connecting { syn: Vec<u8>, seq: u32 },
+    Tcp {
+        handle: SocketHandle,
+        host_eof: bool,
+        host_shut: bool,
+    },
+    Udp,
+    Icmp,
+}
+
+#[derive(Debug)]
+struct Flow {
+    key: Key,
+    target: SocketAddrV4,
+    kind: Kind,
+    created: Instant,
+    last: Instant,
+    replied: bool,
+    inbound: bool,
+    bytes_out: u64,
+    bytes_in: u64,
+}
+
+/// The NAT engine. See the crate doc.
+pub struct Nat {
+    cfg: NatConfig,
+    iface: Interface,
+    dev: Queues,
+    sockets: SocketSet<'static>,
+    flows: HashMap<FlowId, Flow>,
+    by_key: HashMap<Key, FlowId>,
+    per_guest: HashMap<Ipv4Addr, usize>,
+    next: u64,
+    actions: VecDeque<Action>,
+    dirty: VecDeque<FlowId>,
+    dirty_set: HashSet<FlowId>,
+    /// Guest address → MAC, and when it was last fed to smoltcp as an ARP entry.
+    neighbours: HashMap<Ipv4Addr, ([u8; 6], Option<Instant>)>,
+    epoch: Instant,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Nat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nat")
+            .field("cfg", &self.cfg)
+            .field("flows", &self.flows.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nat {
+    /// An engine for `cfg`; `seed` feeds smoltcp's initial sequence numbers.
+    pub fn new(cfg: NatConfig, now: Instant, seed: u64) -> Self {
+        let mut dev = Queues {
+            mtu: cfg.mtu + 14,
+            ..Queues::default()
+        };
+        let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(cfg.gateway_mac)));
+        config.random_seed = seed;
+        let mut iface = Interface::new(config, &mut dev, SmolInstant::ZERO);
+        iface.update_ip_addrs(|a| {
+            let _ = a.push(IpCidr::new(IpAddress::Ipv4(cfg.gateway_ip), cfg.prefix.min(32)));
+        });
+        iface.set_any_ip(true);
+        Self {
+            cfg,
+            iface,
+            dev,
+            sockets: SocketSet::new(Vec::new()),
+            flows: HashMap::new(),
+            by_key: HashMap::new(),
+            per_guest: HashMap::new(),
+            next: 1,
+            actions: VecDeque::new(),
+            dirty: VecDeque::new(),
+            dirty_set: HashSet::new(),
+            neighbours: HashMap::new(),
+            epoch: now,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NatConfig {
+        &self.cfg
+    }
+
+    /// Turns host access on or off (live).
+    pub fn set_host_access(&mut self, on: bool) {
+        self.cfg.host_access = on;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            flows: self.flows.len(),
+            ..self.stats
+        }
+    }
+
+    /// The flows, for `nat-flows`.
+    pub fn flows(&self, now: Instant) -> Vec<FlowInfo> {
+        let mut v: Vec<FlowInfo> = self
+            .flows
+            .iter()
+            .map(|(id, f)| FlowInfo {
+                id: *id,
+                proto: f.key.proto,
+                guest: f.key.guest,
+                remote: f.key.remote,
+                target: f.target,
+                inbound: f.inbound,
+                state: match &f.kind {
+                    Kind::Connecting { .. } => "connecting",
+                    Kind::Tcp { handle, .. } => {
+                        tcp_state_name(self.sockets.get::<tcp::Socket<'_>>(*handle).state())
+                    }
+                    Kind::Udp | Kind::Icmp if f.replied => "replied",
+                    Kind::Udp | Kind::Icmp => "unreplied",
+                },
+                bytes_out: f.bytes_out,
+                bytes_in: f.bytes_in,
+                age: now.saturating_duration_since(f.created),
+            })
+            .collect();
+        v.sort_by_key(|f| f.id);
+        v
+    }
+
+    /// The next frame for a guest (from the gateway's MAC).
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.dev.tx.pop_front()
+    }
+
+    /// The next thing the driver must do on the host side.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A TCP flow that has work for [`pump`](Self::pump) (guest data to write, room
+    /// for host data, a state change).
+    pub fn poll_dirty(&mut self) -> Option<FlowId> {
+        let id = self.dirty.pop_front()?;
+        self.dirty_set.remove(&id);
+        Some(id)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        if self.flows.is_empty() {
+            return None;
+        }
+        let t = self.smol_now(now);
+        let smol = self
+            .iface
+            .poll_at(t, &self.sockets)
+            .map(|at| self.epoch + Duration::from_micros(u64::try_from(at.total_micros()).unwrap_or(0)));
+        let sweep = now + SWEEP;
+        Some(smol.map_or(sweep, |s| s.min(sweep)))
+    }
+
+    /// TCP timers and flow timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.poll(now);
+        let l = self.cfg.limits.clone();
+        let mut expired = Vec::new();
+        for (id, f) in &self.flows {
+            let idle = now.saturating_duration_since(f.last);
+            let over = match &f.kind {
+                Kind::Connecting { .. } => idle >= l.tcp_connect_timeout,
+                Kind::Tcp { .. } => idle >= l.tcp_idle,
+                Kind::Udp if f.replied => idle >= l.udp_assured,
+                Kind::Udp => idle >= l.udp_unreplied,
+                Kind::Icmp => idle >= l.icmp_timeout,
+            };
+            if over {
+                expired.push(*id);
+            }
+        }
+        for id in expired {
+            self.stats.timeouts += 1;
+            let connecting = matches!(
+                self.flows.get(&id).map(|f| &f.kind),
+                Some(Kind::Connecting { .. })
+            );
+            if connecting {
+                self.opened(now, id, Err(OpenError::Unreachable));
+                continue;
+            }
+            if let Some(Kind::Tcp { handle, .. }) = self.flows.get(&id).map(|f| &f.kind) {
+                self.sockets.get_mut::<tcp::Socket<'_>>(*handle).abort();
+                self.poll(now);
+            }
+            self.remove(id);
+        }
+        let tcp: Vec<FlowId> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| matches!(f.kind, Kind::Tcp { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in tcp {
+            self.reap(id);
+        }
+    }
+
+    /// A frame a guest sent to the gateway's MAC for an address off the segment (or for
+    /// the gateway's address on a port its services do not own).
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let Some(NetSlice::Ipv4(ip)) = &p.net else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if ip.is_payload_fragmented() {
+            self.stats.ignored += 1;
+            return;
+        }
+        let src = ip.header().source_addr();
+        let dst = ip.header().destination_addr();
+        if !self.cfg.in_subnet(src) || src == self.cfg.gateway_ip || src.is_unspecified() {
+            self.stats.dropped += 1;
+            return;
+        }
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(frame.get(6..12).unwrap_or(&[0; 6]));
+        self.learn(src, mac);
+        match &p.transport {
+            Some(TransportSlice::Tcp(tcp)) => self.tcp_in(now, src, dst, tcp, frame),
+            Some(TransportSlice::Udp(udp)) => self.udp_in(
+                now,
+                SocketAddrV4::new(src, udp.source_port()),
+                SocketAddrV4::new(dst, udp.destination_port()),
+                udp.payload(),
+            ),
+            Some(TransportSlice::Icmpv4(icmp)) => self.icmp_in(now, src, dst, icmp),
+            _ => self.stats.ignored += 1,
+        }
+    }
+
+    /// An ARP reply to the gateway (smoltcp asked for a guest's MAC).
+    pub fn handle_arp(&mut self, now: Instant, frame: &[u8]) {
+        self.dev.rx.push_back(frame.to_vec());
+        self.poll(now);
+    }
+
+    /// The host connect of a TCP `flow` finished.
+    pub fn opened(&mut self, now: Instant, id: FlowId, result: Result<(), OpenError>) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        let Kind::Connecting { syn, seq } = std::mem::replace(&mut flow.kind, Kind::Udp) else {
+            return;
+        };
+        let key = flow.key;
+        match result {
+            Ok(()) => {
+                let size = self.cfg.limits.tcp_buffer;
+                let mut sock = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; size]),
+                    tcp::SocketBuffer::new(vec![0; size]),
+                );
+                sock.set_nagle_enabled(false);
+                let _ = sock.listen(IpListenEndpoint {
+                    addr: Some(IpAddress::Ipv4(*key.remote.ip())),
+                    port: key.remote.port(),
+                });
+                let handle = self.sockets.add(sock);
+                flow.kind = Kind::Tcp {
+                    handle,
+                    host_eof: false,
+                    host_shut: false,
+                };
+                flow.last = now;
+                self.feed(now, *key.guest.ip(), syn);
+                self.mark(id);
+            }
+            Err(e) => {
+                match e {
+                    OpenError::Refused => {
+                        self.stats.refused_remote += 1;
+                        self.send_rst(key, 0, seq.wrapping_add(1));
+                    }
+                    OpenError::Unreachable => {
+                        self.stats.unreachable += 1;
+                        self.send_icmp_error(key.guest, DestUnreachableHeader::Host, &syn);
+                    }
+                }
+                self.remove(id);
+            }
+        }
+    }
+
+    /// Moves a TCP flow's bytes: guest data to the host socket while it takes them,
+    /// host data to the guest while its window has room; half-closes and resets both
+    /// ways. Call it for every [`poll_dirty`](Self::poll_dirty) flow and whenever the
+    /// host socket becomes readable or writable.
+    pub fn pump(&mut self, now: Instant, id: FlowId, host: &mut dyn HostStream) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        let Kind::Tcp {
+            handle,
+            host_eof,
+            host_shut,
+        } = &mut flow.kind
+        else {
+            return;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket<'_>>(*handle);
+        let mut failed = false;
+        // guest → host
+        while sock.can_recv() {
+            let r = sock.recv(|buf| match host.write(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(n)) => flow.bytes_out += n as u64,
+                Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+                Ok(Err(_)) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let guest_done = matches!(
+            sock.state(),
+            tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait
+        );
+        if guest_done && !*host_shut && sock.recv_queue() == 0 {
+            let _ = host.shutdown_write();
+            *host_shut = true;
+        }
+        // host → guest
+        while !*host_eof && !failed && sock.can_send() {
+            let r = sock.send(|buf| match host.read(buf) {
+                Ok(n) => (n, Ok(n)),
+                Err(e) => (0, Err(e)),
+            });
+            match r {
+                Ok(Ok(0)) => {
+                    *host_eof = true;
+                    sock.close();
+                }
+                Ok(Ok(n)) => flow.bytes_in += n as u64,
+                Ok(Err(e)) if e.kind() == ErrorKind::WouldBlock => break,
+                Ok(Err(e)) if e.kind() == ErrorKind::Interrupted => {}
+                Ok(Err(_)) => failed = true,
+                Err(_) => break,
+            }
+        }
+        if failed {
+            sock.abort();
+        }
+        flow.last = now;
+        self.poll(now);
+        self.reap(id);
+    }
+
+    /// A datagram from a flow's host socket: a UDP payload, or an ICMP echo reply.
+    pub fn datagram(&mut self, now: Instant, id: FlowId, data: &[u8]) {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return;
+        };
+        flow.last = now;
+        flow.replied = true;
+        flow.bytes_in += data.len() as u64;
+        let key = flow.key;
+        match flow.kind {
+            Kind::Udp => self.send_udp(key.remote, key.guest, data),
+            Kind::Icmp => {
+                let Ok(icmp) = Icmpv4Slice::from_slice(data) else {
+                    return;
+                };
+                if let Icmpv4Type::EchoReply(echo) = icmp.icmp_type() {
+                    self.send_echo_reply(*key.remote.ip(), key.guest, echo.seq, icmp.payload());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A connection accepted on a forwarded host port, to `guest`: opens a TCP
+    /// connection to the guest from the client's own address. `None` when the bounds
+    /// refuse it (the driver closes the connection).
+    pub fn accept_inbound(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        guest: SocketAddrV4,
+    ) -> Option<FlowId> {
+        let key = Key {
+            proto: Proto::Tcp,
+            guest,
+            remote: client,
+        };
+        if self.by_key.contains_key(&key) || !self.admit(*guest.ip()) {
+            return None;
+        }
+        let size = self.cfg.limits.tcp_buffer;
+        let mut sock = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; size]),
+        );
+        sock.set_nagle_enabled(false);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(*guest.ip()), guest.port());
+        let local = IpListenEndpoint {
+            addr: Some(IpAddress::Ipv4(*client.ip())),
+            port: client.port(),
+        };
+        if sock.connect(self.iface.context(), remote, local).is_err() {
+            return None;
+        }
+        let handle = self.sockets.add(sock);
+        let id = self.insert(
+            now,
+            key,
+            client,
+            Kind::Tcp {
+                handle,
+                host_eof: false,
+                host_shut: false,
+            },
+            true,
+        );
+        self.stats.tcp_flows += 1;
+        self.feed_neighbour(now, *guest.ip());
+        self.poll(now);
+        Some(id)
+    }
+
+    /// A datagram that arrived on a forwarded host UDP port from `client`, for `guest`.
+    /// Returns the flow (the driver sends the guest's replies, which come out as
+    /// [`Action::Datagram`], to `client` from that port); `None` if refused.
+    pub fn inbound_datagram(
+        &mut self,
+        now: Instant,
+        client: SocketAddrV4,
+        guest: SocketAddrV4,
+        data: &[u8],
+    ) -> Option<FlowId> {
+        let key = Key {
+            proto: Proto::Udp,
+            guest,
+            remote: client,
+        };
+        let id = match self.by_key.get(&key) {
+            Some(id) => *id,
+            None => {
+                if !self.admit(*guest.ip()) {
+                    return None;
+                }
+                self.stats.udp_flows += 1;
+                self.insert(now, key, client, Kind::Udp, true)
+            }
+        };
+        if let Some(f) = self.flows.get_mut(&id) {
+            f.last = now;
+            f.bytes_in += data.len() as u64;
+        }
+        self.send_udp(client, guest, data);
+        Some(id)
+    }
+
+    // ---- guest traffic ----
+
+    fn tcp_in(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpSlice<'_>, frame: &[u8]) {
+        let key = Key {
+            proto: Proto::Tcp,
+            guest: SocketAddrV4::new(src, tcp.source_port()),
+            remote: SocketAddrV4::new(dst, tcp.destination_port()),
+        };
+        if let Some(&id) = self.by_key.get(&key) {
+            let Some(flow) = self.flows.get_mut(&id) else {
+                return;
+            };
+            flow.last = now;
+            if matches!(flow.kind, Kind::Tcp { .. }) {
+                self.feed(now, src, frame.to_vec());
+                self.mark(id);
+            }
+            // Connecting: a retransmitted SYN; the first is replayed once connected.
+            return;
+        }
+        if tcp.rst() {
+            return;
+        }
+        if !tcp.syn() || tcp.ack() {
+            // Not ours (a flow that ended): reset it, as a host would.
+            let seg_len = u32::try_from(tcp.payload().len()).unwrap_or(0)
+                + u32::from(tcp.syn())
+                + u32::from(tcp.fin());
+            let (seq, ack) = if tcp.ack() {
+                (tcp.acknowledgment_number(), 0)
+            } else {
+                (0, tcp.sequence_number().wrapping_add(seg_len))
+            };
+            self.send_rst(key, seq, ack);
+            return;
+        }
+        let Some(target) = self.target_for(key.remote) else {
+            self.send_rst(key, 0, tcp.sequence_number().wrapping_add(1));
+            return;
+        };
+        if !self.admit(src) {
+            self.stats.refused_limit += 1;
+            self.send_rst(key, 0, tcp.sequence_number().wrapping_add(1));
+            return;
+        }
+        self.stats.tcp_flows += 1;
+        let id = self.insert(
+            now,
+            key,
+            target,
+            Kind::Connecting {
+                syn: frame.to_vec(),
+                seq: tcp.sequence_number(),
+            },
+            false,
+        );
+        self.actions.push_back(Action::Open {
+            flow: id,
+            proto: Proto::Tcp,
+            target,
+        });
+    }
+
+    fn udp_in(&mut self, now: Instant, guest: SocketAddrV4, remote: SocketAddrV4, payload: &[u8]) {
+        let key = Key {
+            proto: Proto::Udp,
+            guest,
+            remote,
+        };
+        if let Some(&id) = self.by_key.get(&key) {
+            if let Some(f) = self.flows.get_mut(&id) {
+                f.last = now;
+                f.bytes_out += payload.len() as u64;
+            }
+            self.actions.push_back(Action::Datagram {
+                flow: id,
+                data: payload.to_vec(),
+            });
+            return;
+        }
+        let Some(target) = self.target_for(remote) else {
+            self.stats.ignored += 1;
+            return;
+        };
+        if !self.admit(*guest.ip()) {
+            self.stats.refused_limit += 1;
+            let orig = self.udp_original(guest, remote, payload);
+            self.send_icmp_error(guest, DestUnreachableHeader::FilterProhibited, &orig);
+            return;
+        }
+        self.stats.udp_flows += 1;
+        let id = self.insert(now, key, target, Kind::Udp, false);
+        if let Some(f) = self.flows.get_mut(&id) {
+            f.bytes_out += payload.len() as u64;
+        }
+        self.actions.push_back(Action::Open {
+            flow: id,
+            proto: Proto::Udp,
+            target,
+        });
+        self.actions.push_back(Action::Datagram {
+            flow: id,
+            data: payload.to_vec(),
+        });
+    }
+
+    fn icmp_in(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, icmp: &Icmpv4Slice<'_>) {
+        let Icmpv4Type::EchoRequest(echo) = icmp.icmp_type() else {
+            self.stats.ignored += 1;
+            return;
+        };
+        let key = Key {
+            proto: Proto::Icmp,
+            guest: SocketAddrV4::new(src, echo.id),
+            remote: SocketAddrV4::new(dst, 0),
+        };
+        let mut data = vec![8, 0, 0, 0];
+        data.extend_from_slice(&echo.id.to_be_bytes());
+        data.extend_from_slice(&echo.seq.to_be_bytes());
+        data.extend_from_slice(icmp.payload());
+        let id = match self.by_key.get(&key) {
+            Some(id) => *id,
+            None => {
+                let Some(target) = self.target_for(key.remote) else {
+                    self.stats.ignored += 1;
+                    return;
+                };
+                if !self.admit(src) {
+                    self.stats.refused_limit += 1;
+                    return;
+                }
+                self.stats.icmp_flows += 1;
+                let id = self.insert(now, key, target, Kind::Icmp, false);
+                self.actions.push_back(Action::Open {
+                    flow: id,
+                    proto: Proto::Icmp,
+                    target,
+                });
+                id
+            }
+        };
+        if let Some(f) = self.flows.get_mut(&id) {
+            f.last = now;
+            f.bytes_out += data.len() as u64;
+        }
+        self.actions.push_back(Action::Datagram { flow: id, data });
+    }
+
+    /// Where the host side of a flow to `remote` goes: the remote itself, or the
+    /// host's loopback for the gateway's own address; `None` if it may not go out.
+    fn target_for(&self, remote: SocketAddrV4) -> Option<SocketAddrV4> {
+        let ip = *remote.ip();
+        if ip == self.cfg.gateway_ip {
+            return self
+                .cfg
+                .host_access
+                .then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, remote.port()));
+        }
+        if ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified() || self.cfg.in_subnet(ip) {
+            return None;
+        }
+        Some(remote)
+    }
+
+    // ---- tables ----
+
+    fn admit(&self, guest: Ipv4Addr) -> bool {
+        let l = &self.cfg.limits;
+        self.flows.len() < l.max_flows
+            && self.per_guest.get(&guest).copied().unwrap_or(0) < l.max_flows_per_guest
+    }
+
+    fn insert(&mut self, now: Instant, key: Key, target: SocketAddrV4, kind: Kind, inbound: bool) -> FlowId {
+        let id = FlowId(self.next);
+        self.next += 1;
+        *self.per_guest.entry(*key.guest.ip()).or_insert(0) += 1;
+        self.by_key.insert(key, id);
+        self.flows.insert(
+            id,
+            Flow {
+                key,
+                target,
+                kind,
+                created: now,
+                last: now,
+                replied: false,
+                inbound,
+                bytes_out: 0,
+                bytes_in: 0,
+            },
+        );
+        id
+    }
+
+    fn remove(&mut self, id: FlowId) {
+        let Some(f) = self.flows.remove(&id) else {
+            return;
+        };
+        self.by_key.remove(&f.key);
+        if let Some(n) = self.per_guest.get_mut(f.key.guest.ip()) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_guest.remove(f.key.guest.ip());
+            }
+        }
+        if let Kind::Tcp { handle, .. } = f.kind {
+            self.sockets.remove(handle);
+        }
+        self.actions.push_back(Action::Close { flow: id });
+    }
+
+    /// Ends a TCP flow whose guest side is over.
+    fn reap(&mut self, id: FlowId) {
+        let Some(Kind::Tcp { handle, .. }) = self.flows.get(&id).map(|f| &f.kind) else {
+            return;
+        };
+        let state = self.sockets.get::<tcp::Socket<'_>>(*handle).state();
+        if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
+            self.remove(id);
+        }
+    }
+
+    fn mark(&mut self, id: FlowId) {
+        if self.dirty_set.insert(id) {
+            self.dirty.push_back(id);
+        }
+    }
+
+    fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        if let Some(e) = self.neighbours.get_mut(&ip) {
+            if e.0 != mac {
+                *e = (mac, None);
+            }
+            return;
+        }
+        if self.neighbours.len() >= MAX_NEIGHBOURS {
+            self.neighbours.clear();
+        }
+        self.neighbours.insert(ip, (mac, None));
+    }
+
+    fn guest_mac(&self, ip: Ipv4Addr) -> [u8; 6] {
+        self.neighbours.get(&ip).map_or([0xff; 6], |e| e.0)
+    }
+
+    // ---- smoltcp ----
+
+    fn smol_now(&self, now: Instant) -> SmolInstant {
+        let us = now.saturating_duration_since(self.epoch).as_micros();
+        SmolInstant::from_micros(i64::try_from(us).unwrap_or(i64::MAX))
+    }
+
+    fn poll(&mut self, now: Instant) {
+        let t = self.smol_now(now);
+        self.iface.poll(t, &mut self.dev, &mut self.sockets);
+    }
+
+    /// Hands smoltcp a guest frame, telling it first (a synthetic ARP reply) where the
+    /// guest is, so its answers need no ARP round trip.
+    fn feed(&mut self, now: Instant, guest: Ipv4Addr, frame: Vec<u8>) {
+        self.feed_neighbour(now, guest);
+        self.dev.rx.push_back(frame);
+        self.poll(now);
+    }
+
+    fn feed_neighbour(&mut self, now: Instant, guest: Ipv4Addr) {
+        let Some(entry) = self.neighbours.get_mut(&guest) else {
+            return;
+        };
+        if entry.1.is_some_and(|t| now.saturating_duration_since(t) < ARP_REFRESH) {
+            return;
+        }
+        entry.1 = Some(now);
+        let mac = entry.0;
+        let own = EthernetAddress(self.cfg.gateway_mac);
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(mac),
+            source_protocol_addr: guest,
+            target_hardware_addr: own,
+            target_protocol_addr: self.cfg.gateway_ip,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(mac),
+            dst_addr: own,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut buf = vec![0; eth.buffer_len() + arp.buffer_len()];
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f);
+        arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+        self.dev.rx.push_back(buf);
+    }
+
+    // ---- frames built here ----
+
+    fn send_rst(&mut self, key: Key, seq: u32, ack: u32) {
+        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*key.guest.ip()))
+            .ipv4(key.remote.ip().octets(), key.guest.ip().octets(), TTL)
+            .tcp(key.remote.port(), key.guest.port(), seq, 0)
+            .rst()
+            .ack(ack);
+        let mut frame = Vec::with_capacity(b.size(0));
+        if b.write(&mut frame, &[]).is_ok() {
+            self.dev.tx.push_back(frame);
+        }
+    }
+
+    /// ICMP destination unreachable from the gateway, quoting `orig` (an Ethernet frame
+    /// or an IP packet: the IP header and 8 bytes are quoted).
+    fn send_icmp_error(&mut self, guest: SocketAddrV4, code: DestUnreachableHeader, orig: &[u8]) {
+        let ip = if orig.len() > 14 && orig.get(12..14) == Some(&[0x08, 0x00]) {
+            &orig[14..]
+        } else {
+            orig
+        };
+        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
+        let quoted = ip.get(..(ihl + 8).min(ip.len())).unwrap_or(ip);
+        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*guest.ip()))
+            .ipv4(self.cfg.gateway_ip.octets(), guest.ip().octets(), TTL)
+            .icmpv4(Icmpv4Type::DestinationUnreachable(code));
+        let mut frame = Vec::with_capacity(b.size(quoted.len()));
+        if b.write(&mut frame, quoted).is_ok() {
+            self.dev.tx.push_back(frame);
+        }
+    }
+
+    /// The IP packet a guest's UDP datagram was (for quoting in an ICMP error).
+    fn udp_original(&self, guest: SocketAddrV4, remote: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
+        let b = PacketBuilder::ipv4(guest.ip().octets(), remote.ip().octets(), TTL)
+            .udp(guest.port(), remote.port());
+        let mut v = Vec::new();
+        let _ = b.write(&mut v, payload.get(..8).unwrap_or(payload));
+        v
+    }
+
+    fn send_udp(&mut self, from: SocketAddrV4, to: SocketAddrV4, data: &[u8]) {
+        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*to.ip()))
+            .ipv4(from.ip().octets(), to.ip().octets(), TTL)
+            .udp(from.port(), to.port());
+        let mut frame = Vec::with_capacity(b.size(data.len()));
+        if b.write(&mut frame, data).is_ok() {
+            self.dev.tx.push_back(frame);
+        }
+    }
+
+    fn send_echo_reply(&mut self, from: Ipv4Addr, to: SocketAddrV4, seq: u16, data: &[u8]) {
+        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*to.ip()))
+            .ipv4(from.octets(), to.ip().octets(), TTL)
+            .icmpv4_echo_reply(to.port(), seq);
+        let mut frame = Vec::with_capacity(b.size(data.len()));
+        if b.write(&mut frame, data).is_ok() {
+            self.dev.tx.push_back(frame);
+        }
+    }
+}
+
+fn tcp_state_name(s: tcp::State) -> &'static str {
+    match s {
+        tcp::State::Closed => "closed",
+        tcp::State::Listen => "listen",
+        tcp::State::SynSent => "syn-sent",
+        tcp::State::SynReceived => "syn-received",
+        tcp::State::Established => "established",
+        tcp::State::FinWait1 => "fin-wait-1",
+        tcp::State::FinWait2 => "fin-wait-2",
+        tcp::State::CloseWait => "close-wait",
+        tcp::State::Closing => "closing",
+        tcp::State::LastAck => "last-ack",
+        tcp::State::TimeWait => "time-wait",
+    }
+}

@@ -1,0 +1,252 @@
+//! vnet's NAT engine: guest flows re-originated from host sockets, the way passt and
+//! slirp do it, so masquerading needs no kernel forwarding and no firewall rule.
+//!
+//! The engine is sans-IO. Frames guests send to the gateway's MAC for addresses off the
+//! segment come in ([`Nat::handle_frame`]); frames for the guests go out
+//! ([`Nat::poll_transmit`]). What must happen on the host side comes out as
+//! [`Action`]s: open a TCP connection, a UDP socket or an ICMP ping socket to a target;
+//! send a datagram; close. The driver owns the sockets and reports back: a TCP connect
+//! finished ([`Nat::opened`]), a datagram arrived ([`Nat::datagram`]), and moves TCP
+//! bytes both ways through [`Nat::pump`], which reads from and writes to the host socket
+//! through the [`HostStream`] trait straight into and out of the TCP buffers — so flow
+//! control is end to end: the engine reads from a host socket only while the guest's
+//! window has room and takes bytes from a guest only while the host socket takes them.
+//!
+//! - **TCP**: a guest's SYN starts a host `connect`; the guest is answered only once it
+//!   succeeds (SYN-ACK), is refused (RST: "connection refused" at once) or fails
+//!   (ICMP host unreachable). The guest-facing TCP endpoint is a `smoltcp` interface in
+//!   any-IP mode: one socket per flow, bound to the remote address the guest asked for.
+//!   Half-close both ways, idle timeout.
+//! - **UDP**: one flow per (guest address, remote address), a connected host socket;
+//!   replies come back from that remote only. Timeouts as conntrack: 30 s without a
+//!   reply, 180 s once replied.
+//! - **ICMP echo**: one flow per (guest, remote, echo id) over a ping socket; replies
+//!   get the guest's echo id back.
+//! - **Host access**: a guest connecting to the gateway's own address (on a port the
+//!   gateway does not serve) reaches the host's loopback, as libvirt guests reach the
+//!   host at 192.168.122.1; [`NatConfig::host_access`] turns it off.
+//! - **Port forwards**: the driver accepts on the host and calls
+//!   [`Nat::accept_inbound`] / [`Nat::inbound_datagram`]; the guest sees the real
+//!   client address.
+//! - **Bounds**: flows per network and per guest ([`Limits`]); past them new flows are
+//!   refused (RST or ICMP administratively prohibited) and counted.
+//!
+//! Not done yet: IPv6, IP fragments (dropped), ICMP errors from the host side relayed
+//! to guests for UDP, TCP urgent data.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod device;
+mod engine;
+
+pub use engine::Nat;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+/// Configuration of the NAT engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NatConfig {
+    /// The gateway's MAC (frames to guests come from it).
+    pub gateway_mac: [u8; 6],
+    /// The gateway's address.
+    pub gateway_ip: Ipv4Addr,
+    /// The segment's prefix length.
+    pub prefix: u8,
+    /// The segment's IP MTU.
+    pub mtu: usize,
+    /// Whether guests reach the host's loopback through the gateway address.
+    pub host_access: bool,
+    /// Bounds and timeouts.
+    pub limits: Limits,
+}
+
+/// Bounds and timeouts of the NAT engine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Flows at once in the network.
+    pub max_flows: usize,
+    /// Flows at once per guest address.
+    pub max_flows_per_guest: usize,
+    /// A UDP flow without a reply ends after this long without traffic.
+    pub udp_unreplied: Duration,
+    /// A UDP flow that had a reply ends after this long without traffic.
+    pub udp_assured: Duration,
+    /// An ICMP echo flow ends after this long without traffic.
+    pub icmp_timeout: Duration,
+    /// A TCP flow ends (both sides reset) after this long without traffic.
+    pub tcp_idle: Duration,
+    /// A TCP connect that has not finished by then is reported unreachable.
+    pub tcp_connect_timeout: Duration,
+    /// Size of each of a TCP flow's two buffers (guest side); bounds memory per flow.
+    pub tcp_buffer: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_flows: 4096,
+            max_flows_per_guest: 1024,
+            udp_unreplied: Duration::from_secs(30),
+            udp_assured: Duration::from_secs(180),
+            icmp_timeout: Duration::from_secs(30),
+            tcp_idle: Duration::from_secs(7200),
+            tcp_connect_timeout: Duration::from_secs(20),
+            tcp_buffer: 256 * 1024,
+        }
+    }
+}
+
+impl NatConfig {
+    /// A configuration for the gateway `mac`/`ip` on a /`prefix` segment, MTU 1500,
+    /// host access on, default limits.
+    pub fn new(gateway_mac: [u8; 6], gateway_ip: Ipv4Addr, prefix: u8) -> Self {
+        Self {
+            gateway_mac,
+            gateway_ip,
+            prefix,
+            mtu: 1500,
+            host_access: true,
+            limits: Limits::default(),
+        }
+    }
+
+    fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix.min(32)))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.gateway_ip) & mask
+    }
+}
+
+/// A flow's id: never reused in the life of an engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowId(pub u64);
+
+/// A transport protocol of a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP echo.
+    Icmp,
+}
+
+impl Proto {
+    /// `tcp`, `udp` or `icmp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+        }
+    }
+}
+
+/// What the driver must do on the host side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a host socket for `flow` to `target`: TCP, a non-blocking connect (report
+    /// with [`Nat::opened`]); UDP, a connected datagram socket; ICMP, a ping socket
+    /// "connected" to the target address (port 0).
+    Open {
+        /// The flow.
+        flow: FlowId,
+        /// Its protocol.
+        proto: Proto,
+        /// Where to connect.
+        target: SocketAddrV4,
+    },
+    /// Send a datagram on `flow`'s socket: a UDP payload, or an ICMP echo request
+    /// (type 8 header and data; the kernel sets id and checksum).
+    Datagram {
+        /// The flow.
+        flow: FlowId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Close `flow`'s host socket: the flow is over.
+    Close {
+        /// The flow.
+        flow: FlowId,
+    },
+}
+
+/// Why a host connect failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// The remote refused (the guest gets a RST).
+    Refused,
+    /// The remote is unreachable or did not answer (the guest gets ICMP host
+    /// unreachable).
+    Unreachable,
+}
+
+/// A connected host TCP socket, as [`Nat::pump`] uses it (non-blocking: `WouldBlock`
+/// when there is nothing to read or no room to write).
+pub trait HostStream {
+    /// Reads into `buf`; `Ok(0)` is end of stream.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes from `buf`.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Shuts the writing half (the guest closed its side).
+    fn shutdown_write(&mut self) -> io::Result<()>;
+}
+
+/// One flow, as `switchctl nat-flows` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlowInfo {
+    /// Its id.
+    pub id: FlowId,
+    /// Its protocol.
+    pub proto: Proto,
+    /// The guest's end.
+    pub guest: SocketAddrV4,
+    /// The remote end, as the guest sees it.
+    pub remote: SocketAddrV4,
+    /// Where the host side goes (differs from `remote` for host access).
+    pub target: SocketAddrV4,
+    /// Opened from outside (a port forward).
+    pub inbound: bool,
+    /// A short state name.
+    pub state: &'static str,
+    /// Bytes from the guest to the remote.
+    pub bytes_out: u64,
+    /// Bytes from the remote to the guest.
+    pub bytes_in: u64,
+    /// Time since the flow began.
+    pub age: Duration,
+}
+
+/// Counters of the NAT engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Flows now.
+    pub flows: usize,
+    /// TCP flows opened.
+    pub tcp_flows: u64,
+    /// UDP flows opened.
+    pub udp_flows: u64,
+    /// ICMP echo flows opened.
+    pub icmp_flows: u64,
+    /// New flows refused because of [`Limits`].
+    pub refused_limit: u64,
+    /// TCP connects the remote refused.
+    pub refused_remote: u64,
+    /// TCP connects that failed as unreachable.
+    pub unreachable: u64,
+    /// Frames from sources outside the segment, or unparsable, dropped.
+    pub dropped: u64,
+    /// Frames not handled (IPv6, fragments, other protocols).
+    pub ignored: u64,
+    /// Flows ended by a timeout.
+    pub timeouts: u64,
+}

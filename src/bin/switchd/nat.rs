@@ -1,0 +1,365 @@
+//! The host side of NAT: the sockets the NAT engine's flows are re-originated from.
+//!
+//! The engine (`vnet-nat`) decides; this module owns one host socket per flow,
+//! registered in switchd's mio loop, and carries out the engine's actions: open a TCP
+//! connection (non-blocking), a connected UDP socket or an ICMP ping socket; send a
+//! datagram; close. Host readiness comes back as [`NatHost::on_event`].
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use mio::net::{TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+use vnet_nat::{Action, FlowId, HostStream, Nat, OpenError, Proto};
+
+/// Tokens at and above this are NAT flows (`NAT_BASE + flow id`).
+pub(crate) const NAT_BASE: usize = 1 << 40;
+
+enum Sock {
+    Connecting(TcpStream),
+    Tcp(TcpStream),
+    Udp(UdpSocket),
+    /// An ICMP echo flow on the shared raw socket, under this echo id.
+    RawIcmp { target: std::net::Ipv4Addr, id: u16 },
+}
+
+/// Token of the shared raw ICMP socket (when ping sockets are not permitted).
+pub(crate) const RAW_ICMP: Token = Token(NAT_BASE - 1);
+
+/// The raw ICMP socket echo flows share when the kernel refuses ping sockets
+/// (`net.ipv4.ping_group_range`); needs CAP_NET_RAW. Each flow gets an echo id of its
+/// own; replies are matched by (source, id).
+struct RawIcmp {
+    sock: UdpSocket,
+    by_id: HashMap<u16, FlowId>,
+    next_id: u16,
+}
+
+/// [`HostStream`] over a mio TCP stream.
+struct Stream<'a>(&'a mut TcpStream);
+
+impl HostStream for Stream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Write)
+    }
+}
+
+/// The host sockets of the NAT flows.
+pub(crate) struct NatHost {
+    registry: Registry,
+    socks: HashMap<FlowId, Sock>,
+    raw: Option<RawIcmp>,
+    /// Sockets that could not be opened (fd limit, permissions).
+    pub(crate) open_failures: u64,
+}
+
+fn token(flow: FlowId) -> Token {
+    Token(NAT_BASE + usize::try_from(flow.0).unwrap_or(usize::MAX - NAT_BASE))
+}
+
+/// The flow of a NAT token.
+pub(crate) fn flow_of(t: Token) -> Option<FlowId> {
+    t.0.checked_sub(NAT_BASE)
+        .map(|n| FlowId(u64::try_from(n).unwrap_or(u64::MAX)))
+}
+
+impl NatHost {
+    pub(crate) fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            socks: HashMap::new(),
+            raw: None,
+            open_failures: 0,
+        }
+    }
+
+    /// Carries out the engine's actions and pumps its dirty flows until it has nothing
+    /// more to ask.
+    pub(crate) fn run(&mut self, nat: &mut Nat, now: Instant) {
+        loop {
+            let mut busy = false;
+            while let Some(a) = nat.poll_action() {
+                busy = true;
+                self.act(nat, now, a);
+            }
+            while let Some(flow) = nat.poll_dirty() {
+                busy = true;
+                if let Some(Sock::Tcp(s)) = self.socks.get_mut(&flow) {
+                    nat.pump(now, flow, &mut Stream(s));
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn act(&mut self, nat: &mut Nat, now: Instant, a: Action) {
+        match a {
+            Action::Open {
+                flow,
+                proto,
+                target,
+            } => match self.open(flow, proto, target) {
+                Ok(()) => {}
+                Err(e) => {
+                    self.open_failures += 1;
+                    if proto == Proto::Tcp {
+                        let why = if e.kind() == ErrorKind::ConnectionRefused {
+                            OpenError::Refused
+                        } else {
+                            OpenError::Unreachable
+                        };
+                        nat.opened(now, flow, Err(why));
+                    }
+                }
+            },
+            Action::Datagram { flow, data } => match self.socks.get(&flow) {
+                // a full socket buffer drops the datagram, as a router would
+                Some(Sock::Udp(s)) => {
+                    let _ = s.send(&data);
+                }
+                Some(Sock::RawIcmp { target, id }) => {
+                    if let Some(raw) = &self.raw {
+                        let mut msg = data;
+                        if let Some(b) = msg.get_mut(4..6) {
+                            b.copy_from_slice(&id.to_be_bytes());
+                        }
+                        if let Some(b) = msg.get_mut(2..4) {
+                            b.copy_from_slice(&[0, 0]);
+                        }
+                        let sum = icmp_checksum(&msg);
+                        if let Some(b) = msg.get_mut(2..4) {
+                            b.copy_from_slice(&sum.to_be_bytes());
+                        }
+                        let _ = raw
+                            .sock
+                            .send_to(&msg, SocketAddr::V4(SocketAddrV4::new(*target, 0)));
+                    }
+                }
+                _ => {}
+            },
+            Action::Close { flow } => {
+                if let Some(mut s) = self.socks.remove(&flow) {
+                    let _ = match &mut s {
+                        Sock::Connecting(t) | Sock::Tcp(t) => self.registry.deregister(t),
+                        Sock::Udp(u) => self.registry.deregister(u),
+                        Sock::RawIcmp { id, .. } => {
+                            if let Some(raw) = self.raw.as_mut() {
+                                raw.by_id.remove(id);
+                            }
+                            Ok(())
+                        }
+                    };
+                }
+            }
+            #[allow(unreachable_patterns)]
+            _ => {}
+        }
+    }
+
+    fn open(&mut self, flow: FlowId, proto: Proto, target: SocketAddrV4) -> io::Result<()> {
+        let addr = SocketAddr::V4(target);
+        let sock = match proto {
+            Proto::Tcp => {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                s.set_nonblocking(true)?;
+                s.set_nodelay(true)?;
+                match s.connect(&addr.into()) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                let mut t = TcpStream::from_std(std::net::TcpStream::from(s));
+                self.registry.register(
+                    &mut t,
+                    token(flow),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                Sock::Connecting(t)
+            }
+            Proto::Udp | Proto::Icmp => {
+                let s = if proto == Proto::Udp {
+                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?
+                } else {
+                    // an unprivileged ping socket where net.ipv4.ping_group_range allows
+                    // it, else the shared raw socket
+                    match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+                        Ok(s) => s,
+                        Err(e) if matches!(e.raw_os_error(), Some(1 | 13)) => {
+                            let id = self.raw_icmp_id(flow)?;
+                            self.socks.insert(
+                                flow,
+                                Sock::RawIcmp {
+                                    target: *target.ip(),
+                                    id,
+                                },
+                            );
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                s.set_nonblocking(true)?;
+                s.connect(&addr.into())?;
+                let mut u = UdpSocket::from_std(std::net::UdpSocket::from(s));
+                self.registry
+                    .register(&mut u, token(flow), Interest::READABLE)?;
+                Sock::Udp(u)
+            }
+        };
+        self.socks.insert(flow, sock);
+        Ok(())
+    }
+
+    /// An echo id on the shared raw ICMP socket for `flow` (opening the socket once).
+    fn raw_icmp_id(&mut self, flow: FlowId) -> io::Result<u16> {
+        if self.raw.is_none() {
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+            s.set_nonblocking(true)?;
+            let mut sock = UdpSocket::from_std(std::net::UdpSocket::from(s));
+            self.registry
+                .register(&mut sock, RAW_ICMP, Interest::READABLE)?;
+            self.raw = Some(RawIcmp {
+                sock,
+                by_id: HashMap::new(),
+                next_id: 1,
+            });
+        }
+        let raw = self.raw.as_mut().ok_or_else(|| io::Error::other("no raw socket"))?;
+        if raw.by_id.len() >= usize::from(u16::MAX) {
+            return Err(io::Error::other("echo ids exhausted"));
+        }
+        while raw.by_id.contains_key(&raw.next_id) {
+            raw.next_id = raw.next_id.wrapping_add(1).max(1);
+        }
+        let id = raw.next_id;
+        raw.next_id = raw.next_id.wrapping_add(1).max(1);
+        raw.by_id.insert(id, flow);
+        Ok(id)
+    }
+
+    /// Echo replies on the shared raw ICMP socket.
+    pub(crate) fn on_raw_icmp(&mut self, nat: &mut Nat, now: Instant) {
+        let Some(raw) = self.raw.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 65536];
+        loop {
+            let (n, from) = match raw.sock.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            // a raw IPv4 socket delivers the IP header too
+            let pkt = buf.get(..n).unwrap_or_default();
+            let ihl = usize::from(pkt.first().map_or(5, |b| b & 0x0f)) * 4;
+            let Some(icmp) = pkt.get(ihl..) else { continue };
+            if icmp.first() != Some(&0) || icmp.len() < 8 {
+                continue; // not an echo reply
+            }
+            let id = u16::from_be_bytes([icmp[4], icmp[5]]);
+            let Some(&flow) = raw.by_id.get(&id) else {
+                continue;
+            };
+            let matches = matches!(
+                (self.socks.get(&flow), from),
+                (Some(Sock::RawIcmp { target, .. }), SocketAddr::V4(f)) if f.ip() == target
+            );
+            if matches {
+                nat.datagram(now, flow, icmp);
+            }
+        }
+        self.run(nat, now);
+    }
+
+    /// Readiness of a flow's host socket.
+    pub(crate) fn on_event(&mut self, nat: &mut Nat, now: Instant, flow: FlowId) {
+        let Some(sock) = self.socks.get_mut(&flow) else {
+            return;
+        };
+        match sock {
+            Sock::Connecting(t) => {
+                let result = match t.take_error() {
+                    Ok(Some(e)) | Err(e) => Some(Err(e)),
+                    Ok(None) => match t.peer_addr() {
+                        Ok(_) => Some(Ok(())),
+                        Err(e) if e.kind() == ErrorKind::NotConnected => None,
+                        Err(e) => Some(Err(e)),
+                    },
+                };
+                match result {
+                    None => {} // still connecting
+                    Some(Ok(())) => {
+                        if let Some(Sock::Connecting(t)) = self.socks.remove(&flow) {
+                            self.socks.insert(flow, Sock::Tcp(t));
+                        }
+                        nat.opened(now, flow, Ok(()));
+                        if let Some(Sock::Tcp(t)) = self.socks.get_mut(&flow) {
+                            nat.pump(now, flow, &mut Stream(t));
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let why = if e.kind() == ErrorKind::ConnectionRefused {
+                            OpenError::Refused
+                        } else {
+                            OpenError::Unreachable
+                        };
+                        nat.opened(now, flow, Err(why));
+                    }
+                }
+            }
+            Sock::Tcp(t) => nat.pump(now, flow, &mut Stream(t)),
+            Sock::RawIcmp { .. } => {}
+            Sock::Udp(u) => {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match u.recv(&mut buf) {
+                        Ok(n) => nat.datagram(now, flow, buf.get(..n).unwrap_or_default()),
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        // WouldBlock, or an ICMP error queued on the socket
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+        self.run(nat, now);
+    }
+
+    /// Open host sockets.
+    pub(crate) fn sockets(&self) -> usize {
+        self.socks.len()
+    }
+}
+
+/// The Internet checksum of an ICMP message.
+fn icmp_checksum(msg: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in msg.chunks(2) {
+        let w = match c {
+            [a, b] => u16::from_be_bytes([*a, *b]),
+            [a] => u16::from_be_bytes([*a, 0]),
+            _ => 0,
+        };
+        sum += u32::from(w);
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// `EINPROGRESS` (Linux).
+const fn libc_einprogress() -> i32 {
+    115
+}
