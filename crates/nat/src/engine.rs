@@ -96,8 +96,9 @@ impl std::fmt::Debug for Nat {
 impl Nat {
     /// An engine for `cfg`; `seed` feeds smoltcp's initial sequence numbers.
     pub fn new(cfg: NatConfig, now: Instant, seed: u64) -> Self {
+        let ip_mtu = if cfg.guest_tso { usize::from(u16::MAX) } else { cfg.mtu };
         let mut dev = Queues {
-            mtu: cfg.mtu + 14,
+            mtu: ip_mtu + 14,
             ..Queues::default()
         };
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(cfg.gateway_mac)));
@@ -527,7 +528,11 @@ impl Nat {
             };
             flow.last = now;
             if matches!(flow.kind, Kind::Tcp { .. }) {
-                self.feed(now, src, frame.to_vec());
+                let mut f = frame.to_vec();
+                if tcp.syn() && self.cfg.guest_tso {
+                    raise_mss(&mut f);
+                }
+                self.feed(now, src, f);
                 self.mark(id);
             }
             // Connecting: a retransmitted SYN; the first is replayed once connected.
@@ -559,12 +564,16 @@ impl Nat {
             return;
         }
         self.stats.tcp_flows += 1;
+        let mut syn = frame.to_vec();
+        if self.cfg.guest_tso {
+            raise_mss(&mut syn);
+        }
         let id = self.insert(
             now,
             key,
             target,
             Kind::Connecting {
-                syn: frame.to_vec(),
+                syn,
                 seq: tcp.sequence_number(),
             },
             false,
@@ -866,6 +875,42 @@ impl Nat {
         let mut frame = Vec::with_capacity(b.size(data.len()));
         if b.write(&mut frame, data).is_ok() {
             self.dev.tx.push_back(frame);
+        }
+    }
+}
+
+/// The MSS that fills a 64 KiB IP packet.
+const BIG_MSS: u16 = u16::MAX - 40;
+
+/// Raises the MSS option of a guest's SYN (in an Ethernet frame) to [`BIG_MSS`]: the
+/// guest takes super-frames through its offload-capable port, so the guest-facing TCP
+/// may send 64 KiB segments (marked for segmentation on the way out). The checksum is
+/// not fixed: smoltcp does not verify it (guests send partial checksums anyway).
+fn raise_mss(frame: &mut [u8]) {
+    let Some(&vihl) = frame.get(14) else { return };
+    let tcp = 14 + usize::from(vihl & 0x0f) * 4;
+    let Some(&off) = frame.get(tcp + 12) else { return };
+    let end = (tcp + usize::from(off >> 4) * 4).min(frame.len());
+    let mut i = tcp + 20;
+    while i < end {
+        match frame.get(i).copied() {
+            Some(0) | None => return,
+            Some(1) => i += 1,
+            Some(2) => {
+                if frame.get(i + 1) == Some(&4) {
+                    if let Some(v) = frame.get_mut(i + 2..i + 4) {
+                        v.copy_from_slice(&BIG_MSS.to_be_bytes());
+                    }
+                }
+                return;
+            }
+            Some(_) => {
+                let len = usize::from(frame.get(i + 1).copied().unwrap_or(0));
+                if len < 2 {
+                    return;
+                }
+                i += len;
+            }
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct NatConfig {
     pub mtu: usize,
     /// Whether guests reach the host's loopback through the gateway address.
     pub host_access: bool,
+    /// Whether guests take TCP super-frames (their ports have virtio-net offloads): the
+    /// engine then raises the MSS of guests' SYNs so the guest-facing TCP sends segments
+    /// of up to 64 KiB, which the driver marks for segmentation offload.
+    pub guest_tso: bool,
     /// Bounds and timeouts.
     pub limits: Limits,
 }
@@ -111,6 +115,7 @@ impl NatConfig {
             prefix,
             mtu: 1500,
             host_access: true,
+            guest_tso: true,
             limits: Limits::default(),
         }
     }

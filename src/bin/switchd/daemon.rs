@@ -341,7 +341,10 @@ impl Daemon {
                 return;
             };
             let id = g.id;
+            let mtu = usize::from(g.gw.config().mtu);
             self.buf.set_frame(&frame);
+            // NAT's TCP super-frames go to guests as TSO frames
+            self.buf.offload_tcp(mtu);
             self.forward(now, id);
         }
     }
