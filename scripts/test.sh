@@ -28,6 +28,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 [ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200; }
+# Debian's mode (udev rule): any user may open it; creating a device still needs
+# CAP_NET_ADMIN, attaching to one's own persistent TAP does not (the unprivileged NAT test)
+chmod 0666 /dev/net/tun
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -30,7 +30,10 @@ impl Wan {
             &["addr", "add", &format!("{UPLINK}/24"), "dev", veth.a()],
         );
         net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
-        ns.run_ok("ip", &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()]);
+        ns.run_ok(
+            "ip",
+            &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()],
+        );
         ns.run_ok("ip", &["link", "set", veth.b(), "up"]);
         Self {
             servers: Vec::new(),
@@ -40,7 +43,8 @@ impl Wan {
     }
 
     fn serve(&mut self, prog: &str, args: &[&str]) {
-        self.servers.push(ChildGuard::spawn(self.ns.cmd(prog, args)));
+        self.servers
+            .push(ChildGuard::spawn(self.ns.cmd(prog, args)));
     }
 }
 
@@ -58,9 +62,8 @@ fn py(ns: &Netns, code: &str) -> std::process::Output {
 }
 
 fn wait_port(ns: &Netns, port: u16) {
-    let probe = format!(
-        "import socket\ns=socket.socket()\ns.settimeout(0.2)\ns.connect(('{WAN}',{port}))"
-    );
+    let probe =
+        format!("import socket\ns=socket.socket()\ns.settimeout(0.2)\ns.connect(('{WAN}',{port}))");
     assert!(
         wait_for(Duration::from_secs(5), || py(ns, &probe).status.success()),
         "wan server on port {port} did not start"
@@ -129,8 +132,22 @@ fn guest_reaches_the_wan_over_tcp_udp_and_icmp_from_the_hosts_address() {
         let bps = v["end"]["sum_received"]["bits_per_second"]
             .as_f64()
             .unwrap_or(0.0);
-        assert!(bps > 0.0, "iperf3 reverse={reverse}: {}", String::from_utf8_lossy(&out.stdout));
-        eprintln!("iperf3 through NAT, reverse={reverse}: {:.2} Gbit/s", bps / 1e9);
+        assert!(
+            bps > 0.0,
+            "iperf3 reverse={reverse}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eprintln!(
+            "iperf3 through NAT, reverse={reverse}: {:.2} Gbit/s",
+            bps / 1e9
+        );
+        if std::env::var_os("VNET_DEBUG").is_some() {
+            eprintln!("{}", net.ctl_json(&["port-list", &net.name]));
+            eprintln!(
+                "{}",
+                String::from_utf8_lossy(&g.run("nstat", &["-a"]).stdout)
+            );
+        }
     }
 
     // UDP echo
@@ -169,9 +186,9 @@ fn guest_reaches_the_wan_over_tcp_udp_and_icmp_from_the_hosts_address() {
     // flows are visible
     let flows = net.ctl_json(&["nat-flows", &net.name]);
     assert!(
-        flows
-            .as_array()
-            .is_some_and(|f| f.iter().any(|r| r["proto"] == "udp" && r["remote"] == format!("{WAN}:7007"))),
+        flows.as_array().is_some_and(|f| f
+            .iter()
+            .any(|r| r["proto"] == "udp" && r["remote"] == format!("{WAN}:7007"))),
         "{flows}"
     );
 }
@@ -257,5 +274,253 @@ fn the_gateway_address_reaches_the_hosts_loopback() {
         .contains("host says hi to 127.0.0.1")),
         "{}",
         net.log()
+    );
+}
+
+const FWD_NET: &str = "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'>
+  <name>fwd</name>
+  <forward mode='nat'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp>
+      <range start='192.168.122.2' end='192.168.122.254'/>
+      <host mac='52:54:00:83:00:01' ip='192.168.122.10'/>
+    </dhcp>
+  </ip>
+  <vnet:port-forward proto='tcp' port='8080' to='192.168.122.10' to-port='80'/>
+  <vnet:host-access enabled='no'/>
+</network>";
+
+/// A TCP server in `ns` on `port` that answers each connection with the address it saw.
+fn whoami_tcp(ns: &Netns, port: u16) -> ChildGuard {
+    ChildGuard::spawn(ns.cmd(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                 s.bind(('0.0.0.0',{port}))\ns.listen(64)\n\
+                 while True:\n    c,a=s.accept()\n    c.sendall(('you are '+a[0]).encode())\n    c.close()\n"
+            ),
+        ],
+    ))
+}
+
+fn tcp_ask(ns: &Netns, addr: &str, port: u16) -> String {
+    let out = py(
+        ns,
+        &format!(
+            "import socket\ns=socket.socket()\ns.settimeout(3)\n\
+             try:\n    s.connect(('{addr}',{port}))\n    print(s.recv(100).decode())\n\
+             except ConnectionRefusedError:\n    print('refused')\nexcept OSError as e:\n    print('error',e)\n"
+        ),
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn port_forwards_reach_the_guest_and_change_live() {
+    let net = Net::start_with(Some(FWD_NET));
+    let wan = Wan::new(&net);
+    let (g, ip) = dhcp_guest(&net, "vnp1", "52:54:00:83:00:01");
+    assert_eq!(ip, "192.168.122.10");
+    let _web = whoami_tcp(&g, 80);
+    std::thread::sleep(Duration::from_millis(300));
+    // a wan client reaches the guest through the host's uplink address; the guest sees
+    // the real client address
+    assert!(
+        wait_for(Duration::from_secs(5), || tcp_ask(&wan.ns, UPLINK, 8080)
+            == format!("you are {WAN}")),
+        "{}\n{}",
+        tcp_ask(&wan.ns, UPLINK, 8080),
+        net.log()
+    );
+
+    // a live UDP forward
+    let _echo = ChildGuard::spawn(g.cmd(
+        "python3",
+        &[
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',5001))\n\
+             while True:\n    d,a=s.recvfrom(2048)\n    s.sendto(d+b' from '+a[0].encode(),a)\n",
+        ],
+    ));
+    net.ctl_json(&[
+        "port-forward-add",
+        &net.name,
+        "udp:5000:192.168.122.10:5001",
+    ]);
+    let list = net.ctl_json(&["port-forward-list", &net.name]);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    let udp = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(1)\n\
+         s.sendto(b'ping',('{UPLINK}',5000))\nprint(s.recvfrom(100)[0].decode())"
+    );
+    // (retried: the guest's echo server may still be starting)
+    let want = format!("ping from {WAN}");
+    assert!(
+        wait_for(Duration::from_secs(10), || String::from_utf8_lossy(
+            &py(&wan.ns, &udp).stdout
+        )
+        .trim()
+            == want),
+        "no UDP answer through the forward: {}",
+        net.log()
+    );
+    // a live delete: the host port closes at once
+    net.ctl_json(&["port-forward-del", &net.name, "tcp:8080"]);
+    assert_eq!(tcp_ask(&wan.ns, UPLINK, 8080), "refused");
+
+    // host access is off in this network: the gateway address does not lead to the host
+    let _svc = whoami_tcp(&net.host, 8022);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(tcp_ask(&g, "192.168.122.1", 8022), "refused");
+}
+
+#[test]
+fn a_guest_past_its_flow_bound_is_refused_and_others_are_not() {
+    let net = Net::start_with_args(None, &["--nat-max-flows-per-guest", "20"]);
+    let mut wan = Wan::new(&net);
+    let (greedy, _) = dhcp_guest(&net, "vnb1", "52:54:00:84:00:01");
+    let (other, _) = dhcp_guest(&net, "vnb2", "52:54:00:84:00:02");
+    wan.serve(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import socket,threading\ns=socket.socket()\ns.bind(('{WAN}',7200))\ns.listen(128)\n\
+                 held=[]\nwhile True:\n    c,a=s.accept()\n    held.append(c)\n"
+            ),
+        ],
+    );
+    wait_port(&wan.ns, 7200);
+    // hold 25 connections open: 20 get through, the rest are refused
+    let out = py(
+        &greedy,
+        &format!(
+            "import socket\nok=0\nrefused=0\nheld=[]\n\
+             for i in range(25):\n    s=socket.socket()\n    s.settimeout(5)\n\
+             \x20   try:\n        s.connect(('{WAN}',7200))\n        ok+=1\n        held.append(s)\n\
+             \x20   except ConnectionRefusedError:\n        refused+=1\n\
+             print(ok,refused)\n"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "20 5",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = net.ctl_json(&["net-info", &net.name]);
+    assert!(
+        info["live"]["gateway"]["nat"]["refused_limit"].as_u64() >= Some(5),
+        "{info}"
+    );
+    // the other guest is unaffected
+    let probe = format!(
+        "import socket\ns=socket.socket()\ns.settimeout(3)\ns.connect(('{WAN}',7200))\nprint('ok')"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py(&other, &probe).stdout).trim(),
+        "ok"
+    );
+}
+
+#[test]
+fn an_unprivileged_switchd_still_provides_nat() {
+    vnet_testkit::require_root();
+    let dir = vnet_testkit::TempDir::new("vnet-unpriv");
+    let host = Netns::new("vuh");
+    let guest = Netns::new("vug");
+    let wan = Netns::new("vuw");
+    let veth = Veth::new("vu", Some(&host), Some(&wan));
+    host.run_ok(
+        "ip",
+        &["addr", "add", &format!("{UPLINK}/24"), "dev", veth.a()],
+    );
+    host.run_ok("ip", &["link", "set", veth.a(), "up"]);
+    wan.run_ok(
+        "ip",
+        &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()],
+    );
+    wan.run_ok("ip", &["link", "set", veth.b(), "up"]);
+    // root prepares a TAP owned by nobody; switchd runs as nobody and attaches to it
+    let tap = format!("vut{}", vnet_testkit::unique());
+    host.run_ok(
+        "ip",
+        &[
+            "tuntap", "add", "mode", "tap", "vnet_hdr", "user", "nobody", "name", &tap,
+        ],
+    );
+    for d in ["run", "state"] {
+        std::fs::create_dir_all(dir.path().join(d)).expect("dir");
+        let st = std::process::Command::new("chown")
+            .args(["nobody:nogroup"])
+            .arg(dir.path().join(d))
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    let name = format!("u{}", vnet_testkit::unique());
+    let log = dir.path().join("switchd.log");
+    let mut cmd = host.cmd(
+        "setpriv",
+        &[
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            common::SWITCHD,
+            "--name",
+            &name,
+        ],
+    );
+    cmd.arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let _switchd = ChildGuard::spawn(cmd);
+    let ctl = |args: &[&str]| {
+        std::process::Command::new(common::SWITCHCTL)
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .args(args)
+            .output()
+            .expect("switchctl")
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || ctl(&["net-info", &name])
+            .status
+            .success()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let out = ctl(&["port-add", &name, "tap", "--name", &tap, "--attach"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // the device moves into the guest namespace; switchd's descriptor keeps working
+    host.run_ok("ip", &["link", "set", &tap, "netns", guest.name()]);
+    guest.run_ok("ip", &["link", "set", &tap, "up"]);
+    guest.run_ok("ip", &["addr", "add", "192.168.122.77/24", "dev", &tap]);
+    guest.run_ok("ip", &["route", "add", "default", "via", "192.168.122.1"]);
+    let _web = whoami_tcp(&wan, 8081);
+    assert!(
+        wait_for(Duration::from_secs(5), || tcp_ask(&guest, WAN, 8081)
+            == format!("you are {UPLINK}")),
+        "{}\n{}",
+        tcp_ask(&guest, WAN, 8081),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", _switchd.id())).unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "switchd runs as nobody: {status}"
     );
 }

@@ -38,6 +38,8 @@ pub struct Net {
     pub guests: Vec<Guest>,
     pub host: Netns,
     pub dir: TempDir,
+    /// Extra switchd arguments (`--nat-max-flows-per-guest 20`, ...).
+    pub args: Vec<String>,
 }
 
 impl Net {
@@ -49,6 +51,11 @@ impl Net {
 
     /// Starts switchd with `xml` as its definition (its name replaced by `t<unique>`).
     pub fn start_with(xml: Option<&str>) -> Self {
+        Self::start_with_args(xml, &[])
+    }
+
+    /// [`Net::start_with`], with extra switchd arguments.
+    pub fn start_with_args(xml: Option<&str>, args: &[&str]) -> Self {
         require_root();
         let dir = TempDir::new("vnet-test");
         let host = Netns::new("vth");
@@ -62,6 +69,7 @@ impl Net {
             guests: Vec::new(),
             host,
             dir,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         net.launch();
         net
@@ -75,6 +83,7 @@ impl Net {
             .open(self.dir.path().join("switchd.log"))
             .expect("log file");
         let mut cmd = self.host.cmd(SWITCHD, &["--name", &self.name]);
+        cmd.args(&self.args);
         let config = self.dir.path().join("net.xml");
         if config.exists() {
             cmd.arg("--config").arg(config);

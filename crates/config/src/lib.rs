@@ -7,6 +7,12 @@
 //! net-update`, and [`Network::fill_defaults`] does what `net-define` generates (UUID,
 //! bridge MAC, bridge name).
 //!
+//! vnet's own settings, for which libvirt has no element, live in vnet's namespace
+//! ([`VNET_NS`], prefix `vnet`) directly under `<network>`: `<vnet:port-forward>`
+//! ([`Network::port_forwards`], [`PortForward`]) and `<vnet:host-access>`
+//! ([`Network::host_access`]). They are parsed and checked like libvirt's elements and
+//! written after them.
+//!
 //! This crate does no I/O except [`Network::from_file`], starts nothing and reads no
 //! clock. Things vnet accepts but does not act on yet (dnsmasq options, bandwidth,
 //! VLANs, Open vSwitch port profiles) are kept, written back, and listed by
@@ -54,6 +60,7 @@
 mod error;
 mod model;
 mod parse;
+mod port_forward;
 mod update;
 mod write;
 
@@ -70,7 +77,12 @@ pub use model::{
     MacAddr, MacTableManager, Nat, NativeMode, PortGroup, RawAttribute, RawElement, RawNode, Route,
     VirtualPort, Vlan, VlanTag, DEFAULT_LEASE_SECS,
 };
+pub use port_forward::{ForwardProto, PortForward};
 pub use update::{UpdateCommand, UpdateSection};
+
+/// The XML namespace of vnet's own elements (`<vnet:port-forward>`,
+/// `<vnet:host-access>`), written with the prefix `vnet`.
+pub const VNET_NS: &str = "https://vnet.dev/xmlns/network/1";
 
 /// libvirt's stock `default` network (`src/network/default.xml.in`), as installed in
 /// `/usr/share/libvirt/networks/default.xml`.
@@ -117,6 +129,8 @@ pub struct Network {
     pub(crate) virtualport: Option<VirtualPort>,
     pub(crate) portgroups: Vec<PortGroup>,
     pub(crate) dnsmasq_options: Vec<String>,
+    pub(crate) port_forwards: Vec<PortForward>,
+    pub(crate) host_access: Option<bool>,
     pub(crate) extensions: Vec<RawElement>,
     pub(crate) warnings: Vec<String>,
 }
@@ -283,6 +297,72 @@ impl Network {
     /// The values of `<dnsmasq:options><dnsmasq:option value=…/>` (kept, not honoured).
     pub fn dnsmasq_options(&self) -> &[String] {
         &self.dnsmasq_options
+    }
+
+    /// `<vnet:port-forward>`s, in order.
+    pub fn port_forwards(&self) -> &[PortForward] {
+        &self.port_forwards
+    }
+
+    /// `<vnet:host-access enabled>`: whether guests reach the host's loopback through
+    /// the gateway's address (NAT mode only). Yes when absent.
+    pub fn host_access(&self) -> bool {
+        self.host_access != Some(false)
+    }
+
+    /// Adds a port forward after the others, checked as `<vnet:port-forward>` is
+    /// checked when parsed: forward mode nat, ports 1–65535, `end` ≥ `port`, guest
+    /// ports up to 65535, `to` a guest address inside one of the IPv4 `<ip>` subnets
+    /// (not its network, broadcast or gateway address), and no overlap with a forward
+    /// of the same protocol (an address of `0.0.0.0` overlaps every address). On error
+    /// the network is unchanged; the error names `vnet:port-forward` and the attribute.
+    pub fn add_port_forward(&mut self, f: PortForward) -> Result<(), Error> {
+        let problem =
+            port_forward::network_problem(&f, self.forward.mode, &self.ips, &self.port_forwards);
+        if let Some(p) = problem {
+            return Err(port_forward::error(&f, p));
+        }
+        self.port_forwards.push(f);
+        Ok(())
+    }
+
+    /// Removes and returns the port forward of `proto` on `address` whose host range
+    /// **starts** at `port` (a port inside a range does not name it: removing a whole
+    /// range should not follow from naming one of its ports). `address` `None` and
+    /// `Some(0.0.0.0)` are the same: all addresses. The error names the forward that
+    /// contains `port`, if one does.
+    pub fn remove_port_forward(
+        &mut self,
+        proto: ForwardProto,
+        address: Option<Ipv4Addr>,
+        port: u16,
+    ) -> Result<PortForward, Error> {
+        let addr = address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if let Some(i) = self
+            .port_forwards
+            .iter()
+            .position(|f| f.proto == proto && f.listen_address() == addr && f.port == port)
+        {
+            return Ok(self.port_forwards.remove(i));
+        }
+        let hint = self
+            .port_forwards
+            .iter()
+            .find(|f| f.proto == proto && f.host_ports().contains(&port))
+            .map(|f| {
+                format!(
+                    " (the forward {f} covers that port; name a forward by its address and \
+                     first port)"
+                )
+            })
+            .unwrap_or_default();
+        let mut e = Error::new(
+            port_forward::ELEMENT,
+            format!("no {proto} port forward on {addr} starts at port {port}{hint}"),
+        );
+        e.attribute = Some("port".to_owned());
+        e.value = Some(port.to_string().into());
+        Err(e)
     }
 
     /// Foreign-namespace elements directly under `<network>` (kept, not honoured).

@@ -16,7 +16,8 @@ use crate::model::{
     LeaseUnit, MacAddr, MacTableManager, Nat, NativeMode, PortGroup, RawAttribute, RawElement,
     RawNode, Route, VirtualPort, Vlan, VlanTag,
 };
-use crate::{Error, Network};
+use crate::port_forward::{self, ForwardProto, PortForward};
+use crate::{Error, Network, VNET_NS};
 
 /// The namespace of libvirt's dnsmasq options.
 pub(crate) const DNSMASQ_NS: &str = "http://libvirt.org/schemas/network/dnsmasq/1.0";
@@ -83,6 +84,9 @@ fn elements<'a, 'i>(node: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
 /// Rejects attributes other than `allowed` (libvirt's schema rejects them too).
 pub(crate) fn check_attrs(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
     for a in node.attributes() {
+        if a.namespace() == Some(VNET_NS) {
+            return Err(vnet_attr_err(node, a));
+        }
         if a.namespace().is_some() || !allowed.contains(&a.name()) {
             let mut e = err(
                 node,
@@ -111,6 +115,16 @@ pub(crate) fn check_children(node: Node<'_, '_>, allowed: &[&str]) -> Result<()>
         }
         if !child.is_element() {
             continue;
+        }
+        if child.tag_name().namespace() == Some(VNET_NS) {
+            return Err(err(
+                child,
+                format!(
+                    "<{}> belongs directly under <network>, not inside <{}>",
+                    qname(child),
+                    qname(node)
+                ),
+            ));
         }
         if !is_plain(child) {
             return Err(err(
@@ -303,6 +317,8 @@ struct Slots<'a, 'i> {
     port: Option<Node<'a, 'i>>,
     virtualport: Option<Node<'a, 'i>>,
     dnsmasq: Option<Node<'a, 'i>>,
+    host_access: Option<Node<'a, 'i>>,
+    port_forwards: Vec<Node<'a, 'i>>,
     ips: Vec<Node<'a, 'i>>,
     routes: Vec<Node<'a, 'i>>,
     portgroups: Vec<Node<'a, 'i>>,
@@ -354,7 +370,24 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
                 }
                 put(&mut s.dnsmasq, child)?;
             }
-            Some(_) => s.extensions.push(child),
+            Some(VNET_NS) => match child.tag_name().name() {
+                "port-forward" => s.port_forwards.push(child),
+                "host-access" => put(&mut s.host_access, child)?,
+                _ => {
+                    return Err(err(
+                        child,
+                        format!(
+                            "unknown element <{}> in vnet's namespace (expected \
+                             <vnet:port-forward> or <vnet:host-access>)",
+                            qname(child)
+                        ),
+                    ))
+                }
+            },
+            Some(_) => {
+                no_vnet_inside(child)?;
+                s.extensions.push(child);
+            }
             None => match child.tag_name().name() {
                 "name" => put(&mut s.name, child)?,
                 "uuid" => put(&mut s.uuid, child)?,
@@ -548,6 +581,26 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
         .unwrap_or_default();
     let extensions = s.extensions.iter().map(|n| raw(*n)).collect();
 
+    // vnet's own elements last: they are checked against the mode and the <ip>s.
+    let mut port_forwards: Vec<PortForward> = Vec::with_capacity(s.port_forwards.len());
+    for node in &s.port_forwards {
+        let f = vnet_port_forward(*node)?;
+        if let Some(p) = port_forward::network_problem(&f, mode, &ips, &port_forwards) {
+            return Err(match p.attr {
+                Some(attr) => err_attr(*node, attr, p.reason),
+                None => err(*node, p.reason),
+            });
+        }
+        port_forwards.push(f);
+    }
+    let host_access = s.host_access.map(vnet_host_access).transpose()?;
+    if let (Some(node), Some(reason)) = (
+        s.host_access,
+        port_forward::mode_problem(mode, "<vnet:host-access> is"),
+    ) {
+        return Err(err(node, reason));
+    }
+
     // Checks that tie the forward mode to the rest (libvirt's parser makes them too).
     if matches!(
         mode,
@@ -592,6 +645,8 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
         virtualport,
         portgroups,
         dnsmasq_options,
+        port_forwards,
+        host_access,
         extensions,
         warnings: Vec::new(),
     };
@@ -636,6 +691,7 @@ fn metadata(node: Node<'_, '_>) -> Result<Vec<RawNode>> {
                     ),
                 ));
             }
+            no_vnet_inside(child)?;
             out.push(RawNode::Element(raw(child)));
         } else if child.is_text() && child.text().is_some_and(|t| !t.trim().is_empty()) {
             return Err(err(node, "unexpected text inside <metadata>"));
@@ -711,6 +767,136 @@ fn dnsmasq_options(node: Node<'_, '_>) -> Result<Vec<String>> {
         out.push(required(child, "value", "the dnsmasq option line")?.to_owned());
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// vnet's own namespace
+
+/// An error about an attribute in vnet's namespace (it defines none).
+fn vnet_attr_err(node: Node<'_, '_>, a: roxmltree::Attribute<'_, '_>) -> Error {
+    let mut e = err(
+        node,
+        format!(
+            "unknown attribute 'vnet:{}' on <{}> (vnet's namespace defines no attributes; \
+             its elements are <vnet:port-forward> and <vnet:host-access>)",
+            a.name(),
+            qname(node)
+        ),
+    );
+    e.attribute = Some(format!("vnet:{}", a.name()));
+    e.value = Some(a.value().into());
+    e
+}
+
+/// Rejects vnet's namespace inside an element that is kept verbatim (a foreign
+/// extension or a `<metadata>` child): vnet would not act on it there.
+fn no_vnet_inside(node: Node<'_, '_>) -> Result<()> {
+    for d in node.descendants().filter(Node::is_element) {
+        if d.tag_name().namespace() == Some(VNET_NS) {
+            let parent = d.parent_element().unwrap_or(node);
+            return Err(err(
+                d,
+                format!(
+                    "<{}> belongs directly under <network>, not inside <{}>",
+                    qname(d),
+                    qname(parent)
+                ),
+            ));
+        }
+        if let Some(a) = d.attributes().find(|a| a.namespace() == Some(VNET_NS)) {
+            return Err(vnet_attr_err(d, a));
+        }
+    }
+    Ok(())
+}
+
+/// Rejects attributes of a vnet element other than `allowed`, and any content.
+fn check_vnet_element(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
+    for a in node.attributes() {
+        if a.namespace() == Some(VNET_NS) {
+            return Err(vnet_attr_err(node, a));
+        }
+        if a.namespace().is_some() || !allowed.contains(&a.name()) {
+            let mut e = err(
+                node,
+                format!(
+                    "unknown attribute '{}' on <{}> (it takes {})",
+                    a.name(),
+                    qname(node),
+                    allowed.join(", ")
+                ),
+            );
+            e.attribute = Some(a.name().to_owned());
+            e.value = Some(a.value().into());
+            return Err(e);
+        }
+    }
+    if let Some(child) = elements(node).next() {
+        return Err(err(
+            child,
+            format!("<{}> takes no child elements", qname(node)),
+        ));
+    }
+    if node
+        .children()
+        .any(|c| c.is_text() && c.text().is_some_and(|t| !t.trim().is_empty()))
+    {
+        return Err(err(
+            node,
+            format!("unexpected text inside <{}>", qname(node)),
+        ));
+    }
+    Ok(())
+}
+
+/// An IPv4 address attribute.
+fn ipv4_attr(node: Node<'_, '_>, attr: &str) -> Result<Option<Ipv4Addr>> {
+    match ip_attr(node, attr)? {
+        None => Ok(None),
+        Some(IpAddr::V4(a)) => Ok(Some(a)),
+        Some(IpAddr::V6(_)) => Err(err_attr(
+            node,
+            attr,
+            "port forwards are IPv4 only: expected an IPv4 address",
+        )),
+    }
+}
+
+/// A port attribute (a number up to 65535; 0 is left to the forward's own checks).
+fn port_attr(node: Node<'_, '_>, attr: &str) -> Result<Option<u16>> {
+    number(node, attr, "a port number (1 to 65535)")
+}
+
+/// `<vnet:port-forward>` as written; the caller checks it on its own and in the network.
+fn vnet_port_forward(node: Node<'_, '_>) -> Result<PortForward> {
+    check_vnet_element(node, &["proto", "address", "port", "end", "to", "to-port"])?;
+    let proto = match required(node, "proto", "tcp or udp")? {
+        "tcp" => ForwardProto::Tcp,
+        "udp" => ForwardProto::Udp,
+        _ => return Err(err_attr(node, "proto", "expected 'tcp' or 'udp'")),
+    };
+    let address = ipv4_attr(node, "address")?;
+    required(node, "port", "the host port to listen on")?;
+    let port = port_attr(node, "port")?.unwrap_or_default();
+    let end = port_attr(node, "end")?;
+    required(node, "to", "the guest's IPv4 address")?;
+    let to = ipv4_attr(node, "to")?.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let to_port = port_attr(node, "to-port")?;
+    Ok(PortForward {
+        proto,
+        address,
+        port,
+        end,
+        to,
+        to_port,
+    })
+}
+
+/// `<vnet:host-access enabled='yes|no'>`.
+fn vnet_host_access(node: Node<'_, '_>) -> Result<bool> {
+    check_vnet_element(node, &["enabled"])?;
+    required(node, "enabled", "yes or no")?;
+    Ok(yes_no(node, "enabled")?.unwrap_or(true))
 }
 
 // ---------------------------------------------------------------------------------------

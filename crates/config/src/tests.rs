@@ -891,3 +891,816 @@ fn round_trip_of_a_rich_definition() {
     .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------
+// vnet's own namespace: <vnet:port-forward>, <vnet:host-access>
+
+use crate::{ForwardProto, PortForward, VNET_NS};
+
+/// A NAT network on 192.168.122.1/24 declaring the vnet prefix; `body` starts on line 5.
+fn vnet_net(body: &str) -> String {
+    vnet_net_mode("<forward mode='nat'/>", body)
+}
+
+/// As [`vnet_net`], with `forward` instead of `<forward mode='nat'/>`.
+fn vnet_net_mode(forward: &str, body: &str) -> String {
+    format!(
+        "<network xmlns:vnet='{VNET_NS}'>\n<name>t</name>\n{forward}\n\
+         <ip address='192.168.122.1' prefix='24'/>\n{body}\n</network>"
+    )
+}
+
+fn pf(spec: &str) -> PortForward {
+    PortForward::parse_spec(spec).unwrap()
+}
+
+#[test]
+fn vnet_elements_round_trip() {
+    let xml = "<network xmlns:vnet='https://vnet.dev/xmlns/network/1' \
+               xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>
+  <name>fw</name>
+  <vnet:host-access enabled='no'/>
+  <ext:x xmlns:ext='urn:ext'/>
+  <vnet:port-forward proto='tcp' address='0.0.0.0' port='8080' end='8090' to='192.168.122.10' to-port='80'/>
+  <forward mode='nat'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'/>
+  <dnsmasq:options><dnsmasq:option value='log-queries'/></dnsmasq:options>
+  <vnet:port-forward proto='udp' port='5353' to='192.168.122.10'/>
+</network>";
+    let n = Network::from_xml(xml).unwrap();
+    assert_eq!(
+        n.port_forwards(),
+        [
+            PortForward {
+                proto: ForwardProto::Tcp,
+                address: Some("0.0.0.0".parse().unwrap()),
+                port: 8080,
+                end: Some(8090),
+                to: "192.168.122.10".parse().unwrap(),
+                to_port: Some(80),
+            },
+            PortForward {
+                proto: ForwardProto::Udp,
+                address: None,
+                port: 5353,
+                end: None,
+                to: "192.168.122.10".parse().unwrap(),
+                to_port: None,
+            },
+        ]
+    );
+    assert!(!n.host_access());
+    // Parsed, not kept: only the foreign element and the dnsmasq option warn.
+    assert_eq!(n.extensions().len(), 1);
+    assert_eq!(n.warnings().len(), 2, "{:?}", n.warnings());
+
+    let out = n.to_xml();
+    assert_eq!(
+        out,
+        "<network xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0' \
+         xmlns:vnet='https://vnet.dev/xmlns/network/1'>
+  <name>fw</name>
+  <forward mode='nat'/>
+  <bridge stp='on' delay='0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+  </ip>
+  <dnsmasq:options>
+    <dnsmasq:option value='log-queries'/>
+  </dnsmasq:options>
+  <vnet:port-forward proto='tcp' address='0.0.0.0' port='8080' end='8090' to='192.168.122.10' to-port='80'/>
+  <vnet:port-forward proto='udp' port='5353' to='192.168.122.10'/>
+  <vnet:host-access enabled='no'/>
+  <ext:x xmlns:ext='urn:ext'/>
+</network>
+"
+    );
+    let again = Network::from_xml(&out).unwrap();
+    assert_eq!(again, n);
+    assert_eq!(again.to_xml(), out, "the written form is a fixpoint");
+}
+
+#[test]
+fn vnet_defaults_and_prefixes() {
+    // Nothing of vnet's: no declaration written, host access on.
+    let n = Network::libvirt_default();
+    assert!(n.port_forwards().is_empty());
+    assert!(n.host_access());
+    assert!(!n.to_xml().contains("xmlns:vnet"), "{}", n.to_xml());
+
+    // Only host-access (even enabled='yes', kept as written): the declaration is written.
+    let n = Network::from_xml(&vnet_net("<vnet:host-access enabled='yes'/>")).unwrap();
+    assert!(n.host_access());
+    let out = n.to_xml();
+    assert!(
+        out.starts_with("<network xmlns:vnet='https://vnet.dev/xmlns/network/1'>"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  <vnet:host-access enabled='yes'/>\n"),
+        "{out}"
+    );
+    assert_eq!(Network::from_xml(&out).unwrap(), n);
+
+    // A forward without address, end or to-port.
+    let n = Network::from_xml(&vnet_net(
+        "<vnet:port-forward proto='tcp' port='2222' to='192.168.122.5'/>",
+    ))
+    .unwrap();
+    let f = &n.port_forwards()[0];
+    assert_eq!(f.host_ports(), 2222..=2222);
+    assert_eq!(f.listen_address(), std::net::Ipv4Addr::UNSPECIFIED);
+    assert_eq!(f.guest_port_for(2222), Some(2222));
+    assert_eq!(f.guest_port_for(2223), None);
+    assert_eq!(f.to_string(), "tcp:2222:192.168.122.5");
+
+    // Any prefix (or the default namespace) for vnet's URI; written back as vnet:.
+    let xml = format!(
+        "<network xmlns:v='{VNET_NS}'><name>t</name><forward/>\
+         <ip address='192.168.122.1' prefix='24'/>\
+         <v:port-forward proto='udp' port='53' to='192.168.122.9'/>\
+         <host-access xmlns='{VNET_NS}' enabled='no'/></network>"
+    );
+    let n = Network::from_xml(&xml).unwrap();
+    assert_eq!(n.forward_mode(), ForwardMode::Nat, "<forward/> is nat");
+    assert_eq!(n.port_forwards().len(), 1);
+    assert!(!n.host_access());
+    let out = n.to_xml();
+    assert!(
+        out.contains("<vnet:port-forward proto='udp' port='53' to='192.168.122.9'/>"),
+        "{out}"
+    );
+    assert!(!out.contains("xmlns:v="), "{out}");
+
+    // A foreign element that binds the vnet prefix to another URI keeps its own binding.
+    let xml = vnet_net(
+        "<vnet:host-access enabled='no'/><o:x xmlns:o='urn:o'><vnet:y xmlns:vnet='urn:other'/></o:x>",
+    );
+    let n = Network::from_xml(&xml).unwrap();
+    let out = n.to_xml();
+    assert!(out.contains("<vnet:y xmlns:vnet='urn:other'/>"), "{out}");
+    assert_eq!(Network::from_xml(&out).unwrap(), n);
+}
+
+#[test]
+fn port_forward_ranges() {
+    let f = pf("tcp:8080-8090:192.168.122.10:80");
+    assert_eq!(f.host_ports(), 8080..=8090);
+    assert_eq!(f.guest_port_for(8080), Some(80));
+    assert_eq!(f.guest_port_for(8085), Some(85));
+    assert_eq!(f.guest_port_for(8090), Some(90));
+    assert_eq!(f.guest_port_for(8079), None);
+    assert_eq!(f.guest_port_for(8091), None);
+    // Without to-port, each host port goes to the same guest port.
+    let f = pf("udp:5000-5010:192.168.122.10");
+    assert_eq!(f.guest_port_for(5007), Some(5007));
+    // The top of the port space.
+    let f = pf("tcp:65530-65535:192.168.122.10:65530");
+    assert_eq!(f.guest_port_for(65535), Some(65535));
+}
+
+#[test]
+fn port_forward_errors() {
+    let e = rejects(
+        &vnet_net("<vnet:port-forward proto='sctp' port='80' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("proto"),
+        "expected 'tcp' or 'udp'",
+    );
+    assert_eq!(e.line, Some(5));
+    assert!(
+        e.to_string()
+            .starts_with("line 5: <vnet:port-forward proto='sctp'>: "),
+        "{e}"
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward port='80' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("proto"),
+        "missing attribute 'proto'",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("port"),
+        "missing attribute 'port'",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "missing attribute 'to'",
+    );
+    let e = rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='0' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("port"),
+        "a port is 1 to 65535",
+    );
+    assert_eq!(e.value.as_deref(), Some("0"));
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='70000' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("port"),
+        "expected a port number",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='192.168.122.10' to-port='0'/>"),
+        "vnet:port-forward",
+        Some("to-port"),
+        "a port is 1 to 65535",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='8080' end='8000' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("end"),
+        "the port range ends before it starts (end 8000 is below port 8080)",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='8080' end='8090' to='192.168.122.10' to-port='65530'/>"),
+        "vnet:port-forward",
+        Some("to-port"),
+        "host ports 8080-8090 would go to guest ports 65530-65540, past 65535",
+    );
+    rejects(
+        &vnet_net(
+            "<vnet:port-forward proto='tcp' address='224.0.0.1' port='80' to='192.168.122.10'/>",
+        ),
+        "vnet:port-forward",
+        Some("address"),
+        "must be a unicast IPv4 address of the host",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' address='::1' port='80' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("address"),
+        "IPv4 only",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='fd00::5'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "IPv4 only",
+    );
+
+    // The guest address, against the network's <ip>s.
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='10.0.0.5'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "the guest address 10.0.0.5 is outside the network's IPv4 subnets (192.168.122.0/24)",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='192.168.122.1'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "192.168.122.1 is the gateway's own address",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='192.168.122.0'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "the network address of 192.168.122.0/24",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='192.168.122.255'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "the broadcast address of 192.168.122.0/24",
+    );
+    rejects(
+        &format!(
+            "<network xmlns:vnet='{VNET_NS}'><name>t</name><forward/>\
+             <ip family='ipv6' address='fd00::1' prefix='64'/>\
+             <vnet:port-forward proto='tcp' port='80' to='10.0.0.5'/></network>"
+        ),
+        "vnet:port-forward",
+        Some("to"),
+        "the network has no IPv4 <ip>",
+    );
+    // A second subnet counts; a /31 has no network or broadcast address.
+    let n = Network::from_xml(&vnet_net(
+        "<ip address='10.9.0.0' prefix='31'/>\
+         <vnet:port-forward proto='tcp' port='80' to='10.9.0.1'/>",
+    ))
+    .unwrap();
+    assert_eq!(n.port_forwards().len(), 1);
+
+    // Overlaps: same protocol, overlapping addresses (0.0.0.0 overlaps all), ranges.
+    let e = rejects(
+        &vnet_net(
+            "<vnet:port-forward proto='tcp' port='8080' end='8090' to='192.168.122.10'/>\n\
+             <vnet:port-forward proto='tcp' port='8090' to='192.168.122.11'/>",
+        ),
+        "vnet:port-forward",
+        Some("port"),
+        "tcp 0.0.0.0:8090 overlaps the forward tcp:8080-8090:192.168.122.10, which already \
+         listens on tcp 0.0.0.0:8080-8090",
+    );
+    assert_eq!(e.line, Some(6), "the second forward is at fault");
+    rejects(
+        &vnet_net(
+            "<vnet:port-forward proto='udp' address='127.0.0.1' port='5000' end='5010' to='192.168.122.10'/>\
+             <vnet:port-forward proto='udp' address='0.0.0.0' port='4990' end='5000' to='192.168.122.11'/>",
+        ),
+        "vnet:port-forward",
+        Some("port"),
+        "(0.0.0.0 listens on every address)",
+    );
+    rejects(
+        &vnet_net(
+            "<vnet:port-forward proto='udp' port='53' to='192.168.122.10'/>\
+             <vnet:port-forward proto='udp' address='10.1.1.1' port='53' to='192.168.122.11'/>",
+        ),
+        "vnet:port-forward",
+        Some("port"),
+        "(0.0.0.0 listens on every address)",
+    );
+    // No overlap: other protocol, two specific addresses, adjacent ranges.
+    let n = Network::from_xml(&vnet_net(
+        "<vnet:port-forward proto='tcp' port='53' to='192.168.122.10'/>\
+         <vnet:port-forward proto='udp' port='53' to='192.168.122.10'/>\
+         <vnet:port-forward proto='tcp' address='10.1.1.1' port='80' to='192.168.122.10'/>\
+         <vnet:port-forward proto='tcp' address='10.1.1.2' port='80' to='192.168.122.11'/>\
+         <vnet:port-forward proto='tcp' port='1000' end='1999' to='192.168.122.12'/>\
+         <vnet:port-forward proto='tcp' port='2000' end='2999' to='192.168.122.12'/>",
+    ))
+    .unwrap();
+    assert_eq!(n.port_forwards().len(), 6);
+}
+
+#[test]
+fn vnet_elements_need_nat() {
+    let forward = "<vnet:port-forward proto='tcp' port='80' to='192.168.122.10'/>";
+    for mode in ["route", "open"] {
+        rejects(
+            &vnet_net_mode(&format!("<forward mode='{mode}'/>"), forward),
+            "vnet:port-forward",
+            None,
+            &format!(
+                "port forwards are only allowed in forward mode 'nat' (<forward mode='nat'/>); \
+                 this network's forward mode is '{mode}'"
+            ),
+        );
+    }
+    rejects(
+        &vnet_net_mode("", forward),
+        "vnet:port-forward",
+        None,
+        "this network is isolated (it has no <forward>)",
+    );
+    rejects(
+        &format!(
+            "<network xmlns:vnet='{VNET_NS}'><name>t</name><forward mode='bridge'/>\
+             <bridge name='br0'/>{forward}</network>"
+        ),
+        "vnet:port-forward",
+        None,
+        "this network's forward mode is 'bridge'",
+    );
+    rejects(
+        &vnet_net_mode(
+            "<forward mode='route'/>",
+            "<vnet:host-access enabled='no'/>",
+        ),
+        "vnet:host-access",
+        None,
+        "<vnet:host-access> is only allowed in forward mode 'nat'",
+    );
+    rejects(
+        &vnet_net_mode("", "<vnet:host-access enabled='yes'/>"),
+        "vnet:host-access",
+        None,
+        "this network is isolated",
+    );
+}
+
+#[test]
+fn vnet_namespace_is_checked() {
+    let e = rejects(
+        &vnet_net("<vnet:port-forward proto='tcp' port='80' to='192.168.122.10' colour='red'/>"),
+        "vnet:port-forward",
+        Some("colour"),
+        "unknown attribute 'colour' on <vnet:port-forward> (it takes proto, address, port, \
+         end, to, to-port)",
+    );
+    assert_eq!(e.value.as_deref(), Some("red"));
+    rejects(
+        &vnet_net("<vnet:host-access enabled='no' when='always'/>"),
+        "vnet:host-access",
+        Some("when"),
+        "unknown attribute 'when' on <vnet:host-access> (it takes enabled)",
+    );
+    rejects(
+        &vnet_net("<vnet:port-forward vnet:proto='tcp' port='80' to='192.168.122.10'/>"),
+        "vnet:port-forward",
+        Some("vnet:proto"),
+        "vnet's namespace defines no attributes",
+    );
+    rejects(
+        &format!("<network xmlns:vnet='{VNET_NS}' vnet:mode='fast'><name>t</name></network>"),
+        "network",
+        Some("vnet:mode"),
+        "unknown attribute 'vnet:mode' on <network>",
+    );
+    rejects(
+        &vnet_net("<vnet:bridge name='x'/>"),
+        "vnet:bridge",
+        None,
+        "unknown element <vnet:bridge> in vnet's namespace (expected <vnet:port-forward> or \
+         <vnet:host-access>)",
+    );
+    rejects(
+        &vnet_net("<vnet:host-access enabled='no'/><vnet:host-access enabled='yes'/>"),
+        "vnet:host-access",
+        None,
+        "<vnet:host-access> may appear only once in <network>",
+    );
+    rejects(
+        &vnet_net("<vnet:host-access enabled='maybe'/>"),
+        "vnet:host-access",
+        Some("enabled"),
+        "expected 'yes' or 'no'",
+    );
+    rejects(
+        &vnet_net("<vnet:host-access/>"),
+        "vnet:host-access",
+        Some("enabled"),
+        "missing attribute 'enabled'",
+    );
+    rejects(
+        &vnet_net("<vnet:host-access enabled='no'><vnet:x/></vnet:host-access>"),
+        "vnet:x",
+        None,
+        "<vnet:host-access> takes no child elements",
+    );
+    rejects(
+        &vnet_net("<vnet:host-access enabled='no'>yes</vnet:host-access>"),
+        "vnet:host-access",
+        None,
+        "unexpected text inside <vnet:host-access>",
+    );
+    // vnet's elements go directly under <network>: not in libvirt's elements, nor in
+    // the parts kept verbatim, where vnet would not act on them.
+    rejects(
+        &format!(
+            "<network xmlns:vnet='{VNET_NS}'><name>t</name><forward/>\
+             <ip address='192.168.122.1' prefix='24'>\
+             <vnet:port-forward proto='tcp' port='80' to='192.168.122.10'/></ip></network>"
+        ),
+        "vnet:port-forward",
+        None,
+        "<vnet:port-forward> belongs directly under <network>, not inside <ip>",
+    );
+    rejects(
+        &vnet_net("<metadata><vnet:host-access enabled='no'/></metadata>"),
+        "vnet:host-access",
+        None,
+        "<vnet:host-access> belongs directly under <network>, not inside <metadata>",
+    );
+    rejects(
+        &vnet_net("<o:x xmlns:o='urn:o'><vnet:port-forward/></o:x>"),
+        "vnet:port-forward",
+        None,
+        "belongs directly under <network>, not inside <o:x>",
+    );
+    rejects(
+        &vnet_net("<metadata><o:x xmlns:o='urn:o' vnet:k='v'/></metadata>"),
+        "o:x",
+        Some("vnet:k"),
+        "vnet's namespace defines no attributes",
+    );
+    rejects(
+        &vnet_net("<bridge name='virbr9' vnet:stp='x'/>"),
+        "bridge",
+        Some("vnet:stp"),
+        "vnet's namespace defines no attributes",
+    );
+    // Another version of the namespace is just a foreign namespace: kept.
+    let n = Network::from_xml(&net(
+        "<v:port-forward xmlns:v='https://vnet.dev/xmlns/network/2' port='1'/>",
+    ))
+    .unwrap();
+    assert_eq!(n.extensions().len(), 1);
+    assert!(n.port_forwards().is_empty());
+}
+
+#[test]
+fn vnet_errors_name_the_file() {
+    let dir = std::env::temp_dir().join(format!("vnet-config-vnet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fw.xml");
+    std::fs::write(
+        &path,
+        vnet_net("<vnet:port-forward proto='tcp' port='80' to='10.0.0.5'/>"),
+    )
+    .unwrap();
+    let e = Network::from_file(&path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}:5: <vnet:port-forward to='10.0.0.5'>: the guest address 10.0.0.5 is outside \
+             the network's IPv4 subnets (192.168.122.0/24)",
+            path.display()
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn port_forward_specs() {
+    let f = pf("tcp:8080:192.168.122.10:80");
+    assert_eq!(
+        f,
+        PortForward {
+            proto: ForwardProto::Tcp,
+            address: None,
+            port: 8080,
+            end: None,
+            to: "192.168.122.10".parse().unwrap(),
+            to_port: Some(80),
+        }
+    );
+    let f = pf("udp:0.0.0.0:5000-5010:192.168.122.10");
+    assert_eq!(f.proto, ForwardProto::Udp);
+    assert_eq!(f.address, Some(std::net::Ipv4Addr::UNSPECIFIED));
+    assert_eq!((f.port, f.end, f.to_port), (5000, Some(5010), None));
+    let f = pf("tcp:127.0.0.1:2222:192.168.122.5:22");
+    assert_eq!(f.address, Some(std::net::Ipv4Addr::LOCALHOST));
+    assert_eq!((f.port, f.to_port), (2222, Some(22)));
+    let f = pf("udp:53:192.168.122.5");
+    assert_eq!(
+        (f.port, f.end, f.address, f.to_port),
+        (53, None, None, None)
+    );
+    // Display is the spec form: it parses back.
+    for spec in [
+        "tcp:8080:192.168.122.10:80",
+        "udp:0.0.0.0:5000-5010:192.168.122.10",
+        "tcp:127.0.0.1:2222:192.168.122.5:22",
+        "udp:53:192.168.122.5",
+        "tcp:10.0.0.1:1-65535:192.168.122.5:1",
+    ] {
+        assert_eq!(pf(spec).to_string(), spec);
+        assert_eq!(pf(&pf(spec).to_string()), pf(spec));
+    }
+
+    let bad = |spec: &str, reason: &str| {
+        let e = PortForward::parse_spec(spec).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("port forward '{spec}': ")),
+            "{msg}"
+        );
+        assert!(msg.contains(reason), "{spec}: {msg}");
+    };
+    bad("", "expected PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]");
+    bad(
+        "tcp",
+        "expected PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]",
+    );
+    bad(
+        "tcp:80",
+        "expected PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]",
+    );
+    bad("tcp:1.2.3.4:80:192.168.122.5:80:9", "expected PROTO:");
+    bad(
+        "sctp:80:192.168.122.5",
+        "PROTO 'sctp' is not a protocol (expected tcp or udp)",
+    );
+    bad("TCP:80:192.168.122.5", "PROTO 'TCP' is not a protocol");
+    bad(
+        "tcp:0.0.0.0:80",
+        "missing the guest address after '0.0.0.0:'",
+    );
+    bad(
+        "tcp:http:192.168.122.5",
+        "PORT 'http' is not a port number (1 to 65535)",
+    );
+    bad(
+        "tcp:70000:192.168.122.5",
+        "PORT '70000' is not a port number",
+    );
+    bad("tcp:-80:192.168.122.5", "PORT '' is not a port number");
+    bad("tcp:+80:192.168.122.5", "PORT '+80' is not a port number");
+    bad("tcp:0:192.168.122.5", "PORT: a port is 1 to 65535, not 0");
+    bad("tcp:80-:192.168.122.5", "END '' is not a port number");
+    bad(
+        "tcp:90-80:192.168.122.5",
+        "END: the port range ends before it starts",
+    );
+    bad(
+        "tcp:80:192.168.122",
+        "GUEST '192.168.122' is not an IPv4 address",
+    );
+    bad(
+        "tcp:80:host.lan:80",
+        "GUEST 'host.lan' is not an IPv4 address",
+    );
+    bad(
+        "tcp:1.2.3:80:192.168.122.5",
+        "ADDRESS '1.2.3' is not an IPv4 address",
+    );
+    bad(
+        "tcp:80:192.168.122.5:0",
+        "GUEST_PORT: a port is 1 to 65535, not 0",
+    );
+    bad(
+        "tcp:80:192.168.122.5:x",
+        "GUEST_PORT 'x' is not a port number",
+    );
+    bad(
+        "tcp:100-200:192.168.122.5:65500",
+        "GUEST_PORT: host ports 100-200 would go to guest ports 65500-65600, past 65535",
+    );
+    bad(
+        "tcp:255.255.255.255:80:192.168.122.5",
+        "ADDRESS: the listen address must be a unicast",
+    );
+
+    // What names a forward to remove: the guest part may be left out.
+    let ip = |s: &str| -> Option<std::net::Ipv4Addr> { Some(s.parse().unwrap()) };
+    assert_eq!(
+        PortForward::parse_key("tcp:8080").unwrap(),
+        (ForwardProto::Tcp, None, 8080)
+    );
+    assert_eq!(
+        PortForward::parse_key("udp:10.0.0.1:5000-5010").unwrap(),
+        (ForwardProto::Udp, ip("10.0.0.1"), 5000)
+    );
+    assert_eq!(
+        PortForward::parse_key("tcp:0.0.0.0:8080-8090:192.168.122.10:80").unwrap(),
+        (ForwardProto::Tcp, ip("0.0.0.0"), 8080)
+    );
+    assert!(PortForward::parse_key("tcp:0:192.168.122.10")
+        .unwrap_err()
+        .to_string()
+        .contains("PORT: a port is 1 to 65535"));
+    assert!(PortForward::parse_key("icmp:1")
+        .unwrap_err()
+        .to_string()
+        .contains("PROTO 'icmp' is not a protocol"));
+    assert!(PortForward::parse_key("tcp:80-x")
+        .unwrap_err()
+        .to_string()
+        .contains("END 'x' is not a port number"));
+    assert!(PortForward::parse_key("tcp:x")
+        .unwrap_err()
+        .to_string()
+        .contains("PORT 'x' is not a port number"));
+}
+
+#[test]
+fn add_and_remove_port_forwards() {
+    let mut n = Network::libvirt_default();
+    n.add_port_forward(pf("tcp:8080-8090:192.168.122.10:80"))
+        .unwrap();
+    n.add_port_forward(pf("udp:0.0.0.0:5353:192.168.122.10"))
+        .unwrap();
+    n.add_port_forward(pf("tcp:127.0.0.1:2222:192.168.122.11:22"))
+        .unwrap();
+    assert_eq!(n.port_forwards().len(), 3);
+    let out = n.to_xml();
+    assert!(
+        out.contains(
+            "  <vnet:port-forward proto='tcp' port='8080' end='8090' to='192.168.122.10' to-port='80'/>\n\
+             \x20 <vnet:port-forward proto='udp' address='0.0.0.0' port='5353' to='192.168.122.10'/>\n\
+             \x20 <vnet:port-forward proto='tcp' address='127.0.0.1' port='2222' to='192.168.122.11' to-port='22'/>\n\
+             </network>"
+        ),
+        "{out}"
+    );
+    assert_eq!(Network::from_xml(&out).unwrap(), n);
+
+    // Rejections name the element, the attribute and its value; nothing changes.
+    let before = n.clone();
+    let check =
+        |n: &mut Network, spec: &str, attr: Option<&str>, value: Option<&str>, reason: &str| {
+            let e = n.add_port_forward(pf(spec)).unwrap_err();
+            assert_eq!(e.element, "vnet:port-forward", "{e}");
+            assert_eq!(e.attribute.as_deref(), attr, "{e}");
+            assert_eq!(e.value.as_deref(), value, "{e}");
+            assert!(e.reason.contains(reason), "{e}");
+            assert_eq!(e.line, None);
+        };
+    check(
+        &mut n,
+        "tcp:8090-8095:192.168.122.12",
+        Some("port"),
+        Some("8090"),
+        "overlaps the forward tcp:8080-8090:192.168.122.10:80",
+    );
+    check(
+        &mut n,
+        "tcp:10.0.0.1:8085:192.168.122.12",
+        Some("port"),
+        Some("8085"),
+        "(0.0.0.0 listens on every address)",
+    );
+    check(
+        &mut n,
+        "udp:5353:192.168.122.12",
+        Some("port"),
+        Some("5353"),
+        "overlaps the forward udp:0.0.0.0:5353:192.168.122.10",
+    );
+    check(
+        &mut n,
+        "tcp:0.0.0.0:2222:192.168.122.12",
+        Some("port"),
+        Some("2222"),
+        "(0.0.0.0 listens on every address)",
+    );
+    check(
+        &mut n,
+        "tcp:9000:10.1.2.3",
+        Some("to"),
+        Some("10.1.2.3"),
+        "outside the network's IPv4 subnets (192.168.122.0/24)",
+    );
+    check(
+        &mut n,
+        "tcp:9000:192.168.122.1",
+        Some("to"),
+        Some("192.168.122.1"),
+        "the gateway's own address",
+    );
+    // Built by hand: the checks parse_spec makes are made again.
+    let e = n
+        .add_port_forward(PortForward {
+            proto: ForwardProto::Tcp,
+            address: None,
+            port: 9000,
+            end: Some(8000),
+            to: "192.168.122.12".parse().unwrap(),
+            to_port: None,
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "<vnet:port-forward end='8000'>: the port range ends before it starts (end 8000 is \
+         below port 9000)"
+    );
+    assert_eq!(n, before);
+    // Adjacent and other-address forwards are fine.
+    n.add_port_forward(pf("tcp:8091:192.168.122.12")).unwrap();
+    n.add_port_forward(pf("tcp:10.0.0.1:2222:192.168.122.12"))
+        .unwrap();
+
+    // Removal is by protocol, address and first port.
+    let e = n
+        .remove_port_forward(ForwardProto::Tcp, None, 8085)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "<vnet:port-forward port='8085'>: no tcp port forward on 0.0.0.0 starts at port 8085 \
+         (the forward tcp:8080-8090:192.168.122.10:80 covers that port; name a forward by its \
+         address and first port)"
+    );
+    assert!(n
+        .remove_port_forward(ForwardProto::Udp, None, 8080)
+        .is_err());
+    let e = n
+        .remove_port_forward(ForwardProto::Tcp, None, 2222)
+        .unwrap_err();
+    assert!(e.reason.contains("the forward tcp:127.0.0.1:2222:"), "{e}");
+    let removed = n
+        .remove_port_forward(ForwardProto::Tcp, None, 8080)
+        .unwrap();
+    assert_eq!(removed, pf("tcp:8080-8090:192.168.122.10:80"));
+    // None and 0.0.0.0 are the same address.
+    let removed = n
+        .remove_port_forward(ForwardProto::Udp, None, 5353)
+        .unwrap();
+    assert_eq!(removed.address, Some(std::net::Ipv4Addr::UNSPECIFIED));
+    let removed = n
+        .remove_port_forward(ForwardProto::Tcp, Some("127.0.0.1".parse().unwrap()), 2222)
+        .unwrap();
+    assert_eq!(removed.to_port, Some(22));
+    assert_eq!(
+        n.port_forwards()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "tcp:8091:192.168.122.12",
+            "tcp:10.0.0.1:2222:192.168.122.12"
+        ]
+    );
+    // Once the range is gone, its ports are free again.
+    n.add_port_forward(pf("tcp:8080:192.168.122.13")).unwrap();
+
+    // Not in a mode other than nat.
+    let mut isolated =
+        Network::from_xml(&net("<ip address='192.168.122.1' prefix='24'/>")).unwrap();
+    let e = isolated
+        .add_port_forward(pf("tcp:80:192.168.122.10"))
+        .unwrap_err();
+    assert_eq!(e.attribute, None);
+    assert!(
+        e.to_string().starts_with(
+            "<vnet:port-forward>: port forwards are only allowed in forward mode 'nat'"
+        ),
+        "{e}"
+    );
+    assert!(isolated.port_forwards().is_empty());
+}

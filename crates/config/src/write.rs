@@ -7,7 +7,7 @@ use crate::model::{
     Bandwidth, BandwidthRate, IpDef, Lease, PortGroup, RawElement, RawNode, VirtualPort, Vlan,
 };
 use crate::parse::{DNSMASQ_NS, XML_NS};
-use crate::Network;
+use crate::{Network, VNET_NS};
 
 /// Escapes text and attribute values (`& < > ' "`).
 pub(crate) fn escape(s: &str) -> String {
@@ -82,6 +82,10 @@ pub(crate) fn network(net: &Network) -> String {
     let mut root = Tag::new("network");
     if !net.dnsmasq_options.is_empty() {
         root = root.attr("xmlns:dnsmasq", DNSMASQ_NS);
+    }
+    let has_vnet = !net.port_forwards.is_empty() || net.host_access.is_some();
+    if has_vnet {
+        root = root.attr("xmlns:vnet", VNET_NS);
     }
     if net.ipv6_no_gateway {
         root = root.attr("ipv6", "yes");
@@ -228,11 +232,35 @@ pub(crate) fn network(net: &Network) -> String {
         o.depth -= 1;
         o.line("</dnsmasq:options>");
     }
+    // vnet's own elements after libvirt's (dnsmasq:options included), before the kept
+    // foreign ones.
+    for f in &net.port_forwards {
+        o.line(
+            &Tag::new("vnet:port-forward")
+                .attr("proto", f.proto)
+                .opt("address", f.address)
+                .attr("port", f.port)
+                .opt("end", f.end)
+                .attr("to", f.to)
+                .opt("to-port", f.to_port)
+                .empty(),
+        );
+    }
+    if net.host_access.is_some() {
+        o.line(
+            &Tag::new("vnet:host-access")
+                .yes_no("enabled", net.host_access)
+                .empty(),
+        );
+    }
     for ext in &net.extensions {
-        // The root declares only the dnsmasq prefix.
+        // The root declares only the dnsmasq and vnet prefixes.
         let mut scope = Vec::new();
         if !net.dnsmasq_options.is_empty() {
             scope.push((Some("dnsmasq".to_owned()), DNSMASQ_NS.to_owned()));
+        }
+        if has_vnet {
+            scope.push((Some("vnet".to_owned()), VNET_NS.to_owned()));
         }
         raw_element(&mut o, ext, &mut scope);
     }

@@ -58,6 +58,18 @@ pub enum Request {
     DnsRecords,
     /// The NAT flows.
     NatFlows,
+    /// Add a port forward (`PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]`).
+    PortForwardAdd {
+        /// The forward, as `switchctl port-forward-add` takes it.
+        spec: String,
+    },
+    /// Remove the port forward of that protocol, address and first port.
+    PortForwardDel {
+        /// The forward (its guest part may be left out).
+        spec: String,
+    },
+    /// The port forwards.
+    PortForwardList,
 }
 
 /// One NAT flow, as `nat-flows` reports it.
@@ -199,6 +211,10 @@ pub struct PortAdd {
     /// Isolated port: reaches only non-isolated ports.
     #[serde(default)]
     pub isolated: bool,
+    /// Attach to an existing persistent TAP instead of creating one (no privileges
+    /// needed when the TAP belongs to the daemon's user).
+    #[serde(default)]
+    pub attach: bool,
 }
 
 impl PortAdd {

@@ -18,9 +18,7 @@ use smoltcp::wire::{
 };
 
 use crate::device::Queues;
-use crate::{
-    Action, FlowId, FlowInfo, HostStream, NatConfig, OpenError, Proto, Stats,
-};
+use crate::{Action, FlowId, FlowInfo, HostStream, NatConfig, OpenError, Proto, Stats};
 
 const TTL: u8 = 64;
 /// Bound on remembered guest MACs.
@@ -41,7 +39,10 @@ struct Key {
 enum Kind {
     /// Waiting for the host connect; the guest's SYN is replayed into smoltcp once it
     /// succeeds.
-    Connecting { syn: Vec<u8>, seq: u32 },
+    Connecting {
+        syn: Vec<u8>,
+        seq: u32,
+    },
     Tcp {
         handle: SocketHandle,
         host_eof: bool,
@@ -96,7 +97,11 @@ impl std::fmt::Debug for Nat {
 impl Nat {
     /// An engine for `cfg`; `seed` feeds smoltcp's initial sequence numbers.
     pub fn new(cfg: NatConfig, now: Instant, seed: u64) -> Self {
-        let ip_mtu = if cfg.guest_tso { usize::from(u16::MAX) } else { cfg.mtu };
+        let ip_mtu = if cfg.guest_tso {
+            usize::from(u16::MAX)
+        } else {
+            cfg.mtu
+        };
         let mut dev = Queues {
             mtu: ip_mtu + 14,
             ..Queues::default()
@@ -105,7 +110,10 @@ impl Nat {
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut dev, SmolInstant::ZERO);
         iface.update_ip_addrs(|a| {
-            let _ = a.push(IpCidr::new(IpAddress::Ipv4(cfg.gateway_ip), cfg.prefix.min(32)));
+            let _ = a.push(IpCidr::new(
+                IpAddress::Ipv4(cfg.gateway_ip),
+                cfg.prefix.min(32),
+            ));
         });
         iface.set_any_ip(true);
         Self {
@@ -197,10 +205,9 @@ impl Nat {
             return None;
         }
         let t = self.smol_now(now);
-        let smol = self
-            .iface
-            .poll_at(t, &self.sockets)
-            .map(|at| self.epoch + Duration::from_micros(u64::try_from(at.total_micros()).unwrap_or(0)));
+        let smol = self.iface.poll_at(t, &self.sockets).map(|at| {
+            self.epoch + Duration::from_micros(u64::try_from(at.total_micros()).unwrap_or(0))
+        });
         let sweep = now + SWEEP;
         Some(smol.map_or(sweep, |s| s.min(sweep)))
     }
@@ -377,7 +384,10 @@ impl Nat {
         }
         let guest_done = matches!(
             sock.state(),
-            tcp::State::CloseWait | tcp::State::LastAck | tcp::State::Closing | tcp::State::TimeWait
+            tcp::State::CloseWait
+                | tcp::State::LastAck
+                | tcp::State::Closing
+                | tcp::State::TimeWait
         );
         if guest_done && !*host_shut && sock.recv_queue() == 0 {
             let _ = host.shutdown_write();
@@ -516,7 +526,14 @@ impl Nat {
 
     // ---- guest traffic ----
 
-    fn tcp_in(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, tcp: &TcpSlice<'_>, frame: &[u8]) {
+    fn tcp_in(
+        &mut self,
+        now: Instant,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        tcp: &TcpSlice<'_>,
+        frame: &[u8],
+    ) {
         let key = Key {
             proto: Proto::Tcp,
             guest: SocketAddrV4::new(src, tcp.source_port()),
@@ -694,7 +711,14 @@ impl Nat {
             && self.per_guest.get(&guest).copied().unwrap_or(0) < l.max_flows_per_guest
     }
 
-    fn insert(&mut self, now: Instant, key: Key, target: SocketAddrV4, kind: Kind, inbound: bool) -> FlowId {
+    fn insert(
+        &mut self,
+        now: Instant,
+        key: Key,
+        target: SocketAddrV4,
+        kind: Kind,
+        inbound: bool,
+    ) -> FlowId {
         let id = FlowId(self.next);
         self.next += 1;
         *self.per_guest.entry(*key.guest.ip()).or_insert(0) += 1;
@@ -791,7 +815,10 @@ impl Nat {
         let Some(entry) = self.neighbours.get_mut(&guest) else {
             return;
         };
-        if entry.1.is_some_and(|t| now.saturating_duration_since(t) < ARP_REFRESH) {
+        if entry
+            .1
+            .is_some_and(|t| now.saturating_duration_since(t) < ARP_REFRESH)
+        {
             return;
         }
         entry.1 = Some(now);
@@ -889,7 +916,9 @@ const BIG_MSS: u16 = u16::MAX - 40;
 fn raise_mss(frame: &mut [u8]) {
     let Some(&vihl) = frame.get(14) else { return };
     let tcp = 14 + usize::from(vihl & 0x0f) * 4;
-    let Some(&off) = frame.get(tcp + 12) else { return };
+    let Some(&off) = frame.get(tcp + 12) else {
+        return;
+    };
     let end = (tcp + usize::from(off >> 4) * 4).min(frame.len());
     let mut i = tcp + 20;
     while i < end {

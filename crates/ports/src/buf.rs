@@ -72,9 +72,13 @@ impl FrameBuf {
             return false;
         }
         let tcp = 14 + ihl;
-        let Some(&off) = f.get(tcp + 12) else { return false };
+        let Some(&off) = f.get(tcp + 12) else {
+            return false;
+        };
         let thl = usize::from(off >> 4) * 4;
-        let Some(total) = f.get(16..18).map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        let Some(total) = f
+            .get(16..18)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
         else {
             return false;
         };
@@ -89,7 +93,9 @@ impl FrameBuf {
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
-        let Ok(pseudo) = u16::try_from(sum) else { return false };
+        let Ok(pseudo) = u16::try_from(sum) else {
+            return false;
+        };
         let (Ok(hdr_len), Ok(gso_size), Ok(csum_start)) = (
             u16::try_from(tcp + thl),
             u16::try_from(mtu - ihl - thl),

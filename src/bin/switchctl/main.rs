@@ -113,6 +113,16 @@ enum Verb {
         /// Network name.
         network: String,
     },
+    /// Forward a host port to a guest (NAT mode):
+    /// PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT], e.g. tcp:8080:192.168.122.10:80.
+    PortForwardAdd(net::ForwardArgs),
+    /// Remove a port forward: PROTO:[ADDRESS:]PORT (as it was added).
+    PortForwardDel(net::ForwardArgs),
+    /// List the port forwards of a network (live if running, else its definition).
+    PortForwardList {
+        /// Network name.
+        network: String,
+    },
     /// Show the NAT flows of a running network (guest, remote, protocol, state, bytes, age).
     NatFlows {
         /// Network name.
@@ -142,6 +152,11 @@ enum Verb {
         /// Isolated port: reaches only non-isolated ports.
         #[arg(long)]
         isolated: bool,
+        /// Attach to an existing persistent TAP named --name (made beforehand, e.g. by
+        /// `ip tuntap add mode tap vnet_hdr user USER name NAME`), so an unprivileged
+        /// switchd can use it; its link state and MAC are left as they are.
+        #[arg(long, requires = "name", conflicts_with_all = ["netns", "mac", "persistent"])]
+        attach: bool,
     },
     /// Remove a port from a running network.
     PortDel {
@@ -225,6 +240,9 @@ fn run() -> Result<()> {
         }
         Verb::NetDnsRecords { network } => net::dns_records(&args, &store, network),
         Verb::NatFlows { network } => net::nat_flows(&args, &store, network),
+        Verb::PortForwardAdd(f) => net::port_forward(&args, &store, f, true),
+        Verb::PortForwardDel(f) => net::port_forward(&args, &store, f, false),
+        Verb::PortForwardList { network } => net::port_forward_list(&args, &store, network),
         Verb::PortAdd {
             net,
             kind: Kind::Tap,
@@ -234,8 +252,10 @@ fn run() -> Result<()> {
             mac,
             persistent,
             isolated,
+            attach,
         } => {
             let req = Request::PortAdd(PortAdd {
+                attach: *attach,
                 kind: Some(PortKind::Tap),
                 name: name.clone(),
                 netns: netns.clone(),

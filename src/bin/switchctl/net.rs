@@ -675,6 +675,124 @@ fn require_running(store: &Store, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `port-forward-add` and `port-forward-del`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ForwardArgs {
+    /// Network name.
+    network: String,
+    /// The forward: PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT] (del: PROTO:[ADDRESS:]PORT).
+    spec: String,
+    /// Change the running network.
+    #[arg(long)]
+    live: bool,
+    /// Change the persistent definition.
+    #[arg(long)]
+    config: bool,
+    /// The running network if active, else the definition (the default).
+    #[arg(long)]
+    current: bool,
+}
+
+/// `PROTO:[ADDRESS:]PORT[...]` → (proto, address, port): what names a forward to remove.
+fn forward_key(spec: &str) -> Result<(vnet_config::ForwardProto, Option<std::net::Ipv4Addr>, u16)> {
+    vnet_config::PortForward::parse_key(spec).map_err(|e| anyhow!("{e}"))
+}
+
+pub(crate) fn port_forward(args: &Args, store: &Store, f: &ForwardArgs, add: bool) -> Result<()> {
+    check_name(&f.network)?;
+    let running = store.is_running(&f.network);
+    let defined = store.is_defined(&f.network);
+    let (do_live, do_config) = if f.live || f.config {
+        (f.live, f.config)
+    } else if running {
+        (true, defined)
+    } else {
+        (false, true)
+    };
+    if do_live && !running {
+        bail!(
+            "Requested operation is not valid: network '{}' is not active",
+            f.network
+        );
+    }
+    if do_config && !defined {
+        bail!(
+            "Requested operation is not valid: network '{}' is transient",
+            f.network
+        );
+    }
+    // validate against the persistent definition first, so a failure changes nothing
+    let new_def = if do_config {
+        let mut d = definition(store, &f.network)?;
+        if add {
+            let fwd = vnet_config::PortForward::parse_spec(&f.spec).map_err(|e| anyhow!("{e}"))?;
+            d.add_port_forward(fwd).map_err(|e| anyhow!("{e}"))?;
+        } else {
+            let (proto, address, port) = forward_key(&f.spec)?;
+            d.remove_port_forward(proto, address, port)
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        Some(d)
+    } else {
+        None
+    };
+    if do_live {
+        let spec = f.spec.clone();
+        let req = if add {
+            Request::PortForwardAdd { spec }
+        } else {
+            let (proto, address, port) = forward_key(&f.spec)?;
+            let proto = proto.as_str();
+            let spec = match address {
+                Some(a) => format!("{proto}:{a}:{port}"),
+                None => format!("{proto}:{port}"),
+            };
+            Request::PortForwardDel { spec }
+        };
+        call(store, &f.network, &req)?;
+    }
+    if let Some(d) = new_def {
+        store
+            .save_definition(&f.network, &d.to_xml())
+            .context("saving the definition")?;
+    }
+    if args.json {
+        return print_json(&serde_json::json!({ "live": do_live, "config": do_config }));
+    }
+    println!(
+        "Port forward {} {} network {}{}",
+        f.spec,
+        if add { "added to" } else { "removed from" },
+        f.network,
+        match (do_live, do_config) {
+            (true, true) => " (live and persistent)",
+            (true, false) => " (live)",
+            _ => " (persistent)",
+        }
+    );
+    Ok(())
+}
+
+pub(crate) fn port_forward_list(args: &Args, store: &Store, name: &str) -> Result<()> {
+    check_name(name)?;
+    let rows: Vec<String> = if store.is_running(name) {
+        serde_json::from_value(call(store, name, &Request::PortForwardList)?)?
+    } else {
+        definition(store, name)?
+            .port_forwards()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    if args.json {
+        return print_json(&rows);
+    }
+    for r in &rows {
+        println!("{r}");
+    }
+    Ok(())
+}
+
 pub(crate) fn nat_flows(args: &Args, store: &Store, name: &str) -> Result<()> {
     require_running(store, name)?;
     let v = call(store, name, &Request::NatFlows)?;

@@ -85,7 +85,12 @@ impl Daemon {
     /// Checks the network against the running ones, takes its control socket and
     /// publishes its live definition; all under the run dir's start lock, so two networks
     /// starting at once cannot both pass the checks.
-    pub(crate) fn new(network: Network, store: Store, config: vnet_switch::Config) -> Result<Self> {
+    pub(crate) fn new(
+        network: Network,
+        store: Store,
+        config: vnet_switch::Config,
+        nat_limits: vnet_nat::Limits,
+    ) -> Result<Self> {
         let name = network.name().to_owned();
         let socket_path = store.socket_path(&name);
         let lock_path = store.start_lock_path();
@@ -142,6 +147,7 @@ impl Daemon {
                     &network,
                     store.state_dir(),
                     registry,
+                    &nat_limits,
                 )?)
             }
             None => None,
@@ -219,7 +225,7 @@ impl Daemon {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signal(),
-                    Token(t) if t >= crate::nat::RAW_ICMP.0 => {
+                    Token(t) if t >= crate::nat::LISTENER_LOW => {
                         if let Some(g) = self.gateway.as_mut() {
                             g.on_nat_event(Token(t));
                         }
@@ -430,6 +436,11 @@ impl Daemon {
         opts.netns = req.netns.as_deref().map(NetnsRef::new);
         opts.persistent = req.persistent;
         opts.mac = mac;
+        if req.attach {
+            // a TAP made beforehand (possibly for an unprivileged switchd): use it as it is
+            opts.attach_existing = true;
+            opts.up = false;
+        }
         let tap = Tap::create(&opts).map_err(|e| {
             let mut s = e.to_string();
             if let Some(src) = std::error::Error::source(&e) {
@@ -701,6 +712,22 @@ impl Daemon {
                     .map(GatewayPort::lease_rows)
                     .unwrap_or_default(),
             ),
+            Request::PortForwardAdd { spec } => match self.forward_add(&spec) {
+                Ok(()) => Response::ok(&serde_json::Value::Null),
+                Err(e) => Response::err(e),
+            },
+            Request::PortForwardDel { spec } => match self.forward_del(&spec) {
+                Ok(()) => Response::ok(&serde_json::Value::Null),
+                Err(e) => Response::err(e),
+            },
+            Request::PortForwardList => Response::ok(
+                &self
+                    .network
+                    .port_forwards()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            ),
             Request::NatFlows => Response::ok(
                 &self
                     .gateway
@@ -732,6 +759,41 @@ impl Daemon {
 
 impl Daemon {
     /// Applies a `net-update` to the live definition: all or nothing.
+    /// `port-forward-add`: opens the host ports, then records the forward in the live
+    /// definition.
+    fn forward_add(&mut self, spec: &str) -> Result<(), String> {
+        let f = vnet_config::PortForward::parse_spec(spec).map_err(|e| e.to_string())?;
+        let mut net = self.network.clone();
+        net.add_port_forward(f.clone()).map_err(|e| e.to_string())?;
+        let g = self
+            .gateway
+            .as_mut()
+            .ok_or("this network has no gateway (bridge mode)")?;
+        g.add_forward(&f).map_err(|e| e.to_string())?;
+        self.network = net;
+        log!("port forward {f} added");
+        self.store
+            .save_live(&self.name, &self.network.to_xml())
+            .map_err(|e| e.to_string())
+    }
+
+    /// `port-forward-del`: closes the host ports of the forward `spec` names.
+    fn forward_del(&mut self, spec: &str) -> Result<(), String> {
+        let (proto, address, port) =
+            vnet_config::PortForward::parse_key(spec).map_err(|e| e.to_string())?;
+        let removed = self
+            .network
+            .remove_port_forward(proto, address, port)
+            .map_err(|e| e.to_string())?;
+        if let Some(g) = self.gateway.as_mut() {
+            g.remove_forward(&removed);
+        }
+        log!("port forward {removed} removed");
+        self.store
+            .save_live(&self.name, &self.network.to_xml())
+            .map_err(|e| e.to_string())
+    }
+
     fn update(&mut self, u: &NetUpdate) -> Result<(), String> {
         let command = u.command.parse().map_err(|e| format!("{e}"))?;
         let section = u.section.parse().map_err(|e| format!("{e}"))?;

@@ -114,6 +114,7 @@ impl GatewayPort {
         net: &Network,
         state_dir: &std::path::Path,
         registry: mio::Registry,
+        nat_limits: &vnet_nat::Limits,
     ) -> Result<Self> {
         let db_path = state_dir
             .join("leases")
@@ -169,9 +170,24 @@ impl GatewayPort {
         let nat_host = if net.forward_mode() == ForwardMode::Nat {
             let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, cfg.ip, cfg.prefix);
             nc.mtu = usize::from(cfg.mtu);
+            nc.host_access = net.host_access();
+            nc.limits = nat_limits.clone();
             gw.set_nat(vnet_nat::Nat::new(nc, std::time::Instant::now(), seed));
-            log!("NAT: guest flows leave through host sockets; the gateway address reaches the host's loopback");
-            Some(NatHost::new(registry))
+            log!(
+                "NAT: guest flows leave through host sockets{}",
+                if net.host_access() {
+                    "; the gateway address reaches the host's loopback"
+                } else {
+                    ""
+                }
+            );
+            let mut host = NatHost::new(registry, net.forward().nat.as_ref());
+            for f in net.port_forwards() {
+                host.add_forward(f)
+                    .with_context(|| format!("forwarding {f}"))?;
+                log!("port forward {f}");
+            }
+            Some(host)
         } else {
             None
         };
@@ -421,8 +437,25 @@ impl GatewayPort {
         let now = std::time::Instant::now();
         if t == crate::nat::RAW_ICMP {
             host.on_raw_icmp(nat, now);
+        } else if t.0 < crate::nat::NAT_BASE {
+            host.on_listener(nat, now, t);
         } else if let Some(flow) = crate::nat::flow_of(t) {
             host.on_event(nat, now, flow);
+        }
+    }
+
+    /// Opens a port forward's host ports.
+    pub(crate) fn add_forward(&mut self, fwd: &vnet_config::PortForward) -> std::io::Result<()> {
+        match self.nat_host.as_mut() {
+            Some(h) => h.add_forward(fwd),
+            None => Err(std::io::Error::other("port forwards need NAT mode")),
+        }
+    }
+
+    /// Closes a port forward's host ports.
+    pub(crate) fn remove_forward(&mut self, fwd: &vnet_config::PortForward) {
+        if let Some(h) = self.nat_host.as_mut() {
+            h.remove_forward(fwd);
         }
     }
 

@@ -10,7 +10,15 @@ use vnet_control::store::Store;
 
 /// One log line on stderr (journald adds the time under systemd).
 macro_rules! log {
-    ($($t:tt)*) => { eprintln!("switchd: {}", format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::log_line(format_args!($($t)*)) };
+}
+
+/// Writes one log line to stderr with a single `write` (stderr is unbuffered, and
+/// `eprintln!` would write prefix, message and newline separately).
+fn log_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let line = format!("switchd: {args}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 mod daemon;
@@ -50,6 +58,12 @@ struct Args {
     /// Bound on the number of ports.
     #[arg(long, default_value_t = 1024)]
     max_ports: usize,
+    /// NAT: bound on flows (TCP connections, UDP and ping flows) in the network.
+    #[arg(long, default_value_t = 4096)]
+    nat_max_flows: usize,
+    /// NAT: bound on flows per guest address.
+    #[arg(long, default_value_t = 1024)]
+    nat_max_flows_per_guest: usize,
 }
 
 fn main() {
@@ -122,6 +136,9 @@ fn run() -> Result<()> {
         .with_fdb_max_entries(args.fdb_max_entries)
         .with_aging_time(Duration::from_secs(args.aging_time))
         .with_max_ports(args.max_ports);
-    let mut d = daemon::Daemon::new(network, store, config)?;
+    let mut nat_limits = vnet_nat::Limits::default();
+    nat_limits.max_flows = args.nat_max_flows;
+    nat_limits.max_flows_per_guest = args.nat_max_flows_per_guest;
+    let mut d = daemon::Daemon::new(network, store, config, nat_limits)?;
     d.run()
 }

@@ -10,9 +10,10 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
+use vnet_config::{ForwardProto, PortForward};
 use vnet_nat::{Action, FlowId, HostStream, Nat, OpenError, Proto};
 
 /// Tokens at and above this are NAT flows (`NAT_BASE + flow id`).
@@ -23,7 +24,34 @@ enum Sock {
     Tcp(TcpStream),
     Udp(UdpSocket),
     /// An ICMP echo flow on the shared raw socket, under this echo id.
-    RawIcmp { target: std::net::Ipv4Addr, id: u16 },
+    RawIcmp {
+        target: std::net::Ipv4Addr,
+        id: u16,
+    },
+    /// An inbound UDP flow: replies go out of forwarded port `listener` to `client`.
+    Inbound {
+        listener: usize,
+        client: SocketAddr,
+    },
+}
+
+/// Forwarded host ports at most (each port of a range is one listener).
+pub(crate) const MAX_LISTENERS: usize = 65_536;
+
+/// The lowest token of forwarded-port listeners (`LISTENER_TOP - index`).
+pub(crate) const LISTENER_LOW: usize = NAT_BASE - 2 - MAX_LISTENERS;
+const LISTENER_TOP: usize = NAT_BASE - 2;
+
+enum ListenSock {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// One forwarded host port.
+struct Listener {
+    fwd: PortForward,
+    host_port: u16,
+    sock: ListenSock,
 }
 
 /// Token of the shared raw ICMP socket (when ping sockets are not permitted).
@@ -58,6 +86,13 @@ pub(crate) struct NatHost {
     registry: Registry,
     socks: HashMap<FlowId, Sock>,
     raw: Option<RawIcmp>,
+    listeners: HashMap<usize, Listener>,
+    /// `<nat><address start end>`: host source addresses (flows spread over them).
+    bind_addrs: Option<(u32, u32)>,
+    /// `<nat><port start end>`: host source ports for UDP and TCP.
+    bind_ports: Option<(u16, u16)>,
+    /// Rotates through the address and port ranges.
+    cursor: u32,
     /// Sockets that could not be opened (fd limit, permissions).
     pub(crate) open_failures: u64,
 }
@@ -73,11 +108,17 @@ pub(crate) fn flow_of(t: Token) -> Option<FlowId> {
 }
 
 impl NatHost {
-    pub(crate) fn new(registry: Registry) -> Self {
+    pub(crate) fn new(registry: Registry, nat: Option<&vnet_config::Nat>) -> Self {
         Self {
+            bind_addrs: nat
+                .and_then(|n| n.addresses)
+                .map(|(a, b)| (u32::from(a), u32::from(b).max(u32::from(a)))),
+            bind_ports: nat.and_then(|n| n.ports).map(|(a, b)| (a, b.max(a))),
+            cursor: 0,
             registry,
             socks: HashMap::new(),
             raw: None,
+            listeners: HashMap::new(),
             open_failures: 0,
         }
     }
@@ -128,6 +169,15 @@ impl NatHost {
                 Some(Sock::Udp(s)) => {
                     let _ = s.send(&data);
                 }
+                Some(Sock::Inbound { listener, client }) => {
+                    if let Some(Listener {
+                        sock: ListenSock::Udp(u),
+                        ..
+                    }) = self.listeners.get(listener)
+                    {
+                        let _ = u.send_to(&data, *client);
+                    }
+                }
                 Some(Sock::RawIcmp { target, id }) => {
                     if let Some(raw) = &self.raw {
                         let mut msg = data;
@@ -159,12 +209,42 @@ impl NatHost {
                             }
                             Ok(())
                         }
+                        Sock::Inbound { .. } => Ok(()),
                     };
                 }
             }
             #[allow(unreachable_patterns)]
             _ => {}
         }
+    }
+
+    /// Binds `s` to the configured `<nat>` address and port ranges, if any (never for
+    /// the host's loopback).
+    fn bind_source(&mut self, s: &Socket, target: SocketAddrV4) -> io::Result<()> {
+        if target.ip().is_loopback() || (self.bind_addrs.is_none() && self.bind_ports.is_none()) {
+            return Ok(());
+        }
+        let addr = |c: u32| {
+            self.bind_addrs
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED, |(a, b)| {
+                    std::net::Ipv4Addr::from(a + c % (b - a + 1))
+                })
+        };
+        let Some((lo, hi)) = self.bind_ports else {
+            self.cursor = self.cursor.wrapping_add(1);
+            return s.bind(&SocketAddr::V4(SocketAddrV4::new(addr(self.cursor), 0)).into());
+        };
+        let span = u32::from(hi - lo) + 1;
+        let mut last = io::Error::other("no source port free in the <nat><port> range");
+        for _ in 0..span.min(64) {
+            self.cursor = self.cursor.wrapping_add(1);
+            let port = lo + u16::try_from(self.cursor % span).unwrap_or(0);
+            match s.bind(&SocketAddr::V4(SocketAddrV4::new(addr(self.cursor), port)).into()) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     fn open(&mut self, flow: FlowId, proto: Proto, target: SocketAddrV4) -> io::Result<()> {
@@ -174,6 +254,7 @@ impl NatHost {
                 let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
                 s.set_nonblocking(true)?;
                 s.set_nodelay(true)?;
+                self.bind_source(&s, target)?;
                 match s.connect(&addr.into()) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
@@ -211,6 +292,9 @@ impl NatHost {
                     }
                 };
                 s.set_nonblocking(true)?;
+                if proto == Proto::Udp {
+                    self.bind_source(&s, target)?;
+                }
                 s.connect(&addr.into())?;
                 let mut u = UdpSocket::from_std(std::net::UdpSocket::from(s));
                 self.registry
@@ -236,7 +320,10 @@ impl NatHost {
                 next_id: 1,
             });
         }
-        let raw = self.raw.as_mut().ok_or_else(|| io::Error::other("no raw socket"))?;
+        let raw = self
+            .raw
+            .as_mut()
+            .ok_or_else(|| io::Error::other("no raw socket"))?;
         if raw.by_id.len() >= usize::from(u16::MAX) {
             return Err(io::Error::other("echo ids exhausted"));
         }
@@ -320,7 +407,7 @@ impl NatHost {
                 }
             }
             Sock::Tcp(t) => nat.pump(now, flow, &mut Stream(t)),
-            Sock::RawIcmp { .. } => {}
+            Sock::RawIcmp { .. } | Sock::Inbound { .. } => {}
             Sock::Udp(u) => {
                 let mut buf = [0u8; 65536];
                 loop {
@@ -340,6 +427,149 @@ impl NatHost {
     pub(crate) fn sockets(&self) -> usize {
         self.socks.len()
     }
+
+    /// Opens the host ports of `fwd` (all or none).
+    pub(crate) fn add_forward(&mut self, fwd: &PortForward) -> io::Result<()> {
+        let mut opened = Vec::new();
+        let addr = fwd.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        for port in fwd.host_ports() {
+            let r = self.open_listener(fwd, addr, port);
+            match r {
+                Ok(idx) => opened.push(idx),
+                Err(e) => {
+                    for idx in opened {
+                        self.close_listener(idx);
+                    }
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("{} port {addr}:{port}: {e}", fwd.proto),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn open_listener(
+        &mut self,
+        fwd: &PortForward,
+        addr: std::net::Ipv4Addr,
+        port: u16,
+    ) -> io::Result<usize> {
+        if self.listeners.len() >= MAX_LISTENERS {
+            return Err(io::Error::other("too many forwarded ports"));
+        }
+        let idx = (0..MAX_LISTENERS)
+            .find(|i| !self.listeners.contains_key(i))
+            .ok_or_else(|| io::Error::other("too many forwarded ports"))?;
+        let at = SocketAddr::V4(SocketAddrV4::new(addr, port));
+        let tok = Token(LISTENER_TOP - idx);
+        let sock = match fwd.proto {
+            ForwardProto::Tcp => {
+                let mut l = TcpListener::bind(at)?;
+                self.registry.register(&mut l, tok, Interest::READABLE)?;
+                ListenSock::Tcp(l)
+            }
+            ForwardProto::Udp => {
+                let mut u = UdpSocket::bind(at)?;
+                self.registry.register(&mut u, tok, Interest::READABLE)?;
+                ListenSock::Udp(u)
+            }
+        };
+        self.listeners.insert(
+            idx,
+            Listener {
+                fwd: fwd.clone(),
+                host_port: port,
+                sock,
+            },
+        );
+        Ok(idx)
+    }
+
+    fn close_listener(&mut self, idx: usize) {
+        if let Some(mut l) = self.listeners.remove(&idx) {
+            let _ = match &mut l.sock {
+                ListenSock::Tcp(t) => self.registry.deregister(t),
+                ListenSock::Udp(u) => self.registry.deregister(u),
+            };
+        }
+    }
+
+    /// Closes the host ports of `fwd` (flows already open go on).
+    pub(crate) fn remove_forward(&mut self, fwd: &PortForward) {
+        let idx: Vec<usize> = self
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.fwd == *fwd)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in idx {
+            self.close_listener(i);
+        }
+    }
+
+    /// A forwarded host port is ready: accept connections / read datagrams.
+    pub(crate) fn on_listener(&mut self, nat: &mut Nat, now: Instant, t: Token) {
+        let Some(idx) = LISTENER_TOP.checked_sub(t.0) else {
+            return;
+        };
+        let Some(l) = self.listeners.get(&idx) else {
+            return;
+        };
+        let Some(guest_port) = l.fwd.guest_port_for(l.host_port) else {
+            return;
+        };
+        let guest = SocketAddrV4::new(l.fwd.to, guest_port);
+        match &l.sock {
+            ListenSock::Tcp(listener) => loop {
+                let (mut stream, peer) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let SocketAddr::V4(client) = peer else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let Some(flow) = nat.accept_inbound(now, client, guest) else {
+                    continue; // refused by the bounds: dropping the stream closes it
+                };
+                if self
+                    .registry
+                    .register(
+                        &mut stream,
+                        token(flow),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .is_ok()
+                {
+                    self.socks.insert(flow, Sock::Tcp(stream));
+                }
+            },
+            ListenSock::Udp(u) => {
+                let mut buf = [0u8; 65536];
+                loop {
+                    let (n, from) = match u.recv_from(&mut buf) {
+                        Ok(r) => r,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
+                    let SocketAddr::V4(client) = from else {
+                        continue;
+                    };
+                    let data = buf.get(..n).unwrap_or_default();
+                    if let Some(flow) = nat.inbound_datagram(now, client, guest, data) {
+                        self.socks.entry(flow).or_insert(Sock::Inbound {
+                            listener: idx,
+                            client: from,
+                        });
+                    }
+                }
+            }
+        }
+        self.run(nat, now);
+    }
 }
 
 /// The Internet checksum of an ICMP message.
@@ -356,7 +586,7 @@ fn icmp_checksum(msg: &[u8]) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::try_from(sum).unwrap_or(u16::MAX)
 }
 
 /// `EINPROGRESS` (Linux).
