@@ -255,3 +255,6 @@ pub struct Stats {
     /// Flows ended by a timeout.
     pub timeouts: u64,
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,372 @@
+//! Engine tests with real frames (built with etherparse) and a fake clock.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+
+use crate::*;
+
+const GW_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc];
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x05];
+const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 1);
+const GUEST: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 5);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 2);
+
+fn nat_with(f: impl FnOnce(&mut NatConfig)) -> (Nat, Instant) {
+    let mut cfg = NatConfig::new(GW_MAC, GW, 24);
+    f(&mut cfg);
+    let t0 = Instant::now();
+    (Nat::new(cfg, t0, 7), t0)
+}
+
+fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv4(src.octets(), dst.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .syn()
+        .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+        .expect("options");
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("write");
+    v
+}
+
+fn udp(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv4(GUEST.octets(), dst.octets(), 64)
+        .udp(sport, dport);
+    let mut v = Vec::new();
+    b.write(&mut v, payload).expect("write");
+    v
+}
+
+fn actions(nat: &mut Nat) -> Vec<Action> {
+    std::iter::from_fn(|| nat.poll_action()).collect()
+}
+
+fn frames(nat: &mut Nat) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| nat.poll_transmit()).collect()
+}
+
+/// A host socket in memory: what the engine writes, what it may read.
+#[derive(Default)]
+struct Mem {
+    written: Vec<u8>,
+    to_read: Vec<u8>,
+    eof: bool,
+    shut: bool,
+}
+
+impl HostStream for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.to_read.is_empty() {
+            return if self.eof {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let n = buf.len().min(self.to_read.len());
+        buf[..n].copy_from_slice(&self.to_read[..n]);
+        self.to_read.drain(..n);
+        Ok(n)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shut = true;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_syn_opens_a_host_connection_and_is_answered_once_it_succeeds() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(GUEST, 40000, REMOTE, 80));
+    let a = actions(&mut nat);
+    let [Action::Open {
+        flow,
+        proto: Proto::Tcp,
+        target,
+    }] = a.as_slice()
+    else {
+        panic!("{a:?}");
+    };
+    assert_eq!(*target, SocketAddrV4::new(REMOTE, 80));
+    assert!(
+        frames(&mut nat).is_empty(),
+        "nothing for the guest before the connect"
+    );
+    // a retransmitted SYN while connecting changes nothing
+    nat.handle_frame(t0, &syn(GUEST, 40000, REMOTE, 80));
+    assert!(actions(&mut nat).is_empty());
+
+    nat.opened(t0, *flow, Ok(()));
+    let out = frames(&mut nat);
+    let synack = out
+        .iter()
+        .find_map(|f| {
+            let p = SlicedPacket::from_ethernet(f).ok()?;
+            match p.transport? {
+                TransportSlice::Tcp(t) if t.syn() && t.ack() => {
+                    Some((p.net, t.acknowledgment_number(), t.source_port()))
+                }
+                _ => None,
+            }
+        })
+        .expect("a SYN-ACK to the guest");
+    let Some(NetSlice::Ipv4(ip)) = synack.0 else {
+        panic!()
+    };
+    assert_eq!(
+        ip.header().source_addr(),
+        REMOTE,
+        "from the address the guest asked for"
+    );
+    assert_eq!(synack.1, 1001);
+    assert_eq!(synack.2, 80);
+    assert_eq!(nat.flows(t0)[0].state, "syn-received");
+}
+
+#[test]
+fn refused_gives_a_rst_and_unreachable_an_icmp_error() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(GUEST, 40001, REMOTE, 9));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    nat.opened(t0, flow, Err(OpenError::Refused));
+    let f = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        panic!()
+    };
+    assert!(t.rst() && t.ack());
+    assert_eq!(t.acknowledgment_number(), 1001);
+    assert_eq!(actions(&mut nat), vec![Action::Close { flow }]);
+    assert_eq!(nat.stats().flows, 0);
+
+    nat.handle_frame(t0, &syn(GUEST, 40002, REMOTE, 80));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    nat.opened(t0, flow, Err(OpenError::Unreachable));
+    let f = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
+    let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+        panic!()
+    };
+    assert!(matches!(
+        icmp.icmp_type(),
+        Icmpv4Type::DestinationUnreachable(_)
+    ));
+    assert_eq!(nat.stats().unreachable, 1);
+}
+
+#[test]
+fn a_connect_that_never_finishes_times_out_as_unreachable() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(GUEST, 40003, REMOTE, 80));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    nat.handle_timeout(t0 + Duration::from_secs(21));
+    assert_eq!(actions(&mut nat), vec![Action::Close { flow }]);
+    assert_eq!(frames(&mut nat).len(), 1, "an ICMP error");
+}
+
+#[test]
+fn tcp_data_is_pumped_both_ways() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(GUEST, 40004, REMOTE, 80));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    nat.opened(t0, flow, Ok(()));
+    let out = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&out[0]).expect("synack");
+    let Some(TransportSlice::Tcp(sa)) = p.transport else {
+        panic!()
+    };
+    let server_seq = sa.sequence_number();
+    // the guest ACKs and sends "hello"
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv4(GUEST.octets(), REMOTE.octets(), 64)
+        .tcp(40004, 80, 1001, 64240)
+        .ack(server_seq.wrapping_add(1))
+        .psh();
+    let mut data = Vec::new();
+    b.write(&mut data, b"hello").expect("write");
+    nat.handle_frame(t0, &data);
+    assert_eq!(nat.poll_dirty(), Some(flow));
+    let mut host = Mem {
+        to_read: b"world".to_vec(),
+        ..Mem::default()
+    };
+    nat.pump(t0, flow, &mut host);
+    assert_eq!(host.written, b"hello");
+    let sent: Vec<u8> = frames(&mut nat)
+        .iter()
+        .filter_map(|f| {
+            let p = SlicedPacket::from_ethernet(f).ok()?;
+            match p.transport? {
+                TransportSlice::Tcp(t) => Some(t.payload().to_vec()),
+                _ => None,
+            }
+        })
+        .flatten()
+        .collect();
+    assert_eq!(sent, b"world");
+    let info = &nat.flows(t0)[0];
+    assert_eq!((info.bytes_out, info.bytes_in), (5, 5));
+}
+
+#[test]
+fn udp_flows_open_a_socket_carry_replies_and_expire() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &udp(5353, REMOTE, 53, b"query"));
+    let a = actions(&mut nat);
+    let [Action::Open {
+        flow,
+        proto: Proto::Udp,
+        ..
+    }, Action::Datagram { data, .. }] = a.as_slice()
+    else {
+        panic!("{a:?}");
+    };
+    assert_eq!(data, b"query");
+    nat.datagram(t0, *flow, b"answer");
+    let f = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
+    let Some(TransportSlice::Udp(u)) = p.transport else {
+        panic!()
+    };
+    assert_eq!(
+        (u.source_port(), u.destination_port(), u.payload()),
+        (53, 5353, &b"answer"[..])
+    );
+    // replied: kept for 180 s of silence, then closed
+    nat.handle_timeout(t0 + Duration::from_secs(100));
+    assert!(actions(&mut nat).is_empty());
+    nat.handle_timeout(t0 + Duration::from_secs(181));
+    assert_eq!(actions(&mut nat), vec![Action::Close { flow: *flow }]);
+}
+
+#[test]
+fn icmp_echo_goes_out_and_the_reply_gets_the_guests_id_back() {
+    let (mut nat, t0) = nat_with(|_| {});
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv4(GUEST.octets(), REMOTE.octets(), 64)
+        .icmpv4_echo_request(0x1234, 7);
+    let mut f = Vec::new();
+    b.write(&mut f, b"ping!").expect("write");
+    nat.handle_frame(t0, &f);
+    let a = actions(&mut nat);
+    let [Action::Open {
+        flow,
+        proto: Proto::Icmp,
+        target,
+    }, Action::Datagram { data, .. }] = a.as_slice()
+    else {
+        panic!("{a:?}");
+    };
+    assert_eq!(*target, SocketAddrV4::new(REMOTE, 0));
+    assert_eq!(&data[..2], &[8, 0]);
+    // the kernel's reply carries its own id; the guest gets 0x1234 back
+    let reply = [0u8, 0, 0, 0, 0x99, 0x99, 0, 7, b'p', b'i', b'n', b'g', b'!'];
+    nat.datagram(t0, *flow, &reply);
+    let f = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
+    let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+        panic!()
+    };
+    let Icmpv4Type::EchoReply(echo) = icmp.icmp_type() else {
+        panic!()
+    };
+    assert_eq!((echo.id, echo.seq), (0x1234, 7));
+}
+
+#[test]
+fn host_access_maps_the_gateway_to_loopback_or_is_refused() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(GUEST, 40005, GW, 22));
+    let Some(Action::Open { target, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    assert_eq!(target, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 22));
+
+    let (mut nat, t0) = nat_with(|c| c.host_access = false);
+    nat.handle_frame(t0, &syn(GUEST, 40006, GW, 22));
+    assert!(actions(&mut nat).is_empty());
+    let f = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        panic!()
+    };
+    assert!(t.rst());
+}
+
+#[test]
+fn flow_bounds_refuse_new_flows_per_guest() {
+    let (mut nat, t0) = nat_with(|c| c.limits.max_flows_per_guest = 2);
+    for port in [1, 2, 3] {
+        nat.handle_frame(t0, &syn(GUEST, 41000 + port, REMOTE, 80));
+    }
+    let opens = actions(&mut nat)
+        .iter()
+        .filter(|a| matches!(a, Action::Open { .. }))
+        .count();
+    assert_eq!(opens, 2);
+    assert_eq!(nat.stats().refused_limit, 1);
+    let f = frames(&mut nat);
+    assert_eq!(f.len(), 1, "a RST for the third");
+    // another guest is not affected
+    nat.handle_frame(t0, &syn(Ipv4Addr::new(192, 168, 122, 6), 41000, REMOTE, 80));
+    assert_eq!(actions(&mut nat).len(), 1);
+}
+
+#[test]
+fn frames_from_outside_the_segment_or_garbage_are_dropped() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(Ipv4Addr::new(10, 1, 1, 1), 40000, REMOTE, 80));
+    nat.handle_frame(t0, &[0u8; 10]);
+    nat.handle_frame(t0, &syn(GUEST, 40000, REMOTE, 80)[..30]);
+    assert!(actions(&mut nat).is_empty());
+    assert!(frames(&mut nat).is_empty());
+    assert_eq!(nat.stats().dropped, 3);
+}
+
+#[test]
+fn inbound_connections_are_opened_from_the_clients_address() {
+    let (mut nat, t0) = nat_with(|_| {});
+    // the engine learns the guest's MAC from any frame it sent
+    nat.handle_frame(t0, &udp(1, REMOTE, 9, b"x"));
+    let _ = actions(&mut nat);
+    let client = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 55000);
+    let flow = nat
+        .accept_inbound(t0, client, SocketAddrV4::new(GUEST, 80))
+        .expect("a flow");
+    let f = frames(&mut nat);
+    let synf = f
+        .iter()
+        .find_map(|f| {
+            let p = SlicedPacket::from_ethernet(f).ok()?;
+            let Some(NetSlice::Ipv4(ip)) = p.net else {
+                return None;
+            };
+            match p.transport? {
+                TransportSlice::Tcp(t) if t.syn() => {
+                    Some((ip.header().source_addr(), t.source_port(), f[..6].to_vec()))
+                }
+                _ => None,
+            }
+        })
+        .expect("a SYN to the guest");
+    assert_eq!((synf.0, synf.1), (*client.ip(), client.port()));
+    assert_eq!(synf.2, GUEST_MAC);
+    assert!(nat.flows(t0).iter().any(|f| f.id == flow && f.inbound));
+}
