@@ -94,6 +94,8 @@ exit 0
     );
     let lf = dir.join(format!("dhclient-{tag}.leases"));
     let pf = dir.join(format!("dhclient-{tag}.pid"));
+    let _ = std::fs::remove_file(&pf);
+    let pid_file = pf.clone();
     let (script, lf, pf) = (
         script.to_string_lossy().into_owned(),
         lf.to_string_lossy().into_owned(),
@@ -106,8 +108,18 @@ exit 0
     args.push("eth0");
     let _ = ns.run("timeout", &args);
     // dhclient daemonizes after the lease; stop it so it does not renew behind our back
-    if let Ok(pid) = std::fs::read_to_string(&pf) {
+    // (the daemon writes its pid file a moment after the parent returns)
+    let mut pid = String::new();
+    vnet_testkit::wait_for(std::time::Duration::from_secs(2), || {
+        pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        !pid.trim().is_empty()
+    });
+    if !pid.trim().is_empty() {
         let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        let proc_dir = format!("/proc/{}", pid.trim());
+        vnet_testkit::wait_for(std::time::Duration::from_secs(2), || {
+            !Path::new(&proc_dir).exists()
+        });
     }
     read_kv(&out)
 }
