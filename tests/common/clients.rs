@@ -85,7 +85,7 @@ case "$reason" in
     [ -n "$new_interface_mtu" ] && ip link set dev "$interface" mtu "$new_interface_mtu"
     echo "ip=$new_ip_address mask=$new_subnet_mask router=$new_routers dns=$new_domain_name_servers domain=$new_domain_name mtu=$new_interface_mtu hostname=$new_host_name reason=$reason" > {out}
     ;;
-  RELEASE|EXPIRE|STOP) ip addr flush dev "$interface" ;;
+  EXPIRE|STOP) ip addr flush dev "$interface" ;;
 esac
 exit 0
 "#,
@@ -130,6 +130,8 @@ pub fn dhclient_release(net: &Net, ns: &Netns, tag: &str) {
     let script = dir.join(format!("dhclient-{tag}.sh"));
     let lf = dir.join(format!("dhclient-{tag}.leases"));
     let pf = dir.join(format!("dhclient-{tag}.pid"));
+    let released = |l: &str| l.matches("DHCPRELEASE(").count();
+    let before = released(&net.log());
     ns.run_ok(
         "timeout",
         &[
@@ -146,6 +148,13 @@ pub fn dhclient_release(net: &Net, ns: &Netns, tag: &str) {
             "eth0",
         ],
     );
+    // The release is a unicast from the leased address; the script keeps the address
+    // (RELEASE) so a packet still waiting for ARP is not dropped. Drop it once the
+    // server has the release.
+    vnet_testkit::wait_for(std::time::Duration::from_secs(3), || {
+        released(&net.log()) > before
+    });
+    ns.run_ok("ip", &["addr", "flush", "dev", "eth0"]);
 }
 
 /// Runs dhcpcd once in `ns`; returns what the server sent.
