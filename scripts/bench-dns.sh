@@ -30,7 +30,14 @@
 # in even ones), so noise on this shared machine spreads evenly:
 #   qps      dnsperf -c 4 -q 100: loaded throughput (queries per second) and the average
 #            latency under that load (mostly queueing inside dnsperf's 100 outstanding)
-#   lat      dnsperf -c 1 -q 1: one query outstanding; average latency (min, max, stddev)
+#   lat      dnsperf -c 1 -q 1: one query outstanding; average latency (min, max, stddev).
+#            dnsperf 2.10 does not send the next query at once: in its source the receiver
+#            thread wakes the sender before it counts the answer, so the sender can go back to
+#            sleep until the receiver's next wake-up (a 100 ms poll timeout). It manages
+#            20-1000 q/s instead of ~1/latency, a different number of queries in each run,
+#            each query on idle CPUs.
+#   pace     dnsperf -c 1 -q 10 -Q PACE: the same single queries at a steady PACE per second
+#            (default 500: one every 2 ms, far apart from each other), PACE*DURATION samples
 #
 # Also recorded per measurement: queries lost (dnsperf -t TIMEOUT, default 5 s), the server's
 # CPU time, UDP receive-buffer overflows in the client's and dnsmasq's namespace, frames the
@@ -42,6 +49,7 @@
 #   RUNS       rounds (default 3)
 #   NAMES      names of the cached workload (default 20, at most 150)
 #   TIMEOUT    dnsperf -t seconds (default 5)
+#   PACE       queries per second of the paced latency measurement (default 500)
 #   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
 #
@@ -59,6 +67,7 @@ DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
 NAMES=${NAMES:-20}
 TIMEOUT=${TIMEOUT:-5}
+PACE=${PACE:-500}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
@@ -66,7 +75,7 @@ SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 die() { echo "bench-dns: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
-for v in DURATION RUNS NAMES TIMEOUT; do
+for v in DURATION RUNS NAMES TIMEOUT PACE; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
 done
 [ "$NAMES" -le 150 ] || die "NAMES must be at most 150 (dnsmasq's default cache size)"
@@ -338,11 +347,19 @@ run_dnsperf() {
   [ "$rc" -eq 0 ] || { tail -n 5 "$out" >&2; die "dnsperf against $s failed ($rc)"; }
 }
 
-# dnsperf's report + the two snapshots -> "key=value" lines
+# the machine's CPU time so far: the shell's `times` (its second line: CPU of the reaped
+# children, here dnsperf) and /proc/stat's cpu line. Runs in this shell (no subshell).
+cpu_mark() {
+  times
+  head -n 1 /proc/stat
+}
+
+# dnsperf's report + the two snapshots + the two CPU marks -> "key=value" lines
 parse_run() {
   python3 - "$@" "$(getconf CLK_TCK)" <<'EOF'
 import re, sys
-out, before, after, hz = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+out, before, after, t0, t1 = sys.argv[1:6]
+hz = float(sys.argv[6])
 text = open(out).read()
 def num(pat):
     m = re.search(pat, text)
@@ -381,6 +398,29 @@ for k in a:
             continue
         elif d or k in ("upstream", "tx_dropped", "cli_rcvbuf", "srv_rcvbuf"):
             r[k] = int(d)
+# CPU over the run, in % of one CPU: dnsperf (the shell's reaped children), the server
+# (cpu_ticks above), other processes on the machine (user+nice+system time minus those
+# two: a noise indicator), interrupts/softirqs (the packets' kernel path, when the kernel
+# accounts it apart from the processes), and the time the hypervisor took (steal)
+def mark(path):
+    lines = open(path).read().split("\n")
+    u, sy = (float(m) * 60 + float(x) for m, x in re.findall(r"(\d+)m([0-9.]+)s", lines[1]))
+    f = [float(x) / hz for x in lines[2].split()[1:]]
+    return u + sy, f[0] + f[1] + f[2], f[5] + f[6], f[7]
+run_s = max(num(r"Run time \(s\):\s+([0-9.]+)"), 1e-9)
+c0, p0, i0, st0 = mark(t0)
+c1, p1, i1, st1 = mark(t1)
+client = c1 - c0
+server = float(r.get("srv_cpu_pct", 0)) / 100 * run_s
+pct = lambda x: f"{x / run_s * 100:.0f}"
+r["cli_cpu_pct"] = pct(client)
+r["other_cpu_pct"] = pct(max(p1 - p0 - client - server, 0))
+r["irq_pct"] = pct(i1 - i0)
+r["steal_pct"] = pct(st1 - st0)
+# CPU per answered query: the server's, and the machine's (server + dnsperf + irq/softirq)
+if r["completed"]:
+    r["srv_us_q"] = f"{server / r['completed'] * 1e6:.2f}"
+    r["all_us_q"] = f"{(server + client + i1 - i0) / r['completed'] * 1e6:.2f}"
 for k, v in r.items():
     print(f"{k}={v}")
 EOF
@@ -397,31 +437,34 @@ echo "load:     $(cut -d' ' -f1-3 /proc/loadavg)$(pgrep -x -d, 'cargo|rustc' >/d
 echo "dnsperf:  $(dnsperf -h 2>&1 | sed -n 's/^Version //p') ($(dpkg-query -W -f='${Version}' dnsperf 2>/dev/null || echo '?'))"
 echo "dnsmasq:  $(dnsmasq --version | head -1)"
 echo "dig:      $(dig -v 2>&1 | head -1)"
-echo "switchd:  $("$SWITCHD" --version 2>&1 | head -1) ($SWITCHD), checkout at git $git_rev"
+echo "switchd:  $("$SWITCHD" --version 2>&1 | head -1) ($SWITCHD, built $(date -u -r "$SWITCHD" +%Y-%m-%dT%H:%MZ), sha256 $(sha256sum "$SWITCHD" | cut -c1-12)); checkout now at git $git_rev"
 echo "rustc:    $(rustc --version 2>/dev/null || echo unknown)"
 echo "workloads: local = printer.vnet.test A; cached = $NAMES names www001..www$(printf %03d "$NAMES").example.test A (TTL 3600, warmed up)"
 echo "dnsperf:  qps: dnsperf -s $GW -d <workload> -l $DURATION -t $TIMEOUT -c 4 -q 100"
 echo "          lat: dnsperf -s $GW -d <workload> -l $DURATION -t $TIMEOUT -c 1 -q 1"
+echo "          pace: dnsperf -s $GW -d <workload> -l $DURATION -t $TIMEOUT -c 1 -q 10 -Q $PACE"
 echo
 
 declare -A wlabel=([local]="local name" [cached]="cached forwarded")
-declare -A mopts=([qps]="-c 4 -q 100" [lat]="-c 1 -q 1")
-declare -A mlabel=([qps]="-c4 -q100" [lat]="-c1 -q1")
+declare -A mopts=([qps]="-c 4 -q 100" [lat]="-c 1 -q 1" [pace]="-c 1 -q 10 -Q $PACE")
+declare -A mlabel=([qps]="-c4 -q100" [lat]="-c1 -q1" [pace]="-Q$PACE")
 results=()   # "server workload mode run key=value..." lines
 
 for ((r = 1; r <= RUNS; r++)); do
   if ((r % 2)); then order=(vnet dnsmasq); else order=(dnsmasq vnet); fi
   for w in local cached; do
-    for m in qps lat; do
+    for m in qps lat pace; do
       for s in "${order[@]}"; do
         base=$tmp/$s-$w-$m-$r
         snapshot "$s" >"$base.before"
+        cpu_mark >"$base.t0"
         # shellcheck disable=SC2086  # mopts holds several options
         run_dnsperf "$s" "$tmp/$w.txt" "$base.out" ${mopts[$m]}
+        cpu_mark >"$base.t1"
         snapshot "$s" >"$base.after"
         kill -0 "${server_pid[$s]}" 2>/dev/null ||
           die "$s died during $w $m: $(tail -n 20 "$tmp/switchd.log" "$tmp/dnsmasq.err" 2>/dev/null)"
-        parse_run "$base.out" "$base.before" "$base.after" >"$base.kv"
+        parse_run "$base.out" "$base.before" "$base.after" "$base.t0" "$base.t1" >"$base.kv"
         line=$(tr '\n' ' ' <"$base.kv")
         results+=("$s $w $m $r $line")
         printf 'run %d/%d  %-16s %-9s %-29s %s\n' "$r" "$RUNS" "${wlabel[$w]}" "${mlabel[$m]}" \
@@ -439,7 +482,7 @@ grep -v -E 'gateway |DHCP on |DNS on |running, control|port .* added' "$tmp/swit
 
 # --- summary table --------------------------------------------------------------------------------
 printf '%s\n' "${results[@]}" >"$tmp/results"
-python3 - "$tmp/results" "${label[vnet]}" "${label[dnsmasq]}" <<'EOF'
+python3 - "$tmp/results" "${label[vnet]}" "${label[dnsmasq]}" "$PACE" <<'EOF'
 import statistics, sys
 labels = {"vnet": sys.argv[2], "dnsmasq": sys.argv[3]}
 res = {}
@@ -452,31 +495,42 @@ def med(s, w, m, k):
     v = vals(s, w, m, k)
     return statistics.median(v) if v else None
 rows = [
-    ("QPS, dnsperf -c4 -q100", "qps", "qps", "q/s", True),
-    ("avg latency under that load", "qps", "lat_avg_us", "us", False),
-    ("avg latency, 1 outstanding (-c1 -q1)", "lat", "lat_avg_us", "us", False),
+    ("QPS, dnsperf -c4 -q100", "qps", "qps", "q/s", ".0f"),
+    ("avg latency under that load", "qps", "lat_avg_us", "us", ".0f"),
+    ("server CPU per query under load", "qps", "srv_us_q", "us", ".1f"),
+    ("machine CPU per query (+dnsperf,irq)", "qps", "all_us_q", "us", ".1f"),
+    ("avg latency, 1 outstanding (-c1 -q1)", "lat", "lat_avg_us", "us", ".0f"),
+    ("  queries answered per s at -c1 -q1", "lat", "qps", "q/s", ".0f"),
+    (f"avg latency, paced (-c1 -q10 -Q{sys.argv[4]})", "pace", "lat_avg_us", "us", ".0f"),
 ]
 for w, wl in (("local", "local name (printer.vnet.test)"), ("cached", "cached forwarded names")):
     print(f"== {wl}: median (min / max) over {len(res.get(('vnet', w, 'qps'), []))} runs")
     print(f"{'':<38}{labels['vnet']:>30}{labels['dnsmasq']:>30}{'vnet/dnsmasq':>14}")
-    for title, m, k, unit, higher in rows:
+    for title, m, k, unit, fmt in rows:
         cells = []
         for s in ("vnet", "dnsmasq"):
             v = vals(s, w, m, k)
-            cells.append(f"{statistics.median(v):.0f} ({min(v):.0f} / {max(v):.0f}) {unit}" if v else "n/a")
+            cells.append(f"{statistics.median(v):{fmt}} ({min(v):{fmt}} / {max(v):{fmt}}) {unit}"
+                         if v else "n/a")
         a, b = med("vnet", w, m, k), med("dnsmasq", w, m, k)
         ratio = f"{a / b:.2f}" if a is not None and b else "n/a"
         print(f"{title:<38}{cells[0]:>30}{cells[1]:>30}{ratio:>14}")
     # one-outstanding min/max single-query latency over all runs
     for s in ("vnet", "dnsmasq"):
         mn, mx = vals(s, w, "lat", "lat_min_us"), vals(s, w, "lat", "lat_max_us")
-        lost = sum(vals(s, w, "qps", "lost")) + sum(vals(s, w, "lat", "lost"))
+        lost = sum(sum(vals(s, w, m, "lost")) for m in ("qps", "lat", "pace"))
         if mn:
             print(f"  {labels[s]:<34} single query min {min(mn):.0f} us, max {max(mx):.0f} us; "
                   f"queries lost in all runs: {lost:.0f}")
     print()
+noisy = [(s, w, m, d.get("other_cpu_pct")) for (s, w, m), ds in sorted(res.items()) for d in ds
+         if float(d.get("other_cpu_pct", 0)) > 15]
+if noisy:
+    print(f"warning: {len(noisy)} measurements ran while other processes used > 15 % of a CPU "
+          "(other_cpu_pct in the per-run lines)")
 print("(QPS: higher is better; latency: lower is better. Per-run lines above: lost = dnsperf")
-print(" timeouts; srv_cpu_pct = server CPU over the run; tx_dropped = client frames its eth0 dropped;")
+print(" timeouts; srv_/cli_cpu_pct = server / dnsperf CPU over the run (% of one CPU); other_cpu_pct =")
+print(" other processes' CPU (noise); irq_pct, steal_pct; tx_dropped = client frames its eth0 dropped;")
 print(" cli_rcvbuf/srv_rcvbuf = UDP receive-buffer overflows; upstream = queries the wan dnsmasq got;")
 print(" other keys: the server's counters that changed (vnet dns_stats; dnsmasq hits/misses.bind))")
 EOF

@@ -70,6 +70,16 @@ pub enum Request {
     },
     /// The port forwards.
     PortForwardList,
+    /// Stream the frames of one port (both directions) or of every port (as they
+    /// arrive) as pcap on this connection, after the response line.
+    Capture {
+        /// A port name; `None`: every port.
+        #[serde(default)]
+        port: Option<String>,
+        /// Stop after this many frames.
+        #[serde(default)]
+        count: Option<u64>,
+    },
 }
 
 /// One NAT flow, as `nat-flows` reports it.
@@ -423,6 +433,12 @@ impl Client {
         let mut line = serde_json::to_vec(req)?;
         line.push(b'\n');
         self.call_raw(&line)
+    }
+
+    /// What the daemon sends after the response (a capture's pcap stream), buffered
+    /// bytes included.
+    pub fn into_stream(self) -> impl std::io::Read {
+        self.reader
     }
 
     /// Sends raw bytes as a request line and waits for the response (for tests of

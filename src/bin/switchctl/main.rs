@@ -123,6 +123,24 @@ enum Verb {
         /// Network name.
         network: String,
     },
+    /// Capture frames as pcap (read with `tcpdump -r`): one port in both directions, or
+    /// every port as frames arrive.
+    Capture {
+        /// Network name.
+        network: String,
+        /// Port name (`gateway` for the network's own address); omit with --all.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        port: Option<String>,
+        /// Every port (each frame once, as it arrives).
+        #[arg(long)]
+        all: bool,
+        /// Where to write the pcap: a file, or `-` for standard output.
+        #[arg(short = 'w', default_value = "-")]
+        write: String,
+        /// Stop after this many frames.
+        #[arg(long, short = 'c')]
+        count: Option<u64>,
+    },
     /// Show the NAT flows of a running network (guest, remote, protocol, state, bytes, age).
     NatFlows {
         /// Network name.
@@ -212,6 +230,47 @@ pub(crate) fn call(store: &Store, net: &str, req: &Request) -> Result<serde_json
     }
 }
 
+/// `switchctl capture`: asks for the stream, then copies it out until the daemon ends
+/// it (`--count`) or the user stops us.
+fn capture(
+    store: &Store,
+    net: &str,
+    port: Option<String>,
+    write: &str,
+    count: Option<u64>,
+) -> Result<()> {
+    vnet_control::validate_network_name(net).map_err(anyhow::Error::msg)?;
+    let path = store.socket_path(net);
+    let mut client = Client::connect(&path).with_context(|| format!("network {net:?}"))?;
+    match client.call(&Request::Capture { port, count })? {
+        Response::Ok { .. } => {}
+        Response::Err { error, .. } => bail!(error),
+    }
+    let mut stream = client.into_stream();
+    let mut out: Box<dyn std::io::Write> = if write == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(write).with_context(|| format!("creating {write}"))?)
+    };
+    // flush per chunk so `| tcpdump -r -` sees frames as they come
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match std::io::Read::read(&mut stream, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the capture"),
+        };
+        if let Err(e) = out.write_all(&buf[..n]).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break;
+            }
+            return Err(e).context("writing the capture");
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -240,6 +299,13 @@ fn run() -> Result<()> {
         }
         Verb::NetDnsRecords { network } => net::dns_records(&args, &store, network),
         Verb::NatFlows { network } => net::nat_flows(&args, &store, network),
+        Verb::Capture {
+            network,
+            port,
+            all: _,
+            write,
+            count,
+        } => capture(&store, network, port.clone(), write, *count),
         Verb::PortForwardAdd(f) => net::port_forward(&args, &store, f, true),
         Verb::PortForwardDel(f) => net::port_forward(&args, &store, f, false),
         Verb::PortForwardList { network } => net::port_forward_list(&args, &store, network),

@@ -28,6 +28,7 @@ use vnet_control::{
 };
 use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
 
+use crate::capture::Capture;
 use crate::gateway::{gateway_config, GatewayPort};
 use vnet_gateway::Now;
 use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
@@ -79,6 +80,8 @@ pub(crate) struct Daemon {
     gateway: Option<GatewayPort>,
     epoch: std::time::Instant,
     stop: bool,
+    /// Running captures (`switchctl capture`).
+    captures: Vec<Capture>,
 }
 
 impl Daemon {
@@ -191,6 +194,7 @@ impl Daemon {
             targets: Vec::new(),
             epoch: std::time::Instant::now(),
             stop: false,
+            captures: Vec::new(),
         })
     }
 
@@ -246,6 +250,9 @@ impl Daemon {
             }
             if let Some(g) = self.gateway.as_mut() {
                 g.handle_timeout();
+            }
+            if !self.captures.is_empty() {
+                self.flush_captures();
             }
             self.drain_gateway(now);
         }
@@ -356,6 +363,9 @@ impl Daemon {
     }
 
     fn forward(&mut self, now: Instant, ingress: PortId) {
+        if !self.captures.is_empty() {
+            self.capture_frame(ingress, true);
+        }
         match self.sw.handle_frame(now, ingress, self.buf.frame()) {
             Verdict::Forward(egress) => self.transmit(egress),
             Verdict::Flood => {
@@ -372,6 +382,9 @@ impl Daemon {
     }
 
     fn transmit(&mut self, egress: PortId) {
+        if !self.captures.is_empty() {
+            self.capture_frame(egress, false);
+        }
         if let Some(g) = self.gateway.as_mut().filter(|g| g.id == egress) {
             g.gw.handle_frame(Now::system(), self.buf.frame());
             return;
@@ -381,6 +394,91 @@ impl Daemon {
         };
         if port.tap.send(&self.buf).is_err() {
             self.sw.count_tx_failure(egress, self.buf.len());
+        }
+    }
+
+    // ---- capture ----
+
+    /// Hands the frame in the datapath buffer to the captures that want it.
+    fn capture_frame(&mut self, port: PortId, ingress: bool) {
+        for c in &mut self.captures {
+            if !c.wants(port, ingress) {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(&c.token) else {
+                continue;
+            };
+            c.record(self.buf.frame(), conn.outbuf.len());
+            c.take(&mut conn.outbuf);
+        }
+    }
+
+    /// Starts a capture on control connection `token`: the response line, then pcap.
+    fn start_capture(
+        &mut self,
+        token: Token,
+        port: Option<&str>,
+        count: Option<u64>,
+    ) -> Result<Capture, String> {
+        let id = match port {
+            Some(name) if name == "gateway" => self.gateway.as_ref().map(|g| g.id),
+            Some(name) => self.port_id_by_name(name),
+            None => None,
+        };
+        if port.is_some() && id.is_none() {
+            return Err(format!(
+                "no port named {:?} in network {:?}",
+                port.unwrap_or_default(),
+                self.name
+            ));
+        }
+        if self.captures.len() >= 8 {
+            return Err("too many captures running (8)".into());
+        }
+        let c = Capture::new(token, id, count).map_err(|e| e.to_string())?;
+        log!(
+            "capture started on {} ({})",
+            port.unwrap_or("every port"),
+            count.map_or_else(|| "until stopped".to_owned(), |n| format!("{n} frames"))
+        );
+        Ok(c)
+    }
+
+    /// Flushes the captures' output once per loop turn; ends the ones whose reader left
+    /// or whose `--count` is reached.
+    fn flush_captures(&mut self) {
+        let mut i = 0;
+        while i < self.captures.len() {
+            let c = &self.captures[i];
+            let token = c.token;
+            let ended = match self.conns.get_mut(&token) {
+                None => true,
+                Some(conn) => match flush(conn) {
+                    Ok(true) => c.done(),
+                    Ok(false) => {
+                        let _ = self.poll.registry().reregister(
+                            &mut conn.stream,
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        );
+                        false
+                    }
+                    Err(_) => true,
+                },
+            };
+            if ended {
+                let c = self.captures.swap_remove(i);
+                if let Some(mut conn) = self.conns.remove(&token) {
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                }
+                log!(
+                    "capture ended: {} frames, {} dropped (slow reader)",
+                    c.captured,
+                    c.dropped
+                );
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -606,7 +704,19 @@ impl Daemon {
         }
         while let Some(nl) = conn.inbuf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = conn.inbuf.drain(..=nl).collect();
-            let resp = self.handle_line(&line[..line.len() - 1]);
+            let line = &line[..line.len() - 1];
+            if let Ok(Request::Capture { port, count }) = serde_json::from_slice(line) {
+                match self.start_capture(token, port.as_deref(), count) {
+                    Ok(mut c) => {
+                        queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
+                        c.take(&mut conn.outbuf);
+                        self.captures.push(c);
+                    }
+                    Err(e) => queue_response(&mut conn.outbuf, &Response::err(e)),
+                }
+                continue;
+            }
+            let resp = self.handle_line(line);
             queue_response(&mut conn.outbuf, &resp);
         }
         if conn.inbuf.len() > MAX_REQUEST_LEN {

@@ -21,6 +21,7 @@ fn log_line(args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
+mod capture;
 mod daemon;
 mod gateway;
 mod nat;
