@@ -421,7 +421,7 @@ impl Daemon {
         count: Option<u64>,
     ) -> Result<Capture, String> {
         let id = match port {
-            Some(name) if name == "gateway" => self.gateway.as_ref().map(|g| g.id),
+            Some("gateway") => self.gateway.as_ref().map(|g| g.id),
             Some(name) => self.port_id_by_name(name),
             None => None,
         };
