@@ -15,12 +15,14 @@ declare -A need=(
   [ip]=iproute2 [ping]=iputils-ping [tcpdump]=tcpdump [iperf3]=iperf3
   [ethtool]=ethtool [vde_switch]=vde2 [sysctl]=procps [ss]=iproute2
   [busybox]=busybox [dhclient]=isc-dhcp-client [dhcpcd]=dhcpcd-base [python3]=python3-minimal
-  [dig]=bind9-dnsutils [dnsmasq]=dnsmasq-base
+  [dig]=bind9-dnsutils [dnsmasq]=dnsmasq-base [curl]=curl [setpriv]=util-linux
 )
 missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# the metrics test reads the endpoint with the Prometheus client library's own parser
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "== installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -36,6 +36,9 @@ use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
 const LISTENER: Token = Token(1 << 20);
 const SIGNALS: Token = Token((1 << 20) + 1);
 const DNS_UPSTREAM: Token = Token((1 << 20) + 2);
+const METRICS: Token = Token((1 << 20) + 3);
+/// Tokens of metrics (HTTP) connections: `HTTP_BASE + n`, above the control ones.
+const HTTP_BASE: usize = 3 << 20;
 const CONN_BASE: usize = 1 << 21;
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
@@ -48,6 +51,12 @@ struct Port {
     isolated: bool,
     /// In the ready queue (readable, not yet drained to `EAGAIN`).
     ready: bool,
+}
+
+struct HttpConn {
+    stream: mio::net::TcpStream,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
 }
 
 struct Conn {
@@ -82,6 +91,10 @@ pub(crate) struct Daemon {
     stop: bool,
     /// Running captures (`switchctl capture`).
     captures: Vec<Capture>,
+    /// The metrics endpoint (`--metrics`) and its connections.
+    metrics: Option<mio::net::TcpListener>,
+    http: HashMap<Token, HttpConn>,
+    next_http: usize,
 }
 
 impl Daemon {
@@ -93,6 +106,7 @@ impl Daemon {
         store: Store,
         config: vnet_switch::Config,
         nat_limits: vnet_nat::Limits,
+        metrics_addr: Option<std::net::SocketAddr>,
     ) -> Result<Self> {
         let name = network.name().to_owned();
         let socket_path = store.socket_path(&name);
@@ -166,6 +180,17 @@ impl Daemon {
 
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let metrics = match metrics_addr {
+            Some(a) => {
+                let mut l = mio::net::TcpListener::bind(a)
+                    .with_context(|| format!("binding the metrics endpoint {a}"))?;
+                poll.registry()
+                    .register(&mut l, METRICS, Interest::READABLE)?;
+                log!("metrics on http://{a}/metrics");
+                Some(l)
+            }
+            None => None,
+        };
         if let Some(sock) = gateway.as_mut().and_then(|g| g.upstream.as_mut()) {
             poll.registry()
                 .register(sock, DNS_UPSTREAM, Interest::READABLE)?;
@@ -195,6 +220,9 @@ impl Daemon {
             epoch: std::time::Instant::now(),
             stop: false,
             captures: Vec::new(),
+            metrics,
+            http: HashMap::new(),
+            next_http: 0,
         })
     }
 
@@ -233,6 +261,10 @@ impl Daemon {
                         if let Some(g) = self.gateway.as_mut() {
                             g.on_nat_event(Token(t));
                         }
+                    }
+                    METRICS => self.accept_http(),
+                    Token(t) if (HTTP_BASE..HTTP_BASE + (1 << 20)).contains(&t) => {
+                        self.on_http(Token(t));
                     }
                     DNS_UPSTREAM => {
                         if let Some(g) = self.gateway.as_mut() {
@@ -395,6 +427,119 @@ impl Daemon {
         if port.tap.send(&self.buf).is_err() {
             self.sw.count_tx_failure(egress, self.buf.len());
         }
+    }
+
+    fn port_infos(&self) -> Vec<PortInfo> {
+        self.sw
+            .ports()
+            .iter()
+            .filter_map(|id| self.port_info(*id))
+            .collect()
+    }
+
+    fn net_info(&self) -> NetInfo {
+        NetInfo {
+            name: self.name.clone(),
+            pid: std::process::id(),
+            uptime: self.epoch.elapsed().as_secs_f64(),
+            ports: self.ports.iter().flatten().count(),
+            fdb_entries: self.sw.fdb().len(),
+            fdb_max_entries: self.sw.fdb().max_entries(),
+            aging_time: self.sw.fdb().aging().as_secs(),
+            uuid: self.network.uuid().map(str::to_owned),
+            bridge: self.network.bridge_name().map(str::to_owned),
+            mode: mode_name(self.network.forward_mode()).to_owned(),
+            gateway: self.gateway.as_ref().map(GatewayPort::info),
+        }
+    }
+
+    // ---- metrics ----
+
+    fn accept_http(&mut self) {
+        let Some(l) = self.metrics.as_ref() else {
+            return;
+        };
+        while let Ok((mut stream, _)) = l.accept() {
+            if self.http.len() >= MAX_CONNS {
+                continue; // dropped: closes it
+            }
+            let token = Token(HTTP_BASE + self.next_http);
+            self.next_http = (self.next_http + 1) % (1 << 20);
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, token, Interest::READABLE)
+                .is_ok()
+            {
+                self.http.insert(
+                    token,
+                    HttpConn {
+                        stream,
+                        inbuf: Vec::new(),
+                        outbuf: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_http(&mut self, token: Token) {
+        let Some(mut c) = self.http.remove(&token) else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        let mut eof = false;
+        loop {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+            if c.inbuf.len() > 8192 {
+                eof = true;
+                break;
+            }
+        }
+        if c.outbuf.is_empty() {
+            let resp =
+                crate::metrics::http_response(&c.inbuf, &self.net_info(), &self.port_infos());
+            match resp {
+                Some(r) => c.outbuf = r,
+                None if eof => {
+                    let _ = self.poll.registry().deregister(&mut c.stream);
+                    return;
+                }
+                None => {
+                    self.http.insert(token, c);
+                    return;
+                }
+            }
+        }
+        while !c.outbuf.is_empty() {
+            match c.stream.write(&c.outbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let _ = self.poll.registry().reregister(
+                        &mut c.stream,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                    self.http.insert(token, c);
+                    return;
+                }
+                Err(_) => break,
+            }
+        }
+        // answered (or broken): close
+        let _ = self.poll.registry().deregister(&mut c.stream);
     }
 
     // ---- capture ----
@@ -764,15 +909,7 @@ impl Daemon {
                 Ok(()) => Response::ok(&serde_json::Value::Null),
                 Err(e) => Response::err(e),
             },
-            Request::PortList => {
-                let infos: Vec<PortInfo> = self
-                    .sw
-                    .ports()
-                    .iter()
-                    .filter_map(|id| self.port_info(*id))
-                    .collect();
-                Response::ok(&infos)
-            }
+            Request::PortList => Response::ok(&self.port_infos()),
             Request::FdbShow => {
                 let now = self.now();
                 let mut rows: Vec<FdbRow> = self
@@ -802,19 +939,7 @@ impl Daemon {
                 rows.sort_by(|a, b| (&a.port, &a.mac).cmp(&(&b.port, &b.mac)));
                 Response::ok(&rows)
             }
-            Request::NetInfo => Response::ok(&NetInfo {
-                name: self.name.clone(),
-                pid: std::process::id(),
-                uptime: self.epoch.elapsed().as_secs_f64(),
-                ports: self.ports.iter().flatten().count(),
-                fdb_entries: self.sw.fdb().len(),
-                fdb_max_entries: self.sw.fdb().max_entries(),
-                aging_time: self.sw.fdb().aging().as_secs(),
-                uuid: self.network.uuid().map(str::to_owned),
-                bridge: self.network.bridge_name().map(str::to_owned),
-                mode: mode_name(self.network.forward_mode()).to_owned(),
-                gateway: self.gateway.as_ref().map(GatewayPort::info),
-            }),
+            Request::NetInfo => Response::ok(&self.net_info()),
             Request::DhcpLeases => Response::ok(
                 &self
                     .gateway

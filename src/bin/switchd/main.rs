@@ -24,6 +24,7 @@ fn log_line(args: std::fmt::Arguments<'_>) {
 mod capture;
 mod daemon;
 mod gateway;
+mod metrics;
 mod nat;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
@@ -65,6 +66,9 @@ struct Args {
     /// NAT: bound on flows per guest address.
     #[arg(long, default_value_t = 1024)]
     nat_max_flows_per_guest: usize,
+    /// Serve Prometheus metrics on ADDR:PORT (off by default; keep it on loopback).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn main() {
@@ -140,6 +144,6 @@ fn run() -> Result<()> {
     let mut nat_limits = vnet_nat::Limits::default();
     nat_limits.max_flows = args.nat_max_flows;
     nat_limits.max_flows_per_guest = args.nat_max_flows_per_guest;
-    let mut d = daemon::Daemon::new(network, store, config, nat_limits)?;
+    let mut d = daemon::Daemon::new(network, store, config, nat_limits, args.metrics)?;
     d.run()
 }

@@ -1,0 +1,172 @@
+//! The Prometheus endpoint (`--metrics ADDR:PORT`): the network's counters in the text
+//! exposition format, rendered with `prometheus-client` at each scrape.
+//!
+//! Requests are parsed with `httparse`; any GET is answered with the metrics, anything
+//! else with 405. Connections are served by the same non-blocking loop as control
+//! connections, so a slow scraper cannot stall the switch.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use vnet_control::{NetInfo, PortInfo};
+
+type Labels = Vec<(String, String)>;
+
+/// What a scrape answers with: status line, headers and body.
+pub(crate) fn http_response(request: &[u8], net: &NetInfo, ports: &[PortInfo]) -> Option<Vec<u8>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(request) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some(reply("400 Bad Request", "text/plain", "bad request\n")),
+    }
+    if req.method != Some("GET") {
+        return Some(reply("405 Method Not Allowed", "text/plain", "GET only\n"));
+    }
+    Some(reply(
+        "200 OK",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        &render(net, ports),
+    ))
+}
+
+fn reply(status: &str, ctype: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn counter_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Counter> {
+    let f = Family::<Labels, Counter>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn gauge_family(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
+    let f = Family::<Labels, Gauge>::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The metrics of a network and its ports.
+pub(crate) fn render(net: &NetInfo, ports: &[PortInfo]) -> String {
+    let mut reg = Registry::default();
+    let n = net.name.as_str();
+    let rx_frames = counter_family(
+        &mut reg,
+        "vnet_port_rx_frames",
+        "Frames received from the port",
+    );
+    let rx_bytes = counter_family(
+        &mut reg,
+        "vnet_port_rx_bytes",
+        "Bytes received from the port",
+    );
+    let tx_frames = counter_family(&mut reg, "vnet_port_tx_frames", "Frames sent to the port");
+    let tx_bytes = counter_family(&mut reg, "vnet_port_tx_bytes", "Bytes sent to the port");
+    let flooded = counter_family(
+        &mut reg,
+        "vnet_port_flooded_frames",
+        "Frames from the port that were flooded",
+    );
+    let drops = counter_family(
+        &mut reg,
+        "vnet_port_dropped_frames",
+        "Frames from the port dropped, by reason",
+    );
+    for p in ports {
+        let l = labels(&[("network", n), ("port", &p.name)]);
+        let c = &p.counters;
+        rx_frames.get_or_create(&l).inc_by(c.rx_frames);
+        rx_bytes.get_or_create(&l).inc_by(c.rx_bytes);
+        tx_frames.get_or_create(&l).inc_by(c.tx_frames);
+        tx_bytes.get_or_create(&l).inc_by(c.tx_bytes);
+        flooded.get_or_create(&l).inc_by(c.flooded);
+        for (reason, v) in &c.drops {
+            drops
+                .get_or_create(&labels(&[
+                    ("network", n),
+                    ("port", &p.name),
+                    ("reason", reason),
+                ]))
+                .inc_by(*v);
+        }
+    }
+    let l = labels(&[("network", n)]);
+    gauge_family(&mut reg, "vnet_ports", "Ports of the network")
+        .get_or_create(&l)
+        .set(gauge_value(net.ports as u64));
+    gauge_family(&mut reg, "vnet_fdb_entries", "Learned MAC addresses")
+        .get_or_create(&l)
+        .set(gauge_value(net.fdb_entries as u64));
+    gauge_family(
+        &mut reg,
+        "vnet_fdb_max_entries",
+        "Bound on learned MAC addresses",
+    )
+    .get_or_create(&l)
+    .set(gauge_value(net.fdb_max_entries as u64));
+    if let Some(g) = &net.gateway {
+        let gw = counter_family(&mut reg, "vnet_gateway_events", "Gateway counters, by kind");
+        for (kind, v) in [
+            ("arp_replies", g.arp_replies),
+            ("echo_replies", g.echo_replies),
+            ("dhcp_in", g.dhcp_in),
+            ("dhcp_out", g.dhcp_out),
+            ("dhcp_dropped", g.dhcp_dropped),
+            ("malformed", g.malformed),
+        ] {
+            gw.get_or_create(&labels(&[("network", n), ("kind", kind)]))
+                .inc_by(v);
+        }
+        gauge_family(&mut reg, "vnet_dhcp_leases", "Active DHCP leases")
+            .get_or_create(&l)
+            .set(gauge_value(g.leases as u64));
+        let dns = counter_family(&mut reg, "vnet_dns_events", "DNS server counters, by kind");
+        let dns_now = gauge_family(&mut reg, "vnet_dns_now", "DNS server gauges, by kind");
+        for (kind, v) in &g.dns_stats {
+            let l = labels(&[("network", n), ("kind", kind)]);
+            if matches!(
+                kind.as_str(),
+                "in_flight" | "cache_entries" | "lease_names" | "tcp_connections"
+            ) {
+                dns_now.get_or_create(&l).set(gauge_value(*v));
+            } else {
+                dns.get_or_create(&l).inc_by(*v);
+            }
+        }
+        if let Some(nat) = &g.nat {
+            let c = counter_family(&mut reg, "vnet_nat_events", "NAT counters, by kind");
+            let now = gauge_family(&mut reg, "vnet_nat_now", "NAT gauges, by kind");
+            for (kind, v) in nat {
+                let l = labels(&[("network", n), ("kind", kind)]);
+                if matches!(kind.as_str(), "flows" | "host_sockets") {
+                    now.get_or_create(&l).set(gauge_value(*v));
+                } else {
+                    c.get_or_create(&l).inc_by(*v);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    if encode(&mut out, &reg).is_err() {
+        out.clear();
+    }
+    out
+}
