@@ -50,6 +50,8 @@
 #   NAMES      names of the cached workload (default 20, at most 150)
 #   TIMEOUT    dnsperf -t seconds (default 5)
 #   PACE       queries per second of the paced latency measurement (default 500)
+#   NOISE      a second summary leaves out measurements during which other processes used
+#              more than NOISE % of a CPU (default 15; other_cpu_pct in the per-run lines)
 #   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
 #
@@ -68,6 +70,7 @@ RUNS=${RUNS:-3}
 NAMES=${NAMES:-20}
 TIMEOUT=${TIMEOUT:-5}
 PACE=${PACE:-500}
+NOISE=${NOISE:-15}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
@@ -75,7 +78,7 @@ SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 die() { echo "bench-dns: $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
-for v in DURATION RUNS NAMES TIMEOUT PACE; do
+for v in DURATION RUNS NAMES TIMEOUT PACE NOISE; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
 done
 [ "$NAMES" -le 150 ] || die "NAMES must be at most 150 (dnsmasq's default cache size)"
@@ -482,18 +485,15 @@ grep -v -E 'gateway |DHCP on |DNS on |running, control|port .* added' "$tmp/swit
 
 # --- summary table --------------------------------------------------------------------------------
 printf '%s\n' "${results[@]}" >"$tmp/results"
-python3 - "$tmp/results" "${label[vnet]}" "${label[dnsmasq]}" "$PACE" <<'EOF'
+python3 - "$tmp/results" "${label[vnet]}" "${label[dnsmasq]}" "$PACE" "$NOISE" <<'EOF'
 import statistics, sys
 labels = {"vnet": sys.argv[2], "dnsmasq": sys.argv[3]}
+pace, noise = sys.argv[4], float(sys.argv[5])
 res = {}
 for line in open(sys.argv[1]):
     s, w, m, r, *kv = line.split()
     res.setdefault((s, w, m), []).append(dict(x.split("=", 1) for x in kv))
-def vals(s, w, m, k):
-    return [float(d[k]) for d in res.get((s, w, m), []) if k in d]
-def med(s, w, m, k):
-    v = vals(s, w, m, k)
-    return statistics.median(v) if v else None
+clean = lambda d: float(d.get("other_cpu_pct", 0)) <= noise
 rows = [
     ("QPS, dnsperf -c4 -q100", "qps", "qps", "q/s", ".0f"),
     ("avg latency under that load", "qps", "lat_avg_us", "us", ".0f"),
@@ -501,33 +501,37 @@ rows = [
     ("machine CPU per query (+dnsperf,irq)", "qps", "all_us_q", "us", ".1f"),
     ("avg latency, 1 outstanding (-c1 -q1)", "lat", "lat_avg_us", "us", ".0f"),
     ("  queries answered per s at -c1 -q1", "lat", "qps", "q/s", ".0f"),
-    (f"avg latency, paced (-c1 -q10 -Q{sys.argv[4]})", "pace", "lat_avg_us", "us", ".0f"),
+    (f"avg latency, paced (-c1 -q10 -Q{pace})", "pace", "lat_avg_us", "us", ".0f"),
 ]
-for w, wl in (("local", "local name (printer.vnet.test)"), ("cached", "cached forwarded names")):
-    print(f"== {wl}: median (min / max) over {len(res.get(('vnet', w, 'qps'), []))} runs")
-    print(f"{'':<38}{labels['vnet']:>30}{labels['dnsmasq']:>30}{'vnet/dnsmasq':>14}")
-    for title, m, k, unit, fmt in rows:
-        cells = []
+def table(title, keep):
+    def vals(s, w, m, k):
+        return [float(d[k]) for d in res.get((s, w, m), []) if k in d and keep(d)]
+    print(f"#### {title}")
+    for w, wl in (("local", "local name (printer.vnet.test)"), ("cached", "cached forwarded names")):
+        print(f"== {wl}: median (min / max) [samples]")
+        print(f"{'':<38}{labels['vnet']:>34}{labels['dnsmasq']:>34}{'vnet/dnsmasq':>14}")
+        for t, m, k, unit, fmt in rows:
+            cells, meds = [], []
+            for s in ("vnet", "dnsmasq"):
+                v = vals(s, w, m, k)
+                meds.append(statistics.median(v) if v else None)
+                cells.append(f"{statistics.median(v):{fmt}} ({min(v):{fmt}} / {max(v):{fmt}}) "
+                             f"{unit} [{len(v)}]" if v else "n/a")
+            a, b = meds
+            ratio = f"{a / b:.2f}" if a is not None and b else "n/a"
+            print(f"{t:<38}{cells[0]:>34}{cells[1]:>34}{ratio:>14}")
         for s in ("vnet", "dnsmasq"):
-            v = vals(s, w, m, k)
-            cells.append(f"{statistics.median(v):{fmt}} ({min(v):{fmt}} / {max(v):{fmt}}) {unit}"
-                         if v else "n/a")
-        a, b = med("vnet", w, m, k), med("dnsmasq", w, m, k)
-        ratio = f"{a / b:.2f}" if a is not None and b else "n/a"
-        print(f"{title:<38}{cells[0]:>30}{cells[1]:>30}{ratio:>14}")
-    # one-outstanding min/max single-query latency over all runs
-    for s in ("vnet", "dnsmasq"):
-        mn, mx = vals(s, w, "lat", "lat_min_us"), vals(s, w, "lat", "lat_max_us")
-        lost = sum(sum(vals(s, w, m, "lost")) for m in ("qps", "lat", "pace"))
-        if mn:
-            print(f"  {labels[s]:<34} single query min {min(mn):.0f} us, max {max(mx):.0f} us; "
-                  f"queries lost in all runs: {lost:.0f}")
-    print()
-noisy = [(s, w, m, d.get("other_cpu_pct")) for (s, w, m), ds in sorted(res.items()) for d in ds
-         if float(d.get("other_cpu_pct", 0)) > 15]
+            mn, mx = vals(s, w, "lat", "lat_min_us"), vals(s, w, "lat", "lat_max_us")
+            lost = sum(sum(vals(s, w, m, "lost")) for m in ("qps", "lat", "pace"))
+            if mn:
+                print(f"  {labels[s]:<34} -q1 single query min {min(mn):.0f} us, max {max(mx):.0f} "
+                      f"us; queries lost: {lost:.0f}")
+        print()
+table("all measurements", lambda d: True)
+noisy = sum(1 for ds in res.values() for d in ds if not clean(d))
 if noisy:
-    print(f"warning: {len(noisy)} measurements ran while other processes used > 15 % of a CPU "
-          "(other_cpu_pct in the per-run lines)")
+    table(f"only measurements while other processes used <= {noise:g} % of a CPU "
+          f"({noisy} left out)", clean)
 print("(QPS: higher is better; latency: lower is better. Per-run lines above: lost = dnsperf")
 print(" timeouts; srv_/cli_cpu_pct = server / dnsperf CPU over the run (% of one CPU); other_cpu_pct =")
 print(" other processes' CPU (noise); irq_pct, steal_pct; tx_dropped = client frames its eth0 dropped;")

@@ -408,3 +408,35 @@ fn net_edit_validates_and_saves() {
     let out = run_with_editor("true");
     assert!(String::from_utf8_lossy(&out.stdout).contains("not changed"));
 }
+
+#[test]
+fn net_event_prints_port_and_lease_events() {
+    let net = common::Net::start();
+    let mut cmd = std::process::Command::new(common::SWITCHCTL);
+    cmd.arg("--run-dir")
+        .arg(net.dir.path())
+        .args(["net-event", &net.name, "--loop", "--timeout", "5"])
+        .stdout(std::process::Stdio::piped());
+    let watcher = cmd.spawn().expect("net-event");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let g = net.add_bare_guest("vev", "52:54:00:90:00:01");
+    let lease = common::clients::udhcpc(&net, &g, "ev", &["-x", "hostname:evvm"]);
+    let ip = lease.get("ip").cloned().unwrap_or_default();
+    let out = watcher.wait_with_output().expect("net-event output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "event 'port-added' for network {}: {}:eth0",
+            net.name,
+            g.name()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "event 'lease-granted' for network {}: {ip} 52:54:00:90:00:01 evvm",
+            net.name
+        )),
+        "{text}"
+    );
+}

@@ -70,6 +70,9 @@ pub enum Request {
     },
     /// The port forwards.
     PortForwardList,
+    /// Stream the network's events (ports, leases, stop) as JSON lines on this
+    /// connection, after the response line.
+    Events,
     /// Stream the frames of one port (both directions) or of every port (as they
     /// arrive) as pcap on this connection, after the response line.
     Capture {
@@ -435,10 +438,11 @@ impl Client {
         self.call_raw(&line)
     }
 
-    /// What the daemon sends after the response (a capture's pcap stream), buffered
-    /// bytes included.
-    pub fn into_stream(self) -> impl std::io::Read {
-        self.reader
+    /// What the daemon sends after the response (a capture's pcap stream, events),
+    /// buffered bytes included; reads wait at most `timeout` (`None`: for ever).
+    pub fn into_stream(self, timeout: Option<Duration>) -> std::io::Result<BufReader<UnixStream>> {
+        self.reader.get_ref().set_read_timeout(timeout)?;
+        Ok(self.reader)
     }
 
     /// Sends raw bytes as a request line and waits for the response (for tests of

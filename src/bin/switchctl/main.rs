@@ -123,6 +123,18 @@ enum Verb {
         /// Network name.
         network: String,
     },
+    /// Print a running network's events (ports added/removed, leases granted,
+    /// released and expired, network stopped), like `virsh net-event`.
+    NetEvent {
+        /// Network name.
+        network: String,
+        /// Keep printing events (default: print one and exit).
+        #[arg(long = "loop")]
+        repeat: bool,
+        /// Give up after this many seconds without an event.
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
     /// Capture frames as pcap (read with `tcpdump -r`): one port in both directions, or
     /// every port as frames arrive.
     Capture {
@@ -230,6 +242,58 @@ pub(crate) fn call(store: &Store, net: &str, req: &Request) -> Result<serde_json
     }
 }
 
+/// `switchctl net-event`: prints the network's events as they come.
+fn net_event(
+    args: &Args,
+    store: &Store,
+    net: &str,
+    repeat: bool,
+    timeout: Option<u64>,
+) -> Result<()> {
+    use std::io::BufRead as _;
+    vnet_control::validate_network_name(net).map_err(anyhow::Error::msg)?;
+    let path = store.socket_path(net);
+    let mut client = Client::connect(&path).with_context(|| format!("network {net:?}"))?;
+    match client.call(&Request::Events)? {
+        Response::Ok { .. } => {}
+        Response::Err { error, .. } => bail!(error),
+    }
+    let stream = client.into_stream(timeout.map(std::time::Duration::from_secs))?;
+    let mut seen = 0u64;
+    for line in stream.lines() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e).context("reading events"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&line).context("a malformed event")?;
+        seen += 1;
+        if args.json {
+            println!("{line}");
+        } else {
+            let kind = v["event"].as_str().unwrap_or("?");
+            let detail = v["detail"].as_str().unwrap_or("");
+            println!("event '{kind}' for network {net}: {detail}");
+        }
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        if !repeat {
+            break;
+        }
+    }
+    if !args.json {
+        println!("events received: {seen}");
+    }
+    Ok(())
+}
+
 /// `switchctl capture`: asks for the stream, then copies it out until the daemon ends
 /// it (`--count`) or the user stops us.
 fn capture(
@@ -246,7 +310,7 @@ fn capture(
         Response::Ok { .. } => {}
         Response::Err { error, .. } => bail!(error),
     }
-    let mut stream = client.into_stream();
+    let mut stream = client.into_stream(None)?;
     let mut out: Box<dyn std::io::Write> = if write == "-" {
         Box::new(std::io::stdout().lock())
     } else {
@@ -299,6 +363,11 @@ fn run() -> Result<()> {
         }
         Verb::NetDnsRecords { network } => net::dns_records(&args, &store, network),
         Verb::NatFlows { network } => net::nat_flows(&args, &store, network),
+        Verb::NetEvent {
+            network,
+            repeat,
+            timeout,
+        } => net_event(&args, &store, network, *repeat, *timeout),
         Verb::Capture {
             network,
             port,

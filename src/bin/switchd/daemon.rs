@@ -91,6 +91,8 @@ pub(crate) struct Daemon {
     stop: bool,
     /// Running captures (`switchctl capture`).
     captures: Vec<Capture>,
+    /// Connections that asked for the event stream (`switchctl net-event`).
+    event_subs: Vec<Token>,
     /// The metrics endpoint (`--metrics`) and its connections.
     metrics: Option<mio::net::TcpListener>,
     http: HashMap<Token, HttpConn>,
@@ -220,6 +222,7 @@ impl Daemon {
             epoch: std::time::Instant::now(),
             stop: false,
             captures: Vec::new(),
+            event_subs: Vec::new(),
             metrics,
             http: HashMap::new(),
             next_http: 0,
@@ -304,6 +307,7 @@ impl Daemon {
     }
 
     fn shutdown(&mut self) {
+        self.emit("network-stopped", self.name.clone());
         let names: Vec<String> = self
             .ports
             .iter()
@@ -382,7 +386,17 @@ impl Daemon {
                 return;
             };
             g.drain_events(&self.name);
+            let has_events = !g.events.is_empty();
             let Some(frame) = g.gw.poll_transmit() else {
+                if has_events {
+                    self.emit_gateway_events();
+                }
+                return;
+            };
+            if has_events {
+                self.emit_gateway_events();
+            }
+            let Some(g) = self.gateway.as_mut() else {
                 return;
             };
             let id = g.id;
@@ -540,6 +554,53 @@ impl Daemon {
         }
         // answered (or broken): close
         let _ = self.poll.registry().deregister(&mut c.stream);
+    }
+
+    // ---- events ----
+
+    /// Sends an event to the `net-event` subscribers (a slow one misses events rather
+    /// than making switchd buffer without bound).
+    fn emit(&mut self, event: &str, detail: String) {
+        if self.event_subs.is_empty() {
+            return;
+        }
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut line = serde_json::to_vec(&serde_json::json!({
+            "event": event,
+            "network": self.name,
+            "time": t,
+            "detail": detail,
+        }))
+        .unwrap_or_default();
+        line.push(b'\n');
+        self.event_subs.retain(|t| self.conns.contains_key(t));
+        for t in &self.event_subs {
+            if let Some(conn) = self.conns.get_mut(t) {
+                if conn.outbuf.len() < 1 << 20 {
+                    conn.outbuf.extend_from_slice(&line);
+                }
+                if let Ok(false) = flush(conn) {
+                    let _ = self.poll.registry().reregister(
+                        &mut conn.stream,
+                        *t,
+                        Interest::READABLE | Interest::WRITABLE,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Events the gateway queued (leases).
+    fn emit_gateway_events(&mut self) {
+        let events = match self.gateway.as_mut() {
+            Some(g) if !g.events.is_empty() => std::mem::take(&mut g.events),
+            _ => return,
+        };
+        for (kind, detail) in events {
+            self.emit(kind, detail);
+        }
     }
 
     // ---- capture ----
@@ -714,14 +775,16 @@ impl Daemon {
         if self.ports.len() <= id.index() {
             self.ports.resize_with(id.index() + 1, || None);
         }
-        log!(
-            "port {name} added ({kind:?} {}{})",
+        let detail = format!(
+            "{name} ({kind:?} {}{})",
             tap.name(),
             req.netns
                 .as_deref()
                 .map(|n| format!(" in netns {n}"))
                 .unwrap_or_default()
         );
+        log!("port {detail} added");
+        self.emit("port-added", detail);
         self.ports[id.index()] = Some(Port {
             name,
             tap,
@@ -753,6 +816,7 @@ impl Daemon {
             }
         }
         log!("port {name} removed");
+        self.emit("port-removed", name.to_owned());
         Ok(())
     }
 
@@ -850,6 +914,13 @@ impl Daemon {
         while let Some(nl) = conn.inbuf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = conn.inbuf.drain(..=nl).collect();
             let line = &line[..line.len() - 1];
+            if let Ok(Request::Events) = serde_json::from_slice(line) {
+                queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
+                if self.event_subs.len() < MAX_CONNS {
+                    self.event_subs.push(token);
+                }
+                continue;
+            }
             if let Ok(Request::Capture { port, count }) = serde_json::from_slice(line) {
                 match self.start_capture(token, port.as_deref(), count) {
                     Ok(mut c) => {

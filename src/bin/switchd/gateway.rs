@@ -36,6 +36,8 @@ pub(crate) struct GatewayPort {
     network: String,
     /// The host sockets of NAT flows (NAT mode only).
     nat_host: Option<NatHost>,
+    /// Lease events for `net-event` subscribers: (kind, detail).
+    pub(crate) events: Vec<(&'static str, String)>,
 }
 
 /// Where the gateway lives: the first IPv4 `<ip>` of a network that has a bridge of its
@@ -201,6 +203,7 @@ impl GatewayPort {
             resolv_checked: std::time::Instant::now(),
             network: net.name().to_owned(),
             nat_host,
+            events: Vec::new(),
         };
         if port.gw.dns().is_some() {
             log!("DNS on {}:53 (UDP and TCP)", port.gw.config().ip);
@@ -395,6 +398,26 @@ impl GatewayPort {
             while let Some(ev) = server.poll_event() {
                 if let Some(line) = ev.log_line(network) {
                     log!("{line}");
+                }
+                let detail = |l: &vnet_dhcp::Lease| {
+                    format!(
+                        "{} {}{}",
+                        l.ip,
+                        MacAddr(l.mac),
+                        l.hostname
+                            .as_deref()
+                            .map(|h| format!(" {h}"))
+                            .unwrap_or_default()
+                    )
+                };
+                match &ev {
+                    Event::LeaseGranted(l) => self.events.push(("lease-granted", detail(l))),
+                    Event::LeaseReleased(l) => self.events.push(("lease-released", detail(l))),
+                    Event::LeaseExpired(l) => self.events.push(("lease-expired", detail(l))),
+                    _ => {}
+                }
+                if self.events.len() > 1024 {
+                    self.events.remove(0);
                 }
                 let r = match &ev {
                     Event::LeaseGranted(l) => {
