@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use vnet_testkit::{require_root, unique, Netns, TempDir};
@@ -412,13 +412,13 @@ fn net_edit_validates_and_saves() {
 #[test]
 fn net_event_prints_port_and_lease_events() {
     let net = common::Net::start();
-    let mut cmd = std::process::Command::new(common::SWITCHCTL);
+    let mut cmd = Command::new(common::SWITCHCTL);
     cmd.arg("--run-dir")
         .arg(net.dir.path())
         .args(["net-event", &net.name, "--loop", "--timeout", "5"])
-        .stdout(std::process::Stdio::piped());
+        .stdout(Stdio::piped());
     let watcher = cmd.spawn().expect("net-event");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
     let g = net.add_bare_guest("vev", "52:54:00:90:00:01");
     let lease = common::clients::udhcpc(&net, &g, "ev", &["-x", "hostname:evvm"]);
     let ip = lease.get("ip").cloned().unwrap_or_default();
