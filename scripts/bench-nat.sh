@@ -393,14 +393,17 @@ echo
 echo "vnet NAT counters after the runs: $("$SWITCHCTL" --run-dir "$tmp/run" --json net-info "$net" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["live"]["gateway"].get("nat"))')"
 echo "vnet NAT flows left: $("$SWITCHCTL" --run-dir "$tmp/run" nat-flows "$net" | grep -c . || true) lines"
-grep -v -E 'gateway |DHCP on |DNS on |running, control|port .* added|NAT ' "$tmp/switchd.log" |
+grep -v -E 'gateway |DHCP on |DNS on |host resolvers|running, control|port .* added|NAT ' \
+  "$tmp/switchd.log" |
   head -n 10 | sed 's/^/switchd.log: /' || true
 for s in slirp pasta; do
   kill -0 "${pid_of[$s]}" 2>/dev/null || warn "$s exited during the runs"
-  [ -s "$tmp/$s.log" ] && head -n 5 "$tmp/$s.log" | sed "s/^/$s.log: /"
 done
-[ -s "$tmp/slirp4netns.log" ] && grep -v -i 'sent tapfd\|received tapfd\|starting slirp\|^\*' \
-  "$tmp/slirp4netns.log" | head -n 5 | sed 's/^/slirp4netns.log: /'
+# anything the peers said besides their start-up lines
+for f in slirp4netns pasta; do
+  grep -v -i -E 'syslog|interface: |tapfd|starting slirp|^\*|^ *$' "$tmp/$f.log" |
+    head -n 5 | sed "s/^/$f.log: /" || true
+done
 echo
 
 # --- summary ---------------------------------------------------------------------------------------
