@@ -34,8 +34,8 @@
 #
 # Runs are interleaved (run i: vnet, slirp4netns, pasta, kernel; each upload, download, ping),
 # so noise on this shared machine spreads evenly. Reported: the median of RUNS runs and min/max;
-# ping: each run sends PINGS echo requests 10 ms apart; the median of the runs' average RTT,
-# min/max of those averages. The forwarding process's CPU time during each iperf3 run is shown
+# ping: each run sends PINGS echo requests 10 ms apart; the table gives the median over the runs
+# of each run's average RTT and of each run's median RTT (min/max over the runs). The forwarding process's CPU time during each iperf3 run is shown
 # (% of one core; not for the kernel, whose work is softirq time).
 #
 # Environment:
@@ -100,14 +100,7 @@ fi
 [ -x "$SWITCHCTL" ] || die "no switchctl at $SWITCHCTL"
 
 t=nb$$
-tmp=$(mktemp -d "/tmp/bench-nat.$t.XXXXXX")
-# private copies: a rebuild in the checkout during the run cannot swap the binaries
-mkdir -p "$tmp/bin" "$tmp/run" "$tmp/state"
-cp "$SWITCHD" "$tmp/bin/switchd"
-cp "$SWITCHCTL" "$tmp/bin/switchctl"
-switchd_src=$SWITCHD
-SWITCHD=$tmp/bin/switchd
-SWITCHCTL=$tmp/bin/switchctl
+tmp=""
 net=$t
 REMOTE=10.200.1.1
 
@@ -142,13 +135,23 @@ cleanup() {
   [ -n "$nft_made" ] && ip netns exec "$ns_k" nft delete table ip "$t" 2>/dev/null
   # deleting a namespace deletes its veth ends and TAPs
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$tmp"
+  [ -n "$tmp" ] && rm -rf "$tmp"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'echo "bench-nat: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+tmp=$(mktemp -d "/tmp/bench-nat.$t.XXXXXX")
+# private copies: a rebuild in the checkout during the run cannot swap the binaries
+mkdir -p "$tmp/bin" "$tmp/run" "$tmp/state"
+cp "$SWITCHD" "$tmp/bin/switchd"
+cp "$SWITCHCTL" "$tmp/bin/switchctl"
+switchd_src=$SWITCHD
+SWITCHD=$tmp/bin/switchd
+SWITCHCTL=$tmp/bin/switchctl
+switchd_sum=$(sha256sum "$SWITCHD" | cut -c1-12)
 
 addns() {
   ip netns add "$1"
@@ -279,7 +282,7 @@ echo "iperf3:      $(iperf3 --version 2>&1 | head -1)"
 echo "slirp4netns: $(slirp4netns --version 2>&1 | tr '\n' ' ')"
 echo "pasta:       $PASTA: package passt $pasta_pkg; --version: $pasta_ver"
 echo "nft:         $(nft --version 2>&1 | head -1)"
-echo "switchd:     $("$SWITCHD" --version 2>&1 | head -1) ($switchd_src), checkout at git $git_rev"
+echo "switchd:     $("$SWITCHD" --version 2>&1 | head -1) ($switchd_src, sha256 $switchd_sum...), checkout at git $git_rev"
 echo "remote:      $REMOTE (iperf3 -s in $ns_w)"
 declare -A label=(
   [vnet]="vnet switchd NAT"
@@ -330,20 +333,20 @@ print(end["sum_received"]["bits_per_second"], end["sum_sent"].get("retransmits",
 EOF
 }
 
-# one ping run of path $1: prints "<avg us> <min us> <max us> <loss %>"
+# one ping run of path $1: prints "<avg us> <median us> <min us> <max us> <loss %>"
 run_ping() {
   local s=$1 out=$tmp/$1-ping.txt
   timeout -k 5 $((PINGS / 50 + 15)) ip netns exec "${gns[$s]}" \
-    ping -q -n -c "$PINGS" -i 0.01 -W 1 $REMOTE >"$out" 2>&1 || true
+    ping -n -c "$PINGS" -i 0.01 -W 1 $REMOTE >"$out" 2>&1 || true
   python3 - "$out" <<'EOF'
-import re, sys
+import re, statistics, sys
 text = open(sys.argv[1]).read()
 loss = re.search(r"([0-9.]+)% packet loss", text)
-rtt = re.search(r"= ([0-9.]+)/([0-9.]+)/([0-9.]+)/", text)
-if not rtt:
+t = [float(x) * 1000 for x in re.findall(r"time=([0-9.]+) ms", text)]
+if not t:
     sys.exit(1)
-mn, avg, mx = (float(x) * 1000 for x in rtt.groups())
-print(f"{avg:.0f} {mn:.0f} {mx:.0f} {loss.group(1) if loss else '?'}")
+print(f"{statistics.mean(t):.0f} {statistics.median(t):.0f} {min(t):.0f} {max(t):.0f} "
+      f"{loss.group(1) if loss else '?'}")
 EOF
 }
 
@@ -372,12 +375,14 @@ for ((r = 1; r <= RUNS; r++)); do
       sleep 1
     done
     if run_ping "$s" >"$tmp/result"; then
-      read -r avg mn mx loss <"$tmp/result"
+      read -r avg p50 mn mx loss <"$tmp/result"
       echo "$s ping $avg $mn $mx $loss" >>"$tmp/samples"
-      printf 'run %d/%d  %-24s ping avg %5d us  min %5d  max %6d  loss %s%%\n' "$r" "$RUNS" \
-        "${label[$s]}" "$avg" "$mn" "$mx" "$loss"
+      echo "$s p50 $p50 - - -" >>"$tmp/samples"
+      printf 'run %d/%d  %-24s ping avg %5d us  median %5d  min %5d  max %6d  loss %s%%\n' \
+        "$r" "$RUNS" "${label[$s]}" "$avg" "$p50" "$mn" "$mx" "$loss"
     else
       echo "$s ping fail - - -" >>"$tmp/samples"
+      echo "$s p50 fail - - -" >>"$tmp/samples"
       printf 'run %d/%d  %-24s ping FAILED: %s\n' "$r" "$RUNS" "${label[$s]}" \
         "$(tail -n 2 "$tmp/$s-ping.txt" | tr '\n' ' ')"
     fi
@@ -392,7 +397,8 @@ echo
 # vnet's NAT counters after the runs, and anything switchd logged besides its start-up lines
 echo "vnet NAT counters after the runs: $("$SWITCHCTL" --run-dir "$tmp/run" --json net-info "$net" |
   python3 -c 'import json, sys; print(json.load(sys.stdin)["live"]["gateway"].get("nat"))')"
-echo "vnet NAT flows left: $("$SWITCHCTL" --run-dir "$tmp/run" nat-flows "$net" | grep -c . || true) lines"
+echo "vnet NAT flows left (nat-flows):"
+"$SWITCHCTL" --run-dir "$tmp/run" nat-flows "$net" | head -n 10 | sed 's/^/  /' || true
 grep -v -E 'gateway |DHCP on |DNS on |host resolvers|running, control|port .* added|NAT ' \
   "$tmp/switchd.log" |
   head -n 10 | sed 's/^/switchd.log: /' || true
@@ -429,12 +435,13 @@ def cell(s, m):
     v = vals.get((s, m))
     if not v:
         return "failed"
-    fmt = "{:.2f}" if m != "ping" else "{:.0f}"
+    fmt = "{:.2f}" if m in ("up", "down") else "{:.0f}"
     txt = f"{fmt.format(statistics.median(v))} ({fmt.format(min(v))}-{fmt.format(max(v))})"
     if fails.get((s, m)):
         txt += f" {fails[(s, m)]} failed"
     return txt
-metrics = [("up", "upload Gbit/s"), ("down", "download Gbit/s"), ("ping", "ping avg us")]
+metrics = [("up", "upload Gbit/s"), ("down", "download Gbit/s"), ("ping", "ping avg us"),
+           ("p50", "ping median us")]
 print("| path | " + " | ".join(h for _, h in metrics) + " |")
 print("|---|" + "---|" * len(metrics))
 for s in names:
@@ -446,14 +453,14 @@ for m, _ in metrics:
     peers = [(med(p, m), p) for p in ("slirp", "pasta") if med(p, m) is not None]
     if peers:
         # best: highest throughput, lowest RTT
-        best = max(peers) if m != "ping" else min(peers)
+        best = max(peers) if m in ("up", "down") else min(peers)
         row_peer.append(f"{ratio(med('vnet', m), best[0])} (vs {best[1]})")
     else:
         row_peer.append("n/a")
     row_kernel.append(ratio(med("vnet", m), med("kernel", m)))
 print("| vnet / best user-space peer | " + " | ".join(row_peer) + " |")
 print("| vnet / kernel | " + " | ".join(row_kernel) + " |")
-print("(median of the runs, (min-max); ping: median of the runs' average RTT; "
+print("(median of the runs, (min-max); ping: median over the runs of each run's average / median RTT; "
       "throughput ratios > 1 and RTT ratios < 1 favour vnet)")
 def cpu(s, m):
     v = cpus.get((s, m))

@@ -776,11 +776,26 @@ impl Server {
     }
 
     /// The first address of the ranges that `ok` accepts. Visits at most one address
-    /// more per range than there are taken addresses in it.
+    /// more per range than there are taken addresses in it; the run of leased
+    /// addresses at the start of a range is skipped by walking the lease table, which
+    /// is far cheaper than asking `ok` about each (a full /16 pool: see performance.md).
     fn first_free(&self, ok: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
         for r in &self.config.ranges {
             let (start, end) = (u32::from(r.start), u32::from(r.end));
             let mut n = start;
+            for ip in self
+                .leases
+                .range(r.start..=r.end)
+                .map(|(ip, _)| u32::from(*ip))
+            {
+                if ip != n {
+                    break;
+                }
+                match n.checked_add(1) {
+                    Some(next) => n = next,
+                    None => break,
+                }
+            }
             while n <= end {
                 let ip = Ipv4Addr::from(n);
                 if ok(ip) {
