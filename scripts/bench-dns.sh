@@ -388,6 +388,7 @@ r["rcodes"] = m.group(1).replace(" ", "_") if m else "-"
 def kv(path):
     return dict(l.strip().split("=", 1) for l in open(path) if "=" in l)
 b, a = kv(before), kv(after)
+server = 0.0   # the server's CPU seconds over the run
 for k in a:
     if k in b:
         try:
@@ -395,8 +396,9 @@ for k in a:
         except ValueError:
             continue
         if k == "cpu_ticks":
+            server = d / hz
             run_s = max(num(r"Run time \(s\):\s+([0-9.]+)"), 1e-9)
-            r["srv_cpu_pct"] = f"{d / hz / run_s * 100:.0f}"
+            r["srv_cpu_pct"] = f"{server / run_s * 100:.0f}"
         elif k in ("in_flight", "cache_entries", "lease_names"):
             continue
         elif d or k in ("upstream", "tx_dropped", "cli_rcvbuf", "srv_rcvbuf"):
@@ -414,7 +416,6 @@ run_s = max(num(r"Run time \(s\):\s+([0-9.]+)"), 1e-9)
 c0, p0, i0, st0 = mark(t0)
 c1, p1, i1, st1 = mark(t1)
 client = c1 - c0
-server = float(r.get("srv_cpu_pct", 0)) / 100 * run_s
 pct = lambda x: f"{x / run_s * 100:.0f}"
 r["cli_cpu_pct"] = pct(client)
 r["other_cpu_pct"] = pct(max(p1 - p0 - client - server, 0))
