@@ -42,13 +42,14 @@
 #   DURATION   iperf3 -t seconds (default 5)
 #   RUNS       runs per path (default 3)
 #   PINGS      echo requests per ping run (default 100)
+#   PATHS      which paths to measure (default "vnet slirp pasta kernel"; any subset)
 #   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
 #   PASTA      pasta binary (default: pasta from PATH, Debian's passt package)
 #   The binaries are copied to this run's temp dir before anything is measured, so a rebuild
 #   of the checkout meanwhile cannot change them.
 #
-# Runs as root. Installs iperf3, slirp4netns, passt and nftables with apt-get if missing.
+# Runs as root. Installs iperf3, slirp4netns, passt, nftables, ping and ethtool with apt-get if missing.
 # Everything it creates (namespaces, veths, TAPs, the nft table, processes, temp dir) is
 # removed on exit, also on failure or Ctrl-C. Addresses live only inside its own namespaces.
 set -euo pipefail
@@ -58,6 +59,7 @@ cd "$root"
 
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
+PATHS=${PATHS:-vnet slirp pasta kernel}
 PINGS=${PINGS:-100}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
@@ -77,6 +79,8 @@ command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v slirp4netns >/dev/null 2>&1 || missing+=(slirp4netns)
 [ -n "${PASTA:-}" ] || command -v pasta >/dev/null 2>&1 || missing+=(passt)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
+command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== apt-get install ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -350,10 +354,27 @@ print(f"{statistics.mean(t):.0f} {statistics.median(t):.0f} {min(t):.0f} {max(t)
 EOF
 }
 
+# " [also running: ...]" when busy() found something now or in $1 (a check before the measurement)
+busy_tag() {
+  local b
+  b=$(printf '%s %s' "$1" "$(busy)" | tr ' ' '\n' | grep . | sort -u | tr '\n' ' ' || true)
+  [ -n "$b" ] && printf '  [also running: %s]' "${b% }"
+  return 0
+}
+# other work on this machine that skews the figures: builds and the project's other benchmarks
+busy() {
+  {
+    ps -eo comm= | grep -x -E 'cargo|rustc|dnsperf|perfdhcp' || true
+    pgrep -af 'bench-(dns|dhcp|side-by-side)\.sh' | grep -o -E 'bench-[a-z-]+\.sh' || true
+  } | sort -u | tr '\n' ' '
+}
+busy_n=0
+
 : >"$tmp/samples"
 for ((r = 1; r <= RUNS; r++)); do
-  for s in vnet slirp pasta kernel; do
+  for s in $PATHS; do
     for dir in up down; do
+      b0=$(busy)
       pid=${pid_of[$s]:-}
       c0=0
       [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
@@ -365,25 +386,32 @@ for ((r = 1; r <= RUNS; r++)); do
           cpu=$(python3 -c "print(f'{($(cpu_ticks "$pid") - $c0) / $hz / ($(date +%s.%N) - $t0) * 100:.0f}%')")
         fi
         echo "$s $dir $bps $retr $cpu" >>"$tmp/samples"
-        printf 'run %d/%d  %-24s %-4s %8.3f Gbit/s  retr %-6s cpu %s\n' "$r" "$RUNS" \
-          "${label[$s]}" "$dir" "$(python3 -c "print($bps / 1e9)")" "$retr" "$cpu"
+        tag=$(busy_tag "$b0")
+        [ -n "$tag" ] && busy_n=$((busy_n + 1))
+        printf '%s run %d/%d  %-24s %-4s %8.3f Gbit/s  retr %-6s cpu %s%s\n' "$(date +%T)" \
+          "$r" "$RUNS" "${label[$s]}" "$dir" "$(python3 -c "print($bps / 1e9)")" "$retr" "$cpu" \
+          "$tag"
       else
         echo "$s $dir fail - -" >>"$tmp/samples"
-        printf 'run %d/%d  %-24s %-4s   FAILED\n' "$r" "$RUNS" "${label[$s]}" "$dir"
+        printf '%s run %d/%d  %-24s %-4s   FAILED\n' "$(date +%T)" "$r" "$RUNS" "${label[$s]}" \
+          "$dir"
         [ "$s" = vnet ] && vnet_state
       fi
       sleep 1
     done
+    b0=$(busy)
     if run_ping "$s" >"$tmp/result"; then
       read -r avg p50 mn mx loss <"$tmp/result"
       echo "$s ping $avg $mn $mx $loss" >>"$tmp/samples"
       echo "$s p50 $p50 - - -" >>"$tmp/samples"
-      printf 'run %d/%d  %-24s ping avg %5d us  median %5d  min %5d  max %6d  loss %s%%\n' \
-        "$r" "$RUNS" "${label[$s]}" "$avg" "$p50" "$mn" "$mx" "$loss"
+      tag=$(busy_tag "$b0")
+      [ -n "$tag" ] && busy_n=$((busy_n + 1))
+      printf '%s run %d/%d  %-24s ping avg %5d us  median %5d  min %5d  max %6d  loss %s%%%s\n' \
+        "$(date +%T)" "$r" "$RUNS" "${label[$s]}" "$avg" "$p50" "$mn" "$mx" "$loss" "$tag"
     else
       echo "$s ping fail - - -" >>"$tmp/samples"
       echo "$s p50 fail - - -" >>"$tmp/samples"
-      printf 'run %d/%d  %-24s ping FAILED: %s\n' "$r" "$RUNS" "${label[$s]}" \
+      printf '%s run %d/%d  %-24s ping FAILED: %s\n' "$(date +%T)" "$r" "$RUNS" "${label[$s]}" \
         "$(tail -n 2 "$tmp/$s-ping.txt" | tr '\n' ' ')"
     fi
   done
@@ -392,6 +420,8 @@ for ((r = 1; r <= RUNS; r++)); do
     vnet_state
   fi
 done
+[ "$busy_n" -gt 0 ] &&
+  warn "$busy_n of $((RUNS * 12)) measurements overlapped a build or another benchmark ([also running])"
 echo
 
 # vnet's NAT counters after the runs, and anything switchd logged besides its start-up lines
@@ -413,10 +443,12 @@ done
 echo
 
 # --- summary ---------------------------------------------------------------------------------------
-python3 - "$tmp/samples" "${label[vnet]}" "${label[slirp]}" "${label[pasta]}" "${label[kernel]}" <<'EOF'
+python3 - "$tmp/samples" "${label[vnet]}" "${label[slirp]}" "${label[pasta]}" "${label[kernel]}" \
+  "$PATHS" <<'EOF'
 import statistics, sys
 lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
 names = ["vnet", "slirp", "pasta", "kernel"]
+measured = sys.argv[6].split()
 labels = dict(zip(names, sys.argv[2:6]))
 vals, cpus, fails = {}, {}, {}
 for f in lines:
@@ -444,7 +476,7 @@ metrics = [("up", "upload Gbit/s"), ("down", "download Gbit/s"), ("ping", "ping 
            ("p50", "ping median us")]
 print("| path | " + " | ".join(h for _, h in metrics) + " |")
 print("|---|" + "---|" * len(metrics))
-for s in names:
+for s in (n for n in names if n in measured):
     print(f"| {labels[s]} | " + " | ".join(cell(s, m) for m, _ in metrics) + " |")
 def ratio(a, b):
     return f"{a / b:.2f}" if a is not None and b else "n/a"

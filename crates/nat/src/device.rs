@@ -12,6 +12,9 @@ pub(crate) struct Queues {
     pub(crate) tx: VecDeque<Vec<u8>>,
     /// The Ethernet MTU (IP MTU plus 14).
     pub(crate) mtu: usize,
+    /// TCP checksums of segments to guests are left to the driver (which marks them
+    /// partial in the virtio-net header): smoltcp neither verifies nor computes them.
+    pub(crate) tcp_csum_offload: bool,
 }
 
 pub(crate) struct Rx(Vec<u8>);
@@ -51,7 +54,11 @@ impl Device for Queues {
         caps.max_transmission_unit = self.mtu;
         // Guests with checksum offload send TCP segments with a partial checksum (the
         // virtio-net header says so and the TAP vouches for them). Compute on send only.
-        caps.checksum.tcp = Checksum::Tx;
+        caps.checksum.tcp = if self.tcp_csum_offload {
+            Checksum::None
+        } else {
+            Checksum::Tx
+        };
         caps.checksum.ipv4 = Checksum::Tx;
         caps
     }

@@ -18,7 +18,7 @@ use smoltcp::wire::{
 };
 
 use crate::device::Queues;
-use crate::{Action, FlowId, FlowInfo, HostStream, NatConfig, OpenError, Proto, Stats};
+use crate::{Action, FlowId, FlowInfo, HostStream, Limits, NatConfig, OpenError, Proto, Stats};
 
 const TTL: u8 = 64;
 /// Bound on remembered guest MACs.
@@ -82,6 +82,27 @@ pub struct Nat {
     neighbours: HashMap<Ipv4Addr, ([u8; 6], Option<Instant>)>,
     epoch: Instant,
     stats: Stats,
+    /// Bytes of big TCP buffers held by flows (see [`Limits::tcp_memory`]).
+    tcp_memory: usize,
+}
+
+/// A guest-facing TCP socket: big buffers while the budget lasts, small ones past it.
+fn tcp_socket(limits: &Limits, in_use: &mut usize) -> tcp::Socket<'static> {
+    let big = limits.tcp_buffer.max(limits.tcp_buffer_min);
+    let size = if in_use.saturating_add(2 * big) <= limits.tcp_memory {
+        if big > limits.tcp_buffer_min {
+            *in_use += 2 * big;
+        }
+        big
+    } else {
+        limits.tcp_buffer_min
+    };
+    let mut sock = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; size]),
+        tcp::SocketBuffer::new(vec![0; size]),
+    );
+    sock.set_nagle_enabled(false);
+    sock
 }
 
 impl std::fmt::Debug for Nat {
@@ -104,6 +125,7 @@ impl Nat {
         };
         let mut dev = Queues {
             mtu: ip_mtu + 14,
+            tcp_csum_offload: cfg.guest_tso,
             ..Queues::default()
         };
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(cfg.gateway_mac)));
@@ -131,6 +153,7 @@ impl Nat {
             neighbours: HashMap::new(),
             epoch: now,
             stats: Stats::default(),
+            tcp_memory: 0,
         }
     }
 
@@ -311,12 +334,7 @@ impl Nat {
         let key = flow.key;
         match result {
             Ok(()) => {
-                let size = self.cfg.limits.tcp_buffer;
-                let mut sock = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; size]),
-                    tcp::SocketBuffer::new(vec![0; size]),
-                );
-                sock.set_nagle_enabled(false);
+                let mut sock = tcp_socket(&self.cfg.limits, &mut self.tcp_memory);
                 let _ = sock.listen(IpListenEndpoint {
                     addr: Some(IpAddress::Ipv4(*key.remote.ip())),
                     port: key.remote.port(),
@@ -459,12 +477,7 @@ impl Nat {
         if self.by_key.contains_key(&key) || !self.admit(*guest.ip()) {
             return None;
         }
-        let size = self.cfg.limits.tcp_buffer;
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; size]),
-            tcp::SocketBuffer::new(vec![0; size]),
-        );
-        sock.set_nagle_enabled(false);
+        let mut sock = tcp_socket(&self.cfg.limits, &mut self.tcp_memory);
         let remote = IpEndpoint::new(IpAddress::Ipv4(*guest.ip()), guest.port());
         let local = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*client.ip())),
@@ -752,7 +765,12 @@ impl Nat {
             }
         }
         if let Kind::Tcp { handle, .. } = f.kind {
-            self.sockets.remove(handle);
+            // the set holds only TCP sockets
+            let smoltcp::socket::Socket::Tcp(t) = self.sockets.remove(handle);
+            let size = t.recv_capacity() + t.send_capacity();
+            if size > 2 * self.cfg.limits.tcp_buffer_min {
+                self.tcp_memory = self.tcp_memory.saturating_sub(size);
+            }
         }
         self.actions.push_back(Action::Close { flow: id });
     }
@@ -957,5 +975,26 @@ fn tcp_state_name(s: tcp::State) -> &'static str {
         tcp::State::Closing => "closing",
         tcp::State::LastAck => "last-ack",
         tcp::State::TimeWait => "time-wait",
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn big_buffers_until_the_budget_is_spent_then_small_ones() {
+        let limits = Limits {
+            tcp_buffer: 1 << 20,
+            tcp_buffer_min: 64 << 10,
+            tcp_memory: 5 << 20,
+            ..Limits::default()
+        };
+        let mut in_use = 0;
+        let sizes: Vec<usize> = (0..4)
+            .map(|_| tcp_socket(&limits, &mut in_use).send_capacity())
+            .collect();
+        assert_eq!(sizes, [1 << 20, 1 << 20, 64 << 10, 64 << 10]);
+        assert_eq!(in_use, 4 << 20);
     }
 }

@@ -62,7 +62,9 @@ pub struct NatConfig {
     pub host_access: bool,
     /// Whether guests take TCP super-frames (their ports have virtio-net offloads): the
     /// engine then raises the MSS of guests' SYNs so the guest-facing TCP sends segments
-    /// of up to 64 KiB, which the driver marks for segmentation offload.
+    /// of up to 64 KiB, which the driver marks for segmentation offload. It also leaves
+    /// the TCP checksum of segments to guests uncomputed: the driver must mark every TCP
+    /// frame to a guest as a partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`).
     pub guest_tso: bool,
     /// Bounds and timeouts.
     pub limits: Limits,
@@ -86,8 +88,16 @@ pub struct Limits {
     pub tcp_idle: Duration,
     /// A TCP connect that has not finished by then is reported unreachable.
     pub tcp_connect_timeout: Duration,
-    /// Size of each of a TCP flow's two buffers (guest side); bounds memory per flow.
+    /// Size of each of a TCP flow's two buffers (guest side) while the flows' buffers
+    /// together stay within [`tcp_memory`](Self::tcp_memory). The buffer to a guest is
+    /// what the engine keeps in flight toward it, so it bounds one flow's throughput.
     pub tcp_buffer: usize,
+    /// Size of each buffer of a flow opened when the budget is spent: flows past the
+    /// budget still work, with less in flight.
+    pub tcp_buffer_min: usize,
+    /// Budget for the big buffers of all TCP flows together, in bytes. Worst case memory
+    /// for TCP buffers is this plus `max_flows` × 2 × `tcp_buffer_min`.
+    pub tcp_memory: usize,
 }
 
 impl Default for Limits {
@@ -100,7 +110,9 @@ impl Default for Limits {
             icmp_timeout: Duration::from_secs(30),
             tcp_idle: Duration::from_secs(7200),
             tcp_connect_timeout: Duration::from_secs(20),
-            tcp_buffer: 256 * 1024,
+            tcp_buffer: 1024 * 1024,
+            tcp_buffer_min: 64 * 1024,
+            tcp_memory: 128 * 1024 * 1024,
         }
     }
 }

@@ -56,19 +56,26 @@ impl FrameBuf {
         self.len = n;
     }
 
-    /// Marks a TCP/IPv4 frame longer than `mtu` (the IP MTU of the segment) as a TSO
-    /// super-frame, as a guest kernel would send it: GSO type TCPv4 with segments of
-    /// the MSS that fits `mtu`, and a partial checksum (the TCP checksum field is set to
-    /// the pseudo-header sum, as `VIRTIO_NET_HDR_F_NEEDS_CSUM` wants). A receiving kernel
-    /// takes it whole; one that forwards it segments it. Returns whether it did.
+    /// Marks a TCP/IPv4 frame as checksum-offloaded, as a guest kernel with offloads
+    /// sends it: a partial checksum (the TCP checksum field set to the pseudo-header
+    /// sum, `VIRTIO_NET_HDR_F_NEEDS_CSUM`), and, when it is longer than `mtu` (the IP MTU
+    /// of the segment), a TSO super-frame of segments of the MSS that fits `mtu`. A
+    /// receiving kernel takes it as it is; one that forwards it completes or segments
+    /// it. Only for ports that take virtio-net headers. Returns whether it did.
     pub fn offload_tcp(&mut self, mtu: usize) -> bool {
         let f = self.frame();
-        if f.len() <= 14 + mtu || f.get(12..14) != Some(&[0x08, 0x00][..]) {
+        if f.len() < 14 + 40 || f.get(12..14) != Some(&[0x08, 0x00][..]) {
             return false;
         }
         let Some(&vihl) = f.get(14) else { return false };
         let ihl = usize::from(vihl & 0x0f) * 4;
         if vihl >> 4 != 4 || ihl < 20 || f.get(14 + 9) != Some(&6) {
+            return false;
+        }
+        // fragments are left alone
+        if f.get(20..22)
+            .is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) & 0x3fff != 0)
+        {
             return false;
         }
         let tcp = 14 + ihl;
@@ -103,12 +110,17 @@ impl FrameBuf {
         ) else {
             return false;
         };
+        let gso = total > mtu;
         self.frame_mut()[tcp + 16..tcp + 18].copy_from_slice(&pseudo.to_be_bytes());
         self.set_vnet_hdr(&VirtioNetHdr {
             flags: VirtioNetHdr::F_NEEDS_CSUM,
-            gso_type: VirtioNetHdr::GSO_TCPV4,
-            hdr_len,
-            gso_size,
+            gso_type: if gso {
+                VirtioNetHdr::GSO_TCPV4
+            } else {
+                VirtioNetHdr::GSO_NONE
+            },
+            hdr_len: if gso { hdr_len } else { 0 },
+            gso_size: if gso { gso_size } else { 0 },
             csum_start,
             csum_offset: 16,
             num_buffers: 0,

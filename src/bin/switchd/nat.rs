@@ -227,7 +227,7 @@ impl NatHost {
         let addr = |c: u32| {
             self.bind_addrs
                 .map_or(std::net::Ipv4Addr::UNSPECIFIED, |(a, b)| {
-                    std::net::Ipv4Addr::from(a + c % (b - a).checked_add(1).unwrap_or(u32::MAX))
+                    std::net::Ipv4Addr::from(a + c % (b - a).saturating_add(1))
                 })
         };
         let Some((lo, hi)) = self.bind_ports else {
