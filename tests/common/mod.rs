@@ -56,6 +56,14 @@ impl Net {
 
     /// [`Net::start_with`], with extra switchd arguments.
     pub fn start_with_args(xml: Option<&str>, args: &[&str]) -> Self {
+        let mut net = Self::prepare(xml, args);
+        net.launch();
+        net
+    }
+
+    /// Makes the namespace, dirs and config of a network without starting switchd (a
+    /// test adds interfaces the definition names first), then [`Net::launch`].
+    pub fn prepare(xml: Option<&str>, args: &[&str]) -> Self {
         require_root();
         let dir = TempDir::new("vnet-test");
         let host = Netns::new("vth");
@@ -63,16 +71,14 @@ impl Net {
         if let Some(xml) = xml {
             std::fs::write(dir.path().join("net.xml"), xml).expect("write config");
         }
-        let mut net = Self {
+        Self {
             daemon: None,
             name,
             guests: Vec::new(),
             host,
             dir,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
-        };
-        net.launch();
-        net
+        }
     }
 
     /// Starts (again) the switchd of this network, with the same dirs and config.

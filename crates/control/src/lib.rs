@@ -197,6 +197,8 @@ pub struct NetUpdate {
 pub enum PortKind {
     /// A TAP device created by the daemon.
     Tap,
+    /// An existing interface attached through an `AF_PACKET` socket (promiscuous).
+    Netdev,
 }
 
 /// Arguments of [`Request::PortAdd`].
@@ -212,7 +214,8 @@ pub struct PortAdd {
     /// Create the interface in this network namespace (name or path).
     #[serde(default)]
     pub netns: Option<String>,
-    /// Interface name (default: the port name, else chosen by the kernel, `vnetN`).
+    /// Interface name (default: the port name, else chosen by the kernel, `vnetN`); for
+    /// a netdev port, the existing interface (required).
     #[serde(default)]
     pub ifname: Option<String>,
     /// MAC address of the interface.

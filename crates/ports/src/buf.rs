@@ -168,6 +168,16 @@ impl FrameBuf {
         &mut self.data
     }
 
+    /// Header area and frame area, for a read or write that places them separately.
+    pub(crate) fn split_mut(&mut self) -> (&mut [u8], &mut [u8]) {
+        self.data.split_at_mut(VNET_HDR_LEN)
+    }
+
+    /// Header area and the frame, for a write that sends them from separate places.
+    pub(crate) fn split(&self) -> (&[u8], &[u8]) {
+        (&self.data[..VNET_HDR_LEN], self.frame())
+    }
+
     /// Sets the frame length after a read of `n` bytes of frame.
     pub(crate) fn set_len(&mut self, n: usize) {
         self.len = n.min(MAX_FRAME_LEN);

@@ -4,6 +4,9 @@
 //!   the kernel hands over (and accepts) 64 KiB TSO/GSO super-frames with partial
 //!   checksums, described by a virtio-net header. Created with a given or kernel-chosen
 //!   name, optionally persistent, optionally inside another network namespace.
+//! - [`packet::PacketPort`]: an `AF_PACKET` socket on an existing interface (a veth, a
+//!   NIC), with `PACKET_VNET_HDR` so GSO frames pass, optionally promiscuous (a bridge
+//!   uplink).
 //! - [`FrameBuf`]: the buffer one frame travels in, virtio-net header first, sized for the
 //!   largest GSO frame. The datapath reuses one, so it does not allocate per frame.
 //!
@@ -17,11 +20,13 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod buf;
+pub mod packet;
 mod sys;
 pub mod tap;
 pub mod vnet_hdr;
 
 pub use buf::{FrameBuf, MAX_FRAME_LEN};
+pub use packet::{PacketOptions, PacketPort};
 pub use tap::{NetnsRef, Tap, TapOptions};
 pub use vnet_hdr::{VirtioNetHdr, VNET_HDR_LEN};
 
@@ -65,6 +70,12 @@ pub enum Error {
     /// An interface of that name exists already (and is not a TAP we may attach to).
     #[error("interface {name:?} exists already")]
     IfnameInUse {
+        /// The name.
+        name: String,
+    },
+    /// No interface of that name exists (in the namespace asked for).
+    #[error("no interface named {name:?}")]
+    NoSuchInterface {
         /// The name.
         name: String,
     },

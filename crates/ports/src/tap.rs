@@ -52,7 +52,7 @@ impl NetnsRef {
         &self.path
     }
 
-    fn open(&self) -> Result<File, Error> {
+    pub(crate) fn open(&self) -> Result<File, Error> {
         File::open(&self.path).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => Error::NetnsNotFound {
                 name: self.name.clone(),

@@ -30,6 +30,9 @@ pub(crate) struct Args {
 enum Kind {
     /// A TAP device created by switchd.
     Tap,
+    /// An existing interface (veth, NIC, someone else's TAP), attached with an
+    /// AF_PACKET socket in promiscuous mode: `port-add NET netdev IFNAME`.
+    Netdev,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +167,8 @@ enum Verb {
         net: String,
         /// Kind of port.
         kind: Kind,
+        /// The existing interface, for a netdev port.
+        dev: Option<String>,
         /// Port name (and interface name when no --netns is given).
         #[arg(long)]
         name: Option<String>,
@@ -380,7 +385,8 @@ fn run() -> Result<()> {
         Verb::PortForwardList { network } => net::port_forward_list(&args, &store, network),
         Verb::PortAdd {
             net,
-            kind: Kind::Tap,
+            kind,
+            dev,
             name,
             netns,
             ifname,
@@ -389,12 +395,23 @@ fn run() -> Result<()> {
             isolated,
             attach,
         } => {
+            let (kind, ifname) = match kind {
+                Kind::Tap if dev.is_some() => {
+                    bail!("a tap port takes no interface argument (use --name / --ifname)")
+                }
+                Kind::Tap => (PortKind::Tap, ifname.clone()),
+                Kind::Netdev => match (dev, ifname) {
+                    (Some(_), Some(_)) => bail!("give the interface once"),
+                    (Some(d), None) | (None, Some(d)) => (PortKind::Netdev, Some(d.clone())),
+                    (None, None) => bail!("port-add NET netdev IFNAME: the interface is missing"),
+                },
+            };
             let req = Request::PortAdd(PortAdd {
                 attach: *attach,
-                kind: Some(PortKind::Tap),
+                kind: Some(kind),
                 name: name.clone(),
                 netns: netns.clone(),
-                ifname: ifname.clone(),
+                ifname,
                 mac: mac.clone(),
                 persistent: *persistent,
                 isolated: *isolated,
@@ -469,6 +486,7 @@ fn print_ports(ports: &[PortInfo]) {
     for p in ports {
         let kind = match p.kind {
             PortKind::Tap => "tap",
+            PortKind::Netdev => "netdev",
             _ => "?",
         };
         let drops: u64 = p.counters.drops.values().sum();

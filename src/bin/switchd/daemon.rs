@@ -26,7 +26,9 @@ use vnet_control::{
     Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
     MAX_REQUEST_LEN,
 };
-use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
+use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions};
+
+use crate::dev::Dev;
 
 use crate::capture::Capture;
 use crate::gateway::{gateway_config, GatewayPort};
@@ -47,10 +49,12 @@ const MAX_CONNS: usize = 64;
 
 struct Port {
     name: String,
-    tap: Tap,
+    dev: Dev,
     isolated: bool,
     /// In the ready queue (readable, not yet drained to `EAGAIN`).
     ready: bool,
+    /// Its interface was reported down (logged once until a frame arrives again).
+    down_logged: bool,
 }
 
 struct HttpConn {
@@ -134,6 +138,7 @@ impl Daemon {
                 anyhow::bail!("network {name:?} overlaps running network {other:?}: {why}");
             }
         }
+        let uplink = open_uplink(&network)?;
         match std::fs::remove_file(&socket_path) {
             Ok(()) => log!("removed stale control socket {}", socket_path.display()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -203,7 +208,7 @@ impl Daemon {
             "network {name:?} running, control socket {}",
             socket_path.display()
         );
-        Ok(Self {
+        let mut d = Self {
             name,
             network,
             store,
@@ -226,7 +231,13 @@ impl Daemon {
             metrics,
             http: HashMap::new(),
             next_http: 0,
-        })
+        };
+        if let Some(dev) = uplink {
+            // never isolated: `<port isolated>` keeps guests apart, not from the LAN
+            d.add_dev(None, dev, false)
+                .map_err(|e| anyhow::anyhow!("adding the uplink port: {e}"))?;
+        }
+        Ok(d)
     }
 
     fn now(&self) -> Instant {
@@ -360,11 +371,22 @@ impl Daemon {
             let Some(Some(port)) = self.ports.get_mut(id.index()) else {
                 return true;
             };
-            match port.tap.recv(&mut self.buf) {
+            match port.dev.recv(&mut self.buf) {
+                Ok(_) if port.down_logged => {
+                    port.down_logged = false;
+                    log!("port {}: frames flow again", port.name);
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::InvalidData => continue,
+                Err(e) if port.dev.transient(&e) => {
+                    if !port.down_logged {
+                        port.down_logged = true;
+                        log!("port {}: {e}; waiting for it to come back", port.name);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     let name = port.name.clone();
                     log!("port {name}: read failed ({e}); removing it");
@@ -438,7 +460,7 @@ impl Daemon {
         let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
             return;
         };
-        if port.tap.send(&self.buf).is_err() {
+        if port.dev.send(&self.buf).is_err() {
             self.sw.count_tx_failure(egress, self.buf.len());
         }
     }
@@ -735,37 +757,69 @@ impl Daemon {
         if let Some(i) = &ifname {
             vnet_ports::validate_ifname(i).map_err(|e| e.to_string())?;
         }
-        let mut opts = TapOptions::default();
-        opts.name = ifname;
-        opts.netns = req.netns.as_deref().map(NetnsRef::new);
-        opts.persistent = req.persistent;
-        opts.mac = mac;
-        if req.attach {
-            // a TAP made beforehand (possibly for an unprivileged switchd): use it as it is
-            opts.attach_existing = true;
-            opts.up = false;
-        }
-        let tap = Tap::create(&opts).map_err(|e| {
+        let err_text = |e: vnet_ports::Error| {
             let mut s = e.to_string();
             if let Some(src) = std::error::Error::source(&e) {
                 s.push_str(&format!(": {src}"));
             }
             s
-        })?;
-        let name = req.name.clone().unwrap_or_else(|| match &req.netns {
-            Some(ns) => format!("{ns}:{}", tap.name()),
-            None => tap.name().to_owned(),
+        };
+        let dev = match kind {
+            PortKind::Netdev => {
+                if req.attach || req.persistent || mac.is_some() {
+                    return Err(
+                        "a netdev port takes no --attach, --persistent or --mac: the interface exists"
+                            .into(),
+                    );
+                }
+                let Some(ifname) = ifname else {
+                    return Err("a netdev port needs the interface to attach to".into());
+                };
+                let mut opts = PacketOptions::new(&ifname);
+                opts.netns = req.netns.as_deref().map(NetnsRef::new);
+                opts.promiscuous = true;
+                Dev::Packet(PacketPort::open(&opts).map_err(err_text)?)
+            }
+            _ => {
+                let mut opts = TapOptions::default();
+                opts.name = ifname;
+                opts.netns = req.netns.as_deref().map(NetnsRef::new);
+                opts.persistent = req.persistent;
+                opts.mac = mac;
+                if req.attach {
+                    // a TAP made beforehand (possibly for an unprivileged switchd): use it as it is
+                    opts.attach_existing = true;
+                    opts.up = false;
+                }
+                Dev::Tap(Tap::create(&opts).map_err(err_text)?)
+            }
+        };
+        let isolated = req.isolated || self.network.ports_isolated();
+        self.add_dev(req.name.clone(), dev, isolated)
+    }
+
+    /// Adds an opened device as a port named `name` (default: its interface name, or
+    /// `NETNS:IFNAME`).
+    fn add_dev(
+        &mut self,
+        name: Option<String>,
+        dev: Dev,
+        isolated: bool,
+    ) -> Result<PortInfo, String> {
+        let kind = dev.kind();
+        let name = name.unwrap_or_else(|| match dev.netns() {
+            Some(ns) => format!("{}:{}", ns.name(), dev.name()),
+            None => dev.name().to_owned(),
         });
         if self.port_id_by_name(&name).is_some() {
             return Err(format!("port name {name:?} is in use"));
         }
-        let isolated = req.isolated || self.network.ports_isolated();
         let id = self
             .sw
             .add_port(PortConfig::default().with_isolated(isolated))
             .map_err(|e| e.to_string())?;
         if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&tap.as_raw_fd()),
+            &mut SourceFd(&dev.as_raw_fd()),
             Token(id.index()),
             Interest::READABLE,
         ) {
@@ -777,19 +831,19 @@ impl Daemon {
         }
         let detail = format!(
             "{name} ({kind:?} {}{})",
-            tap.name(),
-            req.netns
-                .as_deref()
-                .map(|n| format!(" in netns {n}"))
+            dev.name(),
+            dev.netns()
+                .map(|n| format!(" in netns {}", n.name()))
                 .unwrap_or_default()
         );
         log!("port {detail} added");
         self.emit("port-added", detail);
         self.ports[id.index()] = Some(Port {
             name,
-            tap,
+            dev,
             isolated,
             ready: false,
+            down_logged: false,
         });
         // Frames may already be queued: the edge was before registration.
         self.mark_ready(id.index());
@@ -807,11 +861,11 @@ impl Daemon {
         let _ = self
             .poll
             .registry()
-            .deregister(&mut SourceFd(&port.tap.as_raw_fd()));
+            .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
         let _ = self.sw.remove_port(id);
         self.ready.retain(|p| *p != id);
-        if destroy && port.tap.is_persistent() {
-            if let Err(e) = port.tap.set_persistent(false) {
+        if let (true, Dev::Tap(tap)) = (destroy && port.dev.is_persistent(), &mut port.dev) {
+            if let Err(e) = tap.set_persistent(false) {
                 log!("port {name}: cannot clear persistence: {e}");
             }
         }
@@ -826,10 +880,10 @@ impl Daemon {
         Some(PortInfo {
             name: p.name.clone(),
             id: id.0,
-            kind: PortKind::Tap,
-            ifname: p.tap.name().to_owned(),
-            netns: p.tap.netns().map(|n| n.name().to_owned()),
-            persistent: p.tap.is_persistent(),
+            kind: p.dev.kind(),
+            ifname: p.dev.name().to_owned(),
+            netns: p.dev.netns().map(|n| n.name().to_owned()),
+            persistent: p.dev.is_persistent(),
             isolated: p.isolated,
             macs: self.sw.fdb().port_len(id),
             counters: Counters {
@@ -1119,6 +1173,43 @@ impl Daemon {
 }
 
 /// libvirt's name of a forward mode (`isolated` for a network without `<forward>`).
+/// The uplink of a bridge-mode network, opened (promiscuous): the first `<forward>`
+/// `<interface dev>` (or `<forward dev>`), else `<bridge name>`, which in this mode names
+/// an existing interface, not one switchd makes.
+fn open_uplink(network: &Network) -> Result<Option<Dev>> {
+    if network.forward_mode() != ForwardMode::Bridge {
+        return Ok(None);
+    }
+    let (dev, element) = match (network.forward().dev(), network.bridge_name()) {
+        (Some(d), _) => (d, "<forward><interface dev>"),
+        (None, Some(b)) => (b, "<bridge name>"),
+        (None, None) => anyhow::bail!(
+            "network {:?}: <forward mode='bridge'> needs <bridge name> or <interface dev> naming the uplink",
+            network.name()
+        ),
+    };
+    if network.forward().interfaces.len() > 1 {
+        log!(
+            "<forward mode='bridge'> lists {} interfaces; only {dev} is attached (several uplinks to one segment would loop)",
+            network.forward().interfaces.len()
+        );
+    }
+    let mut opts = PacketOptions::new(dev);
+    opts.promiscuous = true;
+    let port = PacketPort::open(&opts).map_err(|e| {
+        let mut s = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            s.push_str(&format!(": {src}"));
+        }
+        anyhow::anyhow!(
+            "network {:?}: uplink {element}={dev:?}: {s}",
+            network.name()
+        )
+    })?;
+    log!("bridge mode: uplink {dev} attached (promiscuous)");
+    Ok(Some(Dev::Packet(port)))
+}
+
 pub(crate) fn mode_name(m: ForwardMode) -> &'static str {
     match m {
         ForwardMode::None => "isolated",

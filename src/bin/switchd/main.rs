@@ -23,6 +23,7 @@ fn log_line(args: std::fmt::Arguments<'_>) {
 
 mod capture;
 mod daemon;
+mod dev;
 mod gateway;
 mod metrics;
 mod nat;

@@ -5,7 +5,7 @@
 use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use libc::{c_int, c_short, c_ulong};
 
@@ -173,4 +173,137 @@ pub(crate) fn setns_net(ns: &File) -> io::Result<()> {
     // network namespace (CLONE_NEWNET), which the caller has chosen to change.
     check(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) })?;
     Ok(())
+}
+
+/// `PACKET_VNET_HDR` (linux/if_packet.h): frames carry a 10-byte `virtio_net_hdr`.
+const PACKET_VNET_HDR: c_int = 15;
+/// `PACKET_IGNORE_OUTGOING` (Linux 4.20): do not deliver frames the host transmits.
+const PACKET_IGNORE_OUTGOING: c_int = 23;
+
+/// `AF_PACKET` (17), as `sockaddr_ll.sll_family` holds it.
+const AF_PACKET_FAMILY: u16 = 17;
+const _: () = assert!(libc::PACKET_MR_PROMISC == 1);
+const _: () = assert!(libc::AF_PACKET == 17);
+
+/// `PACKET_MR_PROMISC` (linux/if_packet.h), as `packet_mreq.mr_type` holds it.
+const PACKET_MR_PROMISC: u16 = 1;
+
+/// The size of `T` as a socket length (the structs passed are a few dozen bytes).
+fn socklen_of<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(size_of::<T>()).unwrap_or(libc::socklen_t::MAX)
+}
+
+/// The interface index of `name` in the calling thread's network namespace.
+pub(crate) fn if_index(name: &str) -> io::Result<c_int> {
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: c is a NUL-terminated string that lives across the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    c_int::try_from(idx).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))
+}
+
+fn set_int_opt(fd: BorrowedFd<'_>, level: c_int, opt: c_int, val: c_int) -> io::Result<()> {
+    // SAFETY: val is a live c_int and its exact size is passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            opt,
+            (&val as *const c_int).cast(),
+            socklen_of::<c_int>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// An `AF_PACKET` raw socket bound to interface `ifindex`, non-blocking, with
+/// virtio-net headers, not seeing what the host transmits on that interface, and, when
+/// `promisc`, putting the interface in promiscuous mode for as long as it is open.
+pub(crate) fn packet_socket(ifindex: c_int, promisc: bool) -> io::Result<OwnedFd> {
+    // ETH_P_ALL (0x0003), in network byte order as the socket calls want it
+    let proto = 0x0003_u16.to_be();
+    // SAFETY: socket has no memory preconditions.
+    let raw = check(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            c_int::from(proto),
+        )
+    })?;
+    // SAFETY: socket just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let b = fd.as_fd();
+    set_int_opt(b, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+    // Older kernels lack it; then the switch sees its own transmissions, which its
+    // learning tolerates (the source MACs are on other ports) but which cost work.
+    let _ = set_int_opt(b, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
+    if promisc {
+        // SAFETY: packet_mreq is a plain C struct; all-zero bytes are a valid value.
+        let mut mr: libc::packet_mreq = unsafe { std::mem::zeroed() };
+        mr.mr_ifindex = ifindex;
+        mr.mr_type = PACKET_MR_PROMISC;
+        // SAFETY: mr is a live packet_mreq and its exact size is passed.
+        check(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mr as *const libc::packet_mreq).cast(),
+                socklen_of::<libc::packet_mreq>(),
+            )
+        })?;
+    }
+    // SAFETY: sockaddr_ll is a plain C struct; all-zero bytes are a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = AF_PACKET_FAMILY;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex;
+    // SAFETY: sll is a live sockaddr_ll and its exact size is passed.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            socklen_of::<libc::sockaddr_ll>(),
+        )
+    })?;
+    Ok(fd)
+}
+
+/// Reads one datagram into two buffers (`readv`). Returns the bytes read.
+pub(crate) fn readv2(fd: BorrowedFd<'_>, a: &mut [u8], b: &mut [u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: a.as_mut_ptr().cast(),
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into live, exclusively borrowed buffers of the given
+    // lengths, which the kernel may write up to their lengths.
+    let n = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), 2) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Writes one datagram from two buffers (`writev`). Returns the bytes written.
+pub(crate) fn writev2(fd: BorrowedFd<'_>, a: &[u8], b: &[u8]) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: a.as_ptr() as *mut libc::c_void,
+            iov_len: a.len(),
+        },
+        libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        },
+    ];
+    // SAFETY: both iovecs point into live buffers of the given lengths; writev only
+    // reads them.
+    let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
