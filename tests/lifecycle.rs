@@ -184,7 +184,8 @@ fn define_start_attach_update_destroy_undefine() {
         .success());
     let info = cli.ok(&["net-info", &name]);
     assert!(
-        info.contains("Active:         yes") && info.contains("Ports:          2"),
+        // two guests and the host port (virbr0)
+        info.contains("Active:         yes") && info.contains("Ports:          3"),
         "{info}"
     );
 

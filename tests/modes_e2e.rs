@@ -387,3 +387,48 @@ fn two_networks_at_once_keep_their_segments_and_leases_apart() {
         "b's MAC must not appear in a's switch"
     );
 }
+
+#[test]
+fn the_host_port_lets_the_host_reach_guests_by_address() {
+    let net = Net::start();
+    let host_port = net
+        .port_list()
+        .into_iter()
+        .find(|p| p["ifname"] == "virbr0")
+        .unwrap_or_else(|| panic!("no virbr0 host port: {}", net.log()));
+    assert_eq!(host_port["kind"], "tap");
+    let addrs = net
+        .host
+        .run_ok("ip", &["-4", "-o", "addr", "show", "dev", "virbr0"]);
+    assert!(addrs.contains("192.168.122.1/24"), "{addrs}");
+
+    let g = net.add_bare_guest("vth1", "52:54:00:00:50:01");
+    let lease = udhcpc(&net, &g, "h", &[]);
+    let ip = lease.get("ip").cloned().unwrap_or_default();
+    assert!(ip.starts_with("192.168.122."), "{lease:?}\n{}", net.log());
+    // the host pings the guest and connects to its server, by the guest's address
+    assert!(
+        net.host
+            .run("ping", &["-c", "1", "-W", "2", &ip])
+            .status
+            .success(),
+        "{}",
+        net.log()
+    );
+    tcp_transfer(&net.host, &g, &ip, 5005, 4 << 20);
+    // the guest reaches a host service (on any address) through the gateway address;
+    // the host kernel answers it, not the NAT engine
+    tcp_transfer(&g, &net.host, "192.168.122.1", 5006, 4 << 20);
+    let flows = net.ctl_json(&["nat-flows", &net.name]).to_string();
+    assert!(!flows.contains("5006"), "{flows}");
+    // the gateway's own services still answer: DNS on the gateway address
+    let dig = g.run(
+        "dig",
+        &["+short", "+tries=1", "@192.168.122.1", "vth1.example", "A"],
+    );
+    assert!(
+        dig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dig.stdout)
+    );
+}

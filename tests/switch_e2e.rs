@@ -43,7 +43,7 @@ fn three_guests_reach_each_other_and_fdb_shows_them() {
     }
     assert_eq!(fdb.len(), 3, "exactly the three guests: {fdb:?}");
     // port-list agrees: one MAC per port, frames both ways
-    for p in net.port_list() {
+    for p in net.guest_ports() {
         assert_eq!(p["macs"], 1, "{p}");
         assert!(p["counters"]["rx_frames"].as_u64() > Some(0));
         assert!(p["counters"]["tx_frames"].as_u64() > Some(0));
@@ -129,7 +129,7 @@ fn port_del_forgets_the_mac_and_removes_the_interface() {
         !link.status.success(),
         "eth0 still exists in the guest after port-del"
     );
-    assert_eq!(net.port_list().len(), 1);
+    assert_eq!(net.guest_ports().len(), 1);
     assert!(!net.guests[0].ping(&net.guests[1].ip));
     // deleting it again is a clear error
     let err = net.ctl_err(&["port-del", &net.name, &net.guests[1].port]);

@@ -222,6 +222,14 @@ impl Net {
             .unwrap_or_default()
     }
 
+    /// The ports other than the host port (`virbr0`, which switchd adds to networks
+    /// with a gateway).
+    pub fn guest_ports(&self) -> Vec<serde_json::Value> {
+        let mut p = self.port_list();
+        p.retain(|p| p["ifname"] != "virbr0");
+        p
+    }
+
     pub fn fdb(&self) -> Vec<serde_json::Value> {
         self.ctl_json(&["fdb-show", &self.name])
             .as_array()

@@ -9,8 +9,8 @@
 //!
 //! vnet's own settings, for which libvirt has no element, live in vnet's namespace
 //! ([`VNET_NS`], prefix `vnet`) directly under `<network>`: `<vnet:port-forward>`
-//! ([`Network::port_forwards`], [`PortForward`]) and `<vnet:host-access>`
-//! ([`Network::host_access`]). They are parsed and checked like libvirt's elements and
+//! ([`Network::port_forwards`], [`PortForward`]), `<vnet:host-access>`
+//! ([`Network::host_access`]) and `<vnet:host-port>` ([`Network::host_port`]). They are parsed and checked like libvirt's elements and
 //! written after them.
 //!
 //! This crate does no I/O except [`Network::from_file`], starts nothing and reads no
@@ -131,6 +131,7 @@ pub struct Network {
     pub(crate) dnsmasq_options: Vec<String>,
     pub(crate) port_forwards: Vec<PortForward>,
     pub(crate) host_access: Option<bool>,
+    pub(crate) host_port: Option<bool>,
     pub(crate) extensions: Vec<RawElement>,
     pub(crate) warnings: Vec<String>,
 }
@@ -308,6 +309,16 @@ impl Network {
     /// the gateway's address (NAT mode only). Yes when absent.
     pub fn host_access(&self) -> bool {
         self.host_access != Some(false)
+    }
+
+    /// `<vnet:host-port enabled>`: whether switchd gives the host a TAP named after
+    /// `<bridge name>` that carries the gateway's address and MAC, so the host reaches
+    /// guests directly (as through libvirt's `virbr0`). When absent, as
+    /// [`host_access`](Self::host_access): a network that keeps guests away from the
+    /// host gets no door from the host either. (switchd skips the port when it lacks the
+    /// privilege or the name is taken.)
+    pub fn host_port(&self) -> bool {
+        self.host_port.unwrap_or(self.host_access())
     }
 
     /// Adds a port forward after the others, checked as `<vnet:port-forward>` is

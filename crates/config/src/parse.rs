@@ -318,6 +318,7 @@ struct Slots<'a, 'i> {
     virtualport: Option<Node<'a, 'i>>,
     dnsmasq: Option<Node<'a, 'i>>,
     host_access: Option<Node<'a, 'i>>,
+    host_port: Option<Node<'a, 'i>>,
     port_forwards: Vec<Node<'a, 'i>>,
     ips: Vec<Node<'a, 'i>>,
     routes: Vec<Node<'a, 'i>>,
@@ -373,12 +374,13 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
             Some(VNET_NS) => match child.tag_name().name() {
                 "port-forward" => s.port_forwards.push(child),
                 "host-access" => put(&mut s.host_access, child)?,
+                "host-port" => put(&mut s.host_port, child)?,
                 _ => {
                     return Err(err(
                         child,
                         format!(
                             "unknown element <{}> in vnet's namespace (expected \
-                             <vnet:port-forward> or <vnet:host-access>)",
+                             <vnet:port-forward>, <vnet:host-access> or <vnet:host-port>)",
                             qname(child)
                         ),
                     ))
@@ -594,6 +596,15 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
         port_forwards.push(f);
     }
     let host_access = s.host_access.map(vnet_host_access).transpose()?;
+    let host_port = s.host_port.map(vnet_host_access).transpose()?;
+    if let Some(node) = s.host_port {
+        if matches!(mode, ForwardMode::Bridge) {
+            return Err(err(
+                node,
+                "<vnet:host-port> needs a network with a gateway (not mode 'bridge')",
+            ));
+        }
+    }
     if let (Some(node), Some(reason)) = (
         s.host_access,
         port_forward::mode_problem(mode, "<vnet:host-access> is"),
@@ -647,6 +658,7 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
         dnsmasq_options,
         port_forwards,
         host_access,
+        host_port,
         extensions,
         warnings: Vec::new(),
     };
@@ -778,7 +790,7 @@ fn vnet_attr_err(node: Node<'_, '_>, a: roxmltree::Attribute<'_, '_>) -> Error {
         node,
         format!(
             "unknown attribute 'vnet:{}' on <{}> (vnet's namespace defines no attributes; \
-             its elements are <vnet:port-forward> and <vnet:host-access>)",
+             its elements are <vnet:port-forward>, <vnet:host-access> and <vnet:host-port>)",
             a.name(),
             qname(node)
         ),
@@ -892,7 +904,7 @@ fn vnet_port_forward(node: Node<'_, '_>) -> Result<PortForward> {
     })
 }
 
-/// `<vnet:host-access enabled='yes|no'>`.
+/// `<vnet:host-access enabled='yes|no'>`, `<vnet:host-port enabled='yes|no'>`.
 fn vnet_host_access(node: Node<'_, '_>) -> Result<bool> {
     check_vnet_element(node, &["enabled"])?;
     required(node, "enabled", "yes or no")?;

@@ -920,6 +920,7 @@ fn vnet_elements_round_trip() {
                xmlns:dnsmasq='http://libvirt.org/schemas/network/dnsmasq/1.0'>
   <name>fw</name>
   <vnet:host-access enabled='no'/>
+  <vnet:host-port enabled='no'/>
   <ext:x xmlns:ext='urn:ext'/>
   <vnet:port-forward proto='tcp' address='0.0.0.0' port='8080' end='8090' to='192.168.122.10' to-port='80'/>
   <forward mode='nat'/>
@@ -970,13 +971,26 @@ fn vnet_elements_round_trip() {
   <vnet:port-forward proto='tcp' address='0.0.0.0' port='8080' end='8090' to='192.168.122.10' to-port='80'/>
   <vnet:port-forward proto='udp' port='5353' to='192.168.122.10'/>
   <vnet:host-access enabled='no'/>
+  <vnet:host-port enabled='no'/>
   <ext:x xmlns:ext='urn:ext'/>
 </network>
 "
     );
+    assert!(!n.host_port());
     let again = Network::from_xml(&out).unwrap();
     assert_eq!(again, n);
     assert_eq!(again.to_xml(), out, "the written form is a fixpoint");
+}
+
+#[test]
+fn a_host_port_needs_a_gateway() {
+    let e = Network::from_xml(
+        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>b</name>\
+         <forward mode='bridge'/><bridge name='br0'/><vnet:host-port enabled='yes'/></network>",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vnet:host-port") && e.contains("bridge"), "{e}");
 }
 
 #[test]
@@ -1306,8 +1320,8 @@ fn vnet_namespace_is_checked() {
         &vnet_net("<vnet:bridge name='x'/>"),
         "vnet:bridge",
         None,
-        "unknown element <vnet:bridge> in vnet's namespace (expected <vnet:port-forward> or \
-         <vnet:host-access>)",
+        "unknown element <vnet:bridge> in vnet's namespace (expected <vnet:port-forward>, \
+         <vnet:host-access> or <vnet:host-port>)",
     );
     rejects(
         &vnet_net("<vnet:host-access enabled='no'/><vnet:host-access enabled='yes'/>"),

@@ -83,7 +83,8 @@ pub(crate) fn network(net: &Network) -> String {
     if !net.dnsmasq_options.is_empty() {
         root = root.attr("xmlns:dnsmasq", DNSMASQ_NS);
     }
-    let has_vnet = !net.port_forwards.is_empty() || net.host_access.is_some();
+    let has_vnet =
+        !net.port_forwards.is_empty() || net.host_access.is_some() || net.host_port.is_some();
     if has_vnet {
         root = root.attr("xmlns:vnet", VNET_NS);
     }
@@ -250,6 +251,13 @@ pub(crate) fn network(net: &Network) -> String {
         o.line(
             &Tag::new("vnet:host-access")
                 .yes_no("enabled", net.host_access)
+                .empty(),
+        );
+    }
+    if net.host_port.is_some() {
+        o.line(
+            &Tag::new("vnet:host-port")
+                .yes_no("enabled", net.host_port)
                 .empty(),
         );
     }

@@ -37,6 +37,18 @@ use vnet_dns::Transport;
 use vnet_switch::wire::{EtherType as WireEtherType, EthernetFrame};
 use vnet_switch::MacAddr;
 
+/// Who takes a frame addressed to the gateway when a host port shares its identity
+/// ([`Gateway::host_claim`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The gateway's services or the mode's engine.
+    Gateway,
+    /// The host port (the host kernel).
+    Host,
+    /// Both (ARP replies).
+    Both,
+}
+
 /// Bound on frames waiting in [`Gateway::poll_transmit`]; past it, replies are dropped
 /// and counted (a guest cannot make the gateway buffer without bound).
 pub const MAX_QUEUED: usize = 256;
@@ -353,6 +365,65 @@ impl Gateway {
             WireEtherType::Arp => self.handle_arp(now, eth.payload(), frame),
             WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
             _ => self.stats.ignored += 1,
+        }
+    }
+
+    /// Who takes `frame`, a frame the switch delivers to the gateway port, when a host
+    /// port shares the gateway's MAC and address (the host kernel sits on the segment
+    /// with the gateway's identity, as on libvirt's `virbr0`).
+    ///
+    /// The gateway keeps what its services and the mode's engine own: broadcasts (the
+    /// host port gets its own flooded copy), ARP requests, DHCP, DNS, ICMP echo
+    /// requests, and traffic to other addresses (NAT, routing). The host gets the rest
+    /// of what is addressed to the gateway's address (replies to connections the host
+    /// opened, its services such as ssh, IPv6) and a copy of ARP replies (answers to
+    /// its own requests; the gateway learns from them too).
+    pub fn host_claim(&self, frame: &[u8]) -> Claim {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else {
+            return Claim::Gateway;
+        };
+        if eth.dst_addr() != self.cfg.mac {
+            return Claim::Gateway;
+        }
+        match eth.ethertype() {
+            WireEtherType::Arp => {
+                let reply = ArpPacket::from_slice(eth.payload())
+                    .is_ok_and(|a| a.operation == ArpOperation::REPLY);
+                if reply {
+                    Claim::Both
+                } else {
+                    Claim::Gateway
+                }
+            }
+            WireEtherType::Ipv4 => {
+                let Ok(ip) = Ipv4Slice::from_slice(eth.payload()) else {
+                    return Claim::Gateway;
+                };
+                if ip.header().destination_addr() != self.cfg.ip {
+                    return Claim::Gateway;
+                }
+                if ip.is_payload_fragmented() {
+                    return Claim::Host;
+                }
+                let body = ip.payload().payload;
+                let ours = match ip.payload_ip_number() {
+                    IpNumber::UDP => UdpSlice::from_slice(body).is_ok_and(|u| {
+                        u.destination_port() == DHCP_SERVER_PORT
+                            || (u.destination_port() == DNS_PORT && self.dns.is_some())
+                    }),
+                    IpNumber::TCP => TcpHeaderSlice::from_slice(body)
+                        .is_ok_and(|t| t.destination_port() == DNS_PORT && self.tcp.is_some()),
+                    IpNumber::ICMP => Icmpv4Slice::from_slice(body)
+                        .is_ok_and(|i| matches!(i.icmp_type(), Icmpv4Type::EchoRequest(_))),
+                    _ => false,
+                };
+                if ours {
+                    Claim::Gateway
+                } else {
+                    Claim::Host
+                }
+            }
+            _ => Claim::Host,
         }
     }
 

@@ -226,6 +226,21 @@ impl Tap {
         Ok(())
     }
 
+    /// Gives the device (in the caller's namespace) an IPv4 address on a /`prefix`
+    /// subnet, as the host side of a segment.
+    pub fn set_ipv4(&self, addr: std::net::Ipv4Addr, prefix: u8) -> Result<(), Error> {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0);
+        sys::set_ipv4(&self.name, addr.octets(), mask.to_be_bytes()).map_err(|source| {
+            Error::Ioctl {
+                op: "SIOCSIFADDR",
+                name: self.name.clone(),
+                source,
+            }
+        })
+    }
+
     /// Reads one frame (virtio-net header and Ethernet frame) into `buf`.
     ///
     /// Returns the Ethernet frame's length; `WouldBlock` when no frame is queued.

@@ -32,7 +32,7 @@ use crate::dev::Dev;
 
 use crate::capture::Capture;
 use crate::gateway::{gateway_config, GatewayPort};
-use vnet_gateway::Now;
+use vnet_gateway::{Claim, Now};
 use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
 
 const LISTENER: Token = Token(1 << 20);
@@ -101,6 +101,9 @@ pub(crate) struct Daemon {
     metrics: Option<mio::net::TcpListener>,
     http: HashMap<Token, HttpConn>,
     next_http: usize,
+    /// The host port (a TAP named after `<bridge name>` with the gateway's MAC and
+    /// address), when there is one.
+    host_port: Option<PortId>,
 }
 
 impl Daemon {
@@ -231,12 +234,14 @@ impl Daemon {
             metrics,
             http: HashMap::new(),
             next_http: 0,
+            host_port: None,
         };
         if let Some(dev) = uplink {
             // never isolated: `<port isolated>` keeps guests apart, not from the LAN
-            d.add_dev(None, dev, false)
+            d.add_dev(None, dev, false, true)
                 .map_err(|e| anyhow::anyhow!("adding the uplink port: {e}"))?;
         }
+        d.add_host_port();
         Ok(d)
     }
 
@@ -453,8 +458,19 @@ impl Daemon {
         if !self.captures.is_empty() {
             self.capture_frame(egress, false);
         }
-        if let Some(g) = self.gateway.as_mut().filter(|g| g.id == egress) {
-            g.gw.handle_frame(Now::system(), self.buf.frame());
+        if let Some(g) = self.gateway.as_ref().filter(|g| g.id == egress) {
+            let claim = match self.host_port {
+                Some(_) => g.gw.host_claim(self.buf.frame()),
+                None => Claim::Gateway,
+            };
+            if let (Some(h), Claim::Host | Claim::Both) = (self.host_port, claim) {
+                self.transmit(h);
+            }
+            if claim != Claim::Host {
+                if let Some(g) = self.gateway.as_mut() {
+                    g.gw.handle_frame(Now::system(), self.buf.frame());
+                }
+            }
             return;
         }
         let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
@@ -795,7 +811,7 @@ impl Daemon {
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
-        self.add_dev(req.name.clone(), dev, isolated)
+        self.add_dev(req.name.clone(), dev, isolated, true)
     }
 
     /// Adds an opened device as a port named `name` (default: its interface name, or
@@ -805,6 +821,7 @@ impl Daemon {
         name: Option<String>,
         dev: Dev,
         isolated: bool,
+        learning: bool,
     ) -> Result<PortInfo, String> {
         let kind = dev.kind();
         let name = name.unwrap_or_else(|| match dev.netns() {
@@ -816,7 +833,11 @@ impl Daemon {
         }
         let id = self
             .sw
-            .add_port(PortConfig::default().with_isolated(isolated))
+            .add_port(
+                PortConfig::default()
+                    .with_isolated(isolated)
+                    .with_learning(learning),
+            )
             .map_err(|e| e.to_string())?;
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&dev.as_raw_fd()),
@@ -850,6 +871,51 @@ impl Daemon {
         self.port_info(id).ok_or_else(|| "port vanished".to_owned())
     }
 
+    /// Gives the host a port on the segment: a TAP named after `<bridge name>` with the
+    /// gateway's MAC and address (the host and the gateway are one identity to guests;
+    /// [`vnet_gateway::Gateway::host_claim`] splits what each answers). Skipped, with a
+    /// note, without the privilege or when the name is taken (libvirt's own `virbr0`).
+    fn add_host_port(&mut self) {
+        let (Some(g), Some(bridge)) = (self.gateway.as_ref(), self.network.bridge_name()) else {
+            return;
+        };
+        if !self.network.host_port() {
+            return;
+        }
+        let cfg = g.gw.config().clone();
+        let mut opts = TapOptions::default();
+        opts.name = Some(bridge.to_owned());
+        opts.mac = Some(cfg.mac.0);
+        let tap = match Tap::create(&opts) {
+            Ok(t) => t,
+            Err(e) => {
+                log!(
+                    "no host port: cannot create {bridge} ({e}{}); the host reaches guests only through NAT port forwards",
+                    std::error::Error::source(&e)
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                );
+                return;
+            }
+        };
+        if let Err(e) = tap.set_ipv4(cfg.ip, cfg.prefix) {
+            log!(
+                "no host port: cannot give {bridge} the address {}/{}: {e}",
+                cfg.ip,
+                cfg.prefix
+            );
+            return;
+        }
+        // not learning: the gateway's MAC stays on the gateway port
+        match self.add_dev(None, Dev::Tap(tap), false, false) {
+            Ok(p) => {
+                log!("host port {} ({}/{})", p.ifname, cfg.ip, cfg.prefix);
+                self.host_port = Some(PortId(p.id));
+            }
+            Err(e) => log!("no host port: {e}"),
+        }
+    }
+
     /// Removes a port; `destroy` also removes a persistent device.
     fn remove_port(&mut self, name: &str, destroy: bool) -> Result<(), String> {
         let id = self
@@ -864,6 +930,9 @@ impl Daemon {
             .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
         let _ = self.sw.remove_port(id);
         self.ready.retain(|p| *p != id);
+        if self.host_port == Some(id) {
+            self.host_port = None;
+        }
         if let (true, Dev::Tap(tap)) = (destroy && port.dev.is_persistent(), &mut port.dev) {
             if let Err(e) = tap.set_persistent(false) {
                 log!("port {name}: cannot clear persistence: {e}");

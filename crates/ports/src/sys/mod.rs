@@ -307,3 +307,38 @@ pub(crate) fn writev2(fd: BorrowedFd<'_>, a: &[u8], b: &[u8]) -> io::Result<usiz
     let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), 2) };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
+
+/// Sets the IPv4 address and netmask of interface `name` in the calling thread's
+/// network namespace (`SIOCSIFADDR`, `SIOCSIFNETMASK`; the kernel adds the subnet's
+/// route when the link is up).
+pub(crate) fn set_ipv4(name: &str, addr: [u8; 4], mask: [u8; 4]) -> io::Result<()> {
+    // SAFETY: socket has no memory preconditions.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket just returned this descriptor and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    for (req, a) in [(libc::SIOCSIFADDR, addr), (libc::SIOCSIFNETMASK, mask)] {
+        let mut ifr = ifreq_with_name(name)?;
+        // SAFETY: sockaddr_in is a plain C struct; all-zero bytes are a valid value.
+        let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        sin.sin_family = AF_INET_FAMILY;
+        sin.sin_addr.s_addr = u32::from_ne_bytes(a);
+        // SAFETY: ifru_addr is a sockaddr, 16 bytes, the size of sockaddr_in; writing
+        // the sockaddr_in's bytes over it is how SIOCSIFADDR expects the address.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&sin as *const libc::sockaddr_in).cast::<u8>(),
+                (&mut ifr.ifr_ifru.ifru_addr as *mut libc::sockaddr).cast::<u8>(),
+                size_of::<libc::sockaddr_in>(),
+            );
+        }
+        // SAFETY: the ioctl reads the name and address of the live ifreq.
+        check(unsafe { libc::ioctl(sock.as_raw_fd(), req, &mut ifr as *mut libc::ifreq) })?;
+    }
+    Ok(())
+}
+
+/// `AF_INET` (2), as `sockaddr_in.sin_family` holds it.
+const AF_INET_FAMILY: u16 = 2;
+const _: () = assert!(libc::AF_INET == 2);
+const _: () = assert!(size_of::<libc::sockaddr_in>() == size_of::<libc::sockaddr>());
