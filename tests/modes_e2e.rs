@@ -432,3 +432,87 @@ fn the_host_port_lets_the_host_reach_guests_by_address() {
         String::from_utf8_lossy(&dig.stdout)
     );
 }
+
+#[test]
+fn route_mode_forwards_guest_packets_unchanged_both_ways() {
+    let mut net = Net::prepare(None, &[]);
+    let lan = Netns::new("vtr");
+    let veth = Veth::new("vr", Some(&net.host), Some(&lan));
+    no_ipv6(&net.host, veth.a());
+    net.host
+        .run_ok("ip", &["addr", "add", "10.97.0.1/24", "dev", veth.a()]);
+    net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
+    net.host
+        .run_ok("ip", &["route", "add", "default", "via", "10.97.0.2"]);
+    // no kernel forwarding in the switchd namespace: switchd alone routes
+    net.host.run_ok("sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+    lan.run_ok("ip", &["addr", "add", "10.97.0.2/24", "dev", veth.b()]);
+    lan.run_ok("ip", &["link", "set", veth.b(), "up"]);
+    lan.run_ok("ip", &["link", "set", "lo", "up"]);
+    // a LAN host one hop further (on the lan router's lo) and the static route back
+    lan.run_ok("ip", &["addr", "add", "10.200.2.1/32", "dev", "lo"]);
+    lan.run_ok(
+        "ip",
+        &["route", "add", "192.168.140.0/24", "via", "10.97.0.1"],
+    );
+    std::fs::write(
+        net.dir.path().join("net.xml"),
+        format!(
+            "<network><name>r</name><forward mode='route' dev='{}'/><bridge name='virbr7'/>\
+             <ip address='192.168.140.1' netmask='255.255.255.0'><dhcp>\
+             <range start='192.168.140.100' end='192.168.140.200'/></dhcp></ip></network>",
+            veth.a()
+        ),
+    )
+    .expect("write config");
+    net.launch();
+    let g = net.add_bare_guest("vtrg", "52:54:00:00:60:01");
+    let lease = udhcpc(&net, &g, "r", &[]);
+    let ip = lease.get("ip").cloned().unwrap_or_default();
+    assert!(ip.starts_with("192.168.140."), "{lease:?}\n{}", net.log());
+    assert_eq!(lease["router"], "192.168.140.1");
+
+    for dst in ["10.97.0.2", "10.200.2.1"] {
+        assert!(
+            g.run("ping", &["-c", "1", "-W", "2", dst]).status.success(),
+            "guest cannot ping {dst}: {}",
+            net.log()
+        );
+    }
+    assert!(lan
+        .run("ping", &["-c", "1", "-W", "2", &ip])
+        .status
+        .success());
+    // the LAN server sees the guest's own address (no NAT)
+    let _who = ChildGuard::spawn(lan.cmd(
+        "python3",
+        &[
+            "-c",
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('0.0.0.0',7000))\ns.listen(8)\n\
+             while True:\n    c,a=s.accept()\n    c.sendall(('you are '+a[0]).encode())\n    c.close()\n",
+        ],
+    ));
+    let ask = "import socket,time\nfor i in range(50):\n  try:\n    s=socket.create_connection(('10.200.2.1',7000),timeout=2); print(s.recv(100).decode()); break\n  except OSError: time.sleep(0.1)";
+    let seen = String::from_utf8_lossy(&py(&g, ask).stdout)
+        .trim()
+        .to_owned();
+    assert_eq!(seen, format!("you are {ip}"));
+    // TCP both ways, 64 KiB TSO frames and all
+    tcp_transfer(&g, &lan, "10.200.2.1", 5010, 8 << 20);
+    tcp_transfer(&lan, &g, &ip, 5011, 8 << 20);
+    // the gateway is a hop: TTL 1 expires there, with an ICMP time exceeded from it
+    let ttl1 = g.run("ping", &["-c", "1", "-W", "2", "-t", "1", "10.200.2.1"]);
+    let text = String::from_utf8_lossy(&ttl1.stdout);
+    assert!(
+        text.contains("192.168.140.1") && text.contains("Time to live exceeded"),
+        "{text}"
+    );
+    // nothing the guest sent went through the kernel's forwarding
+    let fwd = net.host.run_ok("cat", &["/proc/sys/net/ipv4/ip_forward"]);
+    assert_eq!(fwd.trim(), "0");
+    // an address with no one behind it: host unreachable, not a hang
+    let dead = g.run("ping", &["-c", "1", "-W", "3", "10.97.0.99"]);
+    let text = String::from_utf8_lossy(&dead.stdout);
+    assert!(text.contains("Destination Host Unreachable"), "{text}");
+}

@@ -643,5 +643,7 @@ impl Gateway {
     }
 }
 
+pub mod route;
+
 #[cfg(test)]
 mod tests;

@@ -120,6 +120,18 @@ impl PacketPort {
         self.netns.as_ref()
     }
 
+    /// The interface's MAC address and IPv4 address (if it has one), read now (in the
+    /// caller's namespace: for an interface in another namespace, ask there).
+    pub fn mac_ipv4(&self) -> Result<([u8; 6], Option<std::net::Ipv4Addr>), Error> {
+        sys::if_mac_ipv4(&self.name)
+            .map(|(m, a)| (m, a.map(std::net::Ipv4Addr::from)))
+            .map_err(|source| Error::Ioctl {
+                op: "SIOCGIFADDR",
+                name: self.name.clone(),
+                source,
+            })
+    }
+
     /// Whether the port holds the interface in promiscuous mode.
     pub fn is_promiscuous(&self) -> bool {
         self.promiscuous

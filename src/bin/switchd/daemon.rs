@@ -29,6 +29,9 @@ use vnet_control::{
 use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions};
 
 use crate::dev::Dev;
+use crate::uplink::Uplink;
+use vnet_gateway::route::Verdict as RouteVerdict;
+use vnet_ports::{VirtioNetHdr, VNET_HDR_LEN};
 
 use crate::capture::Capture;
 use crate::gateway::{gateway_config, GatewayPort};
@@ -39,6 +42,7 @@ const LISTENER: Token = Token(1 << 20);
 const SIGNALS: Token = Token((1 << 20) + 1);
 const DNS_UPSTREAM: Token = Token((1 << 20) + 2);
 const METRICS: Token = Token((1 << 20) + 3);
+const UPLINK: Token = Token((1 << 20) + 4);
 /// Tokens of metrics (HTTP) connections: `HTTP_BASE + n`, above the control ones.
 const HTTP_BASE: usize = 3 << 20;
 const CONN_BASE: usize = 1 << 21;
@@ -104,6 +108,11 @@ pub(crate) struct Daemon {
     /// The host port (a TAP named after `<bridge name>` with the gateway's MAC and
     /// address), when there is one.
     host_port: Option<PortId>,
+    /// The uplink and router of route/open modes.
+    uplink: Option<Uplink>,
+    uplink_tx_errors: u64,
+    /// The uplink had more frames than one turn takes.
+    uplink_more: bool,
 }
 
 impl Daemon {
@@ -142,6 +151,7 @@ impl Daemon {
             }
         }
         let uplink = open_uplink(&network)?;
+        let mut routed = crate::uplink::open(&network, gateway_config(&network).as_ref())?;
         match std::fs::remove_file(&socket_path) {
             Ok(()) => log!("removed stale control socket {}", socket_path.display()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -235,7 +245,18 @@ impl Daemon {
             http: HashMap::new(),
             next_http: 0,
             host_port: None,
+            uplink: None,
+            uplink_tx_errors: 0,
+            uplink_more: false,
         };
+        if let Some(u) = routed.as_mut() {
+            d.poll.registry().register(
+                &mut SourceFd(&u.port.as_raw_fd()),
+                UPLINK,
+                Interest::READABLE,
+            )?;
+        }
+        d.uplink = routed;
         if let Some(dev) = uplink {
             // never isolated: `<port isolated>` keeps guests apart, not from the LAN
             d.add_dev(None, dev, false, true)
@@ -252,17 +273,19 @@ impl Daemon {
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(256);
         while !self.stop {
-            let timeout = if self.ready.is_empty() {
+            let timeout = if self.ready.is_empty() && !self.uplink_more {
                 let now = self.now();
                 let sw = self
                     .sw
                     .poll_timeout()
                     .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
                 let gw = self.gateway.as_mut().and_then(GatewayPort::poll_timeout);
-                match (sw, gw) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let rt = self
+                    .uplink
+                    .as_ref()
+                    .and_then(|u| u.router.poll_at())
+                    .map(|t| t.saturating_duration_since(std::time::Instant::now()));
+                [sw, gw, rt].into_iter().flatten().min()
             } else {
                 Some(Duration::ZERO)
             };
@@ -282,6 +305,7 @@ impl Daemon {
                         }
                     }
                     METRICS => self.accept_http(),
+                    UPLINK => self.on_uplink(),
                     Token(t) if (HTTP_BASE..HTTP_BASE + (1 << 20)).contains(&t) => {
                         self.on_http(Token(t));
                     }
@@ -295,6 +319,9 @@ impl Daemon {
                 }
             }
             self.service_ready();
+            if std::mem::take(&mut self.uplink_more) {
+                self.on_uplink();
+            }
             let now = self.now();
             if self.sw.poll_timeout().is_some_and(|t| t <= now) {
                 self.sw.handle_timeout(now);
@@ -302,6 +329,10 @@ impl Daemon {
             if let Some(g) = self.gateway.as_mut() {
                 g.handle_timeout();
             }
+            if let Some(u) = self.uplink.as_mut() {
+                u.router.poll(std::time::Instant::now());
+            }
+            self.drain_router(now);
             if !self.captures.is_empty() {
                 self.flush_captures();
             }
@@ -435,6 +466,65 @@ impl Daemon {
         }
     }
 
+    /// Reads the uplink of a routed network: packets for the segment enter it from the
+    /// gateway port; ARP answers feed the router; the host's own traffic is left alone.
+    fn on_uplink(&mut self) {
+        let Some(gw_id) = self.gateway.as_ref().map(|g| g.id) else {
+            return;
+        };
+        for _ in 0..4096 {
+            let Some(u) = self.uplink.as_mut() else {
+                return;
+            };
+            match u.port.recv(&mut self.buf) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            }
+            let mut hdr = [0u8; VNET_HDR_LEN];
+            let _ = self.buf.vnet_hdr().emit(&mut hdr);
+            let v = u
+                .router
+                .from_uplink(std::time::Instant::now(), &hdr, self.buf.frame_mut());
+            if v == RouteVerdict::Segment {
+                self.forward(self.now(), gw_id);
+            }
+        }
+        // more queued: come back on the next turn without waiting for an edge
+        self.uplink_more = true;
+    }
+
+    /// Sends what the router made or released: ARP questions, ICMP errors, packets that
+    /// waited for their next hop.
+    fn drain_router(&mut self, now: Instant) {
+        let Some(gw_id) = self.gateway.as_ref().map(|g| g.id) else {
+            return;
+        };
+        loop {
+            let Some(u) = self.uplink.as_mut() else {
+                return;
+            };
+            if let Some((hdr, frame)) = u.router.poll_uplink() {
+                self.buf.set_frame(&frame);
+                if let Some(h) = VirtioNetHdr::parse(&hdr) {
+                    self.buf.set_vnet_hdr(&h);
+                }
+                if u.port.send(&self.buf).is_err() {
+                    self.uplink_tx_errors += 1;
+                }
+                continue;
+            }
+            let Some((hdr, frame)) = u.router.poll_segment() else {
+                return;
+            };
+            self.buf.set_frame(&frame);
+            if let Some(h) = VirtioNetHdr::parse(&hdr) {
+                self.buf.set_vnet_hdr(&h);
+            }
+            self.forward(now, gw_id);
+        }
+    }
+
     fn forward(&mut self, now: Instant, ingress: PortId) {
         if !self.captures.is_empty() {
             self.capture_frame(ingress, true);
@@ -459,6 +549,38 @@ impl Daemon {
             self.capture_frame(egress, false);
         }
         if let Some(g) = self.gateway.as_ref().filter(|g| g.id == egress) {
+            let gw_id = g.id;
+            if let Some(u) = self.uplink.as_mut() {
+                let mut hdr = [0u8; VNET_HDR_LEN];
+                let _ = self.buf.vnet_hdr().emit(&mut hdr);
+                match u
+                    .router
+                    .from_segment(std::time::Instant::now(), &hdr, self.buf.frame_mut())
+                {
+                    RouteVerdict::Uplink => {
+                        if u.port.send(&self.buf).is_err() {
+                            self.uplink_tx_errors += 1;
+                        }
+                        return;
+                    }
+                    RouteVerdict::Segment => {
+                        // to a prefix behind another guest: back into the segment
+                        self.forward(self.now(), gw_id);
+                        return;
+                    }
+                    RouteVerdict::Waiting | RouteVerdict::Dropped => return,
+                    RouteVerdict::Host => {
+                        if let Some(h) = self.host_port {
+                            self.transmit(h);
+                        }
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+            let Some(g) = self.gateway.as_ref() else {
+                return;
+            };
             let claim = match self.host_port {
                 Some(_) => g.gw.host_claim(self.buf.frame()),
                 None => Claim::Gateway,

@@ -27,6 +27,7 @@ mod dev;
 mod gateway;
 mod metrics;
 mod nat;
+mod uplink;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's

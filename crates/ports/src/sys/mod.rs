@@ -342,3 +342,50 @@ pub(crate) fn set_ipv4(name: &str, addr: [u8; 4], mask: [u8; 4]) -> io::Result<(
 const AF_INET_FAMILY: u16 = 2;
 const _: () = assert!(libc::AF_INET == 2);
 const _: () = assert!(size_of::<libc::sockaddr_in>() == size_of::<libc::sockaddr>());
+
+/// The MAC address and (first) IPv4 address of interface `name` in the calling
+/// thread's network namespace (`SIOCGIFHWADDR`, `SIOCGIFADDR`); no address is `None`.
+pub(crate) fn if_mac_ipv4(name: &str) -> io::Result<([u8; 6], Option<[u8; 4]>)> {
+    // SAFETY: socket has no memory preconditions.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket just returned this descriptor and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFHWADDR reads the name and writes ifru_hwaddr of the live ifreq.
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFHWADDR,
+            &mut ifr as *mut libc::ifreq,
+        )
+    })?;
+    let mut mac = [0u8; 6];
+    // SAFETY: ifru_hwaddr was just written by the kernel; reading its bytes.
+    let data = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
+    for (d, s) in mac.iter_mut().zip(data) {
+        *d = s as u8;
+    }
+    let mut ifr = ifreq_with_name(name)?;
+    // SAFETY: SIOCGIFADDR reads the name and writes ifru_addr of the live ifreq.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFADDR,
+            &mut ifr as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+            return Ok((mac, None));
+        }
+        return Err(e);
+    }
+    // SAFETY: for AF_INET, ifru_addr holds a sockaddr_in (same size, asserted above);
+    // read_unaligned copies it out without alignment assumptions.
+    let sin: libc::sockaddr_in = unsafe {
+        std::ptr::read_unaligned((&ifr.ifr_ifru.ifru_addr as *const libc::sockaddr).cast())
+    };
+    Ok((mac, Some(sin.sin_addr.s_addr.to_ne_bytes())))
+}

@@ -1,0 +1,137 @@
+//! The uplink of route and open modes: an AF_PACKET socket on the forward interface
+//! and the router (`vnet_gateway::route`) that moves IPv4 between it and the segment.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::{bail, Result};
+use vnet_config::{ForwardMode, Network};
+use vnet_gateway::route::{Prefix, Router, RouterConfig, UplinkRoute};
+use vnet_gateway::GatewayConfig;
+use vnet_ports::{PacketOptions, PacketPort};
+
+pub(crate) struct Uplink {
+    pub(crate) port: PacketPort,
+    pub(crate) router: Router,
+}
+
+/// A route of the host's table (`/proc/net/route`).
+struct HostRoute {
+    iface: String,
+    dst: Prefix,
+    via: Option<Ipv4Addr>,
+}
+
+fn host_routes() -> Vec<HostRoute> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    let addr = |h: &str| {
+        u32::from_str_radix(h, 16)
+            .ok()
+            .map(|v| Ipv4Addr::from(v.to_le_bytes()))
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (iface, dst, gw, flags, mask) =
+                (f.first()?, f.get(1)?, f.get(2)?, f.get(3)?, f.get(7)?);
+            let flags = u32::from_str_radix(flags, 16).ok()?;
+            let mask = addr(mask)?;
+            Some(HostRoute {
+                iface: (*iface).to_owned(),
+                dst: Prefix::new(addr(dst)?, u8::try_from(u32::from(mask).count_ones()).ok()?),
+                via: (flags & 0x2 != 0).then(|| addr(gw)).flatten(),
+            })
+        })
+        .collect()
+}
+
+/// Opens the uplink of a route/open network, if it is one: `<forward dev>`, else the
+/// interface of the host's default route.
+pub(crate) fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Uplink>> {
+    if !matches!(
+        network.forward_mode(),
+        ForwardMode::Route | ForwardMode::Open
+    ) {
+        return Ok(None);
+    }
+    let Some(gw) = gw else {
+        bail!(
+            "network {:?}: mode {} needs an IPv4 <ip> (the gateway)",
+            network.name(),
+            network.forward_mode().as_str()
+        );
+    };
+    let routes = host_routes();
+    let (dev, element) = match network.forward().dev() {
+        Some(d) => (d.to_owned(), "<forward dev>"),
+        None => match routes.iter().find(|r| r.dst.len == 0) {
+            Some(r) => (r.iface.clone(), "the default route's interface"),
+            None => bail!(
+                "network {:?}: no <forward dev> and no default route to take the uplink from",
+                network.name()
+            ),
+        },
+    };
+    let port = PacketPort::open(&PacketOptions::new(&dev)).map_err(|e| {
+        let mut s = e.to_string();
+        if let Some(src) = std::error::Error::source(&e) {
+            s.push_str(&format!(": {src}"));
+        }
+        anyhow::anyhow!(
+            "network {:?}: uplink {element} {dev:?}: {s}",
+            network.name()
+        )
+    })?;
+    let (mac, ip) = port
+        .mac_ipv4()
+        .map_err(|e| anyhow::anyhow!("network {:?}: uplink {dev}: {e}", network.name()))?;
+    let Some(uplink_ip) = ip else {
+        bail!(
+            "network {:?}: uplink {element} {dev:?} has no IPv4 address (the router answers \
+             ARP on it from that address)",
+            network.name()
+        );
+    };
+    let uplink_routes: Vec<UplinkRoute> = routes
+        .iter()
+        .filter(|r| r.iface == dev)
+        .map(|r| UplinkRoute {
+            dst: r.dst,
+            via: r.via,
+        })
+        .collect();
+    let segment = Prefix::new(gw.ip, gw.prefix);
+    let behind_guests = network
+        .routes()
+        .iter()
+        .filter_map(|r| match (r.address, r.gateway) {
+            (IpAddr::V4(a), IpAddr::V4(g)) => Some((Prefix::new(a, r.prefix_len()), g)),
+            _ => None,
+        })
+        .collect();
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
+        log!(
+            "warning: net.ipv4.ip_forward is 1: the kernel may forward the same packets as \
+             switchd (duplicates) where it has a route to {}/{}; set it to 0 in this namespace",
+            gw.ip,
+            gw.prefix
+        );
+    }
+    log!(
+        "{} mode: uplink {dev} ({uplink_ip}), {} route(s) on it",
+        network.forward_mode().as_str(),
+        uplink_routes.len()
+    );
+    let router = Router::new(RouterConfig {
+        gateway_mac: gw.mac.0,
+        gateway_ip: gw.ip,
+        segment,
+        behind_guests,
+        uplink_mac: mac,
+        uplink_ip,
+        uplink_routes,
+    });
+    Ok(Some(Uplink { port, router }))
+}
