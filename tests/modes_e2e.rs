@@ -90,14 +90,14 @@ fn no_ipv6(ns: &Netns, dev: &str) {
 
 #[test]
 fn bridge_mode_guests_lease_from_the_lan_and_talk_to_it_and_each_other() {
-    let mut net = Net::prepare(None, &[]);
+    let mut net = Net::prepare(None, &["--fdb-max-entries", "256"]);
     let lan = Netns::new("vtl");
     let veth = Veth::new("vu", Some(&net.host), Some(&lan));
     net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
     lan.run_ok("ip", &["addr", "add", "10.66.0.1/24", "dev", veth.b()]);
     lan.run_ok("ip", &["link", "set", veth.b(), "up"]);
     let leases = net.dir.path().join("lan.leases");
-    let _dnsmasq = ChildGuard::spawn(lan.cmd(
+    let mut dnsmasq = lan.cmd(
         "dnsmasq",
         &[
             "--no-daemon",
@@ -110,7 +110,9 @@ fn bridge_mode_guests_lease_from_the_lan_and_talk_to_it_and_each_other() {
             &format!("--dhcp-leasefile={}", leases.display()),
             "--pid-file=",
         ],
-    ));
+    );
+    dnsmasq.stderr(std::process::Stdio::null());
+    let _dnsmasq = ChildGuard::spawn(dnsmasq);
     std::fs::write(
         net.dir.path().join("net.xml"),
         format!(
@@ -178,6 +180,48 @@ fn bridge_mode_guests_lease_from_the_lan_and_talk_to_it_and_each_other() {
     );
     assert!(net.daemon_mut().is_running());
     assert_eq!(net.port_list().len(), 3);
+
+    // a flood from the LAN: 5000 frames from random MACs to random MACs. Flooded to the
+    // guests (that is switching), counted, and the FDB stays within its bound with the
+    // guests' own entries kept (eviction takes from the port that holds the most).
+    let flood = format!(
+        "import socket,os\n\
+         s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\ns.bind(('{}',0))\n\
+         for i in range(5000):\n  \
+           src=bytes([2])+os.urandom(5); dst=bytes([2])+os.urandom(5)\n  \
+           s.send(dst+src+b'\\x88\\xb5'+b'x'*46)",
+        veth.b()
+    );
+    let out = py(&lan, &flood);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let uplink = |net: &Net| {
+        net.port_list()
+            .into_iter()
+            .find(|p| p["kind"] == "netdev")
+            .expect("uplink port")
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || uplink(&net)["counters"]
+            ["rx_frames"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 5000),
+        "{}",
+        uplink(&net)
+    );
+    let fdb = net.fdb();
+    assert!(fdb.len() <= 256, "FDB past its bound: {}", fdb.len());
+    for g in [&g1, &g2] {
+        assert!(g
+            .run("ping", &["-c", "1", "-W", "2", "10.66.0.1"])
+            .status
+            .success());
+    }
+    assert!(net.daemon_mut().is_running());
 }
 
 #[test]
@@ -515,4 +559,29 @@ fn route_mode_forwards_guest_packets_unchanged_both_ways() {
     let dead = g.run("ping", &["-c", "1", "-W", "3", "10.97.0.99"]);
     let text = String::from_utf8_lossy(&dead.stdout);
     assert!(text.contains("Destination Host Unreachable"), "{text}");
+
+    // a flood from the LAN to guest addresses nobody holds: the packets waiting for ARP
+    // are bounded, the rest dropped and counted; the real guest stays reachable
+    let flood = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                 for r in range(12):\n  for i in range(2,255):\n    \
+                 try: s.sendto(b'x',('192.168.140.%d'%i,9))\n    except OSError: pass";
+    let out = py(&lan, flood);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let router = || net.ctl_json(&["net-info", &net.name])["live"]["router"].clone();
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let r = router();
+            r["waiting_full"].as_u64().unwrap_or(0) > 0 && r["unresolved"].as_u64().unwrap_or(0) > 0
+        }),
+        "{}",
+        router()
+    );
+    assert!(lan
+        .run("ping", &["-c", "1", "-W", "2", &ip])
+        .status
+        .success());
 }

@@ -363,6 +363,10 @@ pub struct NetInfo {
     /// The gateway, when the network has one.
     #[serde(default)]
     pub gateway: Option<GatewayInfo>,
+    /// The router's counters (route and open modes): `out`, `in`, `ttl_expired`,
+    /// `no_route`, `unresolved`, `waiting_full`, `malformed`, `uplink_tx_errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router: Option<BTreeMap<String, u64>>,
 }
 
 /// Errors of the client side.

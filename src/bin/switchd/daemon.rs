@@ -624,6 +624,22 @@ impl Daemon {
             bridge: self.network.bridge_name().map(str::to_owned),
             mode: mode_name(self.network.forward_mode()).to_owned(),
             gateway: self.gateway.as_ref().map(GatewayPort::info),
+            router: self.uplink.as_ref().map(|u| {
+                let st = u.router.stats();
+                [
+                    ("out", st.out),
+                    ("in", st.r#in),
+                    ("ttl_expired", st.ttl_expired),
+                    ("no_route", st.no_route),
+                    ("unresolved", st.unresolved),
+                    ("waiting_full", st.waiting_full),
+                    ("malformed", st.malformed),
+                    ("uplink_tx_errors", self.uplink_tx_errors),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect()
+            }),
         }
     }
 
