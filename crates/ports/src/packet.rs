@@ -50,6 +50,8 @@ impl PacketOptions {
 #[derive(Debug)]
 pub struct PacketPort {
     fd: OwnedFd,
+    /// Receive-queue overflows counted so far (the kernel's counter resets when read).
+    drops: std::cell::Cell<u64>,
     name: String,
     netns: Option<NetnsRef>,
     promiscuous: bool,
@@ -104,6 +106,7 @@ impl PacketPort {
         })?;
         Ok(Self {
             fd,
+            drops: std::cell::Cell::new(0),
             name,
             netns: opts.netns.clone(),
             promiscuous: opts.promiscuous,
@@ -130,6 +133,15 @@ impl PacketPort {
                 name: self.name.clone(),
                 source,
             })
+    }
+
+    /// Frames the kernel dropped because switchd did not read them fast enough (the
+    /// socket's receive queue was full), since the port opened.
+    pub fn rx_overflows(&self) -> u64 {
+        if let Ok(n) = sys::packet_drops(self.fd.as_fd()) {
+            self.drops.set(self.drops.get() + u64::from(n));
+        }
+        self.drops.get()
     }
 
     /// Whether the port holds the interface in promiscuous mode.

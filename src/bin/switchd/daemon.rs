@@ -1104,6 +1104,10 @@ impl Daemon {
                     .iter()
                     .filter(|(_, n)| *n > 0)
                     .map(|(r, n)| (r.as_str().to_owned(), n))
+                    .chain(
+                        Some(("rx-overflow".to_owned(), p.dev.rx_overflows()))
+                            .filter(|(_, n)| *n > 0),
+                    )
                     .collect(),
             },
         })

@@ -34,6 +34,14 @@ impl Dev {
         }
     }
 
+    /// Frames the kernel dropped before switchd read them (packet ports only).
+    pub(crate) fn rx_overflows(&self) -> u64 {
+        match self {
+            Self::Tap(_) => 0,
+            Self::Packet(p) => p.rx_overflows(),
+        }
+    }
+
     pub(crate) fn is_persistent(&self) -> bool {
         matches!(self, Self::Tap(t) if t.is_persistent())
     }

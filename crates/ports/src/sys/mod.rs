@@ -175,6 +175,9 @@ pub(crate) fn setns_net(ns: &File) -> io::Result<()> {
     Ok(())
 }
 
+/// Receive buffer of packet sockets, bytes.
+const PACKET_RCVBUF: c_int = 4 << 20;
+
 /// `PACKET_VNET_HDR` (linux/if_packet.h): frames carry a 10-byte `virtio_net_hdr`.
 const PACKET_VNET_HDR: c_int = 15;
 /// `PACKET_IGNORE_OUTGOING` (Linux 4.20): do not deliver frames the host transmits.
@@ -237,6 +240,11 @@ pub(crate) fn packet_socket(ifindex: c_int, promisc: bool) -> io::Result<OwnedFd
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let b = fd.as_fd();
     set_int_opt(b, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+    // A deeper receive queue absorbs bursts of small frames (the default holds a few
+    // hundred); FORCE needs CAP_NET_ADMIN, the plain one is capped by rmem_max.
+    if set_int_opt(b, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, PACKET_RCVBUF).is_err() {
+        let _ = set_int_opt(b, libc::SOL_SOCKET, libc::SO_RCVBUF, PACKET_RCVBUF);
+    }
     // Older kernels lack it; then the switch sees its own transmissions, which its
     // learning tolerates (the source MACs are on other ports) but which cost work.
     let _ = set_int_opt(b, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, 1);
@@ -388,4 +396,27 @@ pub(crate) fn if_mac_ipv4(name: &str) -> io::Result<([u8; 6], Option<[u8; 4]>)> 
         std::ptr::read_unaligned((&ifr.ifr_ifru.ifru_addr as *const libc::sockaddr).cast())
     };
     Ok((mac, Some(sin.sin_addr.s_addr.to_ne_bytes())))
+}
+
+/// `PACKET_STATISTICS` (linux/if_packet.h).
+const PACKET_STATISTICS: c_int = 6;
+
+/// Frames the kernel dropped on a packet socket because its receive queue was full,
+/// since the last call (`PACKET_STATISTICS` resets the counters when read).
+pub(crate) fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: tpacket_stats is two unsigned ints; all-zero bytes are a valid value.
+    let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+    let mut len = socklen_of::<libc::tpacket_stats>();
+    // SAFETY: st and len are live and len holds st's exact size; the kernel writes at
+    // most len bytes into st.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(st.tp_drops)
 }
