@@ -562,6 +562,49 @@ fn route_mode_forwards_guest_packets_unchanged_both_ways() {
     // TCP both ways, 64 KiB TSO frames and all
     tcp_transfer(&g, &lan, "10.200.2.1", 5010, 8 << 20);
     tcp_transfer(&lan, &g, &ip, 5011, 8 << 20);
+    // the LAN runs iperf3 against the guest
+    let mut iperf = g.cmd("iperf3", &["-s", "-p", "5201"]);
+    iperf.stdout(std::process::Stdio::null());
+    let _iperf = ChildGuard::spawn(iperf);
+    let mut bps = 0.0;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let out = lan.run("iperf3", &["-c", &ip, "-p", "5201", "-t", "1", "-J"]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            bps = v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            bps > 0.0
+        }),
+        "iperf3 from the LAN to the guest failed: {}",
+        net.log()
+    );
+    eprintln!(
+        "iperf3 lan -> guest through route mode: {:.2} Gbit/s",
+        bps / 1e9
+    );
+    // traceroute from the guest: the gateway, then the LAN host
+    let tr = g.run(
+        "busybox",
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "2",
+            "-m",
+            "4",
+            "10.200.2.1",
+        ],
+    );
+    let text = String::from_utf8_lossy(&tr.stdout);
+    let hops: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hops, ["192.168.140.1", "10.200.2.1"], "{text}");
     // the gateway is a hop: TTL 1 expires there, with an ICMP time exceeded from it
     let ttl1 = g.run("ping", &["-c", "1", "-W", "2", "-t", "1", "10.200.2.1"]);
     let text = String::from_utf8_lossy(&ttl1.stdout);

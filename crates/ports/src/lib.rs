@@ -7,6 +7,8 @@
 //! - [`packet::PacketPort`]: an `AF_PACKET` socket on an existing interface (a veth, a
 //!   NIC), with `PACKET_VNET_HDR` so GSO frames pass, optionally promiscuous (a bridge
 //!   uplink).
+//! - [`soft`]: checksum completion and TCP/UDP segmentation in software, for ports
+//!   that take plain frames only.
 //! - [`FrameBuf`]: the buffer one frame travels in, virtio-net header first, sized for the
 //!   largest GSO frame. The datapath reuses one, so it does not allocate per frame.
 //!
@@ -21,6 +23,7 @@
 
 mod buf;
 pub mod packet;
+pub mod soft;
 mod sys;
 pub mod tap;
 pub mod vnet_hdr;
