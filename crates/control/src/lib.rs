@@ -199,6 +199,10 @@ pub enum PortKind {
     Tap,
     /// An existing interface attached through an `AF_PACKET` socket (promiscuous).
     Netdev,
+    /// A QEMU `-netdev stream` connection to the network's stream socket.
+    Stream,
+    /// A QEMU `-netdev dgram` peer of the network's datagram socket.
+    Dgram,
 }
 
 /// Arguments of [`Request::PortAdd`].

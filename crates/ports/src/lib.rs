@@ -7,6 +7,8 @@
 //! - [`packet::PacketPort`]: an `AF_PACKET` socket on an existing interface (a veth, a
 //!   NIC), with `PACKET_VNET_HDR` so GSO frames pass, optionally promiscuous (a bridge
 //!   uplink).
+//! - [`unix::StreamPort`], [`unix::DgramPort`]: QEMU `-netdev stream` and `-netdev dgram`
+//!   peers on unix sockets (plain frames).
 //! - [`soft`]: checksum completion and TCP/UDP segmentation in software, for ports
 //!   that take plain frames only.
 //! - [`FrameBuf`]: the buffer one frame travels in, virtio-net header first, sized for the
@@ -26,11 +28,13 @@ pub mod packet;
 pub mod soft;
 mod sys;
 pub mod tap;
+pub mod unix;
 pub mod vnet_hdr;
 
 pub use buf::{FrameBuf, MAX_FRAME_LEN};
 pub use packet::{PacketOptions, PacketPort};
 pub use tap::{NetnsRef, Tap, TapOptions};
+pub use unix::{DgramPort, StreamPort};
 pub use vnet_hdr::{VirtioNetHdr, VNET_HDR_LEN};
 
 /// Errors from creating or configuring a port.

@@ -487,6 +487,8 @@ fn print_ports(ports: &[PortInfo]) {
         let kind = match p.kind {
             PortKind::Tap => "tap",
             PortKind::Netdev => "netdev",
+            PortKind::Stream => "stream",
+            PortKind::Dgram => "dgram",
             _ => "?",
         };
         let drops: u64 = p.counters.drops.values().sum();

@@ -43,6 +43,8 @@ const SIGNALS: Token = Token((1 << 20) + 1);
 const DNS_UPSTREAM: Token = Token((1 << 20) + 2);
 const METRICS: Token = Token((1 << 20) + 3);
 const UPLINK: Token = Token((1 << 20) + 4);
+const STREAM_LISTENER: Token = Token((1 << 20) + 5);
+const DGRAM: Token = Token((1 << 20) + 6);
 /// Tokens of metrics (HTTP) connections: `HTTP_BASE + n`, above the control ones.
 const HTTP_BASE: usize = 3 << 20;
 const CONN_BASE: usize = 1 << 21;
@@ -113,6 +115,18 @@ pub(crate) struct Daemon {
     uplink_tx_errors: u64,
     /// The uplink had more frames than one turn takes.
     uplink_more: bool,
+    /// QEMU `-netdev stream` listener (`<run-dir>/<network>.stream`).
+    stream_listener: Option<std::os::unix::net::UnixListener>,
+    /// QEMU `-netdev dgram` socket (`<run-dir>/<network>.dgram`), its peers' ports, and
+    /// a receive buffer.
+    dgram: Option<std::rc::Rc<std::os::unix::net::UnixDatagram>>,
+    dgram_peers: HashMap<PathBuf, PortId>,
+    dgram_buf: Vec<u8>,
+    dgram_more: bool,
+    /// Numbers for the names of socket ports (`stream-N`, `dgram-N`).
+    next_sock_port: u64,
+    /// Ports to remove at the end of the turn (dgram peers that went away).
+    doomed: Vec<String>,
 }
 
 impl Daemon {
@@ -248,7 +262,15 @@ impl Daemon {
             uplink: None,
             uplink_tx_errors: 0,
             uplink_more: false,
+            stream_listener: None,
+            dgram: None,
+            dgram_peers: HashMap::new(),
+            dgram_buf: vec![0; vnet_ports::MAX_FRAME_LEN],
+            dgram_more: false,
+            next_sock_port: 0,
+            doomed: Vec::new(),
         };
+        d.open_qemu_sockets()?;
         if let Some(u) = routed.as_mut() {
             d.poll.registry().register(
                 &mut SourceFd(&u.port.as_raw_fd()),
@@ -273,7 +295,7 @@ impl Daemon {
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(256);
         while !self.stop {
-            let timeout = if self.ready.is_empty() && !self.uplink_more {
+            let timeout = if self.ready.is_empty() && !self.uplink_more && !self.dgram_more {
                 let now = self.now();
                 let sw = self
                     .sw
@@ -306,6 +328,8 @@ impl Daemon {
                     }
                     METRICS => self.accept_http(),
                     UPLINK => self.on_uplink(),
+                    STREAM_LISTENER => self.accept_streams(),
+                    DGRAM => self.on_dgram(),
                     Token(t) if (HTTP_BASE..HTTP_BASE + (1 << 20)).contains(&t) => {
                         self.on_http(Token(t));
                     }
@@ -321,6 +345,13 @@ impl Daemon {
             self.service_ready();
             if std::mem::take(&mut self.uplink_more) {
                 self.on_uplink();
+            }
+            if std::mem::take(&mut self.dgram_more) {
+                self.on_dgram();
+            }
+            for name in std::mem::take(&mut self.doomed) {
+                log!("port {name}: its peer is gone; removing it");
+                let _ = self.remove_port(&name, true);
             }
             let now = self.now();
             if self.sw.poll_timeout().is_some_and(|t| t <= now) {
@@ -366,6 +397,8 @@ impl Daemon {
             let _ = self.remove_port(&name, false);
         }
         let _ = std::fs::remove_file(&self.socket_path);
+        let _ = std::fs::remove_file(self.socket_path.with_extension("stream"));
+        let _ = std::fs::remove_file(self.socket_path.with_extension("dgram"));
         let _ = std::fs::remove_file(self.store.live_path(&self.name));
         log!("network {:?} stopped", self.name);
     }
@@ -403,6 +436,14 @@ impl Daemon {
     /// (`EAGAIN`) or gone.
     fn service_port(&mut self, id: PortId) -> bool {
         let now = self.now();
+        if let Some(Some(port)) = self.ports.get_mut(id.index()) {
+            if let Err(e) = port.dev.flush() {
+                let name = port.name.clone();
+                log!("port {name}: write failed ({e}); removing it");
+                let _ = self.remove_port(&name, true);
+                return true;
+            }
+        }
         for _ in 0..BUDGET {
             let Some(Some(port)) = self.ports.get_mut(id.index()) else {
                 return true;
@@ -598,7 +639,10 @@ impl Daemon {
         let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
             return;
         };
-        if port.dev.send(&self.buf).is_err() {
+        if let Err(e) = port.dev.send(&self.buf) {
+            if port.dev.peer_gone(&e) && !self.doomed.contains(&port.name) {
+                self.doomed.push(port.name.clone());
+            }
             self.sw.count_tx_failure(egress, self.buf.len());
         }
     }
@@ -977,13 +1021,23 @@ impl Daemon {
                     .with_learning(learning),
             )
             .map_err(|e| e.to_string())?;
-        if let Err(e) = self.poll.registry().register(
-            &mut SourceFd(&dev.as_raw_fd()),
-            Token(id.index()),
-            Interest::READABLE,
-        ) {
-            let _ = self.sw.remove_port(id);
-            return Err(format!("cannot poll the new port: {e}"));
+        let interest = if matches!(dev, Dev::Stream(..)) {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if dev.pollable() {
+            if let Err(e) = self.poll.registry().register(
+                &mut SourceFd(&dev.as_raw_fd()),
+                Token(id.index()),
+                interest,
+            ) {
+                let _ = self.sw.remove_port(id);
+                return Err(format!("cannot poll the new port: {e}"));
+            }
+        }
+        if let Dev::Dgram(d, _) = &dev {
+            self.dgram_peers.insert(d.peer().to_owned(), id);
         }
         if self.ports.len() <= id.index() {
             self.ports.resize_with(id.index() + 1, || None);
@@ -1007,6 +1061,117 @@ impl Daemon {
         // Frames may already be queued: the edge was before registration.
         self.mark_ready(id.index());
         self.port_info(id).ok_or_else(|| "port vanished".to_owned())
+    }
+
+    /// Opens the sockets QEMU guests attach to: `<run-dir>/<network>.stream`
+    /// (`-netdev stream`, a port per connection) and `<run-dir>/<network>.dgram`
+    /// (`-netdev dgram`, a port per peer socket path). Owner-only, like the control
+    /// socket.
+    fn open_qemu_sockets(&mut self) -> Result<()> {
+        let stream_path = self.socket_path.with_extension("stream");
+        let dgram_path = self.socket_path.with_extension("dgram");
+        for p in [&stream_path, &dgram_path] {
+            // stale from a crashed run (the control socket's lock shows none runs)
+            let _ = std::fs::remove_file(p);
+        }
+        let l = std::os::unix::net::UnixListener::bind(&stream_path)
+            .with_context(|| format!("binding {}", stream_path.display()))?;
+        l.set_nonblocking(true)?;
+        std::fs::set_permissions(&stream_path, std::fs::Permissions::from_mode(0o600))?;
+        self.poll.registry().register(
+            &mut SourceFd(&l.as_raw_fd()),
+            STREAM_LISTENER,
+            Interest::READABLE,
+        )?;
+        self.stream_listener = Some(l);
+        let d = std::os::unix::net::UnixDatagram::bind(&dgram_path)
+            .with_context(|| format!("binding {}", dgram_path.display()))?;
+        d.set_nonblocking(true)?;
+        std::fs::set_permissions(&dgram_path, std::fs::Permissions::from_mode(0o600))?;
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&d.as_raw_fd()), DGRAM, Interest::READABLE)?;
+        self.dgram = Some(std::rc::Rc::new(d));
+        Ok(())
+    }
+
+    fn accept_streams(&mut self) {
+        loop {
+            let Some(l) = self.stream_listener.as_ref() else {
+                return;
+            };
+            let sock = match l.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log!("stream socket: accept failed: {e}");
+                    return;
+                }
+            };
+            let port = match vnet_ports::StreamPort::new(sock) {
+                Ok(p) => p,
+                Err(e) => {
+                    log!("stream socket: {e}");
+                    continue;
+                }
+            };
+            self.next_sock_port += 1;
+            let name = format!("stream-{}", self.next_sock_port);
+            let isolated = self.network.ports_isolated();
+            if let Err(e) = self.add_dev(
+                Some(name.clone()),
+                Dev::Stream(port, "stream".to_owned()),
+                isolated,
+                true,
+            ) {
+                log!("stream connection refused: {e}");
+            }
+        }
+    }
+
+    /// Reads the datagram socket: each frame enters from its sender's port, made on the
+    /// first frame of a new sender.
+    fn on_dgram(&mut self) {
+        let now = self.now();
+        for _ in 0..4096 {
+            let Some(sock) = self.dgram.clone() else {
+                return;
+            };
+            let (n, from) = match sock.recv_from(&mut self.dgram_buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            let Some(path) = from.as_pathname() else {
+                continue; // an unbound sender cannot be answered
+            };
+            if n < 14 {
+                continue;
+            }
+            let id = match self.dgram_peers.get(path) {
+                Some(id) => *id,
+                None => {
+                    self.next_sock_port += 1;
+                    let name = format!("dgram-{}", self.next_sock_port);
+                    let port = vnet_ports::DgramPort::new(sock.clone(), path.to_owned());
+                    let shown = path.display().to_string();
+                    let isolated = self.network.ports_isolated();
+                    match self.add_dev(Some(name), Dev::Dgram(port, shown), isolated, true) {
+                        Ok(p) => PortId(p.id),
+                        Err(e) => {
+                            log!("dgram peer {} refused: {e}", path.display());
+                            continue;
+                        }
+                    }
+                }
+            };
+            let frame = self.dgram_buf.get(..n).unwrap_or_default();
+            self.buf.set_frame(frame);
+            self.forward(now, id);
+            self.drain_gateway(now);
+        }
+        self.dgram_more = true;
     }
 
     /// Gives the host a port on the segment: a TAP named after `<bridge name>` with the
@@ -1062,10 +1227,15 @@ impl Daemon {
         let Some(mut port) = self.ports.get_mut(id.index()).and_then(Option::take) else {
             return Err(format!("no port named {name:?}"));
         };
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
+        if port.dev.pollable() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
+        }
+        if let Dev::Dgram(d, _) = &port.dev {
+            self.dgram_peers.remove(d.peer());
+        }
         let _ = self.sw.remove_port(id);
         self.ready.retain(|p| *p != id);
         if self.host_port == Some(id) {

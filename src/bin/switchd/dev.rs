@@ -5,11 +5,15 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use vnet_control::PortKind;
-use vnet_ports::{FrameBuf, NetnsRef, PacketPort, Tap};
+use vnet_ports::{DgramPort, FrameBuf, NetnsRef, PacketPort, StreamPort, Tap};
 
 pub(crate) enum Dev {
     Tap(Tap),
     Packet(PacketPort),
+    /// A QEMU stream connection, and what `port-list` shows as its interface.
+    Stream(StreamPort, String),
+    /// A QEMU dgram peer (its socket path as the interface).
+    Dgram(DgramPort, String),
 }
 
 impl Dev {
@@ -17,6 +21,8 @@ impl Dev {
         match self {
             Self::Tap(_) => PortKind::Tap,
             Self::Packet(_) => PortKind::Netdev,
+            Self::Stream(..) => PortKind::Stream,
+            Self::Dgram(..) => PortKind::Dgram,
         }
     }
 
@@ -24,6 +30,7 @@ impl Dev {
         match self {
             Self::Tap(t) => t.name(),
             Self::Packet(p) => p.name(),
+            Self::Stream(_, n) | Self::Dgram(_, n) => n,
         }
     }
 
@@ -31,14 +38,15 @@ impl Dev {
         match self {
             Self::Tap(t) => t.netns(),
             Self::Packet(p) => p.netns(),
+            Self::Stream(..) | Self::Dgram(..) => None,
         }
     }
 
     /// Frames the kernel dropped before switchd read them (packet ports only).
     pub(crate) fn rx_overflows(&self) -> u64 {
         match self {
-            Self::Tap(_) => 0,
             Self::Packet(p) => p.rx_overflows(),
+            _ => 0,
         }
     }
 
@@ -50,6 +58,9 @@ impl Dev {
         match self {
             Self::Tap(t) => t.recv(buf),
             Self::Packet(p) => p.recv(buf),
+            Self::Stream(s, _) => s.recv(buf),
+            // read on the network's shared datagram socket, not per port
+            Self::Dgram(..) => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
@@ -57,7 +68,33 @@ impl Dev {
         match self {
             Self::Tap(t) => t.send(buf),
             Self::Packet(p) => p.send(buf),
+            Self::Stream(s, _) => s.send(buf),
+            Self::Dgram(d, _) => d.send(buf),
         }
+    }
+
+    /// Writes what a stream port still holds for its peer.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Stream(s, _) => s.flush(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the port has a descriptor of its own for the poller (a dgram peer shares
+    /// the network's datagram socket).
+    pub(crate) fn pollable(&self) -> bool {
+        !matches!(self, Self::Dgram(..))
+    }
+
+    /// Whether a send error means the peer is gone for good (a dgram peer's socket
+    /// was closed or removed), so the port goes.
+    pub(crate) fn peer_gone(&self, e: &io::Error) -> bool {
+        matches!(self, Self::Dgram(..))
+            && matches!(
+                e.raw_os_error(),
+                Some(libc::ECONNREFUSED) | Some(libc::ENOENT) | Some(libc::ENOTCONN)
+            )
     }
 
     /// Whether a read error is passing (the interface went down or is being
@@ -76,6 +113,8 @@ impl AsRawFd for Dev {
         match self {
             Self::Tap(t) => t.as_raw_fd(),
             Self::Packet(p) => p.as_raw_fd(),
+            Self::Stream(s, _) => s.as_raw_fd(),
+            Self::Dgram(..) => -1,
         }
     }
 }

@@ -178,7 +178,7 @@ impl GatewayPort {
             log!(
                 "NAT: guest flows leave through host sockets{}",
                 if net.host_access() {
-                    "; the gateway address reaches the host's loopback"
+                    "; without a host port, the gateway address reaches the host's loopback"
                 } else {
                     ""
                 }
