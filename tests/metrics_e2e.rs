@@ -119,3 +119,39 @@ fn counters_match_a_known_exchange_and_the_metrics_endpoint_parses() {
     );
     assert_eq!(code, "405");
 }
+
+#[test]
+fn stats_shows_ports_fdb_and_dhcp_by_message_type() {
+    let net = Net::start();
+    let g = net.add_bare_guest("vms1", "52:54:00:91:00:01");
+    let lease = common::clients::udhcpc(&net, &g, "s", &[]);
+    assert!(lease.contains_key("ip"), "{}", net.log());
+    let s = net.ctl_json(&["stats", &net.name]);
+    let dhcp = &s["dhcp"];
+    assert!(dhcp["received_discover"].as_u64() >= Some(1), "{s}");
+    assert!(dhcp["sent_offer"].as_u64() >= Some(1), "{s}");
+    assert!(dhcp["received_request"].as_u64() >= Some(1), "{s}");
+    assert!(dhcp["sent_ack"].as_u64() >= Some(1), "{s}");
+    assert!(s["network"]["fdb_entries"].as_u64() >= Some(2), "{s}");
+    assert_eq!(s["network"]["fdb_evictions"], 0);
+    // the port rows are port-list's
+    let port = format!("{}:eth0", g.name());
+    let ports = s["ports"].as_array().cloned().unwrap_or_default();
+    let row = ports
+        .iter()
+        .find(|p| p["name"] == port.as_str())
+        .expect("the guest's port");
+    assert!(row["counters"]["rx_frames"].as_u64() >= Some(2), "{row}");
+    // one port; a missing one is an error
+    let one = net.ctl_json(&["stats", &net.name, &port]);
+    assert_eq!(one["ports"].as_array().map(Vec::len), Some(1));
+    let err = net.ctl_err(&["stats", &net.name, "nosuch"]);
+    assert!(err.contains("no port named"), "{err}");
+    // the human form
+    let out = net.switchctl(&["stats", &net.name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FDB") && text.contains("DHCP:") && text.contains("sent_ack"),
+        "{text}"
+    );
+}

@@ -173,6 +173,10 @@ pub struct GatewayInfo {
     /// DNS counters by name (queries, answered locally, forwarded, cache hits, ...).
     #[serde(default)]
     pub dns_stats: BTreeMap<String, u64>,
+    /// DHCP counters by name: `received_<type>` and `sent_<type>` per message type,
+    /// `dropped_<reason>`, `pool_exhausted`, `other_server`.
+    #[serde(default)]
+    pub dhcp_stats: BTreeMap<String, u64>,
 }
 
 /// Arguments of [`Request::NetUpdate`] (virsh `net-update`).
@@ -353,6 +357,9 @@ pub struct NetInfo {
     pub fdb_entries: usize,
     /// Bound on the forwarding database.
     pub fdb_max_entries: usize,
+    /// FDB entries evicted because the table was full.
+    #[serde(default)]
+    pub fdb_evictions: u64,
     /// Aging time in seconds.
     pub aging_time: u64,
     /// UUID of the network definition.

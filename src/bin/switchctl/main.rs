@@ -200,6 +200,14 @@ enum Verb {
         /// Port name.
         port: String,
     },
+    /// Counters of a running network: ports (rx/tx, drops by reason, flooded), FDB
+    /// (size, bound, evictions), DHCP by message type, DNS by result, NAT flows, router.
+    Stats {
+        /// Network name.
+        network: String,
+        /// Only this port.
+        port: Option<String>,
+    },
     /// List a running network's ports with their counters.
     PortList {
         /// Network name.
@@ -435,6 +443,7 @@ fn run() -> Result<()> {
             println!("Port {port} removed from network {net}");
             Ok(())
         }
+        Verb::Stats { network, port } => stats(&args, &store, network, port.as_deref()),
         Verb::PortList { net } => {
             let v = call(&store, net, &Request::PortList)?;
             if args.json {
@@ -466,6 +475,64 @@ fn run() -> Result<()> {
 pub(crate) fn live_info(store: &Store, net: &str) -> Option<NetInfo> {
     let v = call(store, net, &Request::NetInfo).ok()?;
     serde_json::from_value(v).ok()
+}
+
+/// `switchctl stats NET [PORT]`.
+fn stats(args: &Args, store: &Store, net: &str, port: Option<&str>) -> Result<()> {
+    let info: NetInfo = serde_json::from_value(call(store, net, &Request::NetInfo)?)?;
+    let mut ports: Vec<PortInfo> = serde_json::from_value(call(store, net, &Request::PortList)?)?;
+    if let Some(p) = port {
+        ports.retain(|x| x.name == p);
+        if ports.is_empty() {
+            bail!("no port named {p:?} in network {net:?}");
+        }
+    }
+    let gw = info.gateway.as_ref();
+    if args.json {
+        return print_json(&serde_json::json!({
+            "network": {
+                "name": info.name,
+                "mode": info.mode,
+                "ports": info.ports,
+                "fdb_entries": info.fdb_entries,
+                "fdb_max_entries": info.fdb_max_entries,
+                "fdb_evictions": info.fdb_evictions,
+            },
+            "ports": ports,
+            "dhcp": gw.map(|g| &g.dhcp_stats),
+            "dns": gw.map(|g| &g.dns_stats),
+            "nat": gw.and_then(|g| g.nat.as_ref()),
+            "router": info.router,
+        }));
+    }
+    println!(
+        "Network {} ({}): {} ports, FDB {} / {} entries, {} evicted",
+        info.name,
+        info.mode,
+        info.ports,
+        info.fdb_entries,
+        info.fdb_max_entries,
+        info.fdb_evictions
+    );
+    println!();
+    print_ports(&ports);
+    let section = |title: &str, m: Option<&std::collections::BTreeMap<String, u64>>| {
+        let Some(m) = m.filter(|m| m.values().any(|v| *v > 0)) else {
+            return;
+        };
+        println!();
+        println!("{title}:");
+        for (k, v) in m.iter().filter(|(_, v)| **v > 0) {
+            println!("  {k:<28} {v}");
+        }
+    };
+    if port.is_none() {
+        section("DHCP", gw.map(|g| &g.dhcp_stats));
+        section("DNS", gw.map(|g| &g.dns_stats));
+        section("NAT", gw.and_then(|g| g.nat.as_ref()));
+        section("Router", info.router.as_ref());
+    }
+    Ok(())
 }
 
 fn print_ports(ports: &[PortInfo]) {

@@ -663,6 +663,7 @@ impl Daemon {
             ports: self.ports.iter().flatten().count(),
             fdb_entries: self.sw.fdb().len(),
             fdb_max_entries: self.sw.fdb().max_entries(),
+            fdb_evictions: self.sw.fdb().stats().evictions,
             aging_time: self.sw.fdb().aging().as_secs(),
             uuid: self.network.uuid().map(str::to_owned),
             bridge: self.network.bridge_name().map(str::to_owned),

@@ -63,6 +63,32 @@ pub(crate) fn gateway_config(net: &Network) -> Option<GatewayConfig> {
     })
 }
 
+/// The DHCP server's counters by name, for `net-info`, `stats` and metrics.
+fn dhcp_stats_map(server: &Server) -> BTreeMap<String, u64> {
+    let st = server.stats();
+    let mut m = BTreeMap::new();
+    for (dir, c) in [("received", &st.received), ("sent", &st.sent)] {
+        for (t, v) in [
+            ("discover", c.discover),
+            ("offer", c.offer),
+            ("request", c.request),
+            ("decline", c.decline),
+            ("ack", c.ack),
+            ("nak", c.nak),
+            ("release", c.release),
+            ("inform", c.inform),
+        ] {
+            m.insert(format!("{dir}_{t}"), v);
+        }
+    }
+    for r in vnet_dhcp::DropReason::ALL {
+        m.insert(format!("dropped_{}", r.as_str()), st.dropped(r));
+    }
+    m.insert("pool_exhausted".to_owned(), st.pool_exhausted);
+    m.insert("other_server".to_owned(), st.other_server);
+    m
+}
+
 /// The DNS server's counters by name, for `net-info`.
 fn dns_stats_map(st: &vnet_dns::Stats) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
@@ -306,6 +332,7 @@ impl GatewayPort {
             dhcp_out: st.dhcp_out,
             dhcp_dropped: st.dhcp_dropped,
             malformed: st.malformed,
+            dhcp_stats: self.gw.dhcp().map(dhcp_stats_map).unwrap_or_default(),
             nat: self.gw.nat().map(|n| {
                 let s = n.stats();
                 let mut m = BTreeMap::new();

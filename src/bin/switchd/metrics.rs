@@ -122,7 +122,30 @@ pub(crate) fn render(net: &NetInfo, ports: &[PortInfo]) -> String {
     )
     .get_or_create(&l)
     .set(gauge_value(net.fdb_max_entries as u64));
+    counter_family(
+        &mut reg,
+        "vnet_fdb_evictions",
+        "MAC addresses evicted because the table was full",
+    )
+    .get_or_create(&l)
+    .inc_by(net.fdb_evictions);
+    if let Some(r) = &net.router {
+        let c = counter_family(&mut reg, "vnet_router_events", "Router counters, by kind");
+        for (kind, v) in r {
+            c.get_or_create(&labels(&[("network", n), ("kind", kind)]))
+                .inc_by(*v);
+        }
+    }
     if let Some(g) = &net.gateway {
+        let dhcp = counter_family(
+            &mut reg,
+            "vnet_dhcp_messages",
+            "DHCP messages, by direction and type, and drops by reason",
+        );
+        for (kind, v) in &g.dhcp_stats {
+            dhcp.get_or_create(&labels(&[("network", n), ("kind", kind)]))
+                .inc_by(*v);
+        }
         let gw = counter_family(&mut reg, "vnet_gateway_events", "Gateway counters, by kind");
         for (kind, v) in [
             ("arp_replies", g.arp_replies),
