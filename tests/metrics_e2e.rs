@@ -155,3 +155,22 @@ fn stats_shows_ports_fdb_and_dhcp_by_message_type() {
         "{text}"
     );
 }
+
+#[test]
+fn log_levels_and_uptime_stamps() {
+    // default: info lines, each stamped with the uptime
+    let mut net = Net::start();
+    net.add_guest();
+    let log = net.log();
+    let added = log
+        .lines()
+        .find(|l| l.contains("switchd: port") && l.contains("added"))
+        .unwrap_or_else(|| panic!("no port line: {log}"));
+    assert!(added.starts_with('['), "{added}");
+    net.stop(false);
+    // --log-level warn: no info lines
+    let mut quiet = Net::start_with_args(None, &["--log-level", "warn"]);
+    quiet.add_guest();
+    assert!(!quiet.log().contains("added"), "{}", quiet.log());
+    quiet.stop(false);
+}

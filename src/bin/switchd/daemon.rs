@@ -439,7 +439,7 @@ impl Daemon {
         if let Some(Some(port)) = self.ports.get_mut(id.index()) {
             if let Err(e) = port.dev.flush() {
                 let name = port.name.clone();
-                log!("port {name}: write failed ({e}); removing it");
+                warn!("port {name}: write failed ({e}); removing it");
                 let _ = self.remove_port(&name, true);
                 return true;
             }
@@ -466,7 +466,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     let name = port.name.clone();
-                    log!("port {name}: read failed ({e}); removing it");
+                    warn!("port {name}: read failed ({e}); removing it");
                     let _ = self.remove_port(&name, true);
                     return true;
                 }
@@ -1106,7 +1106,7 @@ impl Daemon {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log!("stream socket: accept failed: {e}");
+                    warn!("stream socket: accept failed: {e}");
                     return;
                 }
             };
@@ -1244,7 +1244,7 @@ impl Daemon {
         }
         if let (true, Dev::Tap(tap)) = (destroy && port.dev.is_persistent(), &mut port.dev) {
             if let Err(e) = tap.set_persistent(false) {
-                log!("port {name}: cannot clear persistence: {e}");
+                warn!("port {name}: cannot clear persistence: {e}");
             }
         }
         log!("port {name} removed");
@@ -1316,7 +1316,7 @@ impl Daemon {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log!("accept failed: {e}");
+                    warn!("accept failed: {e}");
                     return;
                 }
             }

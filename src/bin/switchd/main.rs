@@ -8,17 +8,67 @@ use clap::Parser;
 use vnet_config::Network;
 use vnet_control::store::Store;
 
-/// One log line on stderr (journald adds the time under systemd).
+/// An event worth a log line (a port's life, leases, refused flows, ...), at level
+/// info; `warn!` for what an operator should act on. See [`init_logging`].
 macro_rules! log {
-    ($($t:tt)*) => { $crate::log_line(format_args!($($t)*)) };
+    ($($t:tt)*) => { tracing::info!($($t)*) };
 }
 
-/// Writes one log line to stderr with a single `write` (stderr is unbuffered, and
-/// `eprintln!` would write prefix, message and newline separately).
-fn log_line(args: std::fmt::Arguments<'_>) {
-    use std::io::Write as _;
-    let line = format!("switchd: {args}\n");
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+/// A warning log line.
+macro_rules! warn {
+    ($($t:tt)*) => { tracing::warn!($($t)*) };
+}
+
+/// One line per event on stderr, written with a single `write`: `switchd: message`
+/// (`switchd: warning: message` above info), preceded by the uptime unless journald
+/// reads the stream (`JOURNAL_STREAM`), which stamps lines itself.
+struct Line {
+    start: std::time::Instant,
+    stamp: bool,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Line
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.stamp {
+            write!(w, "[{:>10.3}] ", self.start.elapsed().as_secs_f64())?;
+        }
+        w.write_str("switchd: ")?;
+        match *event.metadata().level() {
+            tracing::Level::INFO => {}
+            tracing::Level::WARN => w.write_str("warning: ")?,
+            l => write!(w, "{}: ", l.as_str().to_ascii_lowercase())?,
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// Logs to stderr at `level` (`RUST_LOG`, when set, decides instead).
+fn init_logging(level: &str) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => EnvFilter::try_new(level)
+            .with_context(|| format!("--log-level {level:?}: not a level or filter"))?,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(Line {
+            start: std::time::Instant::now(),
+            stamp: std::env::var_os("JOURNAL_STREAM").is_none(),
+        })
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("starting the logger: {e}"))
 }
 
 mod capture;
@@ -71,6 +121,10 @@ struct Args {
     /// Serve Prometheus metrics on ADDR:PORT (off by default; keep it on loopback).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Log level: error, warn, info (default), debug, trace; or a filter such as
+    /// `info,switchd=debug`. RUST_LOG, when set, takes precedence.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: String,
 }
 
 fn main() {
@@ -82,6 +136,7 @@ fn main() {
 
 fn run() -> Result<()> {
     let args = Args::parse();
+    init_logging(&args.log_level)?;
     let run_dir = args
         .run_dir
         .unwrap_or_else(vnet_control::dirs::default_run_dir);
@@ -111,7 +166,7 @@ fn run() -> Result<()> {
         return Ok(());
     }
     for w in network.warnings() {
-        eprintln!("switchd: warning: {w}");
+        warn!("{w}");
     }
     if network.mac().is_none() {
         // the gateway's MAC must not change across restarts: reuse the one generated the

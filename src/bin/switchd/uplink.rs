@@ -112,11 +112,10 @@ pub(crate) fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Opti
         })
         .collect();
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
-        log!(
-            "warning: net.ipv4.ip_forward is 1: the kernel may forward the same packets as \
+        warn!(
+            "net.ipv4.ip_forward is 1: the kernel may forward the same packets as \
              switchd (duplicates) where it has a route to {}/{}; set it to 0 in this namespace",
-            gw.ip,
-            gw.prefix
+            gw.ip, gw.prefix
         );
     }
     log!(
