@@ -441,3 +441,45 @@ fn net_event_prints_port_and_lease_events() {
         "{text}"
     );
 }
+
+#[test]
+fn net_event_reports_a_moved_mac_and_a_full_fdb() {
+    let mut net = common::Net::start_with_args(None, &["--fdb-max-entries", "8"]);
+    let mut cmd = Command::new(common::SWITCHCTL);
+    cmd.arg("--run-dir")
+        .arg(net.dir.path())
+        .args(["net-event", &net.name, "--loop", "--timeout", "6"])
+        .stdout(Stdio::piped());
+    let watcher = cmd.spawn().expect("net-event");
+    std::thread::sleep(Duration::from_millis(300));
+    net.add_guest();
+    net.add_guest();
+    // guest 2 sends with guest 1's MAC: the station moves to guest 2's port
+    let g1_mac = net.guests[0].mac.clone();
+    assert!(net.guests[0].ping(&net.guests[1].ip));
+    let g2 = &net.guests[1];
+    g2.ns
+        .run_ok("ip", &["link", "set", "eth0", "address", &g1_mac]);
+    let _ = g2.ping(&net.guests[0].ip);
+    // twenty more source MACs than the FDB holds
+    let flood = "import socket,os\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+                 s.bind(('eth0',0))\nfor i in range(20):\n  \
+                 s.send(b'\\xff'*6+bytes([2,0,0,0,1,i])+b'\\x88\\xb5'+b'x'*46)";
+    let out = g2.ns.run("python3", &["-c", flood]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = watcher.wait_with_output().expect("net-event output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("'mac-moved'") && text.contains(&format!("{g1_mac} moved from")),
+        "{text}"
+    );
+    assert!(
+        text.contains("'bound-hit'") && text.contains("FDB full (8 entries)"),
+        "{text}"
+    );
+    assert!(net.log().contains("warning: FDB full"), "{}", net.log());
+}

@@ -88,9 +88,23 @@ pub struct FdbStats {
     pub aged: u64,
 }
 
+/// A station that moved from one port to another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StationMove {
+    /// Its VLAN.
+    pub vlan: VlanId,
+    /// Its MAC address.
+    pub mac: MacAddr,
+    /// Where it was.
+    pub from: PortId,
+    /// Where it is now.
+    pub to: PortId,
+}
+
 /// The forwarding database. Holds at most `max_entries` entries (see the module doc).
 #[derive(Debug)]
 pub struct Fdb {
+    last_move: Option<StationMove>,
     map: HashMap<Key, Entry, foldhash::fast::RandomState>,
     ports: Vec<PortEntries>,
     max_entries: usize,
@@ -107,6 +121,7 @@ impl Fdb {
         // Reserve up to a modest size so steady-state learning does not allocate.
         map.reserve(max_entries.min(1 << 16));
         Self {
+            last_move: None,
             map,
             ports: Vec::new(),
             max_entries,
@@ -139,6 +154,12 @@ impl Fdb {
     /// Table-wide counters.
     pub fn stats(&self) -> FdbStats {
         self.stats
+    }
+
+    /// The latest station move, if any (with [`FdbStats::moves`], enough for a caller
+    /// to report moves without a queue in the table).
+    pub fn last_move(&self) -> Option<StationMove> {
+        self.last_move
     }
 
     /// Number of entries that point at `port`.
@@ -180,6 +201,12 @@ impl Fdb {
             }
             self.push_order(port, k, seq);
             self.stats.moves += 1;
+            self.last_move = Some(StationMove {
+                vlan,
+                mac,
+                from,
+                to: port,
+            });
             return Learned::Moved { from };
         }
         if self.map.len() >= self.max_entries {

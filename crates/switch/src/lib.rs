@@ -56,7 +56,7 @@ pub mod wire;
 use std::time::Duration;
 
 pub use addr::{MacAddr, ParseMacError, PortId, VlanId};
-pub use fdb::{Fdb, FdbEntry, FdbStats, Learned};
+pub use fdb::{Fdb, FdbEntry, FdbStats, Learned, StationMove};
 pub use time::Instant;
 
 /// Switch-wide settings.

@@ -141,6 +141,8 @@ fn station_move() {
     h.send(2, mac(2), MacAddr::BROADCAST); // the station moved to port 2
     assert_eq!(h.send(0, mac(1), mac(2)), vec![p[2]]);
     assert_eq!(h.sw.fdb().stats().moves, 1);
+    let m = h.sw.fdb().last_move().expect("the move");
+    assert_eq!((m.mac, m.from, m.to), (mac(2), p[1], p[2]));
 }
 
 #[test]

@@ -127,6 +127,20 @@ pub(crate) struct Daemon {
     next_sock_port: u64,
     /// Ports to remove at the end of the turn (dgram peers that went away).
     doomed: Vec<String>,
+    /// Counters as of the last check for bound and move events (once a second).
+    watch: Watch,
+}
+
+/// Counters watched for `net-event` (MAC moved, bounds hit) and for rate-limited log
+/// lines: compared once a second, so a flood yields one event per kind per second.
+#[derive(Default)]
+struct Watch {
+    at: Option<std::time::Instant>,
+    moves: u64,
+    evictions: u64,
+    nat_refused: u64,
+    pool_exhausted: u64,
+    router_waiting_full: u64,
 }
 
 impl Daemon {
@@ -269,6 +283,7 @@ impl Daemon {
             dgram_more: false,
             next_sock_port: 0,
             doomed: Vec::new(),
+            watch: Watch::default(),
         };
         d.open_qemu_sockets()?;
         if let Some(u) = routed.as_mut() {
@@ -363,6 +378,7 @@ impl Daemon {
             if let Some(u) = self.uplink.as_mut() {
                 u.router.poll(std::time::Instant::now());
             }
+            self.watch_counters();
             self.drain_router(now);
             if !self.captures.is_empty() {
                 self.flush_captures();
@@ -781,6 +797,93 @@ impl Daemon {
 
     /// Sends an event to the `net-event` subscribers (a slow one misses events rather
     /// than making switchd buffer without bound).
+    /// Once a second: a station move and bounds that were hit since the last check
+    /// become events (and warnings for the bounds), one per kind.
+    fn watch_counters(&mut self) {
+        let now = std::time::Instant::now();
+        if self
+            .watch
+            .at
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.watch.at = Some(now);
+        let fdb = self.sw.fdb().stats();
+        if fdb.moves > self.watch.moves {
+            let n = fdb.moves - self.watch.moves;
+            if let Some(m) = self.sw.fdb().last_move() {
+                let name = |id: PortId| {
+                    self.ports
+                        .get(id.index())
+                        .and_then(Option::as_ref)
+                        .map_or_else(|| id.to_string(), |p| p.name.clone())
+                };
+                let detail = format!(
+                    "{} moved from {} to {}{}",
+                    m.mac,
+                    name(m.from),
+                    name(m.to),
+                    if n > 1 {
+                        format!(" ({n} moves)")
+                    } else {
+                        String::new()
+                    }
+                );
+                log!("{detail}");
+                self.emit("mac-moved", detail);
+            }
+        }
+        if fdb.evictions > self.watch.evictions {
+            let detail = format!(
+                "FDB full ({} entries): {} evicted",
+                self.sw.fdb().max_entries(),
+                fdb.evictions - self.watch.evictions
+            );
+            warn!("{detail}");
+            self.emit("bound-hit", detail);
+        }
+        let (nat_refused, pool_exhausted) = self.gateway.as_ref().map_or((0, 0), |g| {
+            (
+                g.gw.nat().map_or(0, |n| n.stats().refused_limit),
+                g.gw.dhcp().map_or(0, |d| d.stats().pool_exhausted),
+            )
+        });
+        if nat_refused > self.watch.nat_refused {
+            let detail = format!(
+                "NAT flow bound: {} new flows refused",
+                nat_refused - self.watch.nat_refused
+            );
+            warn!("{detail}");
+            self.emit("bound-hit", detail);
+        }
+        if pool_exhausted > self.watch.pool_exhausted {
+            let detail = format!(
+                "DHCP pool exhausted: {} requests unanswered",
+                pool_exhausted - self.watch.pool_exhausted
+            );
+            warn!("{detail}");
+            self.emit("bound-hit", detail);
+        }
+        let waiting_full = self
+            .uplink
+            .as_ref()
+            .map_or(0, |u| u.router.stats().waiting_full);
+        if waiting_full > self.watch.router_waiting_full {
+            let detail = format!(
+                "router: {} packets dropped, too many waiting for ARP",
+                waiting_full - self.watch.router_waiting_full
+            );
+            warn!("{detail}");
+            self.emit("bound-hit", detail);
+        }
+        self.watch.moves = fdb.moves;
+        self.watch.evictions = fdb.evictions;
+        self.watch.nat_refused = nat_refused;
+        self.watch.pool_exhausted = pool_exhausted;
+        self.watch.router_waiting_full = waiting_full;
+    }
+
     fn emit(&mut self, event: &str, detail: String) {
         if self.event_subs.is_empty() {
             return;
