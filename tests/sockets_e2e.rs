@@ -118,28 +118,31 @@ fn a_dgram_peer_is_a_port_until_its_socket_goes() {
     net.add_guest();
     let dgram = net.dir.path().join(format!("{}.dgram", net.name));
     let me = net.dir.path().join("peer.sock");
-    let (ok, out) = py(
-        &net,
-        &format!(
-            "s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); s.bind('{me}')
+    // the peer stays up (its socket bound) until the test has looked at its port
+    let code = format!(
+        "{ARP_FN}\ns=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM); s.bind('{me}')
 s.sendto(arp('52:54:00:bb:00:01'),'{d}'); s.settimeout(3)
 while True:
     f=s.recv(65536)
     if is_reply(f,'52:54:00:bb:00:01'):
-        print('arp reply'); break",
-            me = me.display(),
-            d = dgram.display()
-        ),
+        print('arp reply', file=sys.stderr, flush=True); break
+time.sleep(30)",
+        me = me.display(),
+        d = dgram.display()
     );
-    assert!(ok && out.contains("arp reply"), "{out}\n{}", net.log());
+    let mut cmd = net.host.cmd("python3", &["-c", &code]);
+    cmd.stderr(std::process::Stdio::piped());
+    let mut peer = vnet_testkit::ChildGuard::spawn(cmd);
+    assert!(peer.wait_stderr("arp reply"), "no ARP reply: {}", net.log());
     let port = net
         .port_list()
         .into_iter()
         .find(|p| p["kind"] == "dgram")
         .expect("a dgram port");
     assert_eq!(port["ifname"], me.display().to_string());
-    // the peer's socket is gone (python exited, the file is removed): the next frame
+    // the peer's socket goes (the process ends, the file is removed): the next frame
     // for it (a broadcast from the guest) finds it gone and the port goes
+    let _ = peer.stop(Duration::from_secs(2));
     let _ = std::fs::remove_file(&me);
     assert!(
         wait_for(Duration::from_secs(5), || {

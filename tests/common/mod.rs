@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod clients;
+pub mod qemu;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -13,7 +13,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use crate::buf::{FrameBuf, MAX_FRAME_LEN};
 use crate::soft;
@@ -162,26 +161,40 @@ impl AsRawFd for StreamPort {
     }
 }
 
-/// One QEMU `-netdev dgram` peer, by the path its socket is bound to. The switch's
-/// datagram socket is shared by all of them; the caller reads it and finds the port by
-/// the sender's path.
+/// Frames a dgram port holds for a peer whose receive queue is full.
+pub const DGRAM_TX_MAX: usize = 1024;
+
+/// One QEMU `-netdev dgram` peer, by the path its socket is bound to. Frames from the
+/// peer arrive on the network's shared datagram socket (the caller reads it and finds
+/// the port by the sender's path); frames to the peer leave through a socket of the
+/// port's own, connected to the peer, so that a full peer queue (unix datagram queues
+/// are short: `net.unix.max_dgram_qlen`, 10 by default) shows as the socket not being
+/// writable: frames wait in a bounded queue and go when the peer has read.
 #[derive(Debug)]
 pub struct DgramPort {
-    sock: Rc<UnixDatagram>,
+    sock: UnixDatagram,
     peer: PathBuf,
+    queue: std::collections::VecDeque<Vec<u8>>,
     scratch: Vec<u8>,
+    tx_dropped: u64,
     soft_errors: u64,
 }
 
 impl DgramPort {
-    /// A port sending to `peer` through the shared socket `sock`.
-    pub fn new(sock: Rc<UnixDatagram>, peer: PathBuf) -> Self {
-        Self {
+    /// A port for the peer bound at `peer`. Fails when the peer's socket cannot be
+    /// reached (gone, or not writable for this user).
+    pub fn new(peer: PathBuf) -> io::Result<Self> {
+        let sock = UnixDatagram::unbound()?;
+        sock.connect(&peer)?;
+        sock.set_nonblocking(true)?;
+        Ok(Self {
             sock,
             peer,
+            queue: std::collections::VecDeque::new(),
             scratch: Vec::new(),
+            tx_dropped: 0,
             soft_errors: 0,
-        }
+        })
     }
 
     /// The peer's socket path.
@@ -189,32 +202,62 @@ impl DgramPort {
         &self.peer
     }
 
-    /// Sends the frame in `buf` (made plain). An error other than `WouldBlock` means
-    /// the peer is gone (`ECONNREFUSED`, `ENOENT`): the caller removes the port.
+    /// Sends the frame in `buf` (made plain), or queues it while the peer's queue is
+    /// full. An error other than `WouldBlock` means the peer is gone (`ECONNREFUSED`,
+    /// `ENOENT`): the caller removes the port.
     pub fn send(&mut self, buf: &FrameBuf) -> io::Result<()> {
         let Self {
-            sock,
-            peer,
+            queue,
             scratch,
+            tx_dropped,
             ..
         } = self;
-        let mut res = Ok(());
         let r = soft::for_each_plain(buf, scratch, |f| {
-            if res.is_ok() {
-                if let Err(e) = sock.send_to(f, &*peer) {
-                    res = Err(e);
-                }
+            if queue.len() >= DGRAM_TX_MAX {
+                *tx_dropped += 1;
+            } else {
+                queue.push_back(f.to_vec());
             }
         });
         if r.is_err() {
             self.soft_errors += 1;
         }
-        res
+        self.flush()
+    }
+
+    /// Sends queued frames until the peer's queue is full. Call when the socket
+    /// becomes writable.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while let Some(f) = self.queue.front() {
+            match self.sock.send(f) {
+                Ok(_) => {
+                    self.queue.pop_front();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.queue.clear();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames dropped because the peer did not read (the queue was full).
+    pub fn tx_dropped(&self) -> u64 {
+        self.tx_dropped
     }
 
     /// Frames that could not be made plain (unknown offload).
     pub fn soft_errors(&self) -> u64 {
         self.soft_errors
+    }
+}
+
+impl AsRawFd for DgramPort {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
     }
 }
 
@@ -274,6 +317,37 @@ mod tests {
             port.recv(&mut buf).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
+    }
+
+    #[test]
+    fn dgram_frames_wait_for_a_full_peer_and_arrive_in_order() {
+        let dir = std::env::temp_dir().join(format!("vnet-dgram-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("peer.sock");
+        let _ = std::fs::remove_file(&path);
+        let peer = UnixDatagram::bind(&path).unwrap();
+        let mut port = DgramPort::new(path.clone()).unwrap();
+        for n in 0..100u8 {
+            port.send(&FrameBuf::from_frame(&frame(n))).unwrap();
+        }
+        // the peer's queue took some; the rest wait
+        assert!(!port.queue.is_empty());
+        let mut got = Vec::new();
+        let mut b = [0u8; 2048];
+        peer.set_nonblocking(true).unwrap();
+        while got.len() < 100 {
+            while let Ok(n) = peer.recv(&mut b) {
+                got.push(b[5]);
+                assert_eq!(n, 64);
+            }
+            port.flush().unwrap();
+        }
+        assert_eq!(got, (0..100u8).collect::<Vec<_>>());
+        // the peer goes: the next send reports it
+        drop(peer);
+        let _ = std::fs::remove_file(&path);
+        assert!(port.send(&FrameBuf::from_frame(&frame(1))).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

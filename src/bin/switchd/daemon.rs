@@ -1125,12 +1125,12 @@ impl Daemon {
                     .with_learning(learning),
             )
             .map_err(|e| e.to_string())?;
-        let interest = if matches!(dev, Dev::Stream(..)) {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
+        let interest = match (dev.readable(), dev.writable()) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            _ => Interest::READABLE,
         };
-        if dev.pollable() {
+        {
             if let Err(e) = self.poll.registry().register(
                 &mut SourceFd(&dev.as_raw_fd()),
                 Token(id.index()),
@@ -1258,7 +1258,13 @@ impl Daemon {
                 None => {
                     self.next_sock_port += 1;
                     let name = format!("dgram-{}", self.next_sock_port);
-                    let port = vnet_ports::DgramPort::new(sock.clone(), path.to_owned());
+                    let port = match vnet_ports::DgramPort::new(path.to_owned()) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            log!("dgram peer {}: cannot reach it: {e}", path.display());
+                            continue;
+                        }
+                    };
                     let shown = path.display().to_string();
                     let isolated = self.network.ports_isolated();
                     match self.add_dev(Some(name), Dev::Dgram(port, shown), isolated, true) {
@@ -1331,12 +1337,10 @@ impl Daemon {
         let Some(mut port) = self.ports.get_mut(id.index()).and_then(Option::take) else {
             return Err(format!("no port named {name:?}"));
         };
-        if port.dev.pollable() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
-        }
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
         if let Dev::Dgram(d, _) = &port.dev {
             self.dgram_peers.remove(d.peer());
         }

@@ -73,18 +73,24 @@ impl Dev {
         }
     }
 
-    /// Writes what a stream port still holds for its peer.
+    /// Writes what a stream or dgram port still holds for its peer.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         match self {
             Self::Stream(s, _) => s.flush(),
+            Self::Dgram(d, _) => d.flush(),
             _ => Ok(()),
         }
     }
 
-    /// Whether the port has a descriptor of its own for the poller (a dgram peer shares
-    /// the network's datagram socket).
-    pub(crate) fn pollable(&self) -> bool {
+    /// Whether the port's descriptor is polled for reading (a dgram port's own socket
+    /// only sends: its peer's frames arrive on the network's shared socket).
+    pub(crate) fn readable(&self) -> bool {
         !matches!(self, Self::Dgram(..))
+    }
+
+    /// Whether the port is polled for writability (it queues for a slow peer).
+    pub(crate) fn writable(&self) -> bool {
+        matches!(self, Self::Stream(..) | Self::Dgram(..))
     }
 
     /// Whether a send error means the peer is gone for good (a dgram peer's socket
@@ -114,7 +120,7 @@ impl AsRawFd for Dev {
             Self::Tap(t) => t.as_raw_fd(),
             Self::Packet(p) => p.as_raw_fd(),
             Self::Stream(s, _) => s.as_raw_fd(),
-            Self::Dgram(..) => -1,
+            Self::Dgram(d, _) => d.as_raw_fd(),
         }
     }
 }

@@ -1,0 +1,351 @@
+//! Real QEMU guests (Debian kernel, busybox initramfs, TCG) on a vnet network, one per
+//! attach method: `-netdev stream` and `-netdev dgram` on switchd's sockets, and `-netdev
+//! tap` attached by vnet's own `vnet-ifup`/`vnet-ifdown` scripts. Each takes a DHCP lease,
+//! resolves and pings a namespace guest and the other QEMU guests by name, and fetches a
+//! file over HTTP from a "wan" namespace through NAT. Nothing leaves the test's
+//! namespaces and temporary directories.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::qemu::{guest_image, netdev_dgram, netdev_stream, virtio_net, QemuGuest};
+use common::{Net, SWITCHCTL};
+use vnet_testkit::{unique, wait_for, ChildGuard, Netns, Veth};
+
+const WAN: &str = "10.98.0.2";
+const BOOT: Duration = Duration::from_secs(180);
+
+/// The wan: a veth from the switchd namespace (10.98.0.1) to a namespace (10.98.0.2)
+/// serving `dir` over HTTP on port 8000.
+struct Wan {
+    _http: ChildGuard,
+    _veth: Veth,
+    _ns: Netns,
+}
+
+fn wan(net: &Net, dir: &Path) -> Wan {
+    let ns = Netns::new("vqw");
+    let veth = Veth::new("vq", Some(&net.host), Some(&ns));
+    net.host
+        .run_ok("ip", &["addr", "add", "10.98.0.1/24", "dev", veth.a()]);
+    net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
+    ns.run_ok(
+        "ip",
+        &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()],
+    );
+    ns.run_ok("ip", &["link", "set", veth.b(), "up"]);
+    let mut cmd = ns.cmd(
+        "python3",
+        &["-m", "http.server", "8000", "--bind", WAN, "--directory"],
+    );
+    cmd.arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let http = ChildGuard::spawn(cmd);
+    Wan {
+        _http: http,
+        _veth: veth,
+        _ns: ns,
+    }
+}
+
+/// The guest's script: a lease under `name`; then the namespace guest and `others` by
+/// name (DNS on the gateway), pinged; then the wan file's md5 over HTTP through NAT.
+fn script(name: &str, others: &[&str], hold: bool) -> String {
+    let mut s = format!(
+        "udhcpc -i eth0 -x hostname:{name} -t 20 -T 1 -A 1 -n -q || exit 1\n\
+         look() {{ nslookup \"$1\" 192.168.122.1 2>/dev/null | awk '/^Address: /{{print $2}}' | tail -n 1; }}\n\
+         ip=$(look nsguest); echo \"RESOLVED nsguest $ip\"\n\
+         ping -c 1 -W 3 \"$ip\" >/dev/null && echo \"PINGED nsguest\"\n\
+         wget -q -O /tmp/blob http://{WAN}:8000/blob && echo \"HTTP $(md5sum /tmp/blob | cut -d' ' -f1)\"\n"
+    );
+    for o in others {
+        s.push_str(&format!(
+            "for i in $(seq 60); do ip=$(look {o}); [ -n \"$ip\" ] && ping -c 1 -W 1 \"$ip\" >/dev/null && {{ echo \"SEES {o} $ip\"; break; }}; sleep 1; done\n"
+        ));
+    }
+    if hold {
+        s.push_str("echo HOLDING; sleep 600\n");
+    } else {
+        // stay up a while so the others can reach this one
+        s.push_str("sleep 8\n");
+    }
+    s
+}
+
+/// A wrapper around dist/qemu/vnet-ifup|ifdown that names the network, run dir and
+/// switchctl (QEMU runs tap scripts with just the interface name).
+fn tap_script(net: &Net, which: &str) -> std::path::PathBuf {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let p = net.dir.path().join(format!("vnet-{which}"));
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\nVNET_NETWORK={} VNET_RUN_DIR={} VNET_SWITCHCTL={SWITCHCTL} exec {root}/dist/qemu/vnet-{which} \"$@\"\n",
+            net.name,
+            net.dir.path().display()
+        ),
+    )
+    .expect("write tap script");
+    let st = std::process::Command::new("chmod")
+        .args(["0755"])
+        .arg(&p)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+    p
+}
+
+fn md5(path: &Path) -> String {
+    let out = std::process::Command::new("md5sum")
+        .arg(path)
+        .output()
+        .expect("md5sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn stream_dgram_and_tap_guests_lease_resolve_ping_each_other_and_fetch_through_nat() {
+    let mut net = Net::start();
+    let files = net.dir.path().join("www");
+    std::fs::create_dir_all(&files).expect("www");
+    let blob: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
+        .collect();
+    std::fs::write(files.join("blob"), &blob).expect("blob");
+    let want = md5(&files.join("blob"));
+    let _wan = wan(&net, &files);
+    // a namespace guest with the name the QEMU guests look up
+    let ns_guest = net.add_bare_guest("vqn", "52:54:00:a0:00:01");
+    let lease = common::clients::udhcpc(&net, &ns_guest, "n", &["-x", "hostname:nsguest"]);
+    assert!(lease.contains_key("ip"), "{}", net.log());
+
+    let image = guest_image();
+    let d = net.dir.path();
+    let names = ["vmstream", "vmdgram", "vmtap"];
+    let others = |me: &str| {
+        names
+            .iter()
+            .copied()
+            .filter(|n| *n != me)
+            .collect::<Vec<_>>()
+    };
+    let boot = |name: &str, netdev: String, mac: &str, netns: Option<&str>| {
+        let initrd = image.with_script(d, &script(name, &others(name), false));
+        let args = virtio_net(&netdev, mac);
+        let log = d.join(format!("{name}.log"));
+        match netns {
+            Some(ns) => QemuGuest::boot_in_netns(ns, &image, &initrd, &args, &log),
+            None => QemuGuest::boot(&image, &initrd, &args, &log),
+        }
+    };
+    let stream = boot(
+        "vmstream",
+        netdev_stream("n0", &d.join(format!("{}.stream", net.name))),
+        "52:54:00:a0:00:11",
+        None,
+    );
+    let dgram = boot(
+        "vmdgram",
+        netdev_dgram(
+            "n0",
+            &d.join("vmdgram.sock"),
+            &d.join(format!("{}.dgram", net.name)),
+        ),
+        "52:54:00:a0:00:12",
+        None,
+    );
+    let up = tap_script(&net, "ifup");
+    let down = tap_script(&net, "ifdown");
+    let tap_if = format!("vqt{}", unique());
+    let host_ns = net.host.name().to_owned();
+    let tap = boot(
+        "vmtap",
+        format!(
+            "tap,id=n0,ifname={tap_if},script={},downscript={}",
+            up.display(),
+            down.display()
+        ),
+        "52:54:00:a0:00:13",
+        Some(&host_ns),
+    );
+    let guests = [("vmstream", &stream), ("vmdgram", &dgram), ("vmtap", &tap)];
+    for (name, g) in guests {
+        let rc = g.wait_test_done(BOOT);
+        let log = g.log_text();
+        eprintln!("{name}: done after {:.1?}", g.elapsed());
+        assert_eq!(rc, Some(0), "{name}:\n{log}\nswitchd:\n{}", net.log());
+        assert!(
+            log.contains("VNET-GUEST: lease 192.168.122."),
+            "{name}:\n{log}"
+        );
+        assert!(log.contains("PINGED nsguest"), "{name}:\n{log}");
+        assert!(log.contains(&format!("HTTP {want}")), "{name}:\n{log}");
+        for o in others(name) {
+            assert!(
+                log.contains(&format!("SEES {o} ")),
+                "{name} does not see {o}:\n{log}"
+            );
+        }
+    }
+    // the ports were of the three kinds; the tap port went with QEMU
+    let kinds: Vec<String> = net
+        .port_list()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    eprintln!("ports after the guests: {kinds:?}");
+    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
+    for n in names {
+        assert!(leases.contains(n), "{n} has no lease: {leases}");
+    }
+    assert!(net.daemon_mut().is_running());
+}
+
+#[test]
+fn a_killed_stream_guest_loses_its_port_and_gets_its_lease_back_on_restart() {
+    let net = Net::start();
+    let image = guest_image();
+    let d = net.dir.path();
+    let netdev = netdev_stream("n0", &d.join(format!("{}.stream", net.name)));
+    let args = virtio_net(&netdev, "52:54:00:a0:00:21");
+    let initrd = image.with_script(d, "udhcpc -i eth0 -x hostname:vmre -t 20 -T 1 -A 1 -n -q || exit 1\necho HOLDING\nsleep 600\n");
+    let lease_of = |g: &QemuGuest| {
+        assert!(g.wait_for_line("HOLDING", BOOT), "{}", g.log_text());
+        g.log_text()
+            .lines()
+            .find_map(|l| l.split("VNET-GUEST: lease ").nth(1))
+            .and_then(|r| r.split('/').next())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let streams = || {
+        net.port_list()
+            .iter()
+            .filter(|p| p["kind"] == "stream")
+            .count()
+    };
+    let mut first = QemuGuest::boot(&image, &initrd, &args, &d.join("a.log"));
+    let ip1 = lease_of(&first);
+    assert!(ip1.starts_with("192.168.122."), "{}", first.log_text());
+    assert_eq!(streams(), 1);
+    first.kill();
+    assert!(
+        wait_for(Duration::from_secs(5), || streams() == 0),
+        "the port outlived QEMU: {}",
+        net.log()
+    );
+    let second = QemuGuest::boot(&image, &initrd, &args, &d.join("b.log"));
+    let ip2 = lease_of(&second);
+    assert_eq!(ip1, ip2, "a new lease after the restart");
+    assert_eq!(streams(), 1);
+}
+
+#[test]
+fn stream_and_dgram_guests_work_with_an_unprivileged_switchd() {
+    vnet_testkit::require_root();
+    let dir = vnet_testkit::TempDir::new("vnet-qunpriv");
+    for sub in ["run", "state"] {
+        std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
+        let st = std::process::Command::new("chown")
+            .args(["nobody:nogroup"])
+            .arg(dir.path().join(sub))
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    let host = Netns::new("vqu");
+    let name = format!("q{}", unique());
+    let log = dir.path().join("switchd.log");
+    let mut cmd = host.cmd(
+        "setpriv",
+        &[
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            common::SWITCHD,
+            "--name",
+            &name,
+        ],
+    );
+    cmd.arg("--run-dir")
+        .arg(dir.path().join("run"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let switchd = ChildGuard::spawn(cmd);
+    let run = dir.path().join("run");
+    let stream_path = run.join(format!("{name}.stream"));
+    assert!(
+        wait_for(Duration::from_secs(10), || stream_path.exists()),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let image = guest_image();
+    let d = dir.path();
+    // each guest finds the other through the gateway's DNS, by the name it sent
+    let s = |me: &str, peer: &str| {
+        format!(
+            "udhcpc -i eth0 -x hostname:{me} -t 20 -T 1 -A 1 -n -q || exit 1\n\
+             ping -c 1 -W 3 192.168.122.1 >/dev/null && echo PINGED-GW\n\
+             for i in $(seq 40); do ip=$(nslookup {peer} 192.168.122.1 2>/dev/null | awk '/^Address: /{{print $2}}' | tail -n 1); \
+             [ -n \"$ip\" ] && ping -c 1 -W 1 \"$ip\" >/dev/null && {{ echo PINGED-PEER; break; }}; sleep 1; done\n\
+             sleep 6\n"
+        )
+    };
+    let g1 = QemuGuest::boot(
+        &image,
+        &image.with_script(d, &s("vmus", "vmud")),
+        &virtio_net(&netdev_stream("n0", &stream_path), "52:54:00:a0:00:31"),
+        &d.join("s.log"),
+    );
+    let g2 = QemuGuest::boot(
+        &image,
+        &image.with_script(d, &s("vmud", "vmus")),
+        &virtio_net(
+            &netdev_dgram("n0", &d.join("ud.sock"), &run.join(format!("{name}.dgram"))),
+            "52:54:00:a0:00:32",
+        ),
+        &d.join("d.log"),
+    );
+    // QEMU (root here) binds its dgram socket with the umask's mode; switchd (nobody)
+    // must be able to send to it: users run both as one user, the test opens it up
+    let ud = d.join("ud.sock");
+    assert!(wait_for(Duration::from_secs(10), || ud.exists()));
+    let st = std::process::Command::new("chmod")
+        .args(["0666"])
+        .arg(&ud)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+    for g in [&g1, &g2] {
+        let rc = g.wait_test_done(BOOT);
+        let text = g.log_text();
+        assert_eq!(
+            rc,
+            Some(0),
+            "{text}\nswitchd:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        assert!(
+            text.contains("PINGED-GW") && text.contains("PINGED-PEER"),
+            "{text}"
+        );
+    }
+    // switchd really runs as nobody
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", switchd.id())).unwrap_or_default();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+}
