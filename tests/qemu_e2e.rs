@@ -57,8 +57,7 @@ fn script(name: &str, others: &[&str], hold: bool) -> String {
     let mut s = format!(
         "udhcpc -i eth0 -x hostname:{name} -t 20 -T 1 -A 1 -n -q || exit 1\n\
          look() {{ nslookup \"$1\" 192.168.122.1 2>/dev/null | awk '/^Address: /{{print $2}}' | tail -n 1; }}\n\
-         ip=$(look nsguest); echo \"RESOLVED nsguest $ip\"\n\
-         ping -c 1 -W 3 \"$ip\" >/dev/null && echo \"PINGED nsguest\"\n\
+         for i in $(seq 40); do ip=$(look nsguest); [ -n \"$ip\" ] && ping -c 1 -W 2 \"$ip\" >/dev/null && {{ echo \"PINGED nsguest $ip\"; break; }}; sleep 1; done\n\
          wget -q -O /tmp/blob http://{WAN}:8000/blob && echo \"HTTP $(md5sum /tmp/blob | cut -d' ' -f1)\"\n"
     );
     for o in others {

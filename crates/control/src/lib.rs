@@ -209,6 +209,15 @@ pub enum PortKind {
     Dgram,
 }
 
+/// What a protected port may send as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSecurityInfo {
+    /// Its MAC (none until it sent a frame, when none was given).
+    pub mac: Option<String>,
+    /// Its IPv4 addresses (leased or reserved).
+    pub addrs: Vec<String>,
+}
+
 /// Arguments of [`Request::PortAdd`].
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +248,10 @@ pub struct PortAdd {
     /// needed when the TAP belongs to the daemon's user).
     #[serde(default)]
     pub attach: bool,
+    /// Port security: the port may send only from its MAC (`mac`, else the first it
+    /// uses) and its leased or reserved IPv4 addresses; no DHCP server replies.
+    #[serde(default)]
+    pub secure: bool,
 }
 
 impl PortAdd {
@@ -323,6 +336,10 @@ pub struct PortInfo {
     pub persistent: bool,
     /// Isolated port.
     pub isolated: bool,
+    /// Port security: the MAC and IPv4 addresses the port may send from (absent for an
+    /// unprotected port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<PortSecurityInfo>,
     /// MAC addresses learned on the port.
     pub macs: usize,
     /// Counters.

@@ -112,6 +112,8 @@ pub struct PortConfig {
     pub learning: bool,
     /// Isolated ports exchange frames only with non-isolated ports (default off).
     pub isolated: bool,
+    /// Anti-spoofing for what the port sends (default none: a trusted port).
+    pub security: Option<PortSecurity>,
 }
 
 impl Default for PortConfig {
@@ -119,6 +121,96 @@ impl Default for PortConfig {
         Self {
             learning: true,
             isolated: false,
+            security: None,
+        }
+    }
+}
+
+/// Addresses a protected port may send from, at most this many IPv4 ones.
+pub const MAX_PORT_ADDRS: usize = 8;
+
+/// Port security, what libvirt's `clean-traffic` filter gives: the port may send only
+/// from its MAC (the given one, or the first it uses), IPv4 only from its addresses
+/// (leased or reserved; `0.0.0.0` only for DHCP requests), ARP only naming itself, and
+/// no DHCP server replies. Frames of other kinds (IPv6, ...) are checked for the MAC
+/// only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortSecurity {
+    /// The port's MAC; `None` until the port sends its first frame.
+    pub mac: Option<MacAddr>,
+    addrs: [[u8; 4]; MAX_PORT_ADDRS],
+    n: u8,
+}
+
+impl PortSecurity {
+    /// Protection bound to `mac` (or, with `None`, to the first source MAC seen).
+    pub fn new(mac: Option<MacAddr>) -> Self {
+        Self {
+            mac,
+            ..Self::default()
+        }
+    }
+
+    /// The IPv4 addresses the port may send from.
+    pub fn addrs(&self) -> impl Iterator<Item = std::net::Ipv4Addr> + '_ {
+        self.addrs[..usize::from(self.n)]
+            .iter()
+            .map(|a| std::net::Ipv4Addr::from(*a))
+    }
+
+    /// Replaces the allowed IPv4 addresses (the first [`MAX_PORT_ADDRS`] of them).
+    pub fn set_addrs(&mut self, addrs: impl IntoIterator<Item = std::net::Ipv4Addr>) {
+        self.n = 0;
+        for a in addrs.into_iter().take(MAX_PORT_ADDRS) {
+            self.addrs[usize::from(self.n)] = a.octets();
+            self.n += 1;
+        }
+    }
+
+    fn allows(&self, ip: &[u8]) -> bool {
+        self.addrs[..usize::from(self.n)].iter().any(|a| a[..] == *ip)
+    }
+
+    /// Checks a frame (already known to be at least a header long) against the
+    /// protection; `None` if it may pass.
+    fn check(&mut self, src: MacAddr, eth: &wire::EthernetFrame<&[u8]>) -> Option<DropReason> {
+        match self.mac {
+            None => self.mac = Some(src),
+            Some(m) if m != src => return Some(DropReason::SpoofedMac),
+            Some(_) => {}
+        }
+        let p = eth.payload();
+        match eth.ethertype() {
+            wire::EtherType::Arp => {
+                // sender MAC at 8..14, sender IP at 14..18
+                let (Some(smac), Some(sip)) = (p.get(8..14), p.get(14..18)) else {
+                    return Some(DropReason::SpoofedArp);
+                };
+                if smac != src.0 || (sip != [0, 0, 0, 0] && !self.allows(sip)) {
+                    return Some(DropReason::SpoofedArp);
+                }
+                None
+            }
+            wire::EtherType::Ipv4 => {
+                let (Some(&vihl), Some(&proto), Some(sip)) = (p.first(), p.get(9), p.get(12..16))
+                else {
+                    return Some(DropReason::SpoofedIp);
+                };
+                let l4 = usize::from(vihl & 0x0f) * 4;
+                let ports = p
+                    .get(l4..l4 + 4)
+                    .map(|b| (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])));
+                if proto == 17 && ports.is_some_and(|(sp, _)| sp == 67) {
+                    return Some(DropReason::RogueDhcp);
+                }
+                let dhcp_request = proto == 17 && ports == Some((68, 67));
+                if self.allows(sip) || (sip == [0, 0, 0, 0] && dhcp_request) {
+                    None
+                } else {
+                    Some(DropReason::SpoofedIp)
+                }
+            }
+            _ => None,
         }
     }
 }
@@ -135,6 +227,13 @@ impl PortConfig {
     #[must_use]
     pub fn with_isolated(mut self, on: bool) -> Self {
         self.isolated = on;
+        self
+    }
+
+    /// Sets [`PortConfig::security`].
+    #[must_use]
+    pub fn with_security(mut self, security: Option<PortSecurity>) -> Self {
+        self.security = security;
         self
     }
 }
@@ -157,11 +256,19 @@ pub enum DropReason {
     UnknownPort,
     /// The egress port could not take the frame (reported by the driver).
     TxFailed,
+    /// A protected port sent from a MAC not its own.
+    SpoofedMac,
+    /// A protected port sent IPv4 from an address not its own.
+    SpoofedIp,
+    /// A protected port sent ARP naming another sender.
+    SpoofedArp,
+    /// A protected port sent a DHCP server message (UDP from port 67).
+    RogueDhcp,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 11] = [
         Self::Runt,
         Self::ZeroSource,
         Self::MulticastSource,
@@ -169,6 +276,10 @@ impl DropReason {
         Self::Isolated,
         Self::UnknownPort,
         Self::TxFailed,
+        Self::SpoofedMac,
+        Self::SpoofedIp,
+        Self::SpoofedArp,
+        Self::RogueDhcp,
     ];
 
     /// A short stable name, for counters and logs.
@@ -181,6 +292,10 @@ impl DropReason {
             Self::Isolated => "isolated",
             Self::UnknownPort => "unknown-port",
             Self::TxFailed => "tx-failed",
+            Self::SpoofedMac => "spoofed-mac",
+            Self::SpoofedIp => "spoofed-ip",
+            Self::SpoofedArp => "spoofed-arp",
+            Self::RogueDhcp => "rogue-dhcp",
         }
     }
 
@@ -193,6 +308,10 @@ impl DropReason {
             Self::Isolated => 4,
             Self::UnknownPort => 5,
             Self::TxFailed => 6,
+            Self::SpoofedMac => 7,
+            Self::SpoofedIp => 8,
+            Self::SpoofedArp => 9,
+            Self::RogueDhcp => 10,
         }
     }
 }
@@ -360,6 +479,22 @@ impl Switch {
         self.port(id).map(|p| p.config)
     }
 
+    /// Replaces the IPv4 addresses a protected port may send from; false if the port
+    /// is not protected (or does not exist).
+    pub fn set_port_addrs(
+        &mut self,
+        id: PortId,
+        addrs: impl IntoIterator<Item = std::net::Ipv4Addr>,
+    ) -> bool {
+        match self.port_mut(id).and_then(|p| p.config.security.as_mut()) {
+            Some(sec) => {
+                sec.set_addrs(addrs);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A port's counters.
     pub fn port_counters(&self, id: PortId) -> Option<PortCounters> {
         self.port(id).map(|p| p.counters)
@@ -412,6 +547,11 @@ impl Switch {
         }
         if src.is_zero() {
             return Self::drop_on(port, DropReason::ZeroSource);
+        }
+        if let Some(sec) = port.config.security.as_mut() {
+            if let Some(reason) = sec.check(src, &eth) {
+                return Self::drop_on(port, reason);
+            }
         }
         let dst = eth.dst_addr();
         let vlan = eth.vlan_id().unwrap_or(VlanId::UNTAGGED);

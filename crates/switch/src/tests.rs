@@ -369,3 +369,104 @@ proptest! {
         }
     }
 }
+
+/// An Ethernet frame with `body` after the header.
+fn frame(dst: MacAddr, src: MacAddr, ethertype: u16, body: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(14 + body.len());
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// An IPv4/UDP frame from `src` (MAC) / `ip`, ports `sport` → `dport`.
+fn udp(src: MacAddr, ip: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut f = frame(MacAddr::BROADCAST, src, 0x0800, &[]);
+    let mut ip_hdr = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip_hdr.extend_from_slice(&ip);
+    ip_hdr.extend_from_slice(&[255, 255, 255, 255]);
+    f.extend_from_slice(&ip_hdr);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 8, 0, 0]);
+    f
+}
+
+/// An ARP request from `src` claiming `ip`.
+fn arp(src: MacAddr, sender_mac: MacAddr, ip: [u8; 4]) -> Vec<u8> {
+    let mut body = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    body.extend_from_slice(&sender_mac.0);
+    body.extend_from_slice(&ip);
+    body.extend_from_slice(&[0; 6]);
+    body.extend_from_slice(&[10, 0, 0, 99]);
+    frame(MacAddr::BROADCAST, src, 0x0806, &body)
+}
+
+#[test]
+fn a_protected_port_sends_only_as_itself() {
+    let mut sw = Switch::new(Config::default());
+    let t0 = Instant::ZERO;
+    let open = sw.add_port(PortConfig::default()).unwrap();
+    let guest = sw
+        .add_port(PortConfig::default().with_security(Some(PortSecurity::new(Some(mac(1))))))
+        .unwrap();
+    assert!(sw.set_port_addrs(guest, [std::net::Ipv4Addr::new(10, 0, 0, 5)]));
+    assert!(!sw.set_port_addrs(open, []));
+    let dropped = |sw: &mut Switch, f: &[u8]| match sw.handle_frame(t0, guest, f) {
+        Verdict::Drop(r) => Some(r),
+        _ => None,
+    };
+    // its own MAC and address pass; a DHCP request from 0.0.0.0 passes
+    assert_eq!(dropped(&mut sw, &udp(mac(1), [10, 0, 0, 5], 1000, 53)), None);
+    assert_eq!(dropped(&mut sw, &udp(mac(1), [0, 0, 0, 0], 68, 67)), None);
+    assert_eq!(dropped(&mut sw, &arp(mac(1), mac(1), [10, 0, 0, 5])), None);
+    assert_eq!(dropped(&mut sw, &arp(mac(1), mac(1), [0, 0, 0, 0])), None);
+    // everything else is spoofing
+    assert_eq!(
+        dropped(&mut sw, &udp(mac(2), [10, 0, 0, 5], 1000, 53)),
+        Some(DropReason::SpoofedMac)
+    );
+    assert_eq!(
+        dropped(&mut sw, &udp(mac(1), [10, 0, 0, 6], 1000, 53)),
+        Some(DropReason::SpoofedIp)
+    );
+    assert_eq!(
+        dropped(&mut sw, &udp(mac(1), [0, 0, 0, 0], 1000, 53)),
+        Some(DropReason::SpoofedIp)
+    );
+    assert_eq!(
+        dropped(&mut sw, &arp(mac(1), mac(1), [10, 0, 0, 1])),
+        Some(DropReason::SpoofedArp)
+    );
+    assert_eq!(
+        dropped(&mut sw, &arp(mac(1), mac(3), [10, 0, 0, 5])),
+        Some(DropReason::SpoofedArp)
+    );
+    assert_eq!(
+        dropped(&mut sw, &udp(mac(1), [10, 0, 0, 5], 67, 68)),
+        Some(DropReason::RogueDhcp)
+    );
+    let c = sw.port_counters(guest).unwrap();
+    assert_eq!(c.drops.get(DropReason::SpoofedIp), 2);
+    // the same traffic passes on an unprotected port
+    for f in [
+        udp(mac(2), [10, 0, 0, 6], 67, 68),
+        arp(mac(2), mac(3), [10, 0, 0, 1]),
+    ] {
+        assert!(!matches!(sw.handle_frame(t0, open, &f), Verdict::Drop(_)));
+    }
+    // sticky: without a MAC the first one sent binds the port
+    let sticky = sw
+        .add_port(PortConfig::default().with_security(Some(PortSecurity::new(None))))
+        .unwrap();
+    sw.set_port_addrs(sticky, [std::net::Ipv4Addr::new(10, 0, 0, 7)]);
+    assert!(!matches!(
+        sw.handle_frame(t0, sticky, &udp(mac(7), [10, 0, 0, 7], 1, 2)),
+        Verdict::Drop(_)
+    ));
+    assert_eq!(
+        sw.handle_frame(t0, sticky, &udp(mac(8), [10, 0, 0, 7], 1, 2)),
+        Verdict::Drop(DropReason::SpoofedMac)
+    );
+}

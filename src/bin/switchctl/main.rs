@@ -192,6 +192,11 @@ enum Verb {
         /// switchd can use it; its link state and MAC are left as they are.
         #[arg(long, requires = "name", conflicts_with_all = ["netns", "mac", "persistent"])]
         attach: bool,
+        /// Port security (libvirt's clean-traffic): the port may send only from its MAC
+        /// (--mac, else the first it uses) and the IPv4 addresses leased or reserved for
+        /// it; spoofed MAC, IP and ARP and DHCP server replies are dropped and counted.
+        #[arg(long)]
+        secure: bool,
     },
     /// Remove a port from a running network.
     PortDel {
@@ -402,6 +407,7 @@ fn run() -> Result<()> {
             persistent,
             isolated,
             attach,
+            secure,
         } => {
             let (kind, ifname) = match kind {
                 Kind::Tap if dev.is_some() => {
@@ -415,6 +421,7 @@ fn run() -> Result<()> {
                 },
             };
             let req = Request::PortAdd(PortAdd {
+                secure: *secure,
                 attach: *attach,
                 kind: Some(kind),
                 name: name.clone(),

@@ -505,11 +505,13 @@ impl Daemon {
             let Some(frame) = g.gw.poll_transmit() else {
                 if has_events {
                     self.emit_gateway_events();
+                    self.refresh_port_security();
                 }
                 return;
             };
             if has_events {
                 self.emit_gateway_events();
+                self.refresh_port_security();
             }
             let Some(g) = self.gateway.as_mut() else {
                 return;
@@ -797,6 +799,30 @@ impl Daemon {
 
     /// Sends an event to the `net-event` subscribers (a slow one misses events rather
     /// than making switchd buffer without bound).
+    /// Gives every protected port the IPv4 addresses its MAC holds: active leases and
+    /// fixed reservations. Called when a port is added and after lease events.
+    fn refresh_port_security(&mut self) {
+        let Some(server) = self.gateway.as_ref().and_then(|g| g.gw.dhcp()) else {
+            return;
+        };
+        let ids: Vec<PortId> = self.sw.ports().to_vec();
+        for id in ids {
+            let Some(sec) = self.sw.port_config(id).and_then(|c| c.security) else {
+                continue;
+            };
+            let Some(mac) = sec.mac else { continue };
+            let leased = server.leases().filter(|l| l.mac == mac.0).map(|l| l.ip);
+            let reserved = server
+                .config()
+                .hosts
+                .iter()
+                .filter(|h| h.mac == Some(mac.0))
+                .filter_map(|h| h.ip);
+            let addrs: Vec<std::net::Ipv4Addr> = leased.chain(reserved).collect();
+            self.sw.set_port_addrs(id, addrs);
+        }
+    }
+
     /// Once a second: a station move and bounds that were hit since the last check
     /// become events (and warnings for the bounds), one per kind.
     fn watch_counters(&mut self) {
@@ -1097,7 +1123,14 @@ impl Daemon {
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
-        self.add_dev(req.name.clone(), dev, isolated, true)
+        let security = req
+            .secure
+            .then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
+        let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security)?;
+        if security.is_some() {
+            self.refresh_port_security();
+        }
+        self.port_info(PortId(info.id)).ok_or_else(|| "port vanished".to_owned())
     }
 
     /// Adds an opened device as a port named `name` (default: its interface name, or
@@ -1108,6 +1141,18 @@ impl Daemon {
         dev: Dev,
         isolated: bool,
         learning: bool,
+    ) -> Result<PortInfo, String> {
+        self.add_dev_with(name, dev, isolated, learning, None)
+    }
+
+    /// [`Daemon::add_dev`] with port security.
+    fn add_dev_with(
+        &mut self,
+        name: Option<String>,
+        dev: Dev,
+        isolated: bool,
+        learning: bool,
+        security: Option<vnet_switch::PortSecurity>,
     ) -> Result<PortInfo, String> {
         let kind = dev.kind();
         let name = name.unwrap_or_else(|| match dev.netns() {
@@ -1122,7 +1167,8 @@ impl Daemon {
             .add_port(
                 PortConfig::default()
                     .with_isolated(isolated)
-                    .with_learning(learning),
+                    .with_learning(learning)
+                    .with_security(security),
             )
             .map_err(|e| e.to_string())?;
         let interest = match (dev.readable(), dev.writable()) {
@@ -1370,6 +1416,14 @@ impl Daemon {
             netns: p.dev.netns().map(|n| n.name().to_owned()),
             persistent: p.dev.is_persistent(),
             isolated: p.isolated,
+            security: self
+                .sw
+                .port_config(id)
+                .and_then(|c| c.security)
+                .map(|sec| vnet_control::PortSecurityInfo {
+                    mac: sec.mac.map(|m| m.to_string()),
+                    addrs: sec.addrs().map(|a| a.to_string()).collect(),
+                }),
             macs: self.sw.fdb().port_len(id),
             counters: Counters {
                 rx_frames: c.rx_frames,
