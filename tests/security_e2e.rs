@@ -13,7 +13,15 @@ use vnet_testkit::{wait_for, ChildGuard, Netns};
 fn guest(net: &Net, prefix: &str, mac: &str, secure: bool) -> (Netns, String, String) {
     let ns = Netns::new(prefix);
     let mut args = vec![
-        "port-add", &net.name, "tap", "--netns", ns.name(), "--ifname", "eth0", "--mac", mac,
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        ns.name(),
+        "--ifname",
+        "eth0",
+        "--mac",
+        mac,
     ];
     if secure {
         args.push("--secure");
@@ -49,7 +57,11 @@ fn garp(ns: &Netns, mac: &str, ip: &str) {
         m = mac.replace(':', "")
     );
     let out = ns.run("python3", &["-c", &code]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -77,15 +89,25 @@ fn a_protected_port_cannot_spoof_and_an_unprotected_one_can() {
 
     // ARP claiming another guest's address
     garp(&g1, "52:54:00:c0:00:01", &ip2);
-    assert!(wait_for(Duration::from_secs(2), || drops(&net, &p1, "spoofed-arp") > 0));
+    assert!(wait_for(Duration::from_secs(2), || drops(
+        &net,
+        &p1,
+        "spoofed-arp"
+    ) > 0));
     garp(&g2, "52:54:00:c0:00:02", "192.168.122.251");
     assert_eq!(drops(&net, &p2, "spoofed-arp"), 0);
 
     // another MAC
-    g1.run_ok("ip", &["link", "set", "eth0", "address", "52:54:00:c0:00:99"]);
+    g1.run_ok(
+        "ip",
+        &["link", "set", "eth0", "address", "52:54:00:c0:00:99"],
+    );
     assert!(!ping(&g1, &[&ip2]));
     assert!(drops(&net, &p1, "spoofed-mac") > 0);
-    g1.run_ok("ip", &["link", "set", "eth0", "address", "52:54:00:c0:00:01"]);
+    g1.run_ok(
+        "ip",
+        &["link", "set", "eth0", "address", "52:54:00:c0:00:01"],
+    );
     assert!(
         wait_for(Duration::from_secs(5), || ping(&g1, &[&ip2])),
         "back to its own MAC, it works again"
@@ -102,10 +124,8 @@ fn a_protected_port_cannot_spoof_and_an_unprotected_one_can() {
         ),
     )
     .expect("udhcpd.conf");
-    let _rogue = ChildGuard::spawn(g1.cmd(
-        "busybox",
-        &["udhcpd", "-f", &conf.display().to_string()],
-    ));
+    let _rogue =
+        ChildGuard::spawn(g1.cmd("busybox", &["udhcpd", "-f", &conf.display().to_string()]));
     std::thread::sleep(Duration::from_millis(300));
     let g3 = net.add_bare_guest("vsc", "52:54:00:c0:00:03");
     let lease = udhcpc(&net, &g3, "c", &[]);
@@ -115,7 +135,8 @@ fn a_protected_port_cannot_spoof_and_an_unprotected_one_can() {
         "{lease:?}"
     );
     assert!(
-        wait_for(Duration::from_secs(3), || drops(&net, &p1, "rogue-dhcp") > 0),
+        wait_for(Duration::from_secs(3), || drops(&net, &p1, "rogue-dhcp")
+            > 0),
         "{}",
         net.log()
     );

@@ -168,7 +168,9 @@ impl PortSecurity {
     }
 
     fn allows(&self, ip: &[u8]) -> bool {
-        self.addrs[..usize::from(self.n)].iter().any(|a| a[..] == *ip)
+        self.addrs[..usize::from(self.n)]
+            .iter()
+            .any(|a| a[..] == *ip)
     }
 
     /// Checks a frame (already known to be at least a header long) against the
@@ -197,9 +199,12 @@ impl PortSecurity {
                     return Some(DropReason::SpoofedIp);
                 };
                 let l4 = usize::from(vihl & 0x0f) * 4;
-                let ports = p
-                    .get(l4..l4 + 4)
-                    .map(|b| (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]])));
+                let ports = p.get(l4..l4 + 4).map(|b| {
+                    (
+                        u16::from_be_bytes([b[0], b[1]]),
+                        u16::from_be_bytes([b[2], b[3]]),
+                    )
+                });
                 if proto == 17 && ports.is_some_and(|(sp, _)| sp == 67) {
                     return Some(DropReason::RogueDhcp);
                 }

@@ -418,7 +418,10 @@ fn a_protected_port_sends_only_as_itself() {
         _ => None,
     };
     // its own MAC and address pass; a DHCP request from 0.0.0.0 passes
-    assert_eq!(dropped(&mut sw, &udp(mac(1), [10, 0, 0, 5], 1000, 53)), None);
+    assert_eq!(
+        dropped(&mut sw, &udp(mac(1), [10, 0, 0, 5], 1000, 53)),
+        None
+    );
     assert_eq!(dropped(&mut sw, &udp(mac(1), [0, 0, 0, 0], 68, 67)), None);
     assert_eq!(dropped(&mut sw, &arp(mac(1), mac(1), [10, 0, 0, 5])), None);
     assert_eq!(dropped(&mut sw, &arp(mac(1), mac(1), [0, 0, 0, 0])), None);

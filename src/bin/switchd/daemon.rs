@@ -1130,7 +1130,8 @@ impl Daemon {
         if security.is_some() {
             self.refresh_port_security();
         }
-        self.port_info(PortId(info.id)).ok_or_else(|| "port vanished".to_owned())
+        self.port_info(PortId(info.id))
+            .ok_or_else(|| "port vanished".to_owned())
     }
 
     /// Adds an opened device as a port named `name` (default: its interface name, or
@@ -1416,14 +1417,12 @@ impl Daemon {
             netns: p.dev.netns().map(|n| n.name().to_owned()),
             persistent: p.dev.is_persistent(),
             isolated: p.isolated,
-            security: self
-                .sw
-                .port_config(id)
-                .and_then(|c| c.security)
-                .map(|sec| vnet_control::PortSecurityInfo {
+            security: self.sw.port_config(id).and_then(|c| c.security).map(|sec| {
+                vnet_control::PortSecurityInfo {
                     mac: sec.mac.map(|m| m.to_string()),
                     addrs: sec.addrs().map(|a| a.to_string()).collect(),
-                }),
+                }
+            }),
             macs: self.sw.fdb().port_len(id),
             counters: Counters {
                 rx_frames: c.rx_frames,
