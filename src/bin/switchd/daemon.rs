@@ -129,6 +129,9 @@ pub(crate) struct Daemon {
     doomed: Vec<String>,
     /// Counters as of the last check for bound and move events (once a second).
     watch: Watch,
+    /// Persistent TAP ports, as re-attach requests, saved in `<run-dir>/<net>.ports.json`
+    /// so a switchd that crashed (or stopped) takes them back when it starts again.
+    saved_ports: Vec<PortAdd>,
 }
 
 /// Counters watched for `net-event` (MAC moved, bounds hit) and for rate-limited log
@@ -284,6 +287,7 @@ impl Daemon {
             next_sock_port: 0,
             doomed: Vec::new(),
             watch: Watch::default(),
+            saved_ports: Vec::new(),
         };
         d.open_qemu_sockets()?;
         if let Some(u) = routed.as_mut() {
@@ -300,6 +304,7 @@ impl Daemon {
                 .map_err(|e| anyhow::anyhow!("adding the uplink port: {e}"))?;
         }
         d.add_host_port();
+        d.restore_ports();
         Ok(d)
     }
 
@@ -1113,7 +1118,8 @@ impl Daemon {
                 opts.name = ifname;
                 opts.netns = req.netns.as_deref().map(NetnsRef::new);
                 opts.persistent = req.persistent;
-                opts.mac = mac;
+                // an existing TAP keeps the MAC it has (its guest may be using it)
+                opts.mac = if req.attach { None } else { mac };
                 if req.attach {
                     // a TAP made beforehand (possibly for an unprivileged switchd): use it as it is
                     opts.attach_existing = true;
@@ -1123,12 +1129,22 @@ impl Daemon {
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
+        let persistent = req.persistent && matches!(dev, Dev::Tap(_));
         let security = req
             .secure
             .then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
         let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security)?;
         if security.is_some() {
             self.refresh_port_security();
+        }
+        if persistent {
+            let mut again = req.clone();
+            again.name = Some(info.name.clone());
+            again.ifname = Some(info.ifname.clone());
+            again.attach = true;
+            self.saved_ports.retain(|p| p.name != again.name);
+            self.saved_ports.push(again);
+            self.save_ports();
         }
         self.port_info(PortId(info.id))
             .ok_or_else(|| "port vanished".to_owned())
@@ -1331,6 +1347,46 @@ impl Daemon {
         self.dgram_more = true;
     }
 
+    fn ports_path(&self) -> PathBuf {
+        self.socket_path.with_extension("ports.json")
+    }
+
+    fn save_ports(&self) {
+        let path = self.ports_path();
+        let data = serde_json::to_vec_pretty(&self.saved_ports).unwrap_or_default();
+        if let Err(e) = vnet_control::store::write_atomic(&path, &data) {
+            warn!(
+                "cannot save the persistent ports to {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// Re-attaches the persistent TAPs an earlier run of this network had (after a
+    /// crash, the guests' interfaces never went away: traffic resumes as soon as the
+    /// ports are back). TAPs that are gone are forgotten, with a log line.
+    fn restore_ports(&mut self) {
+        let path = self.ports_path();
+        let Ok(data) = std::fs::read(&path) else {
+            return;
+        };
+        let saved: Vec<PortAdd> = match serde_json::from_slice(&data) {
+            Ok(v) => v,
+            Err(e) => {
+                warn!("ignoring {}: {e}", path.display());
+                return;
+            }
+        };
+        for req in saved {
+            let name = req.name.clone().unwrap_or_default();
+            match self.add_port(&req) {
+                Ok(_) => log!("port {name}: persistent TAP re-attached"),
+                Err(e) => warn!("port {name}: persistent TAP not re-attached: {e}"),
+            }
+        }
+        self.save_ports();
+    }
+
     /// Gives the host a port on the segment: a TAP named after `<bridge name>` with the
     /// gateway's MAC and address (the host and the gateway are one identity to guests;
     /// [`vnet_gateway::Gateway::host_claim`] splits what each answers). Skipped, with a
@@ -1393,6 +1449,15 @@ impl Daemon {
         }
         let _ = self.sw.remove_port(id);
         self.ready.retain(|p| *p != id);
+        if destroy
+            && self
+                .saved_ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some(name))
+        {
+            self.saved_ports.retain(|p| p.name.as_deref() != Some(name));
+            self.save_ports();
+        }
         if self.host_port == Some(id) {
             self.host_port = None;
         }

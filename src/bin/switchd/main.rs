@@ -127,6 +127,33 @@ struct Args {
     log_level: String,
 }
 
+/// A live definition left in the run dir by a run of this network that did not stop
+/// (a crash, `kill -9`): it holds the live changes (`--live` port forwards, DHCP hosts,
+/// DNS records) the definition does not, so it is taken instead, when it is the same
+/// network (name, and uuid when both have one).
+fn recover_live(store: &Store, network: &mut Network) {
+    let name = network.name().to_owned();
+    if store.is_running(&name) {
+        return; // Daemon::new refuses to start a second one
+    }
+    let Ok(Some(xml)) = store.read_live(&name) else {
+        return;
+    };
+    match Network::from_xml(&xml) {
+        Ok(live)
+            if live.name() == name
+                && (live.uuid().is_none()
+                    || network.uuid().is_none()
+                    || live.uuid() == network.uuid()) =>
+        {
+            log!("network {name:?}: taking the live definition its last run left (it did not stop cleanly)");
+            *network = live;
+        }
+        Ok(_) => {}
+        Err(e) => warn!("ignoring the live definition a crashed run left: {e}"),
+    }
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("switchd: error: {e:#}");
@@ -161,6 +188,9 @@ fn run() -> Result<()> {
         network.set_name(name)?;
     }
     vnet_control::validate_network_name(network.name()).map_err(anyhow::Error::msg)?;
+    if !args.check {
+        recover_live(&store, &mut network);
+    }
     if args.check {
         print!("{}", network.to_xml());
         return Ok(());
