@@ -69,6 +69,10 @@ pub struct Config {
     pub aging_time: Duration,
     /// Bound on the number of ports (default 1024, at most 65536).
     pub max_ports: usize,
+    /// Frames per second each port may have flooded (broadcast, multicast, unknown
+    /// unicast), with bursts of a tenth of a second's worth; past it they are dropped
+    /// and counted (`flood-limited`). 0: no limit. Default 20 000.
+    pub flood_limit: u32,
 }
 
 impl Default for Config {
@@ -77,6 +81,7 @@ impl Default for Config {
             fdb_max_entries: 8192,
             aging_time: Duration::from_secs(300),
             max_ports: 1024,
+            flood_limit: 20_000,
         }
     }
 }
@@ -86,6 +91,13 @@ impl Config {
     #[must_use]
     pub fn with_fdb_max_entries(mut self, n: usize) -> Self {
         self.fdb_max_entries = n;
+        self
+    }
+
+    /// Sets [`Config::flood_limit`].
+    #[must_use]
+    pub fn with_flood_limit(mut self, per_second: u32) -> Self {
+        self.flood_limit = per_second;
         self
     }
 
@@ -124,6 +136,12 @@ impl Default for PortConfig {
             security: None,
         }
     }
+}
+
+/// The flood bucket's size for `rate` frames per second: a tenth of a second's worth,
+/// at least 64.
+fn flood_burst(rate: u32) -> u32 {
+    (rate / 10).max(64)
 }
 
 /// Addresses a protected port may send from, at most this many IPv4 ones.
@@ -269,11 +287,13 @@ pub enum DropReason {
     SpoofedArp,
     /// A protected port sent a DHCP server message (UDP from port 67).
     RogueDhcp,
+    /// The port flooded more frames than its flood rate limit allows.
+    FloodLimited,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::Runt,
         Self::ZeroSource,
         Self::MulticastSource,
@@ -285,6 +305,7 @@ impl DropReason {
         Self::SpoofedIp,
         Self::SpoofedArp,
         Self::RogueDhcp,
+        Self::FloodLimited,
     ];
 
     /// A short stable name, for counters and logs.
@@ -301,6 +322,7 @@ impl DropReason {
             Self::SpoofedIp => "spoofed-ip",
             Self::SpoofedArp => "spoofed-arp",
             Self::RogueDhcp => "rogue-dhcp",
+            Self::FloodLimited => "flood-limited",
         }
     }
 
@@ -317,6 +339,7 @@ impl DropReason {
             Self::SpoofedIp => 8,
             Self::SpoofedArp => 9,
             Self::RogueDhcp => 10,
+            Self::FloodLimited => 11,
         }
     }
 }
@@ -394,6 +417,10 @@ pub enum Error {
 struct Port {
     config: PortConfig,
     counters: PortCounters,
+    /// Flood tokens left (token bucket of [`Config::flood_limit`]), and when they were
+    /// last topped up.
+    flood_tokens: u32,
+    flood_refill: Instant,
 }
 
 /// A learning switch. Owns no sockets and reads no clock; see the crate doc.
@@ -454,6 +481,8 @@ impl Switch {
         self.ports[idx] = Some(Port {
             config,
             counters: PortCounters::default(),
+            flood_tokens: flood_burst(self.config.flood_limit),
+            flood_refill: Instant::ZERO,
         });
         self.active.push(id);
         Ok(id)
@@ -584,8 +613,40 @@ impl Switch {
                 out.counters.tx_bytes += len;
                 Verdict::Forward(e)
             }
-            None => self.flood(ingress, ingress_isolated, len),
+            None => {
+                if !self.take_flood_token(now, ingress) {
+                    return self.drop_at(ingress, DropReason::FloodLimited);
+                }
+                self.flood(ingress, ingress_isolated, len)
+            }
         }
+    }
+
+    /// Takes one flood token of `port`, topping the bucket up for the time passed.
+    fn take_flood_token(&mut self, now: Instant, port: PortId) -> bool {
+        let rate = self.config.flood_limit;
+        if rate == 0 {
+            return true;
+        }
+        let Some(p) = self.port_mut(port) else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(p.flood_refill);
+        let add = u64::from(rate)
+            .saturating_mul(u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX))
+            / 1_000_000;
+        if add > 0 {
+            let burst = flood_burst(rate);
+            p.flood_tokens = u32::try_from(u64::from(p.flood_tokens) + add)
+                .unwrap_or(u32::MAX)
+                .min(burst);
+            p.flood_refill = now;
+        }
+        if p.flood_tokens == 0 {
+            return false;
+        }
+        p.flood_tokens -= 1;
+        true
     }
 
     fn drop_on(port: &mut Port, reason: DropReason) -> Verdict {

@@ -473,3 +473,54 @@ fn a_protected_port_sends_only_as_itself() {
         Verdict::Drop(DropReason::SpoofedMac)
     );
 }
+
+#[test]
+fn floods_are_rate_limited_per_port() {
+    let mut sw = Switch::new(Config::default().with_flood_limit(1000));
+    let a = sw.add_port(PortConfig::default()).unwrap();
+    let b = sw.add_port(PortConfig::default()).unwrap();
+    let t = Instant::from_secs(10);
+    let flooded = |sw: &mut Switch, port, t, n: u64| {
+        (0..n)
+            .filter(|_| {
+                sw.handle_frame(
+                    t,
+                    port,
+                    &icmp_frame(MacAddr::BROADCAST, mac(1 + port.index() as u64)),
+                ) == Verdict::Flood
+            })
+            .count()
+    };
+    // a burst of a tenth of a second's worth, then nothing until time passes
+    assert_eq!(flooded(&mut sw, a, t, 10_000), 100);
+    assert_eq!(
+        sw.port_counters(a)
+            .unwrap()
+            .drops
+            .get(DropReason::FloodLimited),
+        9_900
+    );
+    // the other port has its own bucket
+    assert_eq!(flooded(&mut sw, b, t, 50), 50);
+    // 50 ms later: 50 more
+    assert_eq!(
+        flooded(&mut sw, a, t + Duration::from_millis(50), 1_000),
+        50
+    );
+    // unicast to a known station is not limited
+    sw.handle_frame(t, b, &icmp_frame(mac(9), mac(2)));
+    let known = (0..1_000)
+        .filter(|_| {
+            matches!(
+                sw.handle_frame(t, a, &icmp_frame(mac(2), mac(1))),
+                Verdict::Forward(_)
+            )
+        })
+        .count();
+    assert_eq!(known, 1_000);
+    // 0: no limit
+    let mut free = Switch::new(Config::default().with_flood_limit(0));
+    let p = free.add_port(PortConfig::default()).unwrap();
+    free.add_port(PortConfig::default()).unwrap();
+    assert_eq!(flooded(&mut free, p, t, 10_000), 10_000);
+}

@@ -112,6 +112,10 @@ struct Args {
     /// Bound on the number of ports.
     #[arg(long, default_value_t = 1024)]
     max_ports: usize,
+    /// Frames per second each port may have flooded (broadcast, multicast, unknown
+    /// unicast); past it they are dropped and counted (flood-limited). 0: no limit.
+    #[arg(long, value_name = "PPS", default_value_t = 20_000)]
+    flood_limit: u32,
     /// NAT: bound on flows (TCP connections, UDP and ping flows) in the network.
     #[arg(long, default_value_t = 4096)]
     nat_max_flows: usize,
@@ -227,7 +231,8 @@ fn run() -> Result<()> {
     let config = vnet_switch::Config::default()
         .with_fdb_max_entries(args.fdb_max_entries)
         .with_aging_time(Duration::from_secs(args.aging_time))
-        .with_max_ports(args.max_ports);
+        .with_max_ports(args.max_ports)
+        .with_flood_limit(args.flood_limit);
     let mut nat_limits = vnet_nat::Limits::default();
     nat_limits.max_flows = args.nat_max_flows;
     nat_limits.max_flows_per_guest = args.nat_max_flows_per_guest;
