@@ -141,3 +141,63 @@ fn a_protected_port_cannot_spoof_and_an_unprotected_one_can() {
         net.log()
     );
 }
+
+#[test]
+fn a_mac_flood_keeps_to_its_share_while_other_guests_run_iperf3() {
+    let mut net = Net::start_with_args(None, &["--fdb-max-entries", "1024"]);
+    net.add_guest();
+    net.add_guest();
+    net.add_guest();
+    let (g1, g2, g3) = (&net.guests[0], &net.guests[1], &net.guests[2]);
+    let mut server = g2.ns.cmd("iperf3", &["-s", "-p", "5201"]);
+    server.stdout(std::process::Stdio::null());
+    let _server = ChildGuard::spawn(server);
+    assert!(wait_for(Duration::from_secs(5), || g1.ping(&g2.ip)));
+    // one million frames from one million source MACs, broadcast
+    let flood = "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+                 s.bind(('eth0',0))\nbody=b'\\x88\\xb5'+b'x'*46\nbc=b'\\xff'*6\n\
+                 for i in range(1000000):\n  \
+                   s.send(bc+b'\\x02\\x01'+i.to_bytes(4,'big')+body)\n";
+    let mut f = g3.ns.cmd("python3", &["-c", flood]);
+    f.stderr(std::process::Stdio::piped());
+    let flooder = ChildGuard::spawn(f);
+    let out = g1
+        .ns
+        .run("iperf3", &["-c", &g2.ip, "-p", "5201", "-t", "3", "-J"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        bps > 0.0,
+        "iperf3 during the flood: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!("iperf3 during a MAC flood: {:.2} Gbit/s", bps / 1e9);
+    let done = flooder.wait_output(Duration::from_secs(120));
+    assert!(
+        done.is_some_and(|o| o.status.success()),
+        "the flood did not finish"
+    );
+    let fdb = net.fdb();
+    assert!(fdb.len() <= 1024, "FDB past its bound: {}", fdb.len());
+    for g in [&net.guests[0], &net.guests[1]] {
+        assert!(
+            fdb.iter()
+                .any(|r| r["mac"] == g.mac.as_str() && r["port"] == g.port.as_str()),
+            "{} lost its entry",
+            g.mac
+        );
+    }
+    let flooder_port = net
+        .port_list()
+        .into_iter()
+        .find(|p| p["name"] == net.guests[2].port.as_str())
+        .expect("flooder port");
+    assert!(
+        flooder_port["counters"]["rx_frames"].as_u64() > Some(100_000),
+        "{flooder_port}"
+    );
+    assert!(net.guests[0].ping(&net.guests[1].ip));
+    assert!(net.daemon_mut().is_running());
+}
