@@ -201,3 +201,80 @@ fn a_mac_flood_keeps_to_its_share_while_other_guests_run_iperf3() {
     assert!(net.guests[0].ping(&net.guests[1].ip));
     assert!(net.daemon_mut().is_running());
 }
+
+#[test]
+fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
+    let mut net = Net::prepare(None, &["--user", "nobody"]);
+    // the state and run dirs belong to the user switchd becomes
+    for sub in ["state/leases", "state/macs"] {
+        std::fs::create_dir_all(net.dir.path().join(sub)).expect("dir");
+    }
+    let st = std::process::Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(net.dir.path())
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    net.launch();
+    assert!(
+        wait_for(Duration::from_secs(5), || net
+            .log()
+            .contains("running as nobody")),
+        "{}",
+        net.log()
+    );
+    let pid = net.daemon_mut().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(field("Uid:").starts_with("65534"), "{status}");
+    // CAP_NET_BIND_SERVICE (10), CAP_NET_ADMIN (12), CAP_NET_RAW (13)
+    assert_eq!(field("CapEff:"), "0000000000003400", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000003400", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // entering a guest's namespace needs CAP_SYS_ADMIN, which it gave up: a clear error
+    let err = net.ctl_err(&[
+        "port-add", &net.name, "tap", "--netns", "nosuch", "--ifname", "eth0",
+    ]);
+    assert!(err.contains("nosuch"), "{err}");
+    let g = Netns::new("vsu");
+    let err = net.ctl_err(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        g.name(),
+        "--ifname",
+        "eth0",
+    ]);
+    assert!(err.contains("Operation not permitted"), "{err}");
+    // it still makes TAPs (CAP_NET_ADMIN) and serves DHCP: a TAP made in its namespace,
+    // then moved into the guest's by root
+    let tap = format!("vsu{}", vnet_testkit::unique());
+    net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--name",
+        &tap,
+        "--mac",
+        "52:54:00:c1:00:01",
+    ]);
+    net.host
+        .run_ok("ip", &["link", "set", &tap, "netns", g.name()]);
+    g.run_ok("ip", &["link", "set", &tap, "name", "eth0"]);
+    g.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let lease = udhcpc(&net, &g, "u", &[]);
+    assert!(
+        lease
+            .get("ip")
+            .is_some_and(|ip| ip.starts_with("192.168.122.")),
+        "{lease:?}\n{}",
+        net.log()
+    );
+}

@@ -125,6 +125,21 @@ struct Args {
     /// Serve Prometheus metrics on ADDR:PORT (off by default; keep it on loopback).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Once the network is up (its devices and sockets open), run as this user, keeping
+    /// only the capabilities of --caps. The state and run dirs must be writable by it.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    /// Capabilities kept with --user, comma-separated (`none` for none). The default
+    /// lets `port-add` make TAPs (net_admin), attach interfaces (net_raw) and port
+    /// forwards bind ports below 1024 (net_bind_service); `port-add --netns` also needs
+    /// sys_admin.
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "net_admin,net_raw,net_bind_service",
+        requires = "user"
+    )]
+    caps: String,
     /// Log level: error, warn, info (default), debug, trace; or a filter such as
     /// `info,switchd=debug`. RUST_LOG, when set, takes precedence.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -237,5 +252,54 @@ fn run() -> Result<()> {
     nat_limits.max_flows = args.nat_max_flows;
     nat_limits.max_flows_per_guest = args.nat_max_flows_per_guest;
     let mut d = daemon::Daemon::new(network, store, config, nat_limits, args.metrics)?;
+    if let Some(user) = &args.user {
+        drop_privileges(user, &args.caps)?;
+    }
     d.run()
+}
+
+/// Becomes `user` (its uid, gid, no supplementary groups) keeping only the capabilities
+/// in `keep` (comma-separated names such as `net_admin`, or `none`), once the network's
+/// devices and sockets are open. Also sets no-new-privs.
+fn drop_privileges(user: &str, keep: &str) -> Result<()> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    use nix::unistd::{setgid, setgroups, setuid, User};
+    let u = User::from_name(user)
+        .with_context(|| format!("looking up user {user:?}"))?
+        .with_context(|| format!("no user {user:?}"))?;
+    let mut wanted = CapsHashSet::new();
+    for name in keep
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "none")
+    {
+        let full = format!("CAP_{}", name.to_ascii_uppercase());
+        let cap: Capability = full
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--caps: unknown capability {name:?}"))?;
+        wanted.insert(cap);
+    }
+    nix::sys::prctl::set_keepcaps(true).context("prctl(PR_SET_KEEPCAPS)")?;
+    setgroups(&[]).context("dropping supplementary groups")?;
+    setgid(u.gid).with_context(|| format!("setgid({})", u.gid))?;
+    setuid(u.uid).with_context(|| format!("setuid({})", u.uid))?;
+    // after setuid the permitted set is kept (KEEPCAPS) and the effective one cleared:
+    // keep only what was asked for, in both
+    caps::set(None, CapSet::Permitted, &wanted).context("setting the permitted capabilities")?;
+    caps::set(None, CapSet::Effective, &wanted).context("setting the effective capabilities")?;
+    caps::clear(None, CapSet::Inheritable).context("clearing inheritable capabilities")?;
+    nix::sys::prctl::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
+    let mut names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
+    names.sort();
+    log!(
+        "running as {user} (uid {}, gid {}), capabilities: {}",
+        u.uid,
+        u.gid,
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join(", ")
+        }
+    );
+    Ok(())
 }
