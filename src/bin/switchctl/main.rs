@@ -1,5 +1,7 @@
 //! `switchctl`: manages vnet networks with virsh's verbs, options and columns.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};

@@ -1,5 +1,7 @@
 //! `switchd`: runs one vnet network (one L2 segment) until SIGTERM or SIGINT.
 
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 use std::path::PathBuf;
 use std::time::Duration;
 
