@@ -262,6 +262,108 @@ mod tests {
         assert_eq!(got, payload);
     }
 
+    /// Pseudo-header sum of a super-frame, as the kernel leaves it in a partial
+    /// checksum field (`len`: the L4 length of the whole super-frame).
+    fn partial(f: &mut [u8], src_dst: std::ops::Range<usize>, proto: u8, l4: usize, at: usize) {
+        let len = u32::try_from(f.len() - l4).unwrap();
+        let acc = sum(&f[src_dst], 0) + u32::from(proto) + len;
+        f[at..at + 2].copy_from_slice(&fold(acc).to_be_bytes());
+    }
+
+    #[test]
+    fn a_tcp_ipv6_super_frame_becomes_valid_segments() {
+        let payload: Vec<u8> = (0..9_000u32).map(|i| (i % 253) as u8).collect();
+        let src = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let dst = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv6(src, dst, 64)
+            .tcp(4000, 443, 77, 64000)
+            .ack(5)
+            .psh();
+        let mut f = Vec::new();
+        b.write(&mut f, &payload).unwrap();
+        let l4 = 14 + 40;
+        partial(&mut f, 22..54, 6, l4, l4 + 16);
+        let mut buf = FrameBuf::from_frame(&f);
+        buf.set_vnet_hdr(&VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_TCPV6,
+            hdr_len: 74,
+            gso_size: 1428,
+            csum_start: 54,
+            csum_offset: 16,
+            num_buffers: 0,
+        });
+        let mut got = Vec::new();
+        let mut n = 0;
+        for_each_plain(&buf, &mut Vec::new(), |s| {
+            let p = SlicedPacket::from_ethernet(s).unwrap();
+            let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+                panic!()
+            };
+            let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
+                panic!()
+            };
+            assert_eq!(
+                usize::from(ip.header().payload_length()),
+                20 + tcp.payload().len()
+            );
+            let want = tcp
+                .to_header()
+                .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
+                .unwrap();
+            assert_eq!(tcp.checksum(), want, "segment {n}");
+            assert_eq!(tcp.sequence_number(), 77 + u32::try_from(n * 1428).unwrap());
+            got.extend_from_slice(tcp.payload());
+            n += 1;
+        })
+        .unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(got, payload);
+    }
+
+    #[test]
+    fn a_uso_frame_becomes_datagrams_with_their_own_lengths_and_checksums() {
+        let payload: Vec<u8> = (0..4_000u32).map(|i| (i % 7) as u8).collect();
+        let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(5000, 5001);
+        let mut f = Vec::new();
+        b.write(&mut f, &payload).unwrap();
+        partial(&mut f, 26..34, 17, 34, 34 + 6);
+        let mut buf = FrameBuf::from_frame(&f);
+        buf.set_vnet_hdr(&VirtioNetHdr {
+            flags: VirtioNetHdr::F_NEEDS_CSUM,
+            gso_type: VirtioNetHdr::GSO_UDP_L4,
+            hdr_len: 42,
+            gso_size: 1000,
+            csum_start: 34,
+            csum_offset: 6,
+            num_buffers: 0,
+        });
+        let mut lens = Vec::new();
+        for_each_plain(&buf, &mut Vec::new(), |s| {
+            let p = SlicedPacket::from_ethernet(s).unwrap();
+            let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+                panic!()
+            };
+            let iph = ip.header().to_header();
+            assert_eq!(iph.calc_header_checksum(), iph.header_checksum);
+            let Some(TransportSlice::Udp(udp)) = &p.transport else {
+                panic!()
+            };
+            assert_eq!(usize::from(udp.length()), 8 + udp.payload().len());
+            let want = udp
+                .to_header()
+                .calc_checksum_ipv4(&iph, udp.payload())
+                .unwrap();
+            assert_eq!(udp.checksum(), want);
+            lens.push(udp.payload().len());
+        })
+        .unwrap();
+        assert_eq!(lens, [1000, 1000, 1000, 1000]);
+    }
+
     #[test]
     fn a_partial_checksum_is_completed_and_plain_frames_pass() {
         let buf = tso_frame(b"small", false);
