@@ -252,6 +252,10 @@ pub struct PortAdd {
     /// uses) and its leased or reserved IPv4 addresses; no DHCP server replies.
     #[serde(default)]
     pub secure: bool,
+    /// A TAP without checksum and segmentation offloads (the guest's stack does that
+    /// work; switchd segments super-frames from other ports in software for it).
+    #[serde(default)]
+    pub no_offloads: bool,
 }
 
 impl PortAdd {

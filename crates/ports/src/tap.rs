@@ -82,6 +82,10 @@ pub struct TapOptions {
     pub mac: Option<[u8; 6]>,
     /// Bring the device up once created (default on).
     pub up: bool,
+    /// Offer checksum and segmentation offloads to the kernel side (default on). Off,
+    /// the guest's stack checksums and segments itself, and frames written to the device
+    /// must be plain ([`Tap::takes_offloads`]).
+    pub offloads: bool,
 }
 
 impl Default for TapOptions {
@@ -93,6 +97,7 @@ impl Default for TapOptions {
             attach_existing: false,
             mac: None,
             up: true,
+            offloads: true,
         }
     }
 }
@@ -168,12 +173,17 @@ impl Tap {
         })?;
         const _: () = assert!(VNET_HDR_LEN == 12);
         sys::tun_set_vnet_hdr_sz(fd.as_fd(), 12).map_err(ioctl("TUNSETVNETHDRSZ", &name))?;
-        let offloads = match sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE | OFFLOADS_USO) {
-            Ok(()) => OFFLOADS_BASE | OFFLOADS_USO,
-            Err(_) => {
-                sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE)
-                    .map_err(ioctl("TUNSETOFFLOAD", &name))?;
-                OFFLOADS_BASE
+        let offloads = if !opts.offloads {
+            sys::tun_set_offload(fd.as_fd(), 0).map_err(ioctl("TUNSETOFFLOAD", &name))?;
+            0
+        } else {
+            match sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE | OFFLOADS_USO) {
+                Ok(()) => OFFLOADS_BASE | OFFLOADS_USO,
+                Err(_) => {
+                    sys::tun_set_offload(fd.as_fd(), OFFLOADS_BASE)
+                        .map_err(ioctl("TUNSETOFFLOAD", &name))?;
+                    OFFLOADS_BASE
+                }
             }
         };
         if opts.persistent {
@@ -207,6 +217,12 @@ impl Tap {
     /// Whether the device outlives the descriptor.
     pub fn is_persistent(&self) -> bool {
         self.persistent
+    }
+
+    /// Whether frames written may carry offloads (GSO, partial checksums); when not,
+    /// they must be made plain first ([`crate::soft`]).
+    pub fn takes_offloads(&self) -> bool {
+        self.offloads != 0
     }
 
     /// Whether UDP segmentation offload (USO) was accepted by the kernel.

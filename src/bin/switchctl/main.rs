@@ -199,6 +199,10 @@ enum Verb {
         /// it; spoofed MAC, IP and ARP and DHCP server replies are dropped and counted.
         #[arg(long)]
         secure: bool,
+        /// A TAP without checksum/segmentation offloads: the guest's stack does that
+        /// work, and switchd segments super-frames from other ports in software for it.
+        #[arg(long)]
+        no_offloads: bool,
     },
     /// Remove a port from a running network.
     PortDel {
@@ -410,6 +414,7 @@ fn run() -> Result<()> {
             isolated,
             attach,
             secure,
+            no_offloads,
         } => {
             let (kind, ifname) = match kind {
                 Kind::Tap if dev.is_some() => {
@@ -423,6 +428,7 @@ fn run() -> Result<()> {
                 },
             };
             let req = Request::PortAdd(PortAdd {
+                no_offloads: *no_offloads,
                 secure: *secure,
                 attach: *attach,
                 kind: Some(kind),

@@ -1125,11 +1125,17 @@ impl Daemon {
                     opts.attach_existing = true;
                     opts.up = false;
                 }
-                Dev::Tap(Tap::create(&opts).map_err(err_text)?)
+                opts.offloads = !req.no_offloads;
+                let tap = Tap::create(&opts).map_err(err_text)?;
+                if tap.takes_offloads() {
+                    Dev::Tap(tap)
+                } else {
+                    Dev::PlainTap(tap, Box::new(FrameBuf::new()), Vec::new())
+                }
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
-        let persistent = req.persistent && matches!(dev, Dev::Tap(_));
+        let persistent = req.persistent && matches!(dev, Dev::Tap(_) | Dev::PlainTap(..));
         let security = req
             .secure
             .then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
@@ -1461,7 +1467,9 @@ impl Daemon {
         if self.host_port == Some(id) {
             self.host_port = None;
         }
-        if let (true, Dev::Tap(tap)) = (destroy && port.dev.is_persistent(), &mut port.dev) {
+        if let (true, Dev::Tap(tap) | Dev::PlainTap(tap, ..)) =
+            (destroy && port.dev.is_persistent(), &mut port.dev)
+        {
             if let Err(e) = tap.set_persistent(false) {
                 warn!("port {name}: cannot clear persistence: {e}");
             }
