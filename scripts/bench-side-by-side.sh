@@ -54,7 +54,7 @@ mkdir -p "$VNET_RUN_DIR" "$VNET_STATE_DIR"
 
 namespaces=()     # created namespaces, deleted last
 servers=()        # iperf3 server pids
-switchd_pid=""
+switchd_pids=()
 vde_pid=""
 vde_fd=""
 
@@ -78,7 +78,7 @@ cleanup() {
   trap - ERR INT TERM
   for pid in "${servers[@]}"; do stop_child "$pid"; done
   # switchd removes its TAPs on SIGTERM; vde_switch's TAPs go when it closes them
-  [ -n "$switchd_pid" ] && stop_child "$switchd_pid"
+  for pid in "${switchd_pids[@]}"; do stop_child "$pid"; done
   [ -n "$vde_pid" ] && stop_child "$vde_pid"
   [ -n "$vde_fd" ] && exec {vde_fd}>&-
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; done
@@ -132,19 +132,27 @@ offloads() {
 }
 
 # --- vnet: switchd + two TAPs made in the guest namespaces -------------------------------------
+# $2, $3: extra port-add flags for vm1 and vm2 (--no-offloads: a TAP without offloads)
 setup_vnet() {
-  local p=$1 net=$1
+  local p=$1 net=$1 pid
   addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
-  ip netns exec "$p-host" "$SWITCHD" --name "$net" >"$tmp/switchd.log" 2>&1 &
-  switchd_pid=$!
+  # a network of its own per scenario (no host port: it would need a distinct name)
+  echo "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>$net</name><vnet:host-port enabled='no'/></network>" \
+    >"$tmp/$net.xml"
+  ip netns exec "$p-host" "$SWITCHD" --config "$tmp/$net.xml" >"$tmp/switchd-$net.log" 2>&1 &
+  pid=$!
+  switchd_pids+=("$pid")
   wait_for "switchd control socket" test -S "$VNET_RUN_DIR/$net.ctl"
-  kill -0 "$switchd_pid" || die "switchd exited: $(cat "$tmp/switchd.log")"
-  "$SWITCHCTL" port-add "$net" tap --name vm1 --netns "$p-vm1" --ifname eth0 >/dev/null
-  "$SWITCHCTL" port-add "$net" tap --name vm2 --netns "$p-vm2" --ifname eth0 >/dev/null
+  kill -0 "$pid" || die "switchd exited: $(cat "$tmp/switchd-$net.log")"
+  # shellcheck disable=SC2086
+  "$SWITCHCTL" port-add "$net" tap --name vm1 --netns "$p-vm1" --ifname eth0 ${2:-} >/dev/null
+  # shellcheck disable=SC2086
+  "$SWITCHCTL" port-add "$net" tap --name vm2 --netns "$p-vm2" --ifname eth0 ${3:-} >/dev/null
   guests_up "$p"
 }
 
 # --- kernel bridge: br0 + veth pairs ---------------------------------------------------------
+# $2 = plain: offloads off on every veth (the no-offload comparison)
 setup_bridge() {
   local p=$1
   addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
@@ -157,6 +165,14 @@ setup_bridge() {
     ip -n "$p-host" link set "v$i" up
   done
   guests_up "$p"
+  if [ "${2:-}" = plain ]; then
+    local ns dev
+    for ns in "$p-host" "$p-vm1" "$p-vm2"; do
+      for dev in $(ip -n "$ns" -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1); do
+        ip netns exec "$ns" ethtool -K "$dev" tx off tso off gso off gro off >/dev/null 2>&1 || true
+      done
+    done
+  fi
 }
 
 # --- vde_switch: two TAPs made in the host namespace, then moved into the guests -----------------
@@ -209,17 +225,24 @@ echo "iperf3:     $(iperf3 --version 2>&1 | head -1)"
 echo "vde_switch: $(vde_switch -v 2>&1 | head -1)"
 echo "switchd:    $("$SWITCHD" --version 2>&1 | head -1), git $git_rev"
 
-names=(vnet bridge vde)
-declare -A prefix=([vnet]=${t}n [bridge]=${t}k [vde]=${t}d)
+names=(vnet bridge vde vnetplain bridgeplain vnetmixed)
+declare -A prefix=([vnet]=${t}n [bridge]=${t}k [vde]=${t}d [vnetplain]=${t}p [bridgeplain]=${t}b
+  [vnetmixed]=${t}m)
 declare -A label=(
   [vnet]="vnet (switchd, TAP+vnet_hdr)"
   [bridge]="kernel bridge (veth)"
   [vde]="vde_switch (TAP)"
+  [vnetplain]="vnet, no offloads both"
+  [bridgeplain]="kernel bridge, no offloads"
+  [vnetmixed]="vnet, offloads -> none"
 )
 
 setup_vnet "${prefix[vnet]}"
 setup_bridge "${prefix[bridge]}"
 setup_vde "${prefix[vde]}"
+setup_vnet "${prefix[vnetplain]}" --no-offloads --no-offloads
+setup_bridge "${prefix[bridgeplain]}" plain
+setup_vnet "${prefix[vnetmixed]}" "" --no-offloads
 for s in "${names[@]}"; do
   start_server "${prefix[$s]}"
   printf '%-30s vm1 eth0: %s\n' "${label[$s]}" "$(offloads "${prefix[$s]}")"
@@ -239,8 +262,9 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 echo
 
-python3 - "${label[vnet]}" "${samples[vnet]}" "${label[bridge]}" "${samples[bridge]}" \
-  "${label[vde]}" "${samples[vde]}" <<'EOF'
+args=()
+for s in "${names[@]}"; do args+=("${label[$s]}" "${samples[$s]}"); done
+python3 - "${args[@]}" <<'EOF'
 import statistics, sys
 a = sys.argv[1:]
 med = []
@@ -249,6 +273,8 @@ for label, vals in zip(a[0::2], a[1::2]):
     m = statistics.median(v)
     med.append(m)
     print(f"{label:<30} {m:6.2f} Gbit/s  (min {min(v):.2f} max {max(v):.2f})")
-vnet, bridge, vde = med
+vnet, bridge, vde, plain, bridgeplain, mixed = med
 print(f"ratio vnet/bridge {vnet / bridge:.2f}   vnet/vde {vnet / vde:.2f}")
+print(f"no offloads: vnet/vde {plain / vde:.2f}   vnet/bridge {plain / bridgeplain:.2f}")
+print(f"offloads -> none (software segmentation): {mixed / vnet:.2f} of the offload figure")
 EOF
