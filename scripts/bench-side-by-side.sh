@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side TCP throughput: the same iperf3 test vm1 -> vm2 through three switches, in one run.
+# Side-by-side TCP throughput: the same iperf3 test vm1 -> vm2 through three switches, in one run
+# (and without offloads); then 64-byte UDP packets per second and ping RTT percentiles.
 #
 #   vnet          switchd in its own namespace, two TAPs (vnet_hdr + TSO offloads) created by
 #                 `switchctl port-add ... tap --netns` directly in the guest namespaces
@@ -260,6 +261,55 @@ for ((r = 1; r <= RUNS; r++)); do
     sleep 1
   done
 done
+echo
+
+# 64-byte UDP packets per second (iperf3 -u -l 64 -b 0) and ping RTT, for the three
+# switches with offloads as they come
+run_udp() {
+  local p=$1 out=$tmp/$1-udp.json
+  timeout --foreground -k 5 $((DURATION + 30)) ip netns exec "$p-vm1" \
+    iperf3 -c 10.77.0.2 -p 5201 -u -l 64 -b 0 -t "$DURATION" -J >"$out" 2>&1 || return 1
+  python3 - "$out" <<'PY'
+import json, sys
+e = json.load(open(sys.argv[1]))["end"]["sum"]
+print(int((e["packets"] - e["lost_packets"]) / e["seconds"]))
+PY
+}
+run_ping() {
+  ip netns exec "$1-vm1" ping -c 300 -i 0.01 -W 1 10.77.0.2 |
+    python3 -c '
+import re, statistics, sys
+t = sorted(float(m.group(1)) * 1000 for m in re.finditer(r"time=([0-9.]+) ms", sys.stdin.read()))
+print(int(t[len(t) // 2]), int(t[int(len(t) * 0.99) - 1]))'
+}
+declare -A udp=() p50=() p99=()
+for ((r = 1; r <= RUNS; r++)); do
+  for s in vnet bridge vde; do
+    pps=$(run_udp "${prefix[$s]}") || die "UDP run $r of $s failed"
+    udp[$s]="${udp[$s]:-} $pps"
+    read -r a b < <(run_ping "${prefix[$s]}")
+    p50[$s]="${p50[$s]:-} $a"
+    p99[$s]="${p99[$s]:-} $b"
+    printf 'run %d/%d  %-30s UDP 64 B %8d pkt/s  ping p50 %4d us  p99 %5d us\n' "$r" "$RUNS" \
+      "${label[$s]}" "$pps" "$a" "$b"
+    sleep 1
+  done
+done
+echo
+for s in vnet bridge vde; do
+  python3 - "${label[$s]}" "${udp[$s]}" "${p50[$s]}" "${p99[$s]}" <<'PY'
+import statistics, sys
+label, u, a, b = sys.argv[1:]
+m = lambda v: statistics.median(float(x) for x in v.split())
+print(f"{label:<30} UDP 64 B {m(u):9.0f} pkt/s   ping p50 {m(a):5.0f} us  p99 {m(b):6.0f} us")
+PY
+done
+python3 - "${udp[vnet]}" "${udp[bridge]}" "${udp[vde]}" "${p50[vnet]}" "${p50[bridge]}" <<'PY'
+import statistics, sys
+m = lambda v: statistics.median(float(x) for x in v.split())
+vu, bu, du, vp, bp = (m(x) for x in sys.argv[1:])
+print(f"UDP pkt/s vnet/bridge {vu / bu:.2f}   vde/bridge {du / bu:.2f}   ping p50 vnet - bridge {vp - bp:+.0f} us")
+PY
 echo
 
 args=()
