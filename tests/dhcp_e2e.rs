@@ -303,3 +303,31 @@ fn an_address_a_guest_uses_statically_is_not_offered() {
     assert!(in_default_range(&got["ip"]), "{got:?}");
     assert_ne!(got["ip"], "192.168.122.2", "{}", net.log());
 }
+
+#[test]
+fn one_port_cannot_take_the_pool_with_made_up_macs() {
+    let net = Net::start_with_args(None, &["--dhcp-max-clients-per-port", "3"]);
+    let g = net.add_bare_guest("vdcap", "52:54:00:31:00:01");
+    let mut got = Vec::new();
+    for i in 1..=4u8 {
+        g.run_ok("ip", &["link", "set", "eth0", "down"]);
+        g.run_ok(
+            "ip",
+            &[
+                "link",
+                "set",
+                "eth0",
+                "address",
+                &format!("52:54:00:31:00:{i:02x}"),
+            ],
+        );
+        g.run_ok("ip", &["link", "set", "eth0", "up"]);
+        got.push(udhcpc(&net, &g, &format!("cap{i}"), &[]).contains_key("ip"));
+    }
+    assert_eq!(got, [true, true, true, false], "{}", net.log());
+    let dhcp = net.ctl_json(&["stats", &net.name])["dhcp"].clone();
+    assert!(dhcp["port_capped"].as_u64() >= Some(1), "{dhcp}");
+    // another port is served
+    let other = net.add_bare_guest("vdcap2", "52:54:00:31:00:99");
+    assert!(udhcpc(&net, &other, "capo", &[]).contains_key("ip"));
+}

@@ -195,6 +195,9 @@ pub struct Stats {
     pub pool_exhausted: u64,
     /// Replies that could not be encoded (a bug: nothing was sent).
     pub encode_errors: u64,
+    /// DISCOVERs and REQUESTs ignored because their port already had as many clients
+    /// as [`Server::set_port_cap`] allows.
+    pub port_capped: u64,
 }
 
 impl Stats {
@@ -273,6 +276,12 @@ pub struct Server {
     seen: BTreeMap<Ipv4Addr, ([u8; 6], SystemTime)>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// At most this many clients (MACs) per port, when set.
+    port_cap: Option<usize>,
+    /// The port of the message being handled ([`Server::handle_from`]).
+    current_port: Option<u32>,
+    /// Clients seen per port: MAC and until when it counts without a lease.
+    by_port: HashMap<u32, Vec<([u8; 6], SystemTime)>>,
 }
 
 impl Server {
@@ -290,6 +299,9 @@ impl Server {
             quarantine: BTreeMap::new(),
             quarantine_ends: BTreeSet::new(),
             offers: BTreeMap::new(),
+            port_cap: None,
+            current_port: None,
+            by_port: HashMap::new(),
             previous: BTreeMap::new(),
             previous_by_key: HashMap::new(),
             seen: BTreeMap::new(),
@@ -341,6 +353,16 @@ impl Server {
             }
         };
         self.stats.received.count(req.kind);
+        let capped_port = match (self.current_port, self.port_cap, req.kind) {
+            (Some(p), Some(cap), MessageType::Discover | MessageType::Request) => {
+                if !self.port_admits(now, p, cap, req.mac) {
+                    self.stats.port_capped += 1;
+                    return Ok(None);
+                }
+                Some(p)
+            }
+            _ => None,
+        };
         let reply = match req.kind {
             MessageType::Discover => self.discover(now, &req),
             MessageType::Request => self.request(now, &req)?,
@@ -349,7 +371,47 @@ impl Server {
             MessageType::Inform => self.inform(meta, &req),
             _ => None, // parse() lets only the five above through.
         };
+        if let (Some(p), Some(_)) = (capped_port, &reply) {
+            let until = now.checked_add(OFFER_HOLD).unwrap_or(now);
+            let clients = self.by_port.entry(p).or_default();
+            match clients.iter_mut().find(|(m, _)| *m == req.mac) {
+                Some(c) => c.1 = until,
+                None => clients.push((req.mac, until)),
+            }
+        }
         Ok(reply)
+    }
+
+    /// Bounds the clients (MACs) one port may have leases or offers for: past `cap`,
+    /// DISCOVERs and REQUESTs of new clients from that port are ignored and counted
+    /// (`port_capped`), so a guest sending with random client MACs cannot take the
+    /// pool. `None`: no bound (the default).
+    pub fn set_port_cap(&mut self, cap: Option<usize>) {
+        self.port_cap = cap;
+    }
+
+    /// [`handle`](Self::handle) for a message that arrived on switch port `port` (for
+    /// [`set_port_cap`](Self::set_port_cap)).
+    pub fn handle_from(
+        &mut self,
+        now: SystemTime,
+        meta: &PacketMeta,
+        port: Option<u32>,
+        payload: &[u8],
+    ) -> Result<Option<Reply>, DropReason> {
+        self.current_port = port;
+        let r = self.handle(now, meta, payload);
+        self.current_port = None;
+        r
+    }
+
+    /// Whether port `p` may serve client `mac`: it already counts, or the port has
+    /// fewer than `cap` clients with a lease or a recent offer.
+    fn port_admits(&mut self, now: SystemTime, p: u32, cap: usize, mac: [u8; 6]) -> bool {
+        let leases = &self.leases;
+        let clients = self.by_port.entry(p).or_default();
+        clients.retain(|(m, until)| *until > now || leases.values().any(|l| l.mac == *m));
+        clients.iter().any(|(m, _)| *m == mac) || clients.len() < cap
     }
 
     /// The next event for logging and persistence, if any. Drain after each

@@ -1154,3 +1154,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_port_gets_at_most_its_cap_of_clients() {
+    let mut s = Server::new(config(), vec![], at(0));
+    s.set_port_cap(Some(2));
+    let discover = |s: &mut Server, mac: [u8; 6], port: u32, t: u64| {
+        s.handle_from(
+            at(t),
+            &META,
+            Some(port),
+            &encode(&msg(MessageType::Discover, mac)),
+        )
+        .unwrap()
+    };
+    let mac = |n: u8| [0x02, 0, 0, 0, 0, n];
+    assert!(discover(&mut s, mac(1), 7, 0).is_some());
+    assert!(discover(&mut s, mac(2), 7, 0).is_some());
+    // a third client MAC from the same port: ignored, counted
+    assert!(discover(&mut s, mac(3), 7, 0).is_none());
+    assert_eq!(s.stats().port_capped, 1);
+    // the first two are still served; another port is not affected
+    assert!(discover(&mut s, mac(1), 7, 1).is_some());
+    assert!(discover(&mut s, mac(3), 8, 1).is_some());
+    // offers that were never taken stop counting once they lapse
+    assert!(discover(&mut s, mac(4), 7, 1 + OFFER_HOLD.as_secs() + 1).is_some());
+    // without a port (or a cap) nothing is bounded
+    assert!(s
+        .handle(at(100), &META, &encode(&msg(MessageType::Discover, mac(9))))
+        .unwrap()
+        .is_some());
+}

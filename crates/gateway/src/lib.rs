@@ -158,6 +158,9 @@ pub struct Gateway {
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
     out: VecDeque<Vec<u8>>,
     stats: GatewayStats,
+    /// The switch port the frame being handled came from, when the driver says
+    /// ([`Gateway::set_ingress`]); DHCP bounds clients per port with it.
+    ingress: Option<u32>,
 }
 
 impl Gateway {
@@ -188,7 +191,15 @@ impl Gateway {
             neighbours: HashMap::new(),
             out: VecDeque::new(),
             stats: GatewayStats::default(),
+            ingress: None,
         }
+    }
+
+    /// Says which switch port the next frames given to [`Gateway::handle_frame`] came
+    /// from (`None`: unknown). The DHCP server bounds its clients per port with it
+    /// ([`vnet_dhcp::Server::set_port_cap`]).
+    pub fn set_ingress(&mut self, port: Option<u32>) {
+        self.ingress = port;
     }
 
     /// Who the gateway is.
@@ -619,7 +630,7 @@ impl Gateway {
             return;
         };
         self.stats.dhcp_in += 1;
-        let reply = match server.handle(now, meta, payload) {
+        let reply = match server.handle_from(now, meta, self.ingress, payload) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(_) => {

@@ -129,6 +129,9 @@ pub(crate) struct Daemon {
     doomed: Vec<String>,
     /// Counters as of the last check for bound and move events (once a second).
     watch: Watch,
+    /// The ingress port of the frame being forwarded (the gateway bounds DHCP clients
+    /// per port with it).
+    ingress: PortId,
     /// Persistent TAP ports, as re-attach requests, saved in `<run-dir>/<net>.ports.json`
     /// so a switchd that crashed (or stopped) takes them back when it starts again.
     saved_ports: Vec<PortAdd>,
@@ -156,6 +159,7 @@ impl Daemon {
         config: vnet_switch::Config,
         nat_limits: vnet_nat::Limits,
         metrics_addr: Option<std::net::SocketAddr>,
+        dhcp_port_cap: Option<usize>,
     ) -> Result<Self> {
         let name = network.name().to_owned();
         let socket_path = store.socket_path(&name);
@@ -220,6 +224,9 @@ impl Daemon {
             }
             None => None,
         };
+        if let Some(d) = gateway.as_mut().and_then(|g| g.gw.dhcp_mut()) {
+            d.set_port_cap(dhcp_port_cap);
+        }
 
         let (mut sig_rx, sig_tx) = UnixStream::pair().context("creating the signal pipe")?;
         let sig_tx = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(sig_tx));
@@ -288,6 +295,7 @@ impl Daemon {
             doomed: Vec::new(),
             watch: Watch::default(),
             saved_ports: Vec::new(),
+            ingress: PortId(0),
         };
         d.open_qemu_sockets()?;
         if let Some(u) = routed.as_mut() {
@@ -590,6 +598,7 @@ impl Daemon {
     }
 
     fn forward(&mut self, now: Instant, ingress: PortId) {
+        self.ingress = ingress;
         if !self.captures.is_empty() {
             self.capture_frame(ingress, true);
         }
@@ -653,7 +662,9 @@ impl Daemon {
                 self.transmit(h);
             }
             if claim != Claim::Host {
+                let ingress = u32::from(self.ingress.0);
                 if let Some(g) = self.gateway.as_mut() {
+                    g.gw.set_ingress(Some(ingress));
                     g.gw.handle_frame(Now::system(), self.buf.frame());
                 }
             }

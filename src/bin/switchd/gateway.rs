@@ -85,6 +85,7 @@ fn dhcp_stats_map(server: &Server) -> BTreeMap<String, u64> {
         m.insert(format!("dropped_{}", r.as_str()), st.dropped(r));
     }
     m.insert("pool_exhausted".to_owned(), st.pool_exhausted);
+    m.insert("port_capped".to_owned(), st.port_capped);
     m.insert("other_server".to_owned(), st.other_server);
     m
 }

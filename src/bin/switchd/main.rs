@@ -121,6 +121,10 @@ struct Args {
     /// NAT: bound on flows (TCP connections, UDP and ping flows) in the network.
     #[arg(long, default_value_t = 4096)]
     nat_max_flows: usize,
+    /// DHCP: bound on the clients (MACs) one port may have leases or offers for, so a
+    /// guest sending with random client MACs cannot take the pool. 0: no bound.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    dhcp_max_clients_per_port: usize,
     /// NAT: bound on flows per guest address.
     #[arg(long, default_value_t = 1024)]
     nat_max_flows_per_guest: usize,
@@ -253,7 +257,16 @@ fn run() -> Result<()> {
     let mut nat_limits = vnet_nat::Limits::default();
     nat_limits.max_flows = args.nat_max_flows;
     nat_limits.max_flows_per_guest = args.nat_max_flows_per_guest;
-    let mut d = daemon::Daemon::new(network, store, config, nat_limits, args.metrics)?;
+    let dhcp_port_cap =
+        (args.dhcp_max_clients_per_port > 0).then_some(args.dhcp_max_clients_per_port);
+    let mut d = daemon::Daemon::new(
+        network,
+        store,
+        config,
+        nat_limits,
+        args.metrics,
+        dhcp_port_cap,
+    )?;
     if let Some(user) = &args.user {
         drop_privileges(user, &args.caps)?;
     }
