@@ -204,7 +204,7 @@ fn a_mac_flood_keeps_to_its_share_while_other_guests_run_iperf3() {
 
 #[test]
 fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
-    let mut net = Net::prepare(None, &["--user", "nobody"]);
+    let mut net = Net::prepare(None, &["--user", "nobody", "--socket-group", "nogroup"]);
     // the state and run dirs belong to the user switchd becomes
     for sub in ["state/leases", "state/macs"] {
         std::fs::create_dir_all(net.dir.path().join(sub)).expect("dir");
@@ -237,6 +237,13 @@ fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
     assert_eq!(field("CapEff:"), "0000000000003400", "{status}");
     assert_eq!(field("CapPrm:"), "0000000000003400", "{status}");
     assert_eq!(field("NoNewPrivs:"), "1");
+    // its sockets are open to the group it was told, to no one else
+    for ext in ["ctl", "stream", "dgram"] {
+        use std::os::unix::fs::MetadataExt;
+        let m =
+            std::fs::metadata(net.dir.path().join(format!("{}.{ext}", net.name))).expect("socket");
+        assert_eq!((m.gid(), m.mode() & 0o777), (65534, 0o660), "{ext}");
+    }
     // entering a guest's namespace needs CAP_SYS_ADMIN, which it gave up: a clear error
     let err = net.ctl_err(&[
         "port-add", &net.name, "tap", "--netns", "nosuch", "--ifname", "eth0",
@@ -277,4 +284,53 @@ fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
         "{lease:?}\n{}",
         net.log()
     );
+}
+
+#[test]
+fn port_security_for_the_whole_network_covers_every_guest_port() {
+    let net = Net::start_with(Some(
+        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>s</name><forward/>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>\
+         <range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip>\
+         <vnet:port-security enabled='yes'/></network>",
+    ));
+    // a TAP guest added without --secure is protected
+    let (g, ip, p) = guest(&net, "vsn", "52:54:00:c2:00:01", false);
+    let info = net
+        .port_list()
+        .into_iter()
+        .find(|x| x["name"] == p.as_str())
+        .expect("port");
+    assert_eq!(info["security"]["addrs"][0], ip.as_str(), "{info}");
+    assert!(ping(&g, &["192.168.122.1"]), "{}", net.log());
+    g.run_ok("ip", &["addr", "add", "192.168.122.250/24", "dev", "eth0"]);
+    assert!(!ping(&g, &["-I", "192.168.122.250", "192.168.122.1"]));
+    assert!(drops(&net, &p, "spoofed-ip") > 0);
+    // so is a QEMU stream peer: bound to the first MAC it sends from
+    let stream = net.dir.path().join(format!("{}.stream", net.name));
+    let code = format!(
+        "import socket,struct\n\
+         def f(m): return b'\\xff'*6+m+b'\\x08\\x06'+bytes([0,1,8,0,6,4,0,1])+m+bytes(4)+bytes(6)+bytes([192,168,122,1])\n\
+         s=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM); s.connect('{}')\n\
+         for m in [b'\\x02\\x00\\x00\\x00\\x00\\x01', b'\\x02\\x00\\x00\\x00\\x00\\x02']:\n  \
+           x=f(m); s.sendall(struct.pack('>I',len(x))+x)\n\
+         import time; time.sleep(1)",
+        stream.display()
+    );
+    let mut cmd = net.host.cmd("python3", &["-c", &code]);
+    cmd.stdout(std::process::Stdio::null());
+    let peer = ChildGuard::spawn(cmd);
+    let stream_drops = || {
+        net.port_list()
+            .into_iter()
+            .find(|x| x["kind"] == "stream")
+            .and_then(|x| x["counters"]["drops"]["spoofed-mac"].as_u64())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(3), || stream_drops() == 1),
+        "{:?}",
+        net.port_list()
+    );
+    drop(peer);
 }

@@ -132,6 +132,7 @@ pub struct Network {
     pub(crate) port_forwards: Vec<PortForward>,
     pub(crate) host_access: Option<bool>,
     pub(crate) host_port: Option<bool>,
+    pub(crate) port_security: Option<bool>,
     pub(crate) extensions: Vec<RawElement>,
     pub(crate) warnings: Vec<String>,
 }
@@ -319,6 +320,13 @@ impl Network {
     /// privilege or the name is taken.)
     pub fn host_port(&self) -> bool {
         self.host_port.unwrap_or(self.host_access())
+    }
+
+    /// `<vnet:port-security enabled>`: every guest port of the network is protected
+    /// against spoofing (as `port-add --secure`), socket-attached QEMU guests included.
+    /// No when absent.
+    pub fn port_security(&self) -> bool {
+        self.port_security == Some(true)
     }
 
     /// Adds a port forward after the others, checked as `<vnet:port-forward>` is

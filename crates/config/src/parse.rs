@@ -319,6 +319,7 @@ struct Slots<'a, 'i> {
     dnsmasq: Option<Node<'a, 'i>>,
     host_access: Option<Node<'a, 'i>>,
     host_port: Option<Node<'a, 'i>>,
+    port_security: Option<Node<'a, 'i>>,
     port_forwards: Vec<Node<'a, 'i>>,
     ips: Vec<Node<'a, 'i>>,
     routes: Vec<Node<'a, 'i>>,
@@ -375,12 +376,14 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
                 "port-forward" => s.port_forwards.push(child),
                 "host-access" => put(&mut s.host_access, child)?,
                 "host-port" => put(&mut s.host_port, child)?,
+                "port-security" => put(&mut s.port_security, child)?,
                 _ => {
                     return Err(err(
                         child,
                         format!(
                             "unknown element <{}> in vnet's namespace (expected \
-                             <vnet:port-forward>, <vnet:host-access> or <vnet:host-port>)",
+                             <vnet:port-forward>, <vnet:host-access>, <vnet:host-port> or \
+                             <vnet:port-security>)",
                             qname(child)
                         ),
                     ))
@@ -597,6 +600,7 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
     }
     let host_access = s.host_access.map(vnet_host_access).transpose()?;
     let host_port = s.host_port.map(vnet_host_access).transpose()?;
+    let port_security = s.port_security.map(vnet_host_access).transpose()?;
     if let Some(node) = s.host_port {
         if matches!(mode, ForwardMode::Bridge) {
             return Err(err(
@@ -659,6 +663,7 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
         port_forwards,
         host_access,
         host_port,
+        port_security,
         extensions,
         warnings: Vec::new(),
     };
@@ -790,7 +795,8 @@ fn vnet_attr_err(node: Node<'_, '_>, a: roxmltree::Attribute<'_, '_>) -> Error {
         node,
         format!(
             "unknown attribute 'vnet:{}' on <{}> (vnet's namespace defines no attributes; \
-             its elements are <vnet:port-forward>, <vnet:host-access> and <vnet:host-port>)",
+             its elements are <vnet:port-forward>, <vnet:host-access>, <vnet:host-port> and \
+             <vnet:port-security>)",
             a.name(),
             qname(node)
         ),
@@ -904,7 +910,8 @@ fn vnet_port_forward(node: Node<'_, '_>) -> Result<PortForward> {
     })
 }
 
-/// `<vnet:host-access enabled='yes|no'>`, `<vnet:host-port enabled='yes|no'>`.
+/// `<vnet:host-access enabled='yes|no'>`, `<vnet:host-port enabled='yes|no'>`,
+/// `<vnet:port-security enabled='yes|no'>`.
 fn vnet_host_access(node: Node<'_, '_>) -> Result<bool> {
     check_vnet_element(node, &["enabled"])?;
     required(node, "enabled", "yes or no")?;

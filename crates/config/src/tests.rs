@@ -921,6 +921,7 @@ fn vnet_elements_round_trip() {
   <name>fw</name>
   <vnet:host-access enabled='no'/>
   <vnet:host-port enabled='no'/>
+  <vnet:port-security enabled='yes'/>
   <ext:x xmlns:ext='urn:ext'/>
   <vnet:port-forward proto='tcp' address='0.0.0.0' port='8080' end='8090' to='192.168.122.10' to-port='80'/>
   <forward mode='nat'/>
@@ -972,11 +973,13 @@ fn vnet_elements_round_trip() {
   <vnet:port-forward proto='udp' port='5353' to='192.168.122.10'/>
   <vnet:host-access enabled='no'/>
   <vnet:host-port enabled='no'/>
+  <vnet:port-security enabled='yes'/>
   <ext:x xmlns:ext='urn:ext'/>
 </network>
 "
     );
     assert!(!n.host_port());
+    assert!(n.port_security());
     let again = Network::from_xml(&out).unwrap();
     assert_eq!(again, n);
     assert_eq!(again.to_xml(), out, "the written form is a fixpoint");
@@ -1321,7 +1324,7 @@ fn vnet_namespace_is_checked() {
         "vnet:bridge",
         None,
         "unknown element <vnet:bridge> in vnet's namespace (expected <vnet:port-forward>, \
-         <vnet:host-access> or <vnet:host-port>)",
+         <vnet:host-access>, <vnet:host-port> or <vnet:port-security>)",
     );
     rejects(
         &vnet_net("<vnet:host-access enabled='no'/><vnet:host-access enabled='yes'/>"),

@@ -83,8 +83,10 @@ pub(crate) fn network(net: &Network) -> String {
     if !net.dnsmasq_options.is_empty() {
         root = root.attr("xmlns:dnsmasq", DNSMASQ_NS);
     }
-    let has_vnet =
-        !net.port_forwards.is_empty() || net.host_access.is_some() || net.host_port.is_some();
+    let has_vnet = !net.port_forwards.is_empty()
+        || net.host_access.is_some()
+        || net.host_port.is_some()
+        || net.port_security.is_some();
     if has_vnet {
         root = root.attr("xmlns:vnet", VNET_NS);
     }
@@ -258,6 +260,13 @@ pub(crate) fn network(net: &Network) -> String {
         o.line(
             &Tag::new("vnet:host-port")
                 .yes_no("enabled", net.host_port)
+                .empty(),
+        );
+    }
+    if net.port_security.is_some() {
+        o.line(
+            &Tag::new("vnet:port-security")
+                .yes_no("enabled", net.port_security)
                 .empty(),
         );
     }

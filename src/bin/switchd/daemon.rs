@@ -316,6 +316,22 @@ impl Daemon {
         Ok(d)
     }
 
+    /// Lets the members of group `gid` use the network's sockets (control, QEMU stream
+    /// and dgram): group-owned, mode 0660.
+    pub(crate) fn grant_group(&self, gid: nix::unistd::Gid) -> Result<()> {
+        for p in [
+            self.socket_path.clone(),
+            self.socket_path.with_extension("stream"),
+            self.socket_path.with_extension("dgram"),
+        ] {
+            std::os::unix::fs::chown(&p, None, Some(gid.as_raw()))
+                .with_context(|| format!("giving {} to group {gid}", p.display()))?;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660))
+                .with_context(|| format!("opening {} to its group", p.display()))?;
+        }
+        Ok(())
+    }
+
     fn now(&self) -> Instant {
         Instant::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
     }
@@ -1147,8 +1163,7 @@ impl Daemon {
         };
         let isolated = req.isolated || self.network.ports_isolated();
         let persistent = req.persistent && matches!(dev, Dev::Tap(_) | Dev::PlainTap(..));
-        let security = req
-            .secure
+        let security = (req.secure || self.network.port_security())
             .then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
         let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security)?;
         if security.is_some() {
@@ -1303,11 +1318,16 @@ impl Daemon {
             self.next_sock_port += 1;
             let name = format!("stream-{}", self.next_sock_port);
             let isolated = self.network.ports_isolated();
-            if let Err(e) = self.add_dev(
+            let security = self
+                .network
+                .port_security()
+                .then(|| vnet_switch::PortSecurity::new(None));
+            if let Err(e) = self.add_dev_with(
                 Some(name.clone()),
                 Dev::Stream(port, "stream".to_owned()),
                 isolated,
                 true,
+                security,
             ) {
                 log!("stream connection refused: {e}");
             }
@@ -1347,7 +1367,17 @@ impl Daemon {
                     };
                     let shown = path.display().to_string();
                     let isolated = self.network.ports_isolated();
-                    match self.add_dev(Some(name), Dev::Dgram(port, shown), isolated, true) {
+                    let security = self
+                        .network
+                        .port_security()
+                        .then(|| vnet_switch::PortSecurity::new(None));
+                    match self.add_dev_with(
+                        Some(name),
+                        Dev::Dgram(port, shown),
+                        isolated,
+                        true,
+                        security,
+                    ) {
                         Ok(p) => PortId(p.id),
                         Err(e) => {
                             log!("dgram peer {} refused: {e}", path.display());

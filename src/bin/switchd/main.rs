@@ -131,6 +131,10 @@ struct Args {
     /// Serve Prometheus metrics on ADDR:PORT (off by default; keep it on loopback).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics: Option<std::net::SocketAddr>,
+    /// Let this group use the network's sockets (control, QEMU stream and dgram: mode
+    /// 0660, group-owned); by default they are owner-only.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
     /// Once the network is up (its devices and sockets open), run as this user, keeping
     /// only the capabilities of --caps. The state and run dirs must be writable by it.
     #[arg(long, value_name = "USER")]
@@ -267,6 +271,13 @@ fn run() -> Result<()> {
         args.metrics,
         dhcp_port_cap,
     )?;
+    if let Some(group) = &args.socket_group {
+        let g = nix::unistd::Group::from_name(group)
+            .with_context(|| format!("looking up group {group:?}"))?
+            .with_context(|| format!("no group {group:?}"))?;
+        d.grant_group(g.gid)?;
+        log!("sockets open to group {group}");
+    }
     if let Some(user) = &args.user {
         drop_privileges(user, &args.caps)?;
     }
