@@ -306,6 +306,19 @@ fn port_security_for_the_whole_network_covers_every_guest_port() {
     g.run_ok("ip", &["addr", "add", "192.168.122.250/24", "dev", "eth0"]);
     assert!(!ping(&g, &["-I", "192.168.122.250", "192.168.122.1"]));
     assert!(drops(&net, &p, "spoofed-ip") > 0);
+    // a port added --trusted is not
+    let t = Netns::new("vst");
+    let info = net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        t.name(),
+        "--ifname",
+        "eth0",
+        "--trusted",
+    ]);
+    assert!(info["security"].is_null(), "{info}");
     // so is a QEMU stream peer: bound to the first MAC it sends from
     let stream = net.dir.path().join(format!("{}.stream", net.name));
     let code = format!(

@@ -256,6 +256,9 @@ pub struct PortAdd {
     /// work; switchd segments super-frames from other ports in software for it).
     #[serde(default)]
     pub no_offloads: bool,
+    /// Exempt the port from the network's port security (`<vnet:port-security>`).
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 impl PortAdd {

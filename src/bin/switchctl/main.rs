@@ -203,6 +203,9 @@ enum Verb {
         /// work, and switchd segments super-frames from other ports in software for it.
         #[arg(long)]
         no_offloads: bool,
+        /// Exempt the port from the network's port security (<vnet:port-security>).
+        #[arg(long, conflicts_with = "secure")]
+        trusted: bool,
     },
     /// Remove a port from a running network.
     PortDel {
@@ -415,6 +418,7 @@ fn run() -> Result<()> {
             attach,
             secure,
             no_offloads,
+            trusted,
         } => {
             let (kind, ifname) = match kind {
                 Kind::Tap if dev.is_some() => {
@@ -428,6 +432,7 @@ fn run() -> Result<()> {
                 },
             };
             let req = Request::PortAdd(PortAdd {
+                trusted: *trusted,
                 no_offloads: *no_offloads,
                 secure: *secure,
                 attach: *attach,

@@ -1163,7 +1163,10 @@ impl Daemon {
         };
         let isolated = req.isolated || self.network.ports_isolated();
         let persistent = req.persistent && matches!(dev, Dev::Tap(_) | Dev::PlainTap(..));
-        let security = (req.secure || self.network.port_security())
+        if req.secure && req.trusted {
+            return Err("a port is either --secure or --trusted".into());
+        }
+        let security = (req.secure || (self.network.port_security() && !req.trusted))
             .then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
         let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security)?;
         if security.is_some() {
