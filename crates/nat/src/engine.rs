@@ -710,7 +710,14 @@ impl Nat {
                 .host_access
                 .then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, remote.port()));
         }
-        if ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified() || self.cfg.in_subnet(ip) {
+        // the host's loopback only through the gateway address (host access): a guest
+        // packet addressed to 127.0.0.0/8 itself goes nowhere
+        if ip.is_broadcast()
+            || ip.is_multicast()
+            || ip.is_unspecified()
+            || ip.is_loopback()
+            || self.cfg.in_subnet(ip)
+        {
             return None;
         }
         Some(remote)
