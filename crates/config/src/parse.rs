@@ -739,21 +739,31 @@ pub(crate) fn raw(node: Node<'_, '_>) -> RawElement {
         })
         .collect();
     let has_elements = elements(node).next().is_some();
-    let children = node
-        .children()
-        .filter_map(|c| {
-            if c.is_element() {
-                Some(RawNode::Element(raw(c)))
-            } else if c.is_text() {
-                let t = c.text().unwrap_or_default();
-                // Between child elements, surrounding whitespace is layout, not content.
-                let t = if has_elements { t.trim() } else { t };
-                (!t.is_empty()).then(|| RawNode::Text(t.to_owned()))
-            } else {
-                None
-            }
-        })
-        .collect();
+    let mut children = Vec::new();
+    // A comment or processing instruction splits the text around it into two nodes;
+    // the text is one piece of content, so the pieces are joined again.
+    let mut text = String::new();
+    let flush = |text: &mut String, children: &mut Vec<RawNode>| {
+        // Between child elements, surrounding whitespace is layout, not content.
+        let t = if has_elements {
+            text.trim()
+        } else {
+            text.as_str()
+        };
+        if !t.is_empty() {
+            children.push(RawNode::Text(t.to_owned()));
+        }
+        text.clear();
+    };
+    for c in node.children() {
+        if c.is_element() {
+            flush(&mut text, &mut children);
+            children.push(RawNode::Element(raw(c)));
+        } else if c.is_text() {
+            text.push_str(c.text().unwrap_or_default());
+        }
+    }
+    flush(&mut text, &mut children);
     RawElement {
         namespace,
         prefix,
