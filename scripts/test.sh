@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of vnet: formatting, lints, unit, property, doc and end-to-end tests.
+# Runs every test of vnet: formatting, lints, unit, property, doc and end-to-end tests,
+# and a short run of each fuzz target.
 # The end-to-end tests create network namespaces and TAP devices, so this runs as root.
 # It installs the Debian packages the tests drive (ip, ping, tcpdump, iperf3, ...).
 set -euo pipefail
@@ -46,3 +47,9 @@ cargo test --workspace 2>&1 | tee "$log"
 # one closing line over every test binary (cargo prints one "test result" per binary)
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+# a short run of every cargo-fuzz target against its seed corpus (FUZZ_SECONDS each, 20 by
+# default; 0 skips); long runs: see fuzz/README.md
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+  echo "== fuzz"
+  scripts/fuzz.sh
+fi

@@ -24,7 +24,6 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
@@ -35,12 +34,6 @@ use vnet_nat::{Action, FlowId, HostStream, Nat, NatConfig, OpenError, Proto};
 const GW_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xaa, 0xbb, 0xcc];
 const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 1);
 const PREFIX: u8 = 24;
-
-/// `VNET_FUZZ_SKIP_KNOWN=1` skips the check that fails for a known, reported bug (see
-/// README.md, "Findings"): that a flow to the host's loopback is opened only with host
-/// access on (a guest sending to 127.0.0.0/8 itself gets one). Set it to fuzz past it.
-static SKIP_KNOWN: LazyLock<bool> =
-    LazyLock::new(|| std::env::var_os("VNET_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"));
 
 #[derive(Debug, Arbitrary)]
 struct Setup {
@@ -426,7 +419,7 @@ impl Driver {
                     );
                     if ip.is_loopback() {
                         assert!(
-                            self.host_access || *SKIP_KNOWN,
+                            self.host_access,
                             "host access while it is off: open to {target}"
                         );
                     } else {

@@ -13,27 +13,17 @@
 
 #![no_main]
 
-use std::sync::LazyLock;
-
 use libfuzzer_sys::fuzz_target;
 use vnet_config::Network;
 
-/// `VNET_FUZZ_SKIP_KNOWN=1` skips the check that fails for a known, reported bug (see
-/// README.md, "Findings"): for an input with a comment or processing instruction, the
-/// round trip may change the `Network` (text kept verbatim in a foreign element, split
-/// by a comment or PI, comes back as one text node). The written form must still be a
-/// fixpoint. Set it to fuzz past it.
-static SKIP_KNOWN: LazyLock<bool> =
-    LazyLock::new(|| std::env::var_os("VNET_FUZZ_SKIP_KNOWN").is_some_and(|v| v == "1"));
-
-fn round_trip(net: &Network, what: &str, split_text: bool) {
+fn round_trip(net: &Network, what: &str) {
     let out = net.to_xml();
     let again = match Network::from_xml(&out) {
         Ok(n) => n,
         Err(e) => panic!("{what}: the written form does not load: {e}\n{out}"),
     };
     assert!(
-        again == *net || (split_text && *SKIP_KNOWN),
+        again == *net,
         "{what}: the round trip changed the network\nwritten:\n{out}\nbefore: {net:?}\nafter:  {again:?}"
     );
     let out2 = again.to_xml();
@@ -58,8 +48,7 @@ fuzz_target!(|data: &[u8]| {
         net.mac_addr(),
     );
     let _ = vnet_config::ipv4_overlap(&net, &net);
-    let split_text = xml.contains("<!--") || xml.contains("<?");
-    round_trip(&net, "loaded", split_text);
+    round_trip(&net, "loaded");
     net.fill_defaults(&["virbr0".to_owned(), "virbr1".to_owned()]);
-    round_trip(&net, "after fill_defaults", split_text);
+    round_trip(&net, "after fill_defaults");
 });

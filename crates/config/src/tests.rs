@@ -725,6 +725,21 @@ fn escaping() {
     );
 }
 
+/// Tabs and line breaks in attribute values (and a carriage return anywhere) are
+/// written as character references, so they survive the next load (found by the
+/// xml_loader fuzz target: a namespace URI with `&#xd;` in it).
+#[test]
+fn whitespace_characters_in_attributes_survive_a_round_trip() {
+    let xml = "<network xmlns:x='urn:a&#xd;b&#xa;c&#x9;d'><name>e</name><metadata>\
+               <x:y v='1&#xd;2&#xa;3'>t&#xd;u</x:y></metadata></network>";
+    let n = Network::from_xml(xml).unwrap();
+    let out = n.to_xml();
+    assert!(out.contains("xmlns:x='urn:a&#xD;b&#xA;c&#x9;d'"), "{out}");
+    assert!(out.contains("v='1&#xD;2&#xA;3'"), "{out}");
+    assert!(out.contains(">t&#xD;u<"), "{out}");
+    assert_eq!(Network::from_xml(&out).unwrap(), n);
+}
+
 #[test]
 fn libvirt_parser_defaults() {
     let n = Network::libvirt_default();

@@ -9,8 +9,19 @@ use crate::model::{
 use crate::parse::{DNSMASQ_NS, XML_NS};
 use crate::{Network, VNET_NS};
 
-/// Escapes text and attribute values (`& < > ' "`).
+/// Escapes text (`& < > ' "`, and a carriage return, which a parser would turn into a
+/// line feed).
 pub(crate) fn escape(s: &str) -> String {
+    escape_with(s, false)
+}
+
+/// Escapes an attribute value: as text, and tabs and line breaks too (a parser turns
+/// them into spaces in attribute values).
+fn escape_attr(s: &str) -> String {
+    escape_with(s, true)
+}
+
+fn escape_with(s: &str, attr: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -19,6 +30,9 @@ pub(crate) fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
+            '\r' => out.push_str("&#xD;"),
+            '\n' if attr => out.push_str("&#xA;"),
+            '\t' if attr => out.push_str("&#x9;"),
             c => out.push(c),
         }
     }
@@ -50,7 +64,7 @@ impl Tag {
     }
 
     fn attr(mut self, name: &str, value: impl std::fmt::Display) -> Self {
-        let _ = write!(self.0, " {name}='{}'", escape(&value.to_string()));
+        let _ = write!(self.0, " {name}='{}'", escape_attr(&value.to_string()));
         self
     }
 

@@ -310,6 +310,19 @@ fn host_access_maps_the_gateway_to_loopback_or_is_refused() {
     assert!(t.rst());
 }
 
+/// A guest addressing the host's loopback itself (not the gateway) gets nowhere, with
+/// host access on or off: loopback is reached only through the gateway address (found
+/// by the nat_translator fuzz target).
+#[test]
+fn a_guest_packet_to_loopback_itself_opens_nothing() {
+    for host_access in [true, false] {
+        let (mut nat, t0) = nat_with(|c| c.host_access = host_access);
+        nat.handle_frame(t0, &syn(GUEST, 40007, Ipv4Addr::LOCALHOST, 22));
+        nat.handle_frame(t0, &syn(GUEST, 40008, Ipv4Addr::new(127, 9, 9, 9), 80));
+        assert!(actions(&mut nat).is_empty(), "host access {host_access}");
+    }
+}
+
 #[test]
 fn flow_bounds_refuse_new_flows_per_guest() {
     let (mut nat, t0) = nat_with(|c| c.limits.max_flows_per_guest = 2);
