@@ -406,4 +406,25 @@ fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
         .find(|p| p["name"] == format!("{}:eth0", plain.name()).as_str())
         .expect("plain port");
     assert!(p["counters"]["drops"]["tx-failed"].is_null(), "{p}");
+    // the offload guest's super-frames were cut for the plain port, each segment
+    // checksummed; the plain port itself sends no super-frames
+    let io = &p["io"];
+    let n = |k: &str| io[k].as_u64().unwrap_or(0);
+    assert!(n("segmented") > 0, "{p}");
+    assert!(n("segments") > n("segmented"), "{p}");
+    assert!(n("csums") >= n("segments"), "{p}");
+    assert!(n("writes") >= n("segments"), "{p}");
+    assert_eq!(n("gso_in"), 0, "{p}");
+    assert!(n("reads") > 0, "{p}");
+    let offload = net
+        .port_list()
+        .into_iter()
+        .find(|p| p["name"] == vm1.port.as_str())
+        .expect("offload port");
+    assert!(offload["io"]["gso_in"].as_u64() > Some(0), "{offload}");
+    assert_eq!(offload["io"]["segmented"], 0, "{offload}");
+    // the same counters in `switchctl stats`
+    let out = net.switchctl(&["stats", &net.name]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("Segmented"), "{text}");
 }

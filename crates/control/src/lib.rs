@@ -351,6 +351,29 @@ pub struct PortInfo {
     pub macs: usize,
     /// Counters.
     pub counters: Counters,
+    /// What the port's device did: system calls and offload work.
+    #[serde(default)]
+    pub io: IoCounters,
+}
+
+/// What a port's device did: system calls, and the offload work that crossed it or
+/// was done in software for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoCounters {
+    /// Read system calls (including those that found nothing).
+    pub reads: u64,
+    /// Write system calls.
+    pub writes: u64,
+    /// GSO super-frames received.
+    pub gso_in: u64,
+    /// GSO super-frames sent whole.
+    pub gso_out: u64,
+    /// Super-frames cut in software (the port takes plain frames only).
+    pub segmented: u64,
+    /// Frames those cuts produced.
+    pub segments: u64,
+    /// Checksums completed in software.
+    pub csums: u64,
 }
 
 /// One forwarding-database entry, as `fdb-show` reports it.

@@ -26,6 +26,7 @@
 mod buf;
 pub mod packet;
 pub mod soft;
+mod stats;
 mod sys;
 pub mod tap;
 pub mod unix;
@@ -33,6 +34,7 @@ pub mod vnet_hdr;
 
 pub use buf::{FrameBuf, MAX_FRAME_LEN};
 pub use packet::{PacketOptions, PacketPort};
+pub use stats::IoStats;
 pub use tap::{NetnsRef, Tap, TapOptions};
 pub use unix::{DgramPort, StreamPort};
 pub use vnet_hdr::{VirtioNetHdr, VNET_HDR_LEN};

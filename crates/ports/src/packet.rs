@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use crate::buf::FrameBuf;
+use crate::stats::IoStats;
 use crate::sys;
 use crate::tap::NetnsRef;
 use crate::{validate_ifname, Error};
@@ -55,6 +56,7 @@ pub struct PacketPort {
     name: String,
     netns: Option<NetnsRef>,
     promiscuous: bool,
+    stats: IoStats,
 }
 
 impl PacketPort {
@@ -110,6 +112,7 @@ impl PacketPort {
             name,
             netns: opts.netns.clone(),
             promiscuous: opts.promiscuous,
+            stats: IoStats::default(),
         })
     }
 
@@ -155,6 +158,7 @@ impl PacketPort {
     /// interface that went down reports `ENETDOWN` once; the port stays usable and
     /// frames flow again when the interface comes back.
     pub fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<usize> {
+        self.stats.reads += 1;
         let (hdr, frame) = buf.split_mut();
         let n = sys::readv2(self.fd.as_fd(), &mut hdr[..PACKET_HDR_LEN], frame)?;
         hdr[PACKET_HDR_LEN..].fill(0);
@@ -166,11 +170,21 @@ impl PacketPort {
             ));
         };
         buf.set_len(len);
+        if buf.vnet_hdr().is_gso() {
+            self.stats.gso_in += 1;
+        }
         Ok(len)
+    }
+
+    /// What the socket did so far.
+    pub fn stats(&self) -> IoStats {
+        self.stats
     }
 
     /// Sends one frame with its virtio-net header.
     pub fn send(&mut self, buf: &FrameBuf) -> io::Result<()> {
+        self.stats.writes += 1;
+        self.stats.count_whole(&buf.vnet_hdr());
         let (hdr, frame) = buf.split();
         let n = sys::writev2(self.fd.as_fd(), &hdr[..PACKET_HDR_LEN], frame)?;
         if n != PACKET_HDR_LEN + frame.len() {

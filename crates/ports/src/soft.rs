@@ -38,42 +38,61 @@ fn fold(mut acc: u32) -> u16 {
     u16::try_from(acc).unwrap_or(u16::MAX)
 }
 
-/// Completes a partial checksum in place: the field holds the pseudo-header sum (as
-/// `VIRTIO_NET_HDR_F_NEEDS_CSUM` wants); the checksum covers `start..`.
-fn complete_csum(frame: &mut [u8], start: usize, offset: usize) -> Result<(), SoftError> {
-    let at = start + offset;
-    if at + 2 > frame.len() || start > frame.len() {
-        return Err(SoftError::Malformed);
-    }
-    let c = !fold(sum(&frame[start..], 0));
-    // UDP sends an all-zero checksum as 0xffff; TCP's 0 is as good as 0xffff
-    let c = if c == 0 { 0xffff } else { c };
-    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    Ok(())
-}
-
 /// Calls `out` with the frame in `buf` as one or more plain frames (no offload left to
 /// do). Returns how many frames were produced.
+///
+/// Each frame is built in `scratch` (reused across calls); [`for_each_plain_parts`]
+/// avoids that copy.
 pub fn for_each_plain(
     buf: &FrameBuf,
     scratch: &mut Vec<u8>,
     mut out: impl FnMut(&[u8]),
 ) -> Result<usize, SoftError> {
+    let mut joined = std::mem::take(scratch);
+    let mut head = Vec::new();
+    let r = for_each_plain_parts(buf, &mut head, |h, t| {
+        joined.clear();
+        joined.extend_from_slice(h);
+        joined.extend_from_slice(t);
+        out(&joined);
+    });
+    *scratch = joined;
+    r
+}
+
+/// Like [`for_each_plain`], but each plain frame comes in two parts, `head` then
+/// `tail`, to be sent back to back (one `writev`): the headers, rewritten in
+/// `scratch`, and the payload, borrowed from `buf` unchanged. A frame that needs
+/// nothing comes whole as `head` with an empty `tail`. Returns how many frames were
+/// produced.
+pub fn for_each_plain_parts(
+    buf: &FrameBuf,
+    scratch: &mut Vec<u8>,
+    mut out: impl FnMut(&[u8], &[u8]),
+) -> Result<usize, SoftError> {
     let h = buf.vnet_hdr();
     let frame = buf.frame();
     if !h.is_gso() {
         if h.flags & VirtioNetHdr::F_NEEDS_CSUM == 0 {
-            out(frame);
+            out(frame, &[]);
             return Ok(1);
         }
-        scratch.clear();
-        scratch.extend_from_slice(frame);
-        complete_csum(
-            scratch,
+        // the checksum covers start..; the field is rewritten in a copy of the bytes
+        // up to it, the rest goes as it is
+        let (start, at) = (
             usize::from(h.csum_start),
-            usize::from(h.csum_offset),
-        )?;
-        out(scratch);
+            usize::from(h.csum_start) + usize::from(h.csum_offset),
+        );
+        if at + 2 > frame.len() || start > at {
+            return Err(SoftError::Malformed);
+        }
+        let c = !fold(sum(&frame[start..], 0));
+        // UDP sends an all-zero checksum as 0xffff; TCP's 0 is as good as 0xffff
+        let c = if c == 0 { 0xffff } else { c };
+        scratch.clear();
+        scratch.extend_from_slice(&frame[..at]);
+        scratch.extend_from_slice(&c.to_be_bytes());
+        out(scratch, &frame[at + 2..]);
         return Ok(1);
     }
     match h.gso_type & !VirtioNetHdr::GSO_ECN {
@@ -86,12 +105,12 @@ pub fn for_each_plain(
 
 /// Cuts a TCP or UDP (USO) super-frame into frames of `gso_size` payload bytes each,
 /// fixing lengths, IPv4 ids and checksums, TCP sequence numbers and flags, and the L4
-/// checksums.
+/// checksums. Each frame goes out as its rewritten headers (in `seg`) and its payload.
 fn segment(
     frame: &[u8],
     h: &VirtioNetHdr,
     seg: &mut Vec<u8>,
-    mut out: impl FnMut(&[u8]),
+    mut out: impl FnMut(&[u8], &[u8]),
 ) -> Result<usize, SoftError> {
     let l3 = match frame.get(12..14) {
         Some([0x81, 0x00]) => 18,
@@ -131,10 +150,13 @@ fn segment(
         0
     };
     let flags0 = if udp { 0 } else { frame[l4 + 13] };
-    for (i, chunk) in payload.chunks(mss).enumerate() {
+    // an empty payload still makes one frame
+    let chunks = payload
+        .chunks(mss)
+        .chain((n == 1 && payload.is_empty()).then_some(&[][..]));
+    for (i, chunk) in chunks.enumerate() {
         seg.clear();
         seg.extend_from_slice(&frame[..hdrs]);
-        seg.extend_from_slice(chunk);
         let l4_total = l4_len + chunk.len();
         if v4 {
             let ihl = l4 - l3;
@@ -167,7 +189,8 @@ fn segment(
             }
             seg[l4 + 13] = f;
         }
-        // the L4 checksum: pseudo-header + segment
+        // the L4 checksum: pseudo-header + headers + payload (the L4 header's length
+        // is even, so the payload's sum continues the headers' one)
         let mut acc = if v4 {
             sum(&seg[l3 + 12..l3 + 20], 0)
         } else {
@@ -176,12 +199,12 @@ fn segment(
         acc += u32::from(if udp { 17u16 } else { 6 }) + u32::from(l4_len16);
         let co = l4 + if udp { 6 } else { 16 };
         seg[co..co + 2].copy_from_slice(&[0, 0]);
-        let mut c = !fold(sum(&seg[l4..], acc));
+        let mut c = !fold(sum(chunk, sum(&seg[l4..], acc)));
         if udp && c == 0 {
             c = 0xffff;
         }
         seg[co..co + 2].copy_from_slice(&c.to_be_bytes());
-        out(seg);
+        out(seg, chunk);
     }
     Ok(n)
 }

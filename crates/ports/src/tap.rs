@@ -14,8 +14,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::buf::FrameBuf;
+use crate::soft;
+use crate::stats::IoStats;
 use crate::sys;
-use crate::vnet_hdr::VNET_HDR_LEN;
+use crate::vnet_hdr::{VirtioNetHdr, VNET_HDR_LEN};
 use crate::{validate_ifname, Error};
 
 /// A network namespace, by name (as `ip netns` names them) or by path.
@@ -83,8 +85,8 @@ pub struct TapOptions {
     /// Bring the device up once created (default on).
     pub up: bool,
     /// Offer checksum and segmentation offloads to the kernel side (default on). Off,
-    /// the guest's stack checksums and segments itself, and frames written to the device
-    /// must be plain ([`Tap::takes_offloads`]).
+    /// the guest's stack checksums and segments itself, and [`Tap::send`] makes frames
+    /// plain before writing them.
     pub offloads: bool,
 }
 
@@ -111,6 +113,9 @@ pub struct Tap {
     netns: Option<NetnsRef>,
     persistent: bool,
     offloads: u32,
+    stats: IoStats,
+    /// Headers of the segment being written, for a TAP without offloads.
+    scratch: Vec<u8>,
 }
 
 const OFFLOADS_BASE: u32 = sys::TUN_F_CSUM | sys::TUN_F_TSO4 | sys::TUN_F_TSO6 | sys::TUN_F_TSO_ECN;
@@ -201,6 +206,8 @@ impl Tap {
             netns: opts.netns.clone(),
             persistent: opts.persistent,
             offloads,
+            stats: IoStats::default(),
+            scratch: Vec::new(),
         })
     }
 
@@ -220,7 +227,7 @@ impl Tap {
     }
 
     /// Whether frames written may carry offloads (GSO, partial checksums); when not,
-    /// they must be made plain first ([`crate::soft`]).
+    /// [`Tap::send`] makes them plain first ([`crate::soft`]).
     pub fn takes_offloads(&self) -> bool {
         self.offloads != 0
     }
@@ -261,23 +268,66 @@ impl Tap {
     ///
     /// Returns the Ethernet frame's length; `WouldBlock` when no frame is queued.
     pub fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<usize> {
+        self.stats.reads += 1;
         let n = self.file.read(buf.raw_mut())?;
         let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
             buf.set_len(0);
             return Err(io::Error::new(io::ErrorKind::InvalidData, "short TAP read"));
         };
         buf.set_len(len);
+        if buf.vnet_hdr().is_gso() {
+            self.stats.gso_in += 1;
+        }
         Ok(len)
     }
 
-    /// Writes one frame with its virtio-net header.
+    /// Writes one frame with its virtio-net header. A TAP without offloads gets it
+    /// plain: a super-frame cut into segments and a partial checksum completed in
+    /// software ([`soft`]), each segment written from its rewritten headers and its
+    /// part of `buf` (no copy of the payload).
     pub fn send(&mut self, buf: &FrameBuf) -> io::Result<()> {
-        let data = buf.with_hdr();
-        let n = self.file.write(data)?;
-        if n != data.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short TAP write"));
+        let h = buf.vnet_hdr();
+        if self.offloads != 0 || (!h.is_gso() && h.flags & VirtioNetHdr::F_NEEDS_CSUM == 0) {
+            self.stats.writes += 1;
+            self.stats.count_whole(&h);
+            let data = buf.with_hdr();
+            let n = self.file.write(data)?;
+            if n != data.len() {
+                return Err(io::Error::new(io::ErrorKind::WriteZero, "short TAP write"));
+            }
+            return Ok(());
         }
-        Ok(())
+        const PLAIN: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+        let Self {
+            file,
+            scratch,
+            stats,
+            ..
+        } = self;
+        let mut res = Ok(());
+        let made = soft::for_each_plain_parts(buf, scratch, |head, tail| {
+            stats.writes += 1;
+            match sys::writev(file.as_fd(), &[&PLAIN, head, tail]) {
+                Ok(n) if n == VNET_HDR_LEN + head.len() + tail.len() => {}
+                Ok(_) => {
+                    res = Err(io::Error::new(io::ErrorKind::WriteZero, "short TAP write"));
+                }
+                Err(e) => res = Err(e),
+            }
+        })
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "cannot segment the frame in software",
+            )
+        })?;
+        self.stats.count_plain(&h, made);
+        res
+    }
+
+    /// What the device did so far.
+    pub fn stats(&self) -> IoStats {
+        self.stats
     }
 }
 

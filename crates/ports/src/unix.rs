@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::buf::{FrameBuf, MAX_FRAME_LEN};
 use crate::soft;
+use crate::stats::IoStats;
 
 /// Bytes a stream port holds for a peer that is not reading.
 pub const STREAM_TX_MAX: usize = 1 << 20;
@@ -33,6 +34,7 @@ pub struct StreamPort {
     scratch: Vec<u8>,
     tx_dropped: u64,
     soft_errors: u64,
+    stats: IoStats,
 }
 
 impl StreamPort {
@@ -48,6 +50,7 @@ impl StreamPort {
             scratch: Vec::new(),
             tx_dropped: 0,
             soft_errors: 0,
+            stats: IoStats::default(),
         })
     }
 
@@ -82,6 +85,7 @@ impl StreamPort {
             }
             let old = self.rx.len();
             self.rx.resize(old + 64 * 1024, 0);
+            self.stats.reads += 1;
             let r = self.sock.read(&mut self.rx[old..]);
             match r {
                 Ok(0) => {
@@ -107,17 +111,20 @@ impl StreamPort {
             tx_dropped,
             ..
         } = self;
-        let r = soft::for_each_plain(buf, scratch, |f| {
-            if tx.len() - *tx_start + 4 + f.len() > STREAM_TX_MAX {
+        let r = soft::for_each_plain_parts(buf, scratch, |head, tail| {
+            let len = head.len() + tail.len();
+            if tx.len() - *tx_start + 4 + len > STREAM_TX_MAX {
                 *tx_dropped += 1;
                 return;
             }
-            let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
+            let len = u32::try_from(len).unwrap_or(u32::MAX);
             tx.extend_from_slice(&len.to_be_bytes());
-            tx.extend_from_slice(f);
+            tx.extend_from_slice(head);
+            tx.extend_from_slice(tail);
         });
-        if r.is_err() {
-            self.soft_errors += 1;
+        match r {
+            Ok(made) => self.stats.count_plain(&buf.vnet_hdr(), made),
+            Err(_) => self.soft_errors += 1,
         }
         self.flush()
     }
@@ -126,6 +133,7 @@ impl StreamPort {
     /// becomes writable.
     pub fn flush(&mut self) -> io::Result<()> {
         while self.tx_start < self.tx.len() {
+            self.stats.writes += 1;
             match self.sock.write(&self.tx[self.tx_start..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.tx_start += n,
@@ -153,6 +161,11 @@ impl StreamPort {
     pub fn soft_errors(&self) -> u64 {
         self.soft_errors
     }
+
+    /// What the connection did so far.
+    pub fn stats(&self) -> IoStats {
+        self.stats
+    }
 }
 
 impl AsRawFd for StreamPort {
@@ -178,6 +191,7 @@ pub struct DgramPort {
     scratch: Vec<u8>,
     tx_dropped: u64,
     soft_errors: u64,
+    stats: IoStats,
 }
 
 impl DgramPort {
@@ -194,6 +208,7 @@ impl DgramPort {
             scratch: Vec::new(),
             tx_dropped: 0,
             soft_errors: 0,
+            stats: IoStats::default(),
         })
     }
 
@@ -212,15 +227,19 @@ impl DgramPort {
             tx_dropped,
             ..
         } = self;
-        let r = soft::for_each_plain(buf, scratch, |f| {
+        let r = soft::for_each_plain_parts(buf, scratch, |head, tail| {
             if queue.len() >= DGRAM_TX_MAX {
                 *tx_dropped += 1;
             } else {
-                queue.push_back(f.to_vec());
+                let mut f = Vec::with_capacity(head.len() + tail.len());
+                f.extend_from_slice(head);
+                f.extend_from_slice(tail);
+                queue.push_back(f);
             }
         });
-        if r.is_err() {
-            self.soft_errors += 1;
+        match r {
+            Ok(made) => self.stats.count_plain(&buf.vnet_hdr(), made),
+            Err(_) => self.soft_errors += 1,
         }
         self.flush()
     }
@@ -229,6 +248,7 @@ impl DgramPort {
     /// becomes writable.
     pub fn flush(&mut self) -> io::Result<()> {
         while let Some(f) = self.queue.front() {
+            self.stats.writes += 1;
             match self.sock.send(f) {
                 Ok(_) => {
                     self.queue.pop_front();
@@ -252,6 +272,12 @@ impl DgramPort {
     /// Frames that could not be made plain (unknown offload).
     pub fn soft_errors(&self) -> u64 {
         self.soft_errors
+    }
+
+    /// What the port's socket did so far (its peer's frames are read on the
+    /// network's shared socket, not counted here).
+    pub fn stats(&self) -> IoStats {
+        self.stats
     }
 }
 

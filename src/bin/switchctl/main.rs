@@ -536,6 +536,18 @@ fn stats(args: &Args, store: &Store, net: &str, port: Option<&str>) -> Result<()
     );
     println!();
     print_ports(&ports);
+    println!();
+    println!(
+        "{:<16} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
+        "Port I/O", "Reads", "Writes", "GSO in", "GSO out", "Segmented", "Segments", "Checksums"
+    );
+    for p in &ports {
+        let io = &p.io;
+        println!(
+            "{:<16} {:>10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>10}",
+            p.name, io.reads, io.writes, io.gso_in, io.gso_out, io.segmented, io.segments, io.csums
+        );
+    }
     let section = |title: &str, m: Option<&std::collections::BTreeMap<String, u64>>| {
         let Some(m) = m.filter(|m| m.values().any(|v| *v > 0)) else {
             return;

@@ -1153,16 +1153,11 @@ impl Daemon {
                     opts.up = false;
                 }
                 opts.offloads = !req.no_offloads;
-                let tap = Tap::create(&opts).map_err(err_text)?;
-                if tap.takes_offloads() {
-                    Dev::Tap(tap)
-                } else {
-                    Dev::PlainTap(tap, Box::new(FrameBuf::new()), Vec::new())
-                }
+                Dev::Tap(Tap::create(&opts).map_err(err_text)?)
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
-        let persistent = req.persistent && matches!(dev, Dev::Tap(_) | Dev::PlainTap(..));
+        let persistent = req.persistent && matches!(dev, Dev::Tap(_));
         if req.secure && req.trusted {
             return Err("a port is either --secure or --trusted".into());
         }
@@ -1511,9 +1506,7 @@ impl Daemon {
         if self.host_port == Some(id) {
             self.host_port = None;
         }
-        if let (true, Dev::Tap(tap) | Dev::PlainTap(tap, ..)) =
-            (destroy && port.dev.is_persistent(), &mut port.dev)
-        {
+        if let (true, Dev::Tap(tap)) = (destroy && port.dev.is_persistent(), &mut port.dev) {
             if let Err(e) = tap.set_persistent(false) {
                 warn!("port {name}: cannot clear persistence: {e}");
             }
@@ -1541,6 +1534,18 @@ impl Daemon {
                 }
             }),
             macs: self.sw.fdb().port_len(id),
+            io: {
+                let s = p.dev.stats();
+                vnet_control::IoCounters {
+                    reads: s.reads,
+                    writes: s.writes,
+                    gso_in: s.gso_in,
+                    gso_out: s.gso_out,
+                    segmented: s.segmented,
+                    segments: s.segments,
+                    csums: s.csums,
+                }
+            },
             counters: Counters {
                 rx_frames: c.rx_frames,
                 rx_bytes: c.rx_bytes,

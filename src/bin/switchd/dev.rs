@@ -5,12 +5,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
 use vnet_control::PortKind;
-use vnet_ports::{DgramPort, FrameBuf, NetnsRef, PacketPort, StreamPort, Tap};
+use vnet_ports::{DgramPort, FrameBuf, IoStats, NetnsRef, PacketPort, StreamPort, Tap};
 
 pub(crate) enum Dev {
+    /// A TAP (with offloads or without: it makes frames plain itself).
     Tap(Tap),
-    /// A TAP without offloads, and the buffer its plain frames are written from.
-    PlainTap(Tap, Box<FrameBuf>, Vec<u8>),
     Packet(PacketPort),
     /// A QEMU stream connection, and what `port-list` shows as its interface.
     Stream(StreamPort, String),
@@ -21,7 +20,7 @@ pub(crate) enum Dev {
 impl Dev {
     pub(crate) fn kind(&self) -> PortKind {
         match self {
-            Self::Tap(_) | Self::PlainTap(..) => PortKind::Tap,
+            Self::Tap(_) => PortKind::Tap,
             Self::Packet(_) => PortKind::Netdev,
             Self::Stream(..) => PortKind::Stream,
             Self::Dgram(..) => PortKind::Dgram,
@@ -30,7 +29,7 @@ impl Dev {
 
     pub(crate) fn name(&self) -> &str {
         match self {
-            Self::Tap(t) | Self::PlainTap(t, ..) => t.name(),
+            Self::Tap(t) => t.name(),
             Self::Packet(p) => p.name(),
             Self::Stream(_, n) | Self::Dgram(_, n) => n,
         }
@@ -38,7 +37,7 @@ impl Dev {
 
     pub(crate) fn netns(&self) -> Option<&NetnsRef> {
         match self {
-            Self::Tap(t) | Self::PlainTap(t, ..) => t.netns(),
+            Self::Tap(t) => t.netns(),
             Self::Packet(p) => p.netns(),
             Self::Stream(..) | Self::Dgram(..) => None,
         }
@@ -53,12 +52,12 @@ impl Dev {
     }
 
     pub(crate) fn is_persistent(&self) -> bool {
-        matches!(self, Self::Tap(t) | Self::PlainTap(t, ..) if t.is_persistent())
+        matches!(self, Self::Tap(t) if t.is_persistent())
     }
 
     pub(crate) fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<usize> {
         match self {
-            Self::Tap(t) | Self::PlainTap(t, ..) => t.recv(buf),
+            Self::Tap(t) => t.recv(buf),
             Self::Packet(p) => p.recv(buf),
             Self::Stream(s, _) => s.recv(buf),
             // read on the network's shared datagram socket, not per port
@@ -69,29 +68,19 @@ impl Dev {
     pub(crate) fn send(&mut self, buf: &FrameBuf) -> io::Result<()> {
         match self {
             Self::Tap(t) => t.send(buf),
-            Self::PlainTap(t, out, scratch) => {
-                let h = buf.vnet_hdr();
-                if !h.is_gso() && h.flags & vnet_ports::VirtioNetHdr::F_NEEDS_CSUM == 0 {
-                    return t.send(buf);
-                }
-                let mut res = Ok(());
-                let made = vnet_ports::soft::for_each_plain(buf, scratch, |f| {
-                    out.set_frame(f);
-                    if let Err(e) = t.send(out) {
-                        res = Err(e);
-                    }
-                });
-                if made.is_err() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "cannot segment the frame in software",
-                    ));
-                }
-                res
-            }
             Self::Packet(p) => p.send(buf),
             Self::Stream(s, _) => s.send(buf),
             Self::Dgram(d, _) => d.send(buf),
+        }
+    }
+
+    /// What the device did: system calls, offload work.
+    pub(crate) fn stats(&self) -> IoStats {
+        match self {
+            Self::Tap(t) => t.stats(),
+            Self::Packet(p) => p.stats(),
+            Self::Stream(s, _) => s.stats(),
+            Self::Dgram(d, _) => d.stats(),
         }
     }
 
@@ -139,7 +128,7 @@ impl Dev {
 impl AsRawFd for Dev {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Self::Tap(t) | Self::PlainTap(t, ..) => t.as_raw_fd(),
+            Self::Tap(t) => t.as_raw_fd(),
             Self::Packet(p) => p.as_raw_fd(),
             Self::Stream(s, _) => s.as_raw_fd(),
             Self::Dgram(d, _) => d.as_raw_fd(),

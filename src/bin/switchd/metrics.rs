@@ -90,8 +90,44 @@ pub(crate) fn render(net: &NetInfo, ports: &[PortInfo]) -> String {
         "vnet_port_dropped_frames",
         "Frames from the port dropped, by reason",
     );
+    let syscalls = counter_family(
+        &mut reg,
+        "vnet_port_syscalls",
+        "System calls on the port's device, by op (read, write)",
+    );
+    let gso = counter_family(
+        &mut reg,
+        "vnet_port_gso_frames",
+        "GSO super-frames received (dir=in) or sent whole (dir=out)",
+    );
+    let segmented = counter_family(
+        &mut reg,
+        "vnet_port_soft_segmented_frames",
+        "Super-frames cut in software for the port",
+    );
+    let segments = counter_family(
+        &mut reg,
+        "vnet_port_soft_segments",
+        "Frames made by software segmentation for the port",
+    );
+    let csums = counter_family(
+        &mut reg,
+        "vnet_port_soft_checksums",
+        "Checksums completed in software for the port",
+    );
     for p in ports {
         let l = labels(&[("network", n), ("port", &p.name)]);
+        let io = &p.io;
+        let with = |k: &str, v: &str| labels(&[("network", n), ("port", &p.name), (k, v)]);
+        syscalls.get_or_create(&with("op", "read")).inc_by(io.reads);
+        syscalls
+            .get_or_create(&with("op", "write"))
+            .inc_by(io.writes);
+        gso.get_or_create(&with("dir", "in")).inc_by(io.gso_in);
+        gso.get_or_create(&with("dir", "out")).inc_by(io.gso_out);
+        segmented.get_or_create(&l).inc_by(io.segmented);
+        segments.get_or_create(&l).inc_by(io.segments);
+        csums.get_or_create(&l).inc_by(io.csums);
         let c = &p.counters;
         rx_frames.get_or_create(&l).inc_by(c.rx_frames);
         rx_bytes.get_or_create(&l).inc_by(c.rx_bytes);

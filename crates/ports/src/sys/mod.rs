@@ -316,6 +316,27 @@ pub(crate) fn writev2(fd: BorrowedFd<'_>, a: &[u8], b: &[u8]) -> io::Result<usiz
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Writes one frame from up to four buffers back to back (`writev`). Returns the bytes
+/// written.
+pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
+    let n = bufs.len().min(iov.len());
+    for (v, b) in iov.iter_mut().zip(bufs) {
+        *v = libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+    }
+    let cnt = c_int::try_from(n).unwrap_or(0);
+    // SAFETY: the first `cnt` iovecs point into live buffers of the given lengths;
+    // writev only reads them.
+    let w = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), cnt) };
+    usize::try_from(w).map_err(|_| io::Error::last_os_error())
+}
+
 /// Sets the IPv4 address and netmask of interface `name` in the calling thread's
 /// network namespace (`SIOCSIFADDR`, `SIOCSIFNETMASK`; the kernel adds the subnet's
 /// route when the link is up).
