@@ -717,23 +717,38 @@ fn metadata(node: Node<'_, '_>) -> Result<Vec<RawNode>> {
     Ok(out)
 }
 
+/// The prefix of a qualified name as written (`None` without one).
+fn prefix_in(qname: &str) -> Option<String> {
+    qname
+        .split_once(':')
+        .map(|(p, _)| p.to_owned())
+        .filter(|p| !p.is_empty())
+}
+
+/// The element's prefix as written in the source: the same namespace may be bound to
+/// several prefixes, so the prefix cannot be looked up from the namespace.
+fn element_prefix(node: Node<'_, '_>) -> Option<String> {
+    let text = node.document().input_text();
+    let tag = text.get(node.range().start + 1..)?;
+    let end = tag
+        .find(|c: char| c.is_whitespace() || c == '/' || c == '>')
+        .unwrap_or(tag.len());
+    prefix_in(&tag[..end])
+}
+
 /// Copies an element verbatim.
 pub(crate) fn raw(node: Node<'_, '_>) -> RawElement {
-    let prefix_of = |ns: &str| -> Option<String> {
-        if ns == XML_NS {
-            return Some("xml".to_owned());
-        }
-        node.lookup_prefix(ns)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-    };
+    let text = node.document().input_text();
     let namespace = node.tag_name().namespace().map(str::to_owned);
-    let prefix = node.tag_name().namespace().and_then(prefix_of);
+    let prefix = namespace.as_ref().and_then(|_| element_prefix(node));
     let attributes = node
         .attributes()
         .map(|a| RawAttribute {
             namespace: a.namespace().map(str::to_owned),
-            prefix: a.namespace().and_then(prefix_of),
+            prefix: a
+                .namespace()
+                .and_then(|_| text.get(a.range_qname()))
+                .and_then(prefix_in),
             name: a.name().to_owned(),
             value: a.value().to_owned(),
         })

@@ -267,6 +267,22 @@ fn a_comment_inside_kept_text_keeps_the_text_whole() {
     assert_eq!(Network::from_xml(&out).unwrap(), net);
 }
 
+/// One namespace bound to two prefixes: each kept element keeps the prefix it was
+/// written with (not the first one bound to its namespace), so the written form loads
+/// back to the same network (found by the xml_loader fuzz target).
+#[test]
+fn an_element_keeps_its_own_prefix_when_a_namespace_has_two() {
+    let xml = "<network xmlns:a='urn:same'><name>e</name><metadata>\
+               <a:x><b:y xmlns:b='urn:same' b:k='1'>t</b:y></a:x></metadata></network>";
+    let net = Network::from_xml(xml).unwrap();
+    let out = net.to_xml();
+    assert!(
+        out.contains("<b:y xmlns:b='urn:same' b:k='1'>t</b:y>"),
+        "{out}"
+    );
+    assert_eq!(Network::from_xml(&out).unwrap(), net);
+}
+
 /// The semantic comparison itself notices differences (and ignores layout).
 #[test]
 fn comparison_is_not_vacuous() {
