@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side TCP throughput: the same iperf3 test vm1 -> vm2 through three switches, in one run
-# (and without offloads); then 64-byte UDP packets per second and ping RTT percentiles.
+# (and without offloads); then 64-byte UDP packets per second and ping RTT percentiles; then
+# four guests with two clients of two streams each (aggregate, switchd CPU); then memory
+# (switchd RSS with two idle ports, per TAP port, and the switch core per FDB entry and port).
 #
 #   vnet          switchd in its own namespace, two TAPs (vnet_hdr + TSO offloads) created by
 #                 `switchctl port-add ... tap --netns` directly in the guest namespaces
@@ -197,6 +199,84 @@ setup_vde() {
   guests_up "$p"
 }
 
+# --- four guests: vm1 -> vm2 and vm3 -> vm4 at once (10.77.0.1-4) ----------------------------------
+guests4_up() {
+  local p=$1 i
+  for i in 1 2 3 4; do
+    ip -n "$p-vm$i" addr add "10.77.0.$i/24" dev eth0
+    ip -n "$p-vm$i" link set eth0 up
+  done
+}
+setup_vnet4() {
+  local p=$1 net=$1 pid i
+  addns "$p-host"
+  for i in 1 2 3 4; do addns "$p-vm$i"; done
+  echo "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>$net</name><vnet:host-port enabled='no'/></network>" \
+    >"$tmp/$net.xml"
+  ip netns exec "$p-host" "$SWITCHD" --config "$tmp/$net.xml" >"$tmp/switchd-$net.log" 2>&1 &
+  pid=$!
+  switchd_pids+=("$pid")
+  wait_for "switchd control socket" test -S "$VNET_RUN_DIR/$net.ctl"
+  for i in 1 2 3 4; do
+    "$SWITCHCTL" port-add "$net" tap --name "vm$i" --netns "$p-vm$i" --ifname eth0 >/dev/null
+  done
+  guests4_up "$p"
+}
+setup_bridge4() {
+  local p=$1 i
+  addns "$p-host"
+  ip -n "$p-host" link add br0 type bridge
+  ip -n "$p-host" link set br0 up
+  for i in 1 2 3 4; do
+    addns "$p-vm$i"
+    ip -n "$p-host" link add "v$i" type veth peer name eth0 netns "$p-vm$i"
+    ip -n "$p-host" link set "v$i" master br0
+    ip -n "$p-host" link set "v$i" up
+  done
+  guests4_up "$p"
+}
+start_servers4() {
+  local p=$1 i
+  for i in 2 4; do
+    ip netns exec "$p-vm$i" iperf3 -s -B "10.77.0.$i" -p 5201 >"$tmp/$p-server$i.log" 2>&1 &
+    servers+=($!)
+    wait_for "iperf3 server in $p-vm$i" \
+      sh -c "ip netns exec '$p-vm$i' ss -Hltn 'sport = :5201' | grep -q ."
+  done
+  wait_for "ping $p-vm1 -> $p-vm2" ip netns exec "$p-vm1" ping -c1 -W1 10.77.0.2
+  wait_for "ping $p-vm3 -> $p-vm4" ip netns exec "$p-vm3" ping -c1 -W1 10.77.0.4
+}
+# CPU seconds (user + system) a process has used so far
+cpu_secs() {
+  awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"
+}
+# busy and total jiffies of the whole machine
+machine_jiffies() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat
+}
+# two clients at once, 2 streams each; prints "<aggregate bits/s> <switchd CPU %> <machine busy %>"
+# ($2: switchd pid, or - for none)
+run_iperf4() {
+  local p=$1 sw=$2 c0 c1 b0 t0 b1 t1 pids=() i
+  [ "$sw" != - ] && c0=$(cpu_secs "$sw")
+  read -r b0 t0 < <(machine_jiffies)
+  for i in 1 3; do
+    timeout --foreground -k 5 $((DURATION + 30)) ip netns exec "$p-vm$i" \
+      iperf3 -c "10.77.0.$((i + 1))" -p 5201 -P 2 -t "$DURATION" -J >"$tmp/$p-c$i.json" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${pids[@]}"; do wait "$i" || return 1; done
+  read -r b1 t1 < <(machine_jiffies)
+  [ "$sw" != - ] && c1=$(cpu_secs "$sw")
+  python3 - "$tmp/$p-c1.json" "$tmp/$p-c3.json" "${c0:-0}" "${c1:-0}" "$DURATION" \
+    "$((b1 - b0))" "$((t1 - t0))" <<'PY'
+import json, sys
+a, b, c0, c1, d, busy, total = sys.argv[1:]
+bps = sum(json.load(open(f))["end"]["sum_received"]["bits_per_second"] for f in (a, b))
+print(bps, round(100 * (float(c1) - float(c0)) / float(d)), round(100 * int(busy) / max(int(total), 1)))
+PY
+}
+
 # one iperf3 run: prints "<bits_per_second of sum_received> <retransmits>"
 run_iperf() {
   local p=$1 out=$tmp/$1-client.json
@@ -239,11 +319,20 @@ declare -A label=(
 )
 
 setup_vnet "${prefix[vnet]}"
+vnet_pid=${switchd_pids[-1]}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+sleep 1
+rss_idle=$(rss_kib "$vnet_pid")
 setup_bridge "${prefix[bridge]}"
 setup_vde "${prefix[vde]}"
 setup_vnet "${prefix[vnetplain]}" --no-offloads --no-offloads
 setup_bridge "${prefix[bridgeplain]}" plain
 setup_vnet "${prefix[vnetmixed]}" "" --no-offloads
+setup_vnet4 "${t}q"
+vnet4_pid=${switchd_pids[-1]}
+setup_bridge4 "${t}r"
+start_servers4 "${t}q"
+start_servers4 "${t}r"
 for s in "${names[@]}"; do
   start_server "${prefix[$s]}"
   printf '%-30s vm1 eth0: %s\n' "${label[$s]}" "$(offloads "${prefix[$s]}")"
@@ -310,6 +399,50 @@ m = lambda v: statistics.median(float(x) for x in v.split())
 vu, bu, du, vp, bp = (m(x) for x in sys.argv[1:])
 print(f"UDP pkt/s vnet/bridge {vu / bu:.2f}   vde/bridge {du / bu:.2f}   ping p50 vnet - bridge {vp - bp:+.0f} us")
 PY
+echo
+
+# several TCP streams at once through four guests: vm1 -> vm2 and vm3 -> vm4, 2 streams each
+declare -A agg=() cpu=() busy=()
+for ((r = 1; r <= RUNS; r++)); do
+  for s in vnet4 bridge4; do
+    if [ "$s" = vnet4 ]; then
+      res=$(run_iperf4 "${t}q" "$vnet4_pid") || die "4-guest run $r of $s failed"
+    else
+      res=$(run_iperf4 "${t}r" -) || die "4-guest run $r of $s failed"
+    fi
+    read -r bps c m <<<"$res"
+    agg[$s]="${agg[$s]:-} $bps"
+    cpu[$s]="${cpu[$s]:-} $c"
+    busy[$s]="${busy[$s]:-} $m"
+    printf 'run %d/%d  %-30s %6.2f Gbit/s in all  switchd CPU %4s%%  machine busy %3s%%\n' "$r" "$RUNS" \
+      "$([ "$s" = vnet4 ] && echo "vnet, 4 guests, 4 streams" || echo "bridge, 4 guests, 4 streams")" \
+      "$(python3 -c "print($bps / 1e9)")" "$([ "$s" = vnet4 ] && echo "$c" || echo -)" "$m"
+    sleep 1
+  done
+done
+python3 - "${agg[vnet4]}" "${agg[bridge4]}" "${cpu[vnet4]}" "${busy[vnet4]}" "${busy[bridge4]}" <<'PY'
+import statistics, sys
+m = lambda v: statistics.median(float(x) for x in v.split())
+v, b, c, mv, mb = (m(x) for x in sys.argv[1:])
+print(f"4 streams, 4 guests: vnet {v / 1e9:.2f} Gbit/s (switchd {c:.0f}% of a CPU, machine {mv:.0f}% busy), "
+      f"bridge {b / 1e9:.2f} (machine {mb:.0f}% busy): vnet/bridge {v / b:.2f}")
+PY
+echo
+
+# memory: switchd with two idle ports (measured before the runs), then per extra port
+extra=32
+rss_before=$(rss_kib "$vnet_pid")
+for ((i = 0; i < extra; i++)); do
+  "$SWITCHCTL" port-add "${prefix[vnet]}" tap --name "x$i" --ifname "${t}x$i" >/dev/null
+done
+sleep 1
+rss_after=$(rss_kib "$vnet_pid")
+for ((i = 0; i < extra; i++)); do "$SWITCHCTL" port-del "${prefix[vnet]}" "x$i" >/dev/null; done
+echo "switchd RSS: $((rss_idle / 1024)).$(( (rss_idle % 1024) * 10 / 1024 )) MiB with 2 idle ports;" \
+  "$(( (rss_after - rss_before) / extra )) KiB per TAP port ($extra TAPs added after the runs)"
+if [ -z "${SWITCHD_GIVEN:-}" ]; then
+  cargo test -q -p vnet-switch --release --test memory -- --nocapture 2>/dev/null | grep '^switch core' || true
+fi
 echo
 
 args=()

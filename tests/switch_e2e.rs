@@ -427,4 +427,12 @@ fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
     let out = net.switchctl(&["stats", &net.name]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("Segmented"), "{text}");
+    // the plain port is written by a writer thread (switchd's default): removing the
+    // port closes that thread's descriptor too, so the device goes at once
+    assert!(net.log().contains("writer thread"), "{}", net.log());
+    net.ctl_json(&["port-del", &net.name, &format!("{}:eth0", plain.name())]);
+    assert!(
+        !plain.run("ip", &["link", "show", "eth0"]).status.success(),
+        "the plain TAP outlived its port"
+    );
 }

@@ -38,6 +38,14 @@ impl FrameBuf {
         }
     }
 
+    /// Makes this buffer hold the same header and frame as `other`, without
+    /// allocating.
+    pub fn copy_from(&mut self, other: &Self) {
+        let n = VNET_HDR_LEN + other.len;
+        self.data[..n].copy_from_slice(&other.data[..n]);
+        self.len = other.len;
+    }
+
     /// A buffer holding `frame` with an all-zero header (no offloads).
     ///
     /// Frames longer than [`MAX_FRAME_LEN`] are truncated.

@@ -325,6 +325,21 @@ impl Tap {
         res
     }
 
+    /// Another handle on the same device (a duplicated descriptor), for writing to it
+    /// from a second thread. Its counters start at zero. The device stays while any
+    /// handle is open.
+    pub fn try_clone(&self) -> io::Result<Self> {
+        Ok(Self {
+            file: self.file.try_clone()?,
+            name: self.name.clone(),
+            netns: self.netns.clone(),
+            persistent: self.persistent,
+            offloads: self.offloads,
+            stats: IoStats::default(),
+            scratch: Vec::new(),
+        })
+    }
+
     /// What the device did so far.
     pub fn stats(&self) -> IoStats {
         self.stats

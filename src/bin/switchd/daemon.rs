@@ -30,6 +30,8 @@ use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions}
 
 use crate::dev::Dev;
 use crate::uplink::Uplink;
+use crate::writers::{WriterPort, Writers};
+use std::sync::atomic::Ordering::Relaxed;
 use vnet_gateway::route::Verdict as RouteVerdict;
 use vnet_ports::{VirtioNetHdr, VNET_HDR_LEN};
 
@@ -61,6 +63,8 @@ struct Port {
     ready: bool,
     /// Its interface was reported down (logged once until a frame arrives again).
     down_logged: bool,
+    /// The writer thread that writes its frames (a TAP, with writer threads on).
+    writer: Option<WriterPort>,
 }
 
 struct HttpConn {
@@ -93,6 +97,11 @@ pub(crate) struct Daemon {
     conns: HashMap<Token, Conn>,
     next_conn: usize,
     buf: FrameBuf,
+    /// The frame in `buf` may be handed to a writer thread rather than copied (set
+    /// for a unicast forward, consumed by the next `transmit`).
+    take_buf: bool,
+    /// Writer threads for TAP ports (none: TAPs are written from the loop).
+    writers: Option<Writers>,
     /// Reused list of flood targets (no allocation per frame).
     targets: Vec<PortId>,
     /// The network's gateway (ARP, ping, DHCP), a port of the switch; none in bridge mode.
@@ -274,6 +283,8 @@ impl Daemon {
             conns: HashMap::new(),
             next_conn: 0,
             buf: FrameBuf::new(),
+            take_buf: false,
+            writers: None,
             targets: Vec::new(),
             epoch: std::time::Instant::now(),
             stop: false,
@@ -448,6 +459,34 @@ impl Daemon {
         log!("network {:?} stopped", self.name);
     }
 
+    /// Starts `n` writer threads and hands them the TAP ports without offloads (those
+    /// added later go to them too): each frame written to such a port is one segment
+    /// of the guest's traffic (a super-frame from another port is cut into segments
+    /// there), so their writes cost the most per byte. A TAP with offloads takes 64 KiB
+    /// frames, and handing each to a thread costs more than it saves (measured: see
+    /// docs/performance.md), so the loop writes those itself. Called once the daemon
+    /// has dropped its privileges, so the threads run with what is left.
+    pub(crate) fn start_writers(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut w = Writers::new(n).context("starting writer threads")?;
+        for p in self.ports.iter_mut().flatten() {
+            if let Dev::Tap(tap) = &p.dev {
+                if tap.takes_offloads() {
+                    continue;
+                }
+                p.writer = Some(
+                    w.add(tap)
+                        .with_context(|| format!("port {}: writer thread", p.name))?,
+                );
+            }
+        }
+        self.writers = Some(w);
+        log!("{n} writer thread(s) for TAP ports");
+        Ok(())
+    }
+
     // ---- datapath ----
 
     fn mark_ready(&mut self, t: usize) {
@@ -619,7 +658,11 @@ impl Daemon {
             self.capture_frame(ingress, true);
         }
         match self.sw.handle_frame(now, ingress, self.buf.frame()) {
-            Verdict::Forward(egress) => self.transmit(egress),
+            Verdict::Forward(egress) => {
+                // nothing reads the frame after this one transmit
+                self.take_buf = true;
+                self.transmit(egress);
+            }
             Verdict::Flood => {
                 let mut targets = std::mem::take(&mut self.targets);
                 targets.clear();
@@ -634,6 +677,7 @@ impl Daemon {
     }
 
     fn transmit(&mut self, egress: PortId) {
+        let take = std::mem::take(&mut self.take_buf);
         if !self.captures.is_empty() {
             self.capture_frame(egress, false);
         }
@@ -689,6 +733,11 @@ impl Daemon {
         let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
             return;
         };
+        if let (Some(wp), Some(w)) = (&port.writer, self.writers.as_mut()) {
+            // dropped and counted there when its queue is full
+            w.submit(wp, &mut self.buf, take);
+            return;
+        }
         if let Err(e) = port.dev.send(&self.buf) {
             if port.dev.peer_gone(&e) && !self.doomed.contains(&port.name) {
                 self.doomed.push(port.name.clone());
@@ -1248,12 +1297,23 @@ impl Daemon {
         );
         log!("port {detail} added");
         self.emit("port-added", detail);
+        let writer = match (&dev, self.writers.as_mut()) {
+            (Dev::Tap(tap), Some(w)) if !tap.takes_offloads() => match w.add(tap) {
+                Ok(wp) => Some(wp),
+                Err(e) => {
+                    warn!("port {name}: no writer thread ({e}); written from the loop");
+                    None
+                }
+            },
+            _ => None,
+        };
         self.ports[id.index()] = Some(Port {
             name,
             dev,
             isolated,
             ready: false,
             down_logged: false,
+            writer,
         });
         // Frames may already be queued: the edge was before registration.
         self.mark_ready(id.index());
@@ -1494,6 +1554,9 @@ impl Daemon {
         }
         let _ = self.sw.remove_port(id);
         self.ready.retain(|p| *p != id);
+        if let (Some(wp), Some(w)) = (port.writer.take(), self.writers.as_mut()) {
+            w.remove(&wp);
+        }
         if destroy
             && self
                 .saved_ports
@@ -1535,7 +1598,10 @@ impl Daemon {
             }),
             macs: self.sw.fdb().port_len(id),
             io: {
-                let s = p.dev.stats();
+                let mut s = p.dev.stats();
+                if let Some(w) = &p.writer {
+                    w.stats.add_to(&mut s);
+                }
                 vnet_control::IoCounters {
                     reads: s.reads,
                     writes: s.writes,
@@ -1558,8 +1624,24 @@ impl Daemon {
                     .filter(|(_, n)| *n > 0)
                     .map(|(r, n)| (r.as_str().to_owned(), n))
                     .chain(
-                        Some(("rx-overflow".to_owned(), p.dev.rx_overflows()))
-                            .filter(|(_, n)| *n > 0),
+                        [
+                            ("rx-overflow", p.dev.rx_overflows()),
+                            (
+                                "tx-writer-failed",
+                                p.writer
+                                    .as_ref()
+                                    .map_or(0, |w| w.stats.failed.load(Relaxed)),
+                            ),
+                            (
+                                "tx-queue-full",
+                                p.writer
+                                    .as_ref()
+                                    .map_or(0, |w| w.stats.queue_full.load(Relaxed)),
+                            ),
+                        ]
+                        .into_iter()
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(k, n)| (k.to_owned(), n)),
                     )
                     .collect(),
             },

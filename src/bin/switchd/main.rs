@@ -80,6 +80,7 @@ mod gateway;
 mod metrics;
 mod nat;
 mod uplink;
+mod writers;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's
@@ -125,6 +126,11 @@ struct Args {
     /// guest sending with random client MACs cannot take the pool. 0: no bound.
     #[arg(long, value_name = "N", default_value_t = 32)]
     dhcp_max_clients_per_port: usize,
+    /// Threads that write frames to TAP ports without offloads, off the main loop (a
+    /// TAP write runs the receiving guest's network stack, once per segment on such a
+    /// port). 0: the loop writes them itself.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    writer_threads: usize,
     /// NAT: bound on flows per guest address.
     #[arg(long, default_value_t = 1024)]
     nat_max_flows_per_guest: usize,
@@ -281,6 +287,7 @@ fn run() -> Result<()> {
     if let Some(user) = &args.user {
         drop_privileges(user, &args.caps)?;
     }
+    d.start_writers(args.writer_threads)?;
     d.run()
 }
 
