@@ -433,11 +433,11 @@ echo
 extra=32
 rss_before=$(rss_kib "$vnet_pid")
 for ((i = 0; i < extra; i++)); do
-  "$SWITCHCTL" port-add "${prefix[vnet]}" tap --name "x$i" --ifname "${t}x$i" >/dev/null
+  "$SWITCHCTL" port-add "${prefix[vnet]}" tap --name "${t}x$i" >/dev/null
 done
 sleep 1
 rss_after=$(rss_kib "$vnet_pid")
-for ((i = 0; i < extra; i++)); do "$SWITCHCTL" port-del "${prefix[vnet]}" "x$i" >/dev/null; done
+for ((i = 0; i < extra; i++)); do "$SWITCHCTL" port-del "${prefix[vnet]}" "${t}x$i" >/dev/null; done
 echo "switchd RSS: $((rss_idle / 1024)).$(( (rss_idle % 1024) * 10 / 1024 )) MiB with 2 idle ports;" \
   "$(( (rss_after - rss_before) / extra )) KiB per TAP port ($extra TAPs added after the runs)"
 if [ -z "${SWITCHD_GIVEN:-}" ]; then
