@@ -135,14 +135,16 @@ offloads() {
 }
 
 # --- vnet: switchd + two TAPs made in the guest namespaces -------------------------------------
-# $2, $3: extra port-add flags for vm1 and vm2 (--no-offloads: a TAP without offloads)
+# $2, $3: extra port-add flags for vm1 and vm2 (--no-offloads: a TAP without offloads);
+# $4: extra switchd flags
 setup_vnet() {
   local p=$1 net=$1 pid
   addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
   # a network of its own per scenario (no host port: it would need a distinct name)
   echo "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>$net</name><vnet:host-port enabled='no'/></network>" \
     >"$tmp/$net.xml"
-  ip netns exec "$p-host" "$SWITCHD" --config "$tmp/$net.xml" >"$tmp/switchd-$net.log" 2>&1 &
+  # shellcheck disable=SC2086
+  ip netns exec "$p-host" "$SWITCHD" --config "$tmp/$net.xml" ${4:-} >"$tmp/switchd-$net.log" 2>&1 &
   pid=$!
   switchd_pids+=("$pid")
   wait_for "switchd control socket" test -S "$VNET_RUN_DIR/$net.ctl"
@@ -308,7 +310,7 @@ echo "switchd:    $("$SWITCHD" --version 2>&1 | head -1), git $git_rev"
 
 names=(vnet bridge vde vnetplain bridgeplain vnetmixed)
 declare -A prefix=([vnet]=${t}n [bridge]=${t}k [vde]=${t}d [vnetplain]=${t}p [bridgeplain]=${t}b
-  [vnetmixed]=${t}m)
+  [vnetmixed]=${t}m [vnetbusy]=${t}y)
 declare -A label=(
   [vnet]="vnet (switchd, TAP+vnet_hdr)"
   [bridge]="kernel bridge (veth)"
@@ -316,6 +318,7 @@ declare -A label=(
   [vnetplain]="vnet, no offloads both"
   [bridgeplain]="kernel bridge, no offloads"
   [vnetmixed]="vnet, offloads -> none"
+  [vnetbusy]="vnet, --busy-poll 20000"
 )
 
 setup_vnet "${prefix[vnet]}"
@@ -328,6 +331,9 @@ setup_vde "${prefix[vde]}"
 setup_vnet "${prefix[vnetplain]}" --no-offloads --no-offloads
 setup_bridge "${prefix[bridgeplain]}" plain
 setup_vnet "${prefix[vnetmixed]}" "" --no-offloads
+# the UDP and ping part only: switchd polling without sleeping for 20 ms after each frame
+setup_vnet "${prefix[vnetbusy]}" "" "" "--busy-poll 20000"
+start_server "${prefix[vnetbusy]}"
 setup_vnet4 "${t}q"
 vnet4_pid=${switchd_pids[-1]}
 setup_bridge4 "${t}r"
@@ -373,7 +379,7 @@ print(int(t[len(t) // 2]), int(t[int(len(t) * 0.99) - 1]))'
 }
 declare -A udp=() p50=() p99=()
 for ((r = 1; r <= RUNS; r++)); do
-  for s in vnet bridge vde; do
+  for s in vnet bridge vde vnetbusy; do
     pps=$(run_udp "${prefix[$s]}") || die "UDP run $r of $s failed"
     udp[$s]="${udp[$s]:-} $pps"
     read -r a b < <(run_ping "${prefix[$s]}")
@@ -385,7 +391,7 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 echo
-for s in vnet bridge vde; do
+for s in vnet bridge vde vnetbusy; do
   python3 - "${label[$s]}" "${udp[$s]}" "${p50[$s]}" "${p99[$s]}" <<'PY'
 import statistics, sys
 label, u, a, b = sys.argv[1:]
@@ -393,11 +399,15 @@ m = lambda v: statistics.median(float(x) for x in v.split())
 print(f"{label:<30} UDP 64 B {m(u):9.0f} pkt/s   ping p50 {m(a):5.0f} us  p99 {m(b):6.0f} us")
 PY
 done
-python3 - "${udp[vnet]}" "${udp[bridge]}" "${udp[vde]}" "${p50[vnet]}" "${p50[bridge]}" <<'PY'
+python3 - "${udp[vnet]}" "${udp[bridge]}" "${udp[vde]}" "${p50[vnet]}" "${p50[bridge]}" \
+  "${udp[vnetbusy]}" "${p50[vnetbusy]}" "${p99[vnet]}" "${p99[bridge]}" "${p99[vnetbusy]}" <<'PY'
 import statistics, sys
 m = lambda v: statistics.median(float(x) for x in v.split())
-vu, bu, du, vp, bp = (m(x) for x in sys.argv[1:])
-print(f"UDP pkt/s vnet/bridge {vu / bu:.2f}   vde/bridge {du / bu:.2f}   ping p50 vnet - bridge {vp - bp:+.0f} us")
+vu, bu, du, vp, bp, yu, yp, v99, b99, y99 = (m(x) for x in sys.argv[1:])
+print(f"UDP pkt/s vnet/bridge {vu / bu:.2f}   vde/bridge {du / bu:.2f}   ping p50 vnet - bridge {vp - bp:+.0f} us"
+      f"   p99 {v99 - b99:+.0f} us")
+print(f"with --busy-poll 20000: UDP pkt/s vnet/bridge {yu / bu:.2f}   ping p50 vnet - bridge {yp - bp:+.0f} us"
+      f"   p99 {y99 - b99:+.0f} us")
 PY
 echo
 

@@ -436,3 +436,48 @@ fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
         "the plain TAP outlived its port"
     );
 }
+
+/// The loop writing every TAP itself (`--writer-threads 0`) and polling without sleeping
+/// (`--busy-poll`): frames still cross both ways, super-frames are still cut for a port
+/// without offloads, the control socket still answers and switchd stops on SIGTERM.
+#[test]
+fn busy_polling_without_writer_threads_still_switches() {
+    let mut net = Net::start_with_args(None, &["--busy-poll", "5000", "--writer-threads", "0"]);
+    net.add_guest();
+    let plain = vnet_testkit::Netns::new("vtb");
+    net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        plain.name(),
+        "--ifname",
+        "eth0",
+        "--no-offloads",
+    ]);
+    plain.run_ok("ip", &["addr", "add", "10.77.0.9/24", "dev", "eth0"]);
+    plain.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let vm1 = &net.guests[0];
+    assert!(vm1.ping("10.77.0.9"), "{}", net.log());
+    let mut cmd = plain.cmd("iperf3", &["-s", "-1"]);
+    cmd.stdout(Stdio::null());
+    let _server = vnet_testkit::ChildGuard::spawn(cmd);
+    let mut bytes = 0;
+    assert!(wait_for(Duration::from_secs(10), || {
+        let out = vm1.ns.run("iperf3", &["-c", "10.77.0.9", "-t", "1", "-J"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        bytes > 0
+    }));
+    let p = net
+        .port_list()
+        .into_iter()
+        .find(|p| p["name"] == format!("{}:eth0", plain.name()).as_str())
+        .expect("plain port");
+    assert!(p["io"]["segments"].as_u64() > Some(0), "{p}");
+    assert!(!net.log().contains("writer thread"), "{}", net.log());
+    let daemon = net.daemon.take().expect("running");
+    assert!(daemon
+        .stop(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+}

@@ -102,6 +102,11 @@ pub(crate) struct Daemon {
     take_buf: bool,
     /// Writer threads for TAP ports (none: TAPs are written from the loop).
     writers: Option<Writers>,
+    /// Keep polling without sleeping this long after the last frame read (zero: sleep
+    /// as soon as nothing is ready).
+    busy_poll: Duration,
+    /// When the last frame was read (kept only with `busy_poll`).
+    last_frame: std::time::Instant,
     /// Reused list of flood targets (no allocation per frame).
     targets: Vec<PortId>,
     /// The network's gateway (ARP, ping, DHCP), a port of the switch; none in bridge mode.
@@ -285,6 +290,8 @@ impl Daemon {
             buf: FrameBuf::new(),
             take_buf: false,
             writers: None,
+            busy_poll: Duration::ZERO,
+            last_frame: std::time::Instant::now(),
             targets: Vec::new(),
             epoch: std::time::Instant::now(),
             stop: false,
@@ -350,7 +357,9 @@ impl Daemon {
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(256);
         while !self.stop {
-            let timeout = if self.ready.is_empty() && !self.uplink_more && !self.dgram_more {
+            let busy = !self.busy_poll.is_zero() && self.last_frame.elapsed() < self.busy_poll;
+            let timeout = if self.ready.is_empty() && !self.uplink_more && !self.dgram_more && !busy
+            {
                 let now = self.now();
                 let sw = self
                     .sw
@@ -487,6 +496,13 @@ impl Daemon {
         Ok(())
     }
 
+    /// Keeps the loop polling, without sleeping, for `d` after each frame read: a frame
+    /// that arrives meanwhile does not have to wake switchd (a wake-up across CPUs costs
+    /// tens of microseconds in a VM), at the price of a CPU spinning that long.
+    pub(crate) fn set_busy_poll(&mut self, d: Duration) {
+        self.busy_poll = d;
+    }
+
     // ---- datapath ----
 
     fn mark_ready(&mut self, t: usize) {
@@ -537,6 +553,7 @@ impl Daemon {
                     port.down_logged = false;
                     log!("port {}: frames flow again", port.name);
                 }
+                Ok(_) if !self.busy_poll.is_zero() => self.last_frame = std::time::Instant::now(),
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

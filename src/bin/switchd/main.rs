@@ -131,6 +131,10 @@ struct Args {
     /// port). 0: the loop writes them itself.
     #[arg(long, value_name = "N", default_value_t = 2)]
     writer_threads: usize,
+    /// Keep polling for frames, without sleeping, this many microseconds after the
+    /// last one (lower latency for a CPU spent spinning meanwhile). 0: off.
+    #[arg(long, value_name = "MICROS", default_value_t = 0)]
+    busy_poll: u64,
     /// NAT: bound on flows per guest address.
     #[arg(long, default_value_t = 1024)]
     nat_max_flows_per_guest: usize,
@@ -288,6 +292,7 @@ fn run() -> Result<()> {
         drop_privileges(user, &args.caps)?;
     }
     d.start_writers(args.writer_threads)?;
+    d.set_busy_poll(Duration::from_micros(args.busy_poll));
     d.run()
 }
 
