@@ -359,11 +359,9 @@ fn persistent_tap_outlives_switchd_and_port_del_removes_it() {
     // the namespace guard removes the leftover device with the namespace
 }
 
-#[test]
-fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
-    let mut net = Net::start();
-    net.add_guest(); // offloads on: sends 64 KiB TSO frames
-    let plain = vnet_testkit::Netns::new("vtp");
+/// A guest namespace on a TAP port without offloads, its eth0 at 10.77.0.9.
+fn plain_port(net: &Net, prefix: &str) -> vnet_testkit::Netns {
+    let plain = vnet_testkit::Netns::new(prefix);
     net.ctl_json(&[
         "port-add",
         &net.name,
@@ -376,6 +374,14 @@ fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
     ]);
     plain.run_ok("ip", &["addr", "add", "10.77.0.9/24", "dev", "eth0"]);
     plain.run_ok("ip", &["link", "set", "eth0", "up"]);
+    plain
+}
+
+#[test]
+fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
+    let mut net = Net::start();
+    net.add_guest(); // offloads on: sends 64 KiB TSO frames
+    let plain = plain_port(&net, "vtp");
     let features = plain.run_ok("ethtool", &["-k", "eth0"]);
     assert!(
         features.contains("tcp-segmentation-offload: off"),
@@ -444,19 +450,7 @@ fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
 fn busy_polling_without_writer_threads_still_switches() {
     let mut net = Net::start_with_args(None, &["--busy-poll", "5000", "--writer-threads", "0"]);
     net.add_guest();
-    let plain = vnet_testkit::Netns::new("vtb");
-    net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        plain.name(),
-        "--ifname",
-        "eth0",
-        "--no-offloads",
-    ]);
-    plain.run_ok("ip", &["addr", "add", "10.77.0.9/24", "dev", "eth0"]);
-    plain.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let plain = plain_port(&net, "vtb");
     let vm1 = &net.guests[0];
     assert!(vm1.ping("10.77.0.9"), "{}", net.log());
     let mut cmd = plain.cmd("iperf3", &["-s", "-1"]);
