@@ -152,6 +152,7 @@ fn a_mac_flood_keeps_to_its_share_while_other_guests_run_iperf3() {
     let mut server = g2.ns.cmd("iperf3", &["-s", "-p", "5201"]);
     server.stdout(std::process::Stdio::null());
     let _server = ChildGuard::spawn(server);
+    assert!(g2.ns.wait_listening(5201, Duration::from_secs(10)));
     assert!(wait_for(Duration::from_secs(5), || g1.ping(&g2.ip)));
     // one million frames from one million source MACs, broadcast
     let flood = "import socket\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
@@ -346,4 +347,111 @@ fn port_security_for_the_whole_network_covers_every_guest_port() {
         net.port_list()
     );
     drop(peer);
+}
+
+#[test]
+fn a_portgroup_decides_port_security_for_the_ports_that_join_it() {
+    let net = Net::start_with(Some(
+        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>s</name><forward/>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>\
+         <range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip>\
+         <portgroup name='guests' default='yes'><vnet:port-security enabled='yes'/></portgroup>\
+         <portgroup name='lab'/></network>",
+    ));
+    let port = |name: &str| {
+        net.port_list()
+            .into_iter()
+            .find(|x| x["name"] == name)
+            .expect("port")
+    };
+    // no --portgroup: the default group's, which protects
+    let (g, _, p) = guest(&net, "vpg", "52:54:00:c3:00:01", false);
+    assert_eq!(port(&p)["portgroup"], "guests");
+    assert!(ping(&g, &["192.168.122.1"]), "{}", net.log());
+    g.run_ok("ip", &["addr", "add", "192.168.122.250/24", "dev", "eth0"]);
+    assert!(!ping(&g, &["-I", "192.168.122.250", "192.168.122.1"]));
+    assert!(drops(&net, &p, "spoofed-ip") > 0);
+    // a group without the element takes the network's setting (off): the same passes
+    let l = Netns::new("vpl");
+    let info = net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        l.name(),
+        "--ifname",
+        "eth0",
+        "--mac",
+        "52:54:00:c3:00:02",
+        "--portgroup",
+        "lab",
+    ]);
+    assert_eq!(info["portgroup"], "lab", "{info}");
+    assert!(info["security"].is_null(), "{info}");
+    l.run_ok("ip", &["link", "set", "eth0", "up"]);
+    l.run_ok("ip", &["addr", "add", "192.168.122.251/24", "dev", "eth0"]);
+    assert!(ping(&l, &["192.168.122.1"]), "{}", net.log());
+    // --secure and --trusted still win over the group
+    let s = Netns::new("vps");
+    let info = net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        s.name(),
+        "--ifname",
+        "eth0",
+        "--portgroup",
+        "lab",
+        "--secure",
+    ]);
+    assert!(info["security"].is_object(), "{info}");
+    let t = Netns::new("vpt");
+    let info = net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        t.name(),
+        "--ifname",
+        "eth0",
+        "--trusted",
+    ]);
+    assert_eq!(info["portgroup"], "guests", "{info}");
+    assert!(info["security"].is_null(), "{info}");
+    // a group the network does not have is refused, and nothing is left behind
+    let before = net.port_list().len();
+    let n = Netns::new("vpn");
+    let e = net.ctl_err(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        n.name(),
+        "--ifname",
+        "eth0",
+        "--portgroup",
+        "nope",
+    ]);
+    assert!(e.contains("no portgroup \"nope\""), "{e}");
+    assert_eq!(net.port_list().len(), before);
+    assert!(!n.run("ip", &["link", "show", "eth0"]).status.success());
+    // a QEMU stream peer names no group: it joins the default one
+    let stream = net.dir.path().join(format!("{}.stream", net.name));
+    let code = format!(
+        "import socket,time\ns=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM); s.connect('{}')\ntime.sleep(5)",
+        stream.display()
+    );
+    let mut cmd = net.host.cmd("python3", &["-c", &code]);
+    cmd.stdout(std::process::Stdio::null());
+    let _peer = ChildGuard::spawn(cmd);
+    let stream_port = || net.port_list().into_iter().find(|x| x["kind"] == "stream");
+    assert!(
+        wait_for(Duration::from_secs(3), || stream_port().is_some()),
+        "{}",
+        net.log()
+    );
+    let sp = stream_port().expect("stream port");
+    assert_eq!(sp["portgroup"], "guests", "{sp}");
+    assert!(sp["security"].is_object(), "{sp}");
 }

@@ -145,12 +145,7 @@ fn iperf3_between_two_guests_completes() {
     cmd.stdout(Stdio::null());
     let server = vnet_testkit::ChildGuard::spawn(cmd);
     let (vm1, vm2) = (&net.guests[0], &net.guests[1]);
-    assert!(wait_for(Duration::from_secs(5), || vm2
-        .ns
-        .run("ss", &["-ltn", "sport = :5201"])
-        .stdout
-        .windows(4)
-        .any(|w| w == b"5201")));
+    assert!(vm2.ns.wait_listening(5201, Duration::from_secs(5)));
     let out = vm1.ns.run_ok("iperf3", &["-c", &vm2.ip, "-t", "2", "-J"]);
     let v: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J output");
     let bps = v["end"]["sum_received"]["bits_per_second"]

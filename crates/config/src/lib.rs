@@ -329,6 +329,24 @@ impl Network {
         self.port_security == Some(true)
     }
 
+    /// The portgroup named `name`.
+    pub fn portgroup(&self, name: &str) -> Option<&PortGroup> {
+        self.portgroups.iter().find(|pg| pg.name == name)
+    }
+
+    /// The portgroup with `default='yes'`, which ports that name none join.
+    pub fn default_portgroup(&self) -> Option<&PortGroup> {
+        self.portgroups.iter().find(|pg| pg.default)
+    }
+
+    /// Whether a port in portgroup `pg` (none: the network's own setting) is protected
+    /// against spoofing: the group's `<vnet:port-security>` if it has one, else the
+    /// network's [`Network::port_security`].
+    pub fn port_security_in(&self, pg: Option<&PortGroup>) -> bool {
+        pg.and_then(|g| g.port_security)
+            .unwrap_or_else(|| self.port_security())
+    }
+
     /// Adds a port forward after the others, checked as `<vnet:port-forward>` is
     /// checked when parsed: forward mode nat, ports 1–65535, `end` ≥ `port`, guest
     /// ports up to 65535, `to` a guest address inside one of the IPv4 `<ip>` subnets

@@ -546,6 +546,10 @@ pub struct PortGroup {
     pub virtualport: Option<VirtualPort>,
     /// `<bandwidth>`.
     pub bandwidth: Option<Bandwidth>,
+    /// `<vnet:port-security enabled='yes|no'>`: the group's ports are protected
+    /// against spoofing (yes) or exempt from the network's port security (no); absent,
+    /// the network's setting holds.
+    pub port_security: Option<bool>,
 }
 
 /// `<vlan>`: 802.1Q tags.

@@ -106,6 +106,12 @@ pub(crate) fn check_attrs(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
 
 /// Rejects child elements other than `allowed` and non-blank text.
 pub(crate) fn check_children(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
+    check_children_vnet(node, allowed, &[])
+}
+
+/// [`check_children`], also allowing the vnet elements named in `vnet` (which the
+/// caller checks itself).
+fn check_children_vnet(node: Node<'_, '_>, allowed: &[&str], vnet: &[&str]) -> Result<()> {
     for child in node.children() {
         if child.is_text() && child.text().is_some_and(|t| !t.trim().is_empty()) {
             return Err(err(
@@ -117,6 +123,9 @@ pub(crate) fn check_children(node: Node<'_, '_>, allowed: &[&str]) -> Result<()>
             continue;
         }
         if child.tag_name().namespace() == Some(VNET_NS) {
+            if vnet.contains(&child.tag_name().name()) {
+                continue;
+            }
             return Err(err(
                 child,
                 format!(
@@ -1935,7 +1944,21 @@ fn route(node: Node<'_, '_>, ips: &[IpDef]) -> Result<Route> {
 
 pub(crate) fn portgroup(node: Node<'_, '_>) -> Result<PortGroup> {
     check_attrs(node, &["name", "default", "trustGuestRxFilters"])?;
-    check_children(node, &["vlan", "virtualport", "bandwidth"])?;
+    check_children_vnet(
+        node,
+        &["vlan", "virtualport", "bandwidth"],
+        &["port-security"],
+    )?;
+    let mut port_security = None;
+    for child in elements(node).filter(|c| c.tag_name().namespace() == Some(VNET_NS)) {
+        if port_security.is_some() {
+            return Err(err(
+                child,
+                format!("<{}> appears more than once", qname(child)),
+            ));
+        }
+        port_security = Some(vnet_host_access(child)?);
+    }
     let name = required(node, "name", "a portgroup needs a name")?;
     if name.is_empty() {
         return Err(err_attr(node, "name", "a portgroup name cannot be empty"));
@@ -1950,6 +1973,7 @@ pub(crate) fn portgroup(node: Node<'_, '_>) -> Result<PortGroup> {
             .map(bandwidth)
             .transpose()?
             .flatten(),
+        port_security,
     })
 }
 

@@ -1001,6 +1001,75 @@ fn vnet_elements_round_trip() {
 }
 
 #[test]
+fn port_security_per_portgroup() {
+    let xml = vnet_net(
+        "<vnet:port-security enabled='yes'/>\n\
+         <portgroup name='lab' default='yes'><vnet:port-security enabled='no'/></portgroup>\n\
+         <portgroup name='dmz'><vlan><tag id='5'/></vlan><vnet:port-security enabled='yes'/></portgroup>\n\
+         <portgroup name='plain'/>",
+    );
+    let n = Network::from_xml(&xml).unwrap();
+    let lab = n.portgroup("lab").unwrap();
+    assert_eq!(lab.port_security, Some(false));
+    assert_eq!(n.default_portgroup().map(|g| g.name.as_str()), Some("lab"));
+    // the group's setting wins; a group without one takes the network's
+    assert!(!n.port_security_in(Some(lab)));
+    assert!(n.port_security_in(n.portgroup("dmz")));
+    assert!(n.port_security_in(n.portgroup("plain")));
+    assert!(n.port_security_in(None));
+    assert!(n.portgroup("nope").is_none());
+
+    let out = n.to_xml();
+    assert!(
+        out.contains(
+            "  <portgroup name='lab' default='yes'>\n    <vnet:port-security enabled='no'/>\n  </portgroup>\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("  <portgroup name='dmz'>\n    <vlan>\n      <tag id='5'/>\n    </vlan>\n    <vnet:port-security enabled='yes'/>\n  </portgroup>\n"),
+        "{out}"
+    );
+    let again = Network::from_xml(&out).unwrap();
+    assert_eq!(again, n);
+    assert_eq!(again.to_xml(), out, "the written form is a fixpoint");
+
+    // only a portgroup's own settings declare the prefix: it is still written
+    let only = Network::from_xml(&vnet_net(
+        "<portgroup name='g'><vnet:port-security enabled='yes'/></portgroup>",
+    ))
+    .unwrap();
+    assert!(!only.port_security());
+    assert!(only.port_security_in(only.portgroup("g")));
+    let out = only.to_xml();
+    assert!(out.starts_with("<network xmlns:vnet="), "{out}");
+    assert_eq!(Network::from_xml(&out).unwrap(), only);
+
+    // what a portgroup does not take
+    rejects(
+        &vnet_net("<portgroup name='g'><vnet:host-access enabled='no'/></portgroup>"),
+        "vnet:host-access",
+        None,
+        "belongs directly under <network>",
+    );
+    rejects(
+        &vnet_net(
+            "<portgroup name='g'><vnet:port-security enabled='yes'/>\
+             <vnet:port-security enabled='no'/></portgroup>",
+        ),
+        "vnet:port-security",
+        None,
+        "more than once",
+    );
+    rejects(
+        &vnet_net("<portgroup name='g'><vnet:port-security enabled='maybe'/></portgroup>"),
+        "vnet:port-security",
+        Some("enabled"),
+        "'yes' or 'no'",
+    );
+}
+
+#[test]
 fn a_host_port_needs_a_gateway() {
     let e = Network::from_xml(
         "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>b</name>\

@@ -100,7 +100,8 @@ pub(crate) fn network(net: &Network) -> String {
     let has_vnet = !net.port_forwards.is_empty()
         || net.host_access.is_some()
         || net.host_port.is_some()
-        || net.port_security.is_some();
+        || net.port_security.is_some()
+        || net.portgroups.iter().any(|pg| pg.port_security.is_some());
     if has_vnet {
         root = root.attr("xmlns:vnet", VNET_NS);
     }
@@ -486,7 +487,11 @@ fn portgroup(o: &mut Out, pg: &PortGroup) {
         .attr("name", &pg.name)
         .opt("default", pg.default.then_some("yes"))
         .yes_no("trustGuestRxFilters", pg.trust_guest_rx_filters);
-    if pg.vlan.is_none() && pg.virtualport.is_none() && pg.bandwidth.is_none() {
+    if pg.vlan.is_none()
+        && pg.virtualport.is_none()
+        && pg.bandwidth.is_none()
+        && pg.port_security.is_none()
+    {
         o.line(&tag.empty());
         return;
     }
@@ -500,6 +505,13 @@ fn portgroup(o: &mut Out, pg: &PortGroup) {
     }
     if let Some(bw) = &pg.bandwidth {
         bandwidth(o, bw);
+    }
+    if pg.port_security.is_some() {
+        o.line(
+            &Tag::new("vnet:port-security")
+                .yes_no("enabled", pg.port_security)
+                .empty(),
+        );
     }
     o.depth -= 1;
     o.line("</portgroup>");

@@ -648,3 +648,35 @@ fn warnings_follow_updates() {
         .unwrap();
     assert!(net.warnings().is_empty());
 }
+
+#[test]
+fn a_portgroup_update_carries_its_port_security() {
+    let mut net = nat();
+    net.update(
+        C::AddLast,
+        S::Portgroup,
+        None,
+        "<portgroup name='dmz' xmlns:vnet='https://vnet.dev/xmlns/network/1'>\
+         <vnet:port-security enabled='yes'/></portgroup>",
+    )
+    .unwrap();
+    assert_eq!(
+        net.portgroup("dmz").and_then(|g| g.port_security),
+        Some(true)
+    );
+    let xml = net.to_xml();
+    assert!(xml.contains("<vnet:port-security enabled='yes'/>"), "{xml}");
+    assert_eq!(Network::from_xml(&xml).unwrap(), net);
+    // without the prefix declared the fragment is not XML: refused, nothing changed
+    let before = net.clone();
+    let e = net
+        .update(
+            C::Modify,
+            S::Portgroup,
+            None,
+            "<portgroup name='dmz'><vnet:port-security enabled='no'/></portgroup>",
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("malformed XML"), "{e}");
+    assert_eq!(net, before);
+}

@@ -259,6 +259,10 @@ pub struct PortAdd {
     /// Exempt the port from the network's port security (`<vnet:port-security>`).
     #[serde(default)]
     pub trusted: bool,
+    /// The network's `<portgroup>` to join (default: the one with `default='yes'`, if
+    /// any); its `<vnet:port-security>` decides unless `secure` or `trusted` is given.
+    #[serde(default)]
+    pub portgroup: Option<String>,
 }
 
 impl PortAdd {
@@ -343,6 +347,9 @@ pub struct PortInfo {
     pub persistent: bool,
     /// Isolated port.
     pub isolated: bool,
+    /// The `<portgroup>` the port joined, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub portgroup: Option<String>,
     /// Port security: the MAC and IPv4 addresses the port may send from (absent for an
     /// unprotected port).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -131,6 +131,19 @@ impl Netns {
     pub fn spawn(&self, prog: &str, args: &[&str]) -> ChildGuard {
         ChildGuard::spawn(self.cmd(prog, args))
     }
+
+    /// Waits up to `timeout` for a TCP socket listening on `port` in the namespace (a
+    /// server just spawned may not have bound yet); true once there is one.
+    pub fn wait_listening(&self, port: u16, timeout: Duration) -> bool {
+        let filter = format!("sport = :{port}");
+        wait_for(timeout, || {
+            !self
+                .run("ss", &["-Hltn", &filter])
+                .stdout
+                .trim_ascii()
+                .is_empty()
+        })
+    }
 }
 
 impl Drop for Netns {

@@ -206,6 +206,10 @@ enum Verb {
         /// Exempt the port from the network's port security (<vnet:port-security>).
         #[arg(long, conflicts_with = "secure")]
         trusted: bool,
+        /// Join this <portgroup> of the network (default: its default='yes' one); the
+        /// group's <vnet:port-security> applies unless --secure or --trusted is given.
+        #[arg(long, value_name = "NAME")]
+        portgroup: Option<String>,
     },
     /// Remove a port from a running network.
     PortDel {
@@ -419,6 +423,7 @@ fn run() -> Result<()> {
             secure,
             no_offloads,
             trusted,
+            portgroup,
         } => {
             let (kind, ifname) = match kind {
                 Kind::Tap if dev.is_some() => {
@@ -432,6 +437,7 @@ fn run() -> Result<()> {
                 },
             };
             let req = Request::PortAdd(PortAdd {
+                portgroup: portgroup.clone(),
                 trusted: *trusted,
                 no_offloads: *no_offloads,
                 secure: *secure,

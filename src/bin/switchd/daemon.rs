@@ -65,6 +65,8 @@ struct Port {
     down_logged: bool,
     /// The writer thread that writes its frames (a TAP, with writer threads on).
     writer: Option<WriterPort>,
+    /// The `<portgroup>` it joined.
+    portgroup: Option<String>,
 }
 
 struct HttpConn {
@@ -1138,6 +1140,17 @@ impl Daemon {
 
     // ---- ports ----
 
+    /// Port security and portgroup of a QEMU socket port: the default portgroup's,
+    /// else the network's (the guest names no group).
+    fn socket_port_security(&self) -> (Option<vnet_switch::PortSecurity>, Option<String>) {
+        let pg = self.network.default_portgroup();
+        let security = self
+            .network
+            .port_security_in(pg)
+            .then(|| vnet_switch::PortSecurity::new(None));
+        (security, pg.map(|g| g.name.clone()))
+    }
+
     fn port_id_by_name(&self, name: &str) -> Option<PortId> {
         self.ports.iter().enumerate().find_map(|(i, p)| {
             let p = p.as_ref()?;
@@ -1147,6 +1160,18 @@ impl Daemon {
 
     fn add_port(&mut self, req: &PortAdd) -> Result<PortInfo, String> {
         let kind = req.kind.unwrap_or(PortKind::Tap);
+        if req.secure && req.trusted {
+            return Err("a port is either --secure or --trusted".into());
+        }
+        // the portgroup named, else the network's default one
+        let pg = match &req.portgroup {
+            Some(n) => Some(self.network.portgroup(n).ok_or_else(|| {
+                format!("network {:?} has no portgroup {n:?}", self.network.name())
+            })?),
+            None => self.network.default_portgroup(),
+        };
+        let secure = req.secure || (!req.trusted && self.network.port_security_in(pg));
+        let portgroup = pg.map(|g| g.name.clone());
         if let Some(n) = &req.name {
             if n.is_empty()
                 || n.len() > 64
@@ -1224,12 +1249,8 @@ impl Daemon {
         };
         let isolated = req.isolated || self.network.ports_isolated();
         let persistent = req.persistent && matches!(dev, Dev::Tap(_));
-        if req.secure && req.trusted {
-            return Err("a port is either --secure or --trusted".into());
-        }
-        let security = (req.secure || (self.network.port_security() && !req.trusted))
-            .then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
-        let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security)?;
+        let security = secure.then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
+        let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security, portgroup)?;
         if security.is_some() {
             self.refresh_port_security();
         }
@@ -1255,10 +1276,10 @@ impl Daemon {
         isolated: bool,
         learning: bool,
     ) -> Result<PortInfo, String> {
-        self.add_dev_with(name, dev, isolated, learning, None)
+        self.add_dev_with(name, dev, isolated, learning, None, None)
     }
 
-    /// [`Daemon::add_dev`] with port security.
+    /// [`Daemon::add_dev`] with port security, in a portgroup.
     fn add_dev_with(
         &mut self,
         name: Option<String>,
@@ -1266,6 +1287,7 @@ impl Daemon {
         isolated: bool,
         learning: bool,
         security: Option<vnet_switch::PortSecurity>,
+        portgroup: Option<String>,
     ) -> Result<PortInfo, String> {
         let kind = dev.kind();
         let name = name.unwrap_or_else(|| match dev.netns() {
@@ -1331,6 +1353,7 @@ impl Daemon {
             ready: false,
             down_logged: false,
             writer,
+            portgroup,
         });
         // Frames may already be queued: the edge was before registration.
         self.mark_ready(id.index());
@@ -1393,16 +1416,14 @@ impl Daemon {
             self.next_sock_port += 1;
             let name = format!("stream-{}", self.next_sock_port);
             let isolated = self.network.ports_isolated();
-            let security = self
-                .network
-                .port_security()
-                .then(|| vnet_switch::PortSecurity::new(None));
+            let (security, portgroup) = self.socket_port_security();
             if let Err(e) = self.add_dev_with(
                 Some(name.clone()),
                 Dev::Stream(port, "stream".to_owned()),
                 isolated,
                 true,
                 security,
+                portgroup,
             ) {
                 log!("stream connection refused: {e}");
             }
@@ -1442,16 +1463,14 @@ impl Daemon {
                     };
                     let shown = path.display().to_string();
                     let isolated = self.network.ports_isolated();
-                    let security = self
-                        .network
-                        .port_security()
-                        .then(|| vnet_switch::PortSecurity::new(None));
+                    let (security, portgroup) = self.socket_port_security();
                     match self.add_dev_with(
                         Some(name),
                         Dev::Dgram(port, shown),
                         isolated,
                         true,
                         security,
+                        portgroup,
                     ) {
                         Ok(p) => PortId(p.id),
                         Err(e) => {
@@ -1607,6 +1626,7 @@ impl Daemon {
             netns: p.dev.netns().map(|n| n.name().to_owned()),
             persistent: p.dev.is_persistent(),
             isolated: p.isolated,
+            portgroup: p.portgroup.clone(),
             security: self.sw.port_config(id).and_then(|c| c.security).map(|sec| {
                 vnet_control::PortSecurityInfo {
                     mac: sec.mac.map(|m| m.to_string()),
