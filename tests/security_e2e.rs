@@ -10,8 +10,8 @@ use common::clients::udhcpc;
 use common::Net;
 use vnet_testkit::{wait_for, ChildGuard, Netns};
 
-fn guest(net: &Net, prefix: &str, mac: &str, secure: bool) -> (Netns, String, String) {
-    let ns = Netns::new(prefix);
+/// `port-add NET tap --netns NS --ifname eth0 EXTRA…`: switchctl's arguments.
+fn tap_args<'a>(net: &'a Net, ns: &'a Netns, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "port-add",
         &net.name,
@@ -20,13 +20,23 @@ fn guest(net: &Net, prefix: &str, mac: &str, secure: bool) -> (Netns, String, St
         ns.name(),
         "--ifname",
         "eth0",
-        "--mac",
-        mac,
     ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A TAP port `eth0` in `ns` (`extra`: more port-add flags); its port-list entry.
+fn add_tap(net: &Net, ns: &Netns, extra: &[&str]) -> serde_json::Value {
+    net.ctl_json(&tap_args(net, ns, extra))
+}
+
+fn guest(net: &Net, prefix: &str, mac: &str, secure: bool) -> (Netns, String, String) {
+    let ns = Netns::new(prefix);
+    let mut extra = vec!["--mac", mac];
     if secure {
-        args.push("--secure");
+        extra.push("--secure");
     }
-    let info = net.ctl_json(&args);
+    let info = add_tap(net, &ns, &extra);
     ns.run_ok("ip", &["link", "set", "eth0", "up"]);
     let lease = udhcpc(net, &ns, prefix, &[]);
     let ip = lease.get("ip").cloned().unwrap_or_default();
@@ -251,15 +261,7 @@ fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
     ]);
     assert!(err.contains("nosuch"), "{err}");
     let g = Netns::new("vsu");
-    let err = net.ctl_err(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        g.name(),
-        "--ifname",
-        "eth0",
-    ]);
+    let err = net.ctl_err(&tap_args(&net, &g, &[]));
     assert!(err.contains("Operation not permitted"), "{err}");
     // it still makes TAPs (CAP_NET_ADMIN) and serves DHCP: a TAP made in its namespace,
     // then moved into the guest's by root
@@ -309,16 +311,7 @@ fn port_security_for_the_whole_network_covers_every_guest_port() {
     assert!(drops(&net, &p, "spoofed-ip") > 0);
     // a port added --trusted is not
     let t = Netns::new("vst");
-    let info = net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        t.name(),
-        "--ifname",
-        "eth0",
-        "--trusted",
-    ]);
+    let info = add_tap(&net, &t, &["--trusted"]);
     assert!(info["security"].is_null(), "{info}");
     // so is a QEMU stream peer: bound to the first MAC it sends from
     let stream = net.dir.path().join(format!("{}.stream", net.name));
@@ -373,19 +366,11 @@ fn a_portgroup_decides_port_security_for_the_ports_that_join_it() {
     assert!(drops(&net, &p, "spoofed-ip") > 0);
     // a group without the element takes the network's setting (off): the same passes
     let l = Netns::new("vpl");
-    let info = net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        l.name(),
-        "--ifname",
-        "eth0",
-        "--mac",
-        "52:54:00:c3:00:02",
-        "--portgroup",
-        "lab",
-    ]);
+    let info = add_tap(
+        &net,
+        &l,
+        &["--mac", "52:54:00:c3:00:02", "--portgroup", "lab"],
+    );
     assert_eq!(info["portgroup"], "lab", "{info}");
     assert!(info["security"].is_null(), "{info}");
     l.run_ok("ip", &["link", "set", "eth0", "up"]);
@@ -393,46 +378,16 @@ fn a_portgroup_decides_port_security_for_the_ports_that_join_it() {
     assert!(ping(&l, &["192.168.122.1"]), "{}", net.log());
     // --secure and --trusted still win over the group
     let s = Netns::new("vps");
-    let info = net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        s.name(),
-        "--ifname",
-        "eth0",
-        "--portgroup",
-        "lab",
-        "--secure",
-    ]);
+    let info = add_tap(&net, &s, &["--portgroup", "lab", "--secure"]);
     assert!(info["security"].is_object(), "{info}");
     let t = Netns::new("vpt");
-    let info = net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        t.name(),
-        "--ifname",
-        "eth0",
-        "--trusted",
-    ]);
+    let info = add_tap(&net, &t, &["--trusted"]);
     assert_eq!(info["portgroup"], "guests", "{info}");
     assert!(info["security"].is_null(), "{info}");
     // a group the network does not have is refused, and nothing is left behind
     let before = net.port_list().len();
     let n = Netns::new("vpn");
-    let e = net.ctl_err(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--netns",
-        n.name(),
-        "--ifname",
-        "eth0",
-        "--portgroup",
-        "nope",
-    ]);
+    let e = net.ctl_err(&tap_args(&net, &n, &["--portgroup", "nope"]));
     assert!(e.contains("no portgroup \"nope\""), "{e}");
     assert_eq!(net.port_list().len(), before);
     assert!(!n.run("ip", &["link", "show", "eth0"]).status.success());
