@@ -10,13 +10,14 @@
 //! [`MAX_FRAME_LEN`] is a protocol error that ends the connection.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 
 use crate::buf::{FrameBuf, MAX_FRAME_LEN};
 use crate::soft;
 use crate::stats::IoStats;
+use crate::sys;
 
 /// Bytes a stream port holds for a peer that is not reading.
 pub const STREAM_TX_MAX: usize = 1 << 20;
@@ -176,6 +177,8 @@ impl AsRawFd for StreamPort {
 
 /// Frames a dgram port holds for a peer whose receive queue is full.
 pub const DGRAM_TX_MAX: usize = 1024;
+/// Sent frames' buffers a dgram port keeps for the next frames that have to wait.
+const DGRAM_SPARE: usize = 64;
 
 /// One QEMU `-netdev dgram` peer, by the path its socket is bound to. Frames from the
 /// peer arrive on the network's shared datagram socket (the caller reads it and finds
@@ -188,6 +191,8 @@ pub struct DgramPort {
     sock: UnixDatagram,
     peer: PathBuf,
     queue: std::collections::VecDeque<Vec<u8>>,
+    /// Buffers of frames that went, for frames that have to wait.
+    spare: Vec<Vec<u8>>,
     scratch: Vec<u8>,
     tx_dropped: u64,
     soft_errors: u64,
@@ -205,6 +210,7 @@ impl DgramPort {
             sock,
             peer,
             queue: std::collections::VecDeque::new(),
+            spare: Vec::new(),
             scratch: Vec::new(),
             tx_dropped: 0,
             soft_errors: 0,
@@ -220,18 +226,41 @@ impl DgramPort {
     /// Sends the frame in `buf` (made plain), or queues it while the peer's queue is
     /// full. An error other than `WouldBlock` means the peer is gone (`ECONNREFUSED`,
     /// `ENOENT`): the caller removes the port.
+    ///
+    /// A frame goes straight from `buf` (headers and payload in one `writev`, no copy)
+    /// unless frames already wait; only a frame that has to wait is copied, into a
+    /// buffer reused once it has gone.
     pub fn send(&mut self, buf: &FrameBuf) -> io::Result<()> {
         let Self {
+            sock,
             queue,
+            spare,
             scratch,
             tx_dropped,
+            stats,
             ..
         } = self;
+        let mut gone = None;
         let r = soft::for_each_plain_parts(buf, scratch, |head, tail| {
+            if gone.is_some() {
+                return;
+            }
+            if queue.is_empty() {
+                stats.writes += 1;
+                match sys::writev2(sock.as_fd(), head, tail) {
+                    Ok(_) => return,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        gone = Some(e);
+                        return;
+                    }
+                }
+            }
             if queue.len() >= DGRAM_TX_MAX {
                 *tx_dropped += 1;
             } else {
-                let mut f = Vec::with_capacity(head.len() + tail.len());
+                let mut f = spare.pop().unwrap_or_default();
+                f.clear();
                 f.extend_from_slice(head);
                 f.extend_from_slice(tail);
                 queue.push_back(f);
@@ -241,7 +270,15 @@ impl DgramPort {
             Ok(made) => self.stats.count_plain(&buf.vnet_hdr(), made),
             Err(_) => self.soft_errors += 1,
         }
-        self.flush()
+        if let Some(e) = gone {
+            self.queue.clear();
+            return Err(e);
+        }
+        if self.queue.is_empty() {
+            Ok(())
+        } else {
+            self.flush()
+        }
     }
 
     /// Sends queued frames until the peer's queue is full. Call when the socket
@@ -251,7 +288,11 @@ impl DgramPort {
             self.stats.writes += 1;
             match self.sock.send(f) {
                 Ok(_) => {
-                    self.queue.pop_front();
+                    if let Some(f) = self.queue.pop_front() {
+                        if self.spare.len() < DGRAM_SPARE {
+                            self.spare.push(f);
+                        }
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -262,6 +303,11 @@ impl DgramPort {
             }
         }
         Ok(())
+    }
+
+    /// Frames waiting for the peer to read.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
     }
 
     /// Frames dropped because the peer did not read (the queue was full).
