@@ -446,6 +446,14 @@ impl Gateway {
             .or_else(|| self.nat.as_mut()?.poll_transmit())
     }
 
+    /// Gives back a frame from [`poll_transmit`](Self::poll_transmit) once used, so
+    /// NAT builds the next ones in it (optional).
+    pub fn recycle(&mut self, frame: Vec<u8>) {
+        if let Some(nat) = self.nat.as_mut() {
+            nat.recycle(frame);
+        }
+    }
+
     fn push(&mut self, frame: Vec<u8>) -> bool {
         if self.out.len() >= MAX_QUEUED {
             self.stats.queue_full += 1;

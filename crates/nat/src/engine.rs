@@ -209,6 +209,13 @@ impl Nat {
         self.dev.tx.pop_front()
     }
 
+    /// Gives back a frame from [`poll_transmit`](Self::poll_transmit) or a
+    /// [`Action::Datagram`]'s data once used, for the engine to build the next ones in
+    /// (optional: without it each frame is a new allocation).
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.dev.recycle(buf);
+    }
+
     /// The next thing the driver must do on the host side.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
@@ -319,7 +326,8 @@ impl Nat {
 
     /// An ARP reply to the gateway (smoltcp asked for a guest's MAC).
     pub fn handle_arp(&mut self, now: Instant, frame: &[u8]) {
-        self.dev.rx.push_back(frame.to_vec());
+        let f = self.dev.copy_of(frame);
+        self.dev.rx.push_back(f);
         self.poll(now);
     }
 
@@ -558,7 +566,7 @@ impl Nat {
             };
             flow.last = now;
             if matches!(flow.kind, Kind::Tcp { .. }) {
-                let mut f = frame.to_vec();
+                let mut f = self.dev.copy_of(frame);
                 if tcp.syn() && self.cfg.guest_tso {
                     raise_mss(&mut f);
                 }
@@ -626,10 +634,8 @@ impl Nat {
                 f.last = now;
                 f.bytes_out += payload.len() as u64;
             }
-            self.actions.push_back(Action::Datagram {
-                flow: id,
-                data: payload.to_vec(),
-            });
+            let data = self.dev.copy_of(payload);
+            self.actions.push_back(Action::Datagram { flow: id, data });
             return;
         }
         let Some(target) = self.target_for(remote) else {
@@ -668,7 +674,8 @@ impl Nat {
             guest: SocketAddrV4::new(src, echo.id),
             remote: SocketAddrV4::new(dst, 0),
         };
-        let mut data = vec![8, 0, 0, 0];
+        let mut data = self.dev.buffer();
+        data.extend_from_slice(&[8, 0, 0, 0]);
         data.extend_from_slice(&echo.id.to_be_bytes());
         data.extend_from_slice(&echo.seq.to_be_bytes());
         data.extend_from_slice(icmp.payload());
@@ -914,7 +921,7 @@ impl Nat {
         let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*to.ip()))
             .ipv4(from.ip().octets(), to.ip().octets(), TTL)
             .udp(from.port(), to.port());
-        let mut frame = Vec::with_capacity(b.size(data.len()));
+        let mut frame = self.dev.buffer();
         if b.write(&mut frame, data).is_ok() {
             self.dev.tx.push_back(frame);
         }
@@ -924,7 +931,7 @@ impl Nat {
         let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*to.ip()))
             .ipv4(from.octets(), to.ip().octets(), TTL)
             .icmpv4_echo_reply(to.port(), seq);
-        let mut frame = Vec::with_capacity(b.size(data.len()));
+        let mut frame = self.dev.buffer();
         if b.write(&mut frame, data).is_ok() {
             self.dev.tx.push_back(frame);
         }

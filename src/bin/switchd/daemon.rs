@@ -606,6 +606,7 @@ impl Daemon {
             let id = g.id;
             let mtu = usize::from(g.gw.config().mtu);
             self.buf.set_frame(&frame);
+            g.gw.recycle(frame);
             // NAT's TCP super-frames go to guests as TSO frames
             self.buf.offload_tcp(mtu);
             self.forward(now, id);

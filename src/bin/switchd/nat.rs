@@ -164,40 +164,43 @@ impl NatHost {
                     }
                 }
             },
-            Action::Datagram { flow, data } => match self.socks.get(&flow) {
-                // a full socket buffer drops the datagram, as a router would
-                Some(Sock::Udp(s)) => {
-                    let _ = s.send(&data);
-                }
-                Some(Sock::Inbound { listener, client }) => {
-                    if let Some(Listener {
-                        sock: ListenSock::Udp(u),
-                        ..
-                    }) = self.listeners.get(listener)
-                    {
-                        let _ = u.send_to(&data, *client);
+            Action::Datagram { flow, mut data } => {
+                match self.socks.get(&flow) {
+                    // a full socket buffer drops the datagram, as a router would
+                    Some(Sock::Udp(s)) => {
+                        let _ = s.send(&data);
                     }
-                }
-                Some(Sock::RawIcmp { target, id }) => {
-                    if let Some(raw) = &self.raw {
-                        let mut msg = data;
-                        if let Some(b) = msg.get_mut(4..6) {
-                            b.copy_from_slice(&id.to_be_bytes());
+                    Some(Sock::Inbound { listener, client }) => {
+                        if let Some(Listener {
+                            sock: ListenSock::Udp(u),
+                            ..
+                        }) = self.listeners.get(listener)
+                        {
+                            let _ = u.send_to(&data, *client);
                         }
-                        if let Some(b) = msg.get_mut(2..4) {
-                            b.copy_from_slice(&[0, 0]);
-                        }
-                        let sum = icmp_checksum(&msg);
-                        if let Some(b) = msg.get_mut(2..4) {
-                            b.copy_from_slice(&sum.to_be_bytes());
-                        }
-                        let _ = raw
-                            .sock
-                            .send_to(&msg, SocketAddr::V4(SocketAddrV4::new(*target, 0)));
                     }
+                    Some(Sock::RawIcmp { target, id }) => {
+                        if let Some(raw) = &self.raw {
+                            let msg = &mut data;
+                            if let Some(b) = msg.get_mut(4..6) {
+                                b.copy_from_slice(&id.to_be_bytes());
+                            }
+                            if let Some(b) = msg.get_mut(2..4) {
+                                b.copy_from_slice(&[0, 0]);
+                            }
+                            let sum = icmp_checksum(msg);
+                            if let Some(b) = msg.get_mut(2..4) {
+                                b.copy_from_slice(&sum.to_be_bytes());
+                            }
+                            let _ = raw
+                                .sock
+                                .send_to(msg, SocketAddr::V4(SocketAddrV4::new(*target, 0)));
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+                nat.recycle(data);
+            }
             Action::Close { flow } => {
                 if let Some(mut s) = self.socks.remove(&flow) {
                     let _ = match &mut s {
