@@ -336,6 +336,10 @@ impl Nat {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
+        // only a connecting flow is waiting for this (a second report changes nothing)
+        if !matches!(flow.kind, Kind::Connecting { .. }) {
+            return;
+        }
         let Kind::Connecting { syn, seq } = std::mem::replace(&mut flow.kind, Kind::Udp) else {
             return;
         };

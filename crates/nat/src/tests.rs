@@ -133,6 +133,27 @@ fn a_syn_opens_a_host_connection_and_is_answered_once_it_succeeds() {
 }
 
 #[test]
+fn a_second_open_report_changes_nothing() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &syn(GUEST, 40000, REMOTE, 80));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    nat.opened(t0, flow, Ok(()));
+    assert_eq!(frames(&mut nat).len(), 1, "the SYN-ACK");
+    // a driver reporting twice (or late, with an error) leaves the flow as it is
+    nat.opened(t0, flow, Ok(()));
+    nat.opened(t0, flow, Err(OpenError::Refused));
+    assert!(frames(&mut nat).is_empty());
+    assert!(actions(&mut nat).is_empty());
+    let f = nat.flows(t0);
+    assert_eq!(
+        (f.len(), f[0].proto, f[0].state),
+        (1, Proto::Tcp, "syn-received")
+    );
+}
+
+#[test]
 fn refused_gives_a_rst_and_unreachable_an_icmp_error() {
     let (mut nat, t0) = nat_with(|_| {});
     nat.handle_frame(t0, &syn(GUEST, 40001, REMOTE, 9));
