@@ -2,7 +2,8 @@
 # Side-by-side TCP throughput: the same iperf3 test vm1 -> vm2 through three switches, in one run
 # (and without offloads); then 64-byte UDP packets per second and ping RTT percentiles; then
 # four guests with two clients of two streams each (aggregate, switchd CPU); then memory
-# (switchd RSS with two idle ports, per TAP port, and the switch core per FDB entry and port).
+# (switchd RSS with two idle ports, per TAP port, and the switch core per FDB entry and port);
+# then the core microbench (criterion, known-unicast decisions per second by FDB size).
 #
 #   vnet          switchd in its own namespace, two TAPs (vnet_hdr + TSO offloads) created by
 #                 `switchctl port-add ... tap --netns` directly in the guest namespaces
@@ -454,6 +455,22 @@ if [ -z "${SWITCHD_GIVEN:-}" ]; then
   cargo test -q -p vnet-switch --release --test memory -- --nocapture 2>/dev/null | grep '^switch core' || true
 fi
 echo
+
+# the core microbench (criterion): known-unicast decisions per second by FDB size; after
+# the runs, once every namespace is idle (skipped with SWITCHD given or BENCH_CORE=0)
+if [ -z "${SWITCHD_GIVEN:-}" ] && [ "${BENCH_CORE:-1}" != 0 ]; then
+  cargo bench -q --bench switch_core -- --noplot 2>/dev/null >"$tmp/criterion" || true
+  python3 - "$tmp/criterion" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+# "known_unicast/65536_entries/64B\n   time: [...]\n   thrpt: [a Melem/s b Melem/s c Melem/s]"
+for name, unit_lo, mid, unit in re.findall(
+        r"known_unicast/(\S+)\s+time:.*?\n\s*thrpt:\s*\[\S+ (\S+) (\S+) (\S+)", text, re.S):
+    scale = {"elem/s": 1, "Kelem/s": 1e3, "Melem/s": 1e6, "Gelem/s": 1e9}.get(unit, 0)
+    print(f"core (criterion) known unicast {name:<24} {float(mid) * scale / 1e6:6.1f} M decisions/s")
+PY
+  echo
+fi
 
 args=()
 for s in "${names[@]}"; do args+=("${label[$s]}" "${samples[$s]}"); done
