@@ -44,6 +44,15 @@ impl Queues {
         v
     }
 
+    /// A spent receive buffer serves a send as well as a free one.
+    fn refill(&mut self) {
+        if self.free.is_empty() {
+            if let Some(v) = self.spent.pop() {
+                self.free.push(v);
+            }
+        }
+    }
+
     /// Takes back a buffer the engine handed out.
     pub(crate) fn recycle(&mut self, v: Vec<u8>) {
         if self.free.len() < SPARE_MAX {
@@ -83,16 +92,12 @@ impl Device for Queues {
 
     fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
         let frame = self.rx.pop_front()?;
+        self.refill();
         Some((Rx(frame, &mut self.spent), Tx(&mut self.tx, &mut self.free)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        // a spent receive buffer serves as well as a free one
-        if self.free.is_empty() {
-            if let Some(v) = self.spent.pop() {
-                self.free.push(v);
-            }
-        }
+        self.refill();
         Some(Tx(&mut self.tx, &mut self.free))
     }
 
