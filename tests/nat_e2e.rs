@@ -457,35 +457,8 @@ fn an_unprivileged_switchd_still_provides_nat() {
             "tuntap", "add", "mode", "tap", "vnet_hdr", "user", "nobody", "name", &tap,
         ],
     );
-    for d in ["run", "state"] {
-        std::fs::create_dir_all(dir.path().join(d)).expect("dir");
-        let st = std::process::Command::new("chown")
-            .args(["nobody:nogroup"])
-            .arg(dir.path().join(d))
-            .status()
-            .expect("chown");
-        assert!(st.success());
-    }
     let name = format!("u{}", vnet_testkit::unique());
-    let log = dir.path().join("switchd.log");
-    let mut cmd = host.cmd(
-        "setpriv",
-        &[
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--",
-            common::SWITCHD,
-            "--name",
-            &name,
-        ],
-    );
-    cmd.arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stderr(std::fs::File::create(&log).expect("log"));
-    let _switchd = ChildGuard::spawn(cmd);
+    let (_switchd, log) = common::unprivileged_switchd(&host, dir.path(), &name);
     let ctl = |args: &[&str]| {
         std::process::Command::new(common::SWITCHCTL)
             .arg("--run-dir")

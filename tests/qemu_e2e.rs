@@ -252,36 +252,9 @@ fn a_killed_stream_guest_loses_its_port_and_gets_its_lease_back_on_restart() {
 fn stream_and_dgram_guests_work_with_an_unprivileged_switchd() {
     vnet_testkit::require_root();
     let dir = vnet_testkit::TempDir::new("vnet-qunpriv");
-    for sub in ["run", "state"] {
-        std::fs::create_dir_all(dir.path().join(sub)).expect("dir");
-        let st = std::process::Command::new("chown")
-            .args(["nobody:nogroup"])
-            .arg(dir.path().join(sub))
-            .status()
-            .expect("chown");
-        assert!(st.success());
-    }
     let host = Netns::new("vqu");
     let name = format!("q{}", unique());
-    let log = dir.path().join("switchd.log");
-    let mut cmd = host.cmd(
-        "setpriv",
-        &[
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "--",
-            common::SWITCHD,
-            "--name",
-            &name,
-        ],
-    );
-    cmd.arg("--run-dir")
-        .arg(dir.path().join("run"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .stderr(std::fs::File::create(&log).expect("log"));
-    let switchd = ChildGuard::spawn(cmd);
+    let (switchd, log) = common::unprivileged_switchd(&host, dir.path(), &name);
     let run = dir.path().join("run");
     let stream_path = run.join(format!("{name}.stream"));
     assert!(

@@ -238,3 +238,42 @@ impl Net {
             .unwrap_or_default()
     }
 }
+
+/// switchd running as `nobody` (`setpriv`, no capabilities, no groups) in `host`, for
+/// network `name`, with `<dir>/run` and `<dir>/state` made and given to nobody first;
+/// its stderr goes to `<dir>/switchd.log` (returned).
+pub fn unprivileged_switchd(
+    host: &Netns,
+    dir: &std::path::Path,
+    name: &str,
+) -> (ChildGuard, PathBuf) {
+    require_root();
+    for sub in ["run", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("dir");
+        let st = Command::new("chown")
+            .args(["nobody:nogroup"])
+            .arg(dir.join(sub))
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    let log = dir.join("switchd.log");
+    let mut cmd = host.cmd(
+        "setpriv",
+        &[
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--",
+            SWITCHD,
+            "--name",
+            name,
+        ],
+    );
+    cmd.arg("--run-dir")
+        .arg(dir.join("run"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .stderr(std::fs::File::create(&log).expect("log"));
+    (ChildGuard::spawn(cmd), log)
+}
