@@ -360,6 +360,16 @@ fn a_portgroup_decides_port_security_for_the_ports_that_join_it() {
     // no --portgroup: the default group's, which protects
     let (g, _, p) = guest(&net, "vpg", "52:54:00:c3:00:01", false);
     assert_eq!(port(&p)["portgroup"], "guests");
+    // the table shows it too
+    let table =
+        String::from_utf8_lossy(&net.switchctl(&["port-list", &net.name]).stdout).into_owned();
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(p.as_str()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.get(5..7), Some(&["guests", "secure"][..]), "{table}");
     assert!(ping(&g, &["192.168.122.1"]), "{}", net.log());
     g.run_ok("ip", &["addr", "add", "192.168.122.250/24", "dev", "eth0"]);
     assert!(!ping(&g, &["-I", "192.168.122.250", "192.168.122.1"]));

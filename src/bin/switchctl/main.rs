@@ -575,12 +575,14 @@ fn stats(args: &Args, store: &Store, net: &str, port: Option<&str>) -> Result<()
 
 fn print_ports(ports: &[PortInfo]) {
     println!(
-        "{:<16} {:>4} {:<5} {:<16} {:<12} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
+        "{:<16} {:>4} {:<6} {:<16} {:<12} {:<10} {:<18} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
         "Name",
         "Id",
         "Kind",
         "Interface",
         "Netns",
+        "Group",
+        "Flags",
         "MACs",
         "RX frames",
         "RX bytes",
@@ -596,14 +598,24 @@ fn print_ports(ports: &[PortInfo]) {
             PortKind::Dgram => "dgram",
             _ => "?",
         };
+        let flags: Vec<&str> = [
+            (p.security.is_some(), "secure"),
+            (p.isolated, "isolated"),
+            (p.persistent, "persistent"),
+        ]
+        .into_iter()
+        .filter_map(|(on, f)| on.then_some(f))
+        .collect();
         let drops: u64 = p.counters.drops.values().sum();
         println!(
-            "{:<16} {:>4} {:<5} {:<16} {:<12} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
+            "{:<16} {:>4} {:<6} {:<16} {:<12} {:<10} {:<18} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
             p.name,
             p.id,
             kind,
             p.ifname,
             p.netns.as_deref().unwrap_or("-"),
+            p.portgroup.as_deref().unwrap_or("-"),
+            if flags.is_empty() { "-".to_owned() } else { flags.join(",") },
             p.macs,
             p.counters.rx_frames,
             p.counters.rx_bytes,
