@@ -1539,32 +1539,24 @@ impl DhcpSeen {
     }
 }
 
-fn ip(node: Node<'_, '_>, seen: &mut DhcpSeen) -> Result<IpDef> {
-    check_attrs(
-        node,
-        &["address", "netmask", "prefix", "family", "localPtr"],
-    )?;
-    check_children(node, &["tftp", "dhcp"])?;
-    let family = match node.attribute("family") {
-        None => None,
-        Some("ipv4") => Some(IpFamily::V4),
-        Some("ipv6") => Some(IpFamily::V6),
-        Some(_) => return Err(err_attr(node, "family", "expected 'ipv4' or 'ipv6'")),
-    };
-    let address = ip_required(node, "address", "the host's address on the network")?;
-    let actual = IpFamily::of(address);
-    if family.is_some_and(|f| f != actual) || (family.is_none() && actual == IpFamily::V6) {
-        let reason = match family {
-            Some(f) => format!(
-                "family '{}' does not match the {} address",
-                f.as_str(),
-                actual.label()
-            ),
-            None => "an IPv6 address needs family='ipv6'".to_owned(),
-        };
-        return Err(err_attr(node, "address", reason));
+/// `family='ipv4|ipv6'`, if given.
+fn family_attr(node: Node<'_, '_>) -> Result<Option<IpFamily>> {
+    match node.attribute("family") {
+        None => Ok(None),
+        Some("ipv4") => Ok(Some(IpFamily::V4)),
+        Some("ipv6") => Ok(Some(IpFamily::V6)),
+        Some(_) => Err(err_attr(node, "family", "expected 'ipv4' or 'ipv6'")),
     }
-    let netmask = if actual == IpFamily::V6 {
+}
+
+/// `netmask` (IPv4 only) or `prefix` (`min` to 32 or 128), at most one of them, for an
+/// address of `family`.
+fn netmask_or_prefix(
+    node: Node<'_, '_>,
+    family: IpFamily,
+    min: u8,
+) -> Result<(Option<Ipv4Addr>, Option<u8>)> {
+    let netmask = if family == IpFamily::V6 {
         if node.attribute("netmask").is_some() {
             return Err(err_attr(
                 node,
@@ -1585,15 +1577,42 @@ fn ip(node: Node<'_, '_>, seen: &mut DhcpSeen) -> Result<IpDef> {
                 "give either netmask or prefix, not both",
             ));
         }
-        let max = if actual == IpFamily::V4 { 32 } else { 128 };
-        if p == 0 || p > max {
+        let max = if family == IpFamily::V4 { 32 } else { 128 };
+        if p < min || p > max {
             return Err(err_attr(
                 node,
                 "prefix",
-                format!("prefix out of range (1 to {max} for {})", actual.label()),
+                format!(
+                    "prefix out of range ({min} to {max} for {})",
+                    family.label()
+                ),
             ));
         }
     }
+    Ok((netmask, prefix))
+}
+
+fn ip(node: Node<'_, '_>, seen: &mut DhcpSeen) -> Result<IpDef> {
+    check_attrs(
+        node,
+        &["address", "netmask", "prefix", "family", "localPtr"],
+    )?;
+    check_children(node, &["tftp", "dhcp"])?;
+    let family = family_attr(node)?;
+    let address = ip_required(node, "address", "the host's address on the network")?;
+    let actual = IpFamily::of(address);
+    if family.is_some_and(|f| f != actual) || (family.is_none() && actual == IpFamily::V6) {
+        let reason = match family {
+            Some(f) => format!(
+                "family '{}' does not match the {} address",
+                f.as_str(),
+                actual.label()
+            ),
+            None => "an IPv6 address needs family='ipv6'".to_owned(),
+        };
+        return Err(err_attr(node, "address", reason));
+    }
+    let (netmask, prefix) = netmask_or_prefix(node, actual, 1)?;
     if let IpAddr::V4(a) = address {
         if prefix.is_none() && netmask.is_none() && classful_prefix(a).is_none() {
             return Err(err_attr(
@@ -1865,12 +1884,7 @@ fn route(node: Node<'_, '_>, ips: &[IpDef]) -> Result<Route> {
         ],
     )?;
     check_children(node, &[])?;
-    let family = match node.attribute("family") {
-        None => None,
-        Some("ipv4") => Some(IpFamily::V4),
-        Some("ipv6") => Some(IpFamily::V6),
-        Some(_) => return Err(err_attr(node, "family", "expected 'ipv4' or 'ipv6'")),
-    };
+    let family = family_attr(node)?;
     let address = ip_required(node, "address", "the destination network")?;
     let gateway = ip_required(node, "gateway", "the next hop")?;
     let actual = IpFamily::of(address);
@@ -1888,36 +1902,7 @@ fn route(node: Node<'_, '_>, ips: &[IpDef]) -> Result<Route> {
             "the gateway is not in the route's family",
         ));
     }
-    let netmask = if actual == IpFamily::V6 {
-        if node.attribute("netmask").is_some() {
-            return Err(err_attr(
-                node,
-                "netmask",
-                "netmask is not allowed with IPv6; use prefix",
-            ));
-        }
-        None
-    } else {
-        netmask_attr(node, "netmask")?
-    };
-    let prefix: Option<u8> = number(node, "prefix", "a prefix length")?;
-    if let Some(p) = prefix {
-        if netmask.is_some() {
-            return Err(err_attr(
-                node,
-                "prefix",
-                "give either netmask or prefix, not both",
-            ));
-        }
-        let max = if actual == IpFamily::V4 { 32 } else { 128 };
-        if p > max {
-            return Err(err_attr(
-                node,
-                "prefix",
-                format!("prefix out of range (0 to {max})"),
-            ));
-        }
-    }
+    let (netmask, prefix) = netmask_or_prefix(node, actual, 0)?;
     let metric: Option<u32> = number(node, "metric", "a positive number")?;
     if metric == Some(0) {
         return Err(err_attr(node, "metric", "a route metric must be positive"));
