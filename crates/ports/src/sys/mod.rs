@@ -136,13 +136,19 @@ pub(crate) fn tun_set_hwaddr(fd: BorrowedFd<'_>, name: &str, mac: [u8; 6]) -> io
     Ok(())
 }
 
-/// Sets `IFF_UP` on interface `name` in the calling thread's network namespace.
-pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
+/// An IPv4 datagram socket, to address interface ioctls to (in the calling thread's
+/// network namespace).
+fn ioctl_socket() -> io::Result<OwnedFd> {
     // SAFETY: socket has no memory preconditions.
     let raw =
         check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: socket just returned this descriptor and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Sets `IFF_UP` on interface `name` in the calling thread's network namespace.
+pub(crate) fn set_link_up(name: &str) -> io::Result<()> {
+    let sock = ioctl_socket()?;
     let mut ifr = ifreq_with_name(name)?;
     // SAFETY: SIOCGIFFLAGS reads the name and writes ifru_flags of the live ifreq.
     check(unsafe {
@@ -341,11 +347,7 @@ pub(crate) fn writev(fd: BorrowedFd<'_>, bufs: &[&[u8]]) -> io::Result<usize> {
 /// network namespace (`SIOCSIFADDR`, `SIOCSIFNETMASK`; the kernel adds the subnet's
 /// route when the link is up).
 pub(crate) fn set_ipv4(name: &str, addr: [u8; 4], mask: [u8; 4]) -> io::Result<()> {
-    // SAFETY: socket has no memory preconditions.
-    let raw =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: socket just returned this descriptor and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sock = ioctl_socket()?;
     for (req, a) in [(libc::SIOCSIFADDR, addr), (libc::SIOCSIFNETMASK, mask)] {
         let mut ifr = ifreq_with_name(name)?;
         // SAFETY: sockaddr_in is a plain C struct; all-zero bytes are a valid value.
@@ -375,11 +377,7 @@ const _: () = assert!(size_of::<libc::sockaddr_in>() == size_of::<libc::sockaddr
 /// The MAC address and (first) IPv4 address of interface `name` in the calling
 /// thread's network namespace (`SIOCGIFHWADDR`, `SIOCGIFADDR`); no address is `None`.
 pub(crate) fn if_mac_ipv4(name: &str) -> io::Result<([u8; 6], Option<[u8; 4]>)> {
-    // SAFETY: socket has no memory preconditions.
-    let raw =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    // SAFETY: socket just returned this descriptor and nothing else owns it.
-    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let sock = ioctl_socket()?;
     let mut ifr = ifreq_with_name(name)?;
     // SAFETY: SIOCGIFHWADDR reads the name and writes ifru_hwaddr of the live ifreq.
     check(unsafe {
