@@ -67,6 +67,8 @@ SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 
 die() { echo "bench-dhcp: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+source "$root/scripts/lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
 for v in DURATION RATE KNOWN_RATE LAT_RATE SINGLES; do
@@ -124,18 +126,6 @@ server_pid=""     # the running switchd or dnsmasq
 client_pid=""     # the running perfdhcp
 
 # stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-stop_child() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    # a reaped child fails kill -0; an unreaped exited one is a zombie
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$? ns
@@ -155,22 +145,8 @@ nl=$'\n'
 # the failed command's first line (a heredoc command would print its whole text)
 trap 'echo "bench-dhcp: failed at line $LINENO: ${BASH_COMMAND%%"$nl"*}" >&2' ERR
 
-addns() {
-  ip netns add "$1"
-  namespaces+=("$1")
-  ip -n "$1" link set lo up
-}
 
 # wait up to 10 s for a condition (a command)
-wait_for() {
-  local what=$1 i
-  shift
-  for ((i = 0; i < 100; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "timed out waiting for $what"
-}
 
 # perfdhcp's side in namespace $1: eth0 up with 10.77.0.2/16 (outside the pool), and the DNAT
 # rule that hands the servers' broadcast replies (-> 255.255.255.255:68) to perfdhcp's socket

@@ -76,6 +76,8 @@ SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 
 die() { echo "bench-dns: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+source "$root/scripts/lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
 for v in DURATION RUNS NAMES TIMEOUT PACE NOISE; do
@@ -132,18 +134,6 @@ switchd_pid=""
 dnsmasq_pid=""
 
 # stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-stop_child() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    # a reaped child fails kill -0; an unreaped exited one is a zombie
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$? ns pid d
@@ -165,6 +155,7 @@ trap 'echo "bench-dns: failed at line $LINENO: ${BASH_COMMAND%%$'\n'*}" >&2' ERR
 
 # a namespace with lo up and its own resolv.conf (which `ip netns exec` bind-mounts over
 # /etc/resolv.conf): the wan upstream, never the host's resolvers
+# addns as in lib/common.sh, plus a resolv.conf of its own naming the upstream
 addns() {
   ip netns add "$1"
   namespaces+=("$1")
@@ -175,15 +166,6 @@ addns() {
 }
 
 # wait up to 10 s for a condition (a command)
-wait_for() {
-  local what=$1 i
-  shift
-  for ((i = 0; i < 100; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "timed out waiting for $what"
-}
 
 addns "$ns_wan"; addns "$ns_sw"; addns "$ns_vc"; addns "$ns_ds"; addns "$ns_dc"
 

@@ -66,6 +66,8 @@ SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 
 die() { echo "bench-nat: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+source "$root/scripts/lib/common.sh"
 warn() { echo "bench-nat: warning: $*" >&2; }
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
@@ -117,18 +119,6 @@ children=()            # every background process started here
 nft_made=""
 
 # stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-stop_child() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    # a reaped child fails kill -0; an unreaped exited one is a zombie
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$? i ns
@@ -157,22 +147,8 @@ SWITCHD=$tmp/bin/switchd
 SWITCHCTL=$tmp/bin/switchctl
 switchd_sum=$(sha256sum "$SWITCHD" | cut -c1-12)
 
-addns() {
-  ip netns add "$1"
-  namespaces+=("$1")
-  ip -n "$1" link set lo up
-}
 
 # wait up to $2 tenths of a second for a condition (a command)
-wait_for() {
-  local what=$1 tenths=$2 i
-  shift 2
-  for ((i = 0; i < tenths; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "timed out waiting for $what"
-}
 
 # CPU ticks (user + system, all threads) of a process so far
 cpu_ticks() {
@@ -198,17 +174,17 @@ for s in vnet slirp pasta kernel; do
   children+=($!)
 done
 for s in vnet slirp pasta kernel; do
-  wait_for "iperf3 server on ${port[$s]}" 100 \
+  wait_for "iperf3 server on ${port[$s]}" \
     sh -c "ip netns exec '$ns_w' ss -Hltn 'sport = :${port[$s]}' | grep -q ."
 done
-wait_for "the wan host from the host namespace" 50 ip netns exec "$ns_h" ping -c1 -W1 $REMOTE
+WAIT_TENTHS=50 wait_for "the wan host from the host namespace" ip netns exec "$ns_h" ping -c1 -W1 $REMOTE
 
 # --- vnet ------------------------------------------------------------------------------------------
 ip netns exec "$ns_h" "$SWITCHD" --name "$net" --run-dir "$tmp/run" --state-dir "$tmp/state" \
   >"$tmp/switchd.log" 2>&1 &
 pid_of[vnet]=$!
 children+=($!)
-wait_for "switchd control socket" 100 test -S "$tmp/run/$net.ctl"
+wait_for "switchd control socket" test -S "$tmp/run/$net.ctl"
 kill -0 "${pid_of[vnet]}" 2>/dev/null || die "switchd exited: $(cat "$tmp/switchd.log")"
 "$SWITCHCTL" --run-dir "$tmp/run" port-add "$net" tap --netns "${gns[vnet]}" --ifname eth0 \
   >/dev/null
@@ -221,7 +197,7 @@ ip netns exec "$ns_h" slirp4netns --configure --mtu=65520 --disable-host-loopbac
   --netns-type=path "/run/netns/${gns[slirp]}" tap0 >"$tmp/slirp4netns.log" 2>&1 &
 pid_of[slirp]=$!
 children+=($!)
-wait_for "slirp4netns to configure tap0" 100 \
+wait_for "slirp4netns to configure tap0" \
   sh -c "ip -n '${gns[slirp]}' -4 addr show tap0 | grep -q 10.0.2.100"
 
 # --- pasta -----------------------------------------------------------------------------------------
@@ -232,7 +208,7 @@ ip netns exec "$ns_h" "$PASTA" -f --runas 0 --config-net -4 --mtu 65520 \
   >"$tmp/pasta.log" 2>&1 &
 pid_of[pasta]=$!
 children+=($!)
-wait_for "pasta to configure its guest" 100 \
+wait_for "pasta to configure its guest" \
   sh -c "ip -n '${gns[pasta]}' -4 route show default | grep -q 10.98.0.2"
 kill -0 "${pid_of[pasta]}" 2>/dev/null || die "pasta exited: $(cat "$tmp/pasta.log")"
 

@@ -34,6 +34,8 @@ SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 
 die() { echo "bench-side-by-side: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib/common.sh
+source "$root/scripts/lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer"
@@ -63,18 +65,6 @@ vde_pid=""
 vde_fd=""
 
 # stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-stop_child() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    # a reaped child fails kill -0; an unreaped exited one is a zombie
-    [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" = Z ] && break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$? pid ns
@@ -94,22 +84,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'echo "bench-side-by-side: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
-addns() {
-  ip netns add "$1"
-  namespaces+=("$1")
-  ip -n "$1" link set lo up
-}
 
 # wait up to 10 s for a condition (a command)
-wait_for() {
-  local what=$1 i
-  shift
-  for ((i = 0; i < 100; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  die "timed out waiting for $what"
-}
 
 # address the guests' eth0 (10.77.0.1 / .2) and bring them up
 guests_up() {
