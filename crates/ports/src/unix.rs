@@ -249,7 +249,12 @@ impl DgramPort {
                 stats.writes += 1;
                 match sys::writev2(sock.as_fd(), head, tail) {
                     Ok(_) => return,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    // a full peer queue (or a signal): the frame waits
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) => {}
                     Err(e) => {
                         gone = Some(e);
                         return;
