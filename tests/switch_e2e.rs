@@ -438,16 +438,39 @@ fn a_port_without_offloads_gets_plain_frames_from_one_with_them() {
     );
 }
 
+/// switchd's CPU time (user + system) in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // after the ")" that ends the command name: state is field 3, utime 14, stime 15
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
 /// The loop writing every TAP itself (`--writer-threads 0`) and polling without sleeping
-/// (`--busy-poll`): frames still cross both ways, super-frames are still cut for a port
-/// without offloads, the control socket still answers and switchd stops on SIGTERM.
+/// (`--busy-poll`): after a frame it keeps the CPU (it spins, not sleeps), frames still
+/// cross both ways, super-frames are still cut for a port without offloads, the
+/// control socket still answers and switchd stops on SIGTERM.
 #[test]
 fn busy_polling_without_writer_threads_still_switches() {
-    let mut net = Net::start_with_args(None, &["--busy-poll", "5000", "--writer-threads", "0"]);
+    let mut net = Net::start_with_args(None, &["--busy-poll", "3000000", "--writer-threads", "0"]);
+    // a frame makes it poll for 3 s: most of a CPU second in the next second
+    let pid = net.daemon.as_ref().expect("running").id();
     net.add_guest();
     let plain = plain_port(&net, "vtb");
     let vm1 = &net.guests[0];
     assert!(vm1.ping("10.77.0.9"), "{}", net.log());
+    let spin = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let spin = cpu_ticks(pid) - spin;
+    // 20 ticks (0.2 s) even on a machine busy with other tests; sleeping, it takes ~0
+    assert!(
+        spin >= 20,
+        "{spin} ticks of CPU in the second after a frame"
+    );
     let mut cmd = plain.cmd("iperf3", &["-s", "-1"]);
     cmd.stdout(Stdio::null());
     let _server = vnet_testkit::ChildGuard::spawn(cmd);

@@ -107,8 +107,11 @@ pub(crate) struct Daemon {
     /// Keep polling without sleeping this long after the last frame read (zero: sleep
     /// as soon as nothing is ready).
     busy_poll: Duration,
-    /// When the last frame was read (kept only with `busy_poll`).
+    /// When the loop last read a frame (kept only with `busy_poll`).
     last_frame: std::time::Instant,
+    /// A frame was read since the loop last looked (the clock is read once per turn,
+    /// not per frame).
+    frames_read: bool,
     /// Reused list of flood targets (no allocation per frame).
     targets: Vec<PortId>,
     /// The network's gateway (ARP, ping, DHCP), a port of the switch; none in bridge mode.
@@ -294,6 +297,7 @@ impl Daemon {
             writers: None,
             busy_poll: Duration::ZERO,
             last_frame: std::time::Instant::now(),
+            frames_read: false,
             targets: Vec::new(),
             epoch: std::time::Instant::now(),
             stop: false,
@@ -409,6 +413,9 @@ impl Daemon {
                 }
             }
             self.service_ready();
+            if std::mem::take(&mut self.frames_read) && !self.busy_poll.is_zero() {
+                self.last_frame = std::time::Instant::now();
+            }
             if std::mem::take(&mut self.uplink_more) {
                 self.on_uplink();
             }
@@ -555,8 +562,7 @@ impl Daemon {
                     port.down_logged = false;
                     log!("port {}: frames flow again", port.name);
                 }
-                Ok(_) if !self.busy_poll.is_zero() => self.last_frame = std::time::Instant::now(),
-                Ok(_) => {}
+                Ok(_) => self.frames_read = true,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::InvalidData => continue,
