@@ -42,6 +42,15 @@ fn udp(sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A guest SYN from `sport` to `dst:dport`; the flow it opens (its `Action::Open`).
+fn syn_open(nat: &mut Nat, t: Instant, sport: u16, dst: Ipv4Addr, dport: u16) -> FlowId {
+    nat.handle_frame(t, &syn(GUEST, sport, dst, dport));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!("no Action::Open for the SYN")
+    };
+    flow
+}
+
 fn actions(nat: &mut Nat) -> Vec<Action> {
     std::iter::from_fn(|| nat.poll_action()).collect()
 }
@@ -135,10 +144,7 @@ fn a_syn_opens_a_host_connection_and_is_answered_once_it_succeeds() {
 #[test]
 fn a_second_open_report_changes_nothing() {
     let (mut nat, t0) = nat_with(|_| {});
-    nat.handle_frame(t0, &syn(GUEST, 40000, REMOTE, 80));
-    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
-        panic!()
-    };
+    let flow = syn_open(&mut nat, t0, 40000, REMOTE, 80);
     nat.opened(t0, flow, Ok(()));
     assert_eq!(frames(&mut nat).len(), 1, "the SYN-ACK");
     // a driver reporting twice (or late, with an error) leaves the flow as it is
@@ -156,10 +162,7 @@ fn a_second_open_report_changes_nothing() {
 #[test]
 fn refused_gives_a_rst_and_unreachable_an_icmp_error() {
     let (mut nat, t0) = nat_with(|_| {});
-    nat.handle_frame(t0, &syn(GUEST, 40001, REMOTE, 9));
-    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
-        panic!()
-    };
+    let flow = syn_open(&mut nat, t0, 40001, REMOTE, 9);
     nat.opened(t0, flow, Err(OpenError::Refused));
     let f = frames(&mut nat);
     let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
@@ -171,10 +174,7 @@ fn refused_gives_a_rst_and_unreachable_an_icmp_error() {
     assert_eq!(actions(&mut nat), vec![Action::Close { flow }]);
     assert_eq!(nat.stats().flows, 0);
 
-    nat.handle_frame(t0, &syn(GUEST, 40002, REMOTE, 80));
-    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
-        panic!()
-    };
+    let flow = syn_open(&mut nat, t0, 40002, REMOTE, 80);
     nat.opened(t0, flow, Err(OpenError::Unreachable));
     let f = frames(&mut nat);
     let p = SlicedPacket::from_ethernet(&f[0]).expect("frame");
@@ -191,10 +191,7 @@ fn refused_gives_a_rst_and_unreachable_an_icmp_error() {
 #[test]
 fn a_connect_that_never_finishes_times_out_as_unreachable() {
     let (mut nat, t0) = nat_with(|_| {});
-    nat.handle_frame(t0, &syn(GUEST, 40003, REMOTE, 80));
-    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
-        panic!()
-    };
+    let flow = syn_open(&mut nat, t0, 40003, REMOTE, 80);
     nat.handle_timeout(t0 + Duration::from_secs(21));
     assert_eq!(actions(&mut nat), vec![Action::Close { flow }]);
     assert_eq!(frames(&mut nat).len(), 1, "an ICMP error");
@@ -203,10 +200,7 @@ fn a_connect_that_never_finishes_times_out_as_unreachable() {
 #[test]
 fn tcp_data_is_pumped_both_ways() {
     let (mut nat, t0) = nat_with(|_| {});
-    nat.handle_frame(t0, &syn(GUEST, 40004, REMOTE, 80));
-    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
-        panic!()
-    };
+    let flow = syn_open(&mut nat, t0, 40004, REMOTE, 80);
     nat.opened(t0, flow, Ok(()));
     let out = frames(&mut nat);
     let p = SlicedPacket::from_ethernet(&out[0]).expect("synack");
