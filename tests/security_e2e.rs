@@ -30,6 +30,15 @@ fn add_tap(net: &Net, ns: &Netns, extra: &[&str]) -> serde_json::Value {
     net.ctl_json(&tap_args(net, ns, extra))
 }
 
+/// A NAT network `s` on 192.168.122.0/24 with DHCP, `extra` inside it.
+fn nat_net(extra: &str) -> String {
+    format!(
+        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>s</name><forward/>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>\
+         <range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip>{extra}</network>"
+    )
+}
+
 fn guest(net: &Net, prefix: &str, mac: &str, secure: bool) -> (Netns, String, String) {
     let ns = Netns::new(prefix);
     let mut extra = vec!["--mac", mac];
@@ -291,12 +300,7 @@ fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
 
 #[test]
 fn port_security_for_the_whole_network_covers_every_guest_port() {
-    let net = Net::start_with(Some(
-        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>s</name><forward/>\
-         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>\
-         <range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip>\
-         <vnet:port-security enabled='yes'/></network>",
-    ));
+    let net = Net::start_with(Some(&nat_net("<vnet:port-security enabled='yes'/>")));
     // a TAP guest added without --secure is protected
     let (g, ip, p) = guest(&net, "vsn", "52:54:00:c2:00:01", false);
     let info = net
@@ -344,13 +348,10 @@ fn port_security_for_the_whole_network_covers_every_guest_port() {
 
 #[test]
 fn a_portgroup_decides_port_security_for_the_ports_that_join_it() {
-    let net = Net::start_with(Some(
-        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>s</name><forward/>\
-         <ip address='192.168.122.1' netmask='255.255.255.0'><dhcp>\
-         <range start='192.168.122.2' end='192.168.122.254'/></dhcp></ip>\
-         <portgroup name='guests' default='yes'><vnet:port-security enabled='yes'/></portgroup>\
-         <portgroup name='lab'/></network>",
-    ));
+    let net = Net::start_with(Some(&nat_net(
+        "<portgroup name='guests' default='yes'><vnet:port-security enabled='yes'/></portgroup>\
+         <portgroup name='lab'/>",
+    )));
     let port = |name: &str| {
         net.port_list()
             .into_iter()
