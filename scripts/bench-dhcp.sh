@@ -125,8 +125,6 @@ namespaces=()     # created namespaces, deleted last
 server_pid=""     # the running switchd or dnsmasq
 client_pid=""     # the running perfdhcp
 
-# stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-
 cleanup() {
   local rc=$? ns
   set +e
@@ -144,9 +142,6 @@ trap 'exit 143' TERM
 nl=$'\n'
 # the failed command's first line (a heredoc command would print its whole text)
 trap 'echo "bench-dhcp: failed at line $LINENO: ${BASH_COMMAND%%"$nl"*}" >&2' ERR
-
-
-# wait up to 10 s for a condition (a command)
 
 # perfdhcp's side in namespace $1: eth0 up with 10.77.0.2/16 (outside the pool), and the DNAT
 # rule that hands the servers' broadcast replies (-> 255.255.255.255:68) to perfdhcp's socket

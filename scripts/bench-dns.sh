@@ -133,8 +133,6 @@ client_pid=""     # the running dnsperf
 switchd_pid=""
 dnsmasq_pid=""
 
-# stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-
 cleanup() {
   local rc=$? ns pid d
   set +e
@@ -153,21 +151,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'echo "bench-dns: failed at line $LINENO: ${BASH_COMMAND%%$'\n'*}" >&2' ERR
 
-# a namespace with lo up and its own resolv.conf (which `ip netns exec` bind-mounts over
-# /etc/resolv.conf): the wan upstream, never the host's resolvers
-# addns as in lib/common.sh, plus a resolv.conf of its own naming the upstream
-addns() {
-  ip netns add "$1"
-  namespaces+=("$1")
-  ip -n "$1" link set lo up
+# addns (lib/common.sh), plus the namespace's own resolv.conf (which `ip netns exec`
+# bind-mounts over /etc/resolv.conf): the wan upstream, never the host's resolvers
+addns_resolv() {
+  addns "$1"
   mkdir -p "/etc/netns/$1"
   etc_netns+=("/etc/netns/$1")
   echo "nameserver $UPSTREAM" >"/etc/netns/$1/resolv.conf"
 }
 
-# wait up to 10 s for a condition (a command)
-
-addns "$ns_wan"; addns "$ns_sw"; addns "$ns_vc"; addns "$ns_ds"; addns "$ns_dc"
+for ns in "$ns_wan" "$ns_sw" "$ns_vc" "$ns_ds" "$ns_dc"; do addns_resolv "$ns"; done
 
 # --- wan: bridge br0 with the upstream's address, a veth to each server namespace ----------------
 ip -n "$ns_wan" link add br0 type bridge

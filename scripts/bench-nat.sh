@@ -118,8 +118,6 @@ namespaces=()          # created namespaces, deleted last
 children=()            # every background process started here
 nft_made=""
 
-# stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-
 cleanup() {
   local rc=$? i ns
   set +e
@@ -146,9 +144,6 @@ switchd_src=$SWITCHD
 SWITCHD=$tmp/bin/switchd
 SWITCHCTL=$tmp/bin/switchctl
 switchd_sum=$(sha256sum "$SWITCHD" | cut -c1-12)
-
-
-# wait up to $2 tenths of a second for a condition (a command)
 
 # CPU ticks (user + system, all threads) of a process so far
 cpu_ticks() {

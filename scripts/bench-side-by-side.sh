@@ -64,8 +64,6 @@ switchd_pids=()
 vde_pid=""
 vde_fd=""
 
-# stop a child process: SIGTERM, up to 5 s, then SIGKILL; reap it
-
 cleanup() {
   local rc=$? pid ns
   set +e
@@ -83,9 +81,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'echo "bench-side-by-side: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
-
-
-# wait up to 10 s for a condition (a command)
 
 # address the guests' eth0 (10.77.0.1 / .2) and bring them up
 guests_up() {
