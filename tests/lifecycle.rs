@@ -27,7 +27,8 @@ impl Cli {
         }
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    /// `switchctl ARGS…` in the namespace, on the test's dirs.
+    fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", self.host.name(), common::SWITCHCTL])
             .arg("--state-dir")
@@ -36,7 +37,11 @@ impl Cli {
             .arg(self.dir.path().join("run"))
             .args(args)
             .env("VNET_SWITCHD", common::SWITCHD);
-        let out = c.output().expect("run switchctl");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("run switchctl");
         if out.status.success() && matches!(args.first(), Some(&"net-start") | Some(&"net-create"))
         {
             self.started
@@ -482,4 +487,62 @@ fn net_event_reports_a_moved_mac_and_a_full_fdb() {
         "{text}"
     );
     assert!(net.log().contains("warning: FDB full"), "{}", net.log());
+}
+
+/// Runs `switchctl net-define` of each file at once; returns how many said "defined".
+fn define_all_at_once(cli: &Cli, files: &[PathBuf]) -> usize {
+    let children: Vec<_> = files
+        .iter()
+        .map(|f| {
+            cli.command(&["net-define", &f.to_string_lossy()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("switchctl")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|mut c| c.wait().expect("wait"))
+        .filter(std::process::ExitStatus::success)
+        .count()
+}
+
+#[test]
+fn parallel_defines_leave_one_definition_per_name_and_uuid() {
+    let cli = Cli::new();
+    // twenty names, one UUID: one of them is defined
+    let uuid = "5b0e9a52-7c1d-4f3e-8a9b-1c2d3e4f5a6b";
+    let files: Vec<PathBuf> = (0..20)
+        .map(|i| {
+            let name = format!("pu{i}{}", unique());
+            let xml =
+                nat_net(&name, 10 + i).replace("<forward", &format!("<uuid>{uuid}</uuid><forward"));
+            cli.write(&format!("pu{i}.xml"), &xml)
+        })
+        .collect();
+    assert_eq!(define_all_at_once(&cli, &files), 1);
+    let with_uuid: Vec<_> = list_json(&cli)
+        .into_iter()
+        .filter(|n| n["uuid"] == uuid)
+        .collect();
+    assert_eq!(with_uuid.len(), 1, "{with_uuid:?}");
+
+    // one name, twenty UUIDs: one of them is defined
+    let name = format!("pn{}", unique());
+    let files: Vec<PathBuf> = (0..20u8)
+        .map(|i| {
+            let xml = nat_net(&name, 40).replace(
+                "<forward",
+                &format!("<uuid>6c1f0b63-8d2e-4a4f-9bac-2d3e4f5a6b{i:02x}</uuid><forward"),
+            );
+            cli.write(&format!("pn{i}.xml"), &xml)
+        })
+        .collect();
+    assert_eq!(define_all_at_once(&cli, &files), 1);
+    let named: Vec<_> = list_json(&cli)
+        .into_iter()
+        .filter(|n| n["name"] == name.as_str())
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
 }

@@ -85,6 +85,25 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Parses one request line. Unlike plain `serde_json::from_slice`, a field the
+    /// request does not have is an error for every request (serde ignores extra fields
+    /// beside the tag of a request that has none).
+    pub fn parse(line: &[u8]) -> Result<Self, serde_json::Error> {
+        use serde::de::Error as _;
+        let value: serde_json::Value = serde_json::from_slice(line)?;
+        let req: Self = serde_json::from_value(value.clone())?;
+        if let (Some(given), Ok(serde_json::Value::Object(known))) =
+            (value.as_object(), serde_json::to_value(&req))
+        {
+            if let Some(k) = given.keys().find(|k| !known.contains_key(*k)) {
+                return Err(serde_json::Error::custom(format!("unknown field `{k}`")));
+            }
+        }
+        Ok(req)
+    }
+}
+
 /// One NAT flow, as `nat-flows` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatFlowRow {
@@ -550,10 +569,21 @@ mod tests {
         assert_eq!(back, r);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"port-add","bogus":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"nope"}"#).is_err());
+        // an unknown field is refused in every kind of request, not ignored
+        for bad in [
+            r#"{"cmd":"port-list","bogus":1}"#,
+            r#"{"cmd":"port-del","port":"a","bogus":1}"#,
+            r#"{"cmd":"capture","bogus":1}"#,
+            r#"{"cmd":"net-update","command":"add","section":"ip-dhcp-host","xml":"<host/>","bogus":1}"#,
+        ] {
+            let e = Request::parse(bad.as_bytes()).expect_err(bad);
+            assert!(e.to_string().contains("bogus"), "{bad}: {e}");
+        }
         assert_eq!(
-            serde_json::from_str::<Request>(r#"{"cmd":"port-list"}"#).unwrap(),
+            Request::parse(br#"{"cmd":"port-list"}"#).unwrap(),
             Request::PortList
         );
+        assert_eq!(Request::parse(&serde_json::to_vec(&r).unwrap()).unwrap(), r);
     }
 
     #[test]

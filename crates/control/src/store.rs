@@ -10,17 +10,33 @@
 //! ```
 //!
 //! Every write is crash-safe ([`write_atomic`]): a crash leaves either the old file or
-//! the new one, never a truncated mix.
+//! the new one, never a truncated mix. Everything is owner-only: directories are made
+//! 0700 ([`create_private_dir`]) and files 0600, as libvirt keeps its network
+//! definitions; what they hold (guests' MACs, host names, client ids) is no one else's.
+//! Definitions change under an exclusive lock ([`Store::lock_definitions`]), so two
+//! `net-define`s racing cannot both pass the name and UUID checks.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+/// Mode of every directory the store makes.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file the store writes.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Makes `dir` and any missing parents, owner-only ([`DIR_MODE`]); an existing
+/// directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
 
 /// Writes `data` to `path` so that a crash at any point leaves the old contents or the
 /// new ones: a temporary file in the same directory, fsync, rename over, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let file_name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -34,6 +50,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(FILE_MODE)
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
@@ -113,6 +130,26 @@ impl Store {
     /// Path of the lock taken while a network starts (checks against running networks).
     pub fn start_lock_path(&self) -> PathBuf {
         self.run_dir.join(".start.lock")
+    }
+
+    /// Path of the lock held while definitions change.
+    pub fn define_lock_path(&self) -> PathBuf {
+        self.state_dir.join(".define.lock")
+    }
+
+    /// Takes the exclusive lock on the definitions (blocking until it is free): hold it
+    /// from the checks against the other networks until the definition is saved. It is
+    /// released when the returned file is dropped (or the process dies).
+    pub fn lock_definitions(&self) -> io::Result<File> {
+        create_private_dir(&self.state_dir)?;
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(self.define_lock_path())?;
+        f.lock()?;
+        Ok(f)
     }
 
     /// Saves a persistent definition (crash-safe).

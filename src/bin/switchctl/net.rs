@@ -2,6 +2,7 @@
 //! Names, options, messages and columns follow virsh.
 
 use std::io::{BufRead, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -171,9 +172,18 @@ fn check_conflicts(store: &Store, net: &Network) -> Result<Vec<String>> {
     Ok(taken)
 }
 
+/// Takes the definitions' lock (held until dropped): checks against the other
+/// networks and the save that follows them are one step for every other switchctl.
+fn lock_definitions(store: &Store) -> Result<std::fs::File> {
+    store
+        .lock_definitions()
+        .with_context(|| format!("locking {}", store.define_lock_path().display()))
+}
+
 pub(crate) fn define(args: &Args, store: &Store, file: &Path) -> Result<()> {
     let mut net = Network::from_file(file)?;
     check_name(net.name())?;
+    let _lock = lock_definitions(store)?;
     let taken = check_conflicts(store, &net)?;
     net.fill_defaults(&taken);
     store
@@ -191,6 +201,7 @@ pub(crate) fn define(args: &Args, store: &Store, file: &Path) -> Result<()> {
 
 pub(crate) fn undefine(args: &Args, store: &Store, name: &str) -> Result<()> {
     check_name(name)?;
+    let _lock = lock_definitions(store)?;
     if !store.is_defined(name) {
         bail!("network not found: no network with matching name '{name}'");
     }
@@ -219,10 +230,15 @@ fn switchd_path() -> PathBuf {
 /// Starts a detached switchd with `how` (`--network NAME` or `--config FILE`) and waits
 /// until it answers on its control socket.
 fn spawn_switchd(store: &Store, name: &str, how: &[&std::ffi::OsStr]) -> Result<()> {
-    std::fs::create_dir_all(store.run_dir())
+    vnet_control::store::create_private_dir(store.run_dir())
         .with_context(|| format!("creating {}", store.run_dir().display()))?;
     let log_path = store.log_path(name);
-    let log = std::fs::File::create(&log_path)
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(vnet_control::store::FILE_MODE)
+        .open(&log_path)
         .with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = Command::new(switchd_path());
     cmd.args(how)
@@ -273,12 +289,14 @@ pub(crate) fn create(args: &Args, store: &Store, file: &Path) -> Result<()> {
             net.name()
         );
     }
+    let lock = lock_definitions(store)?;
     let taken = check_conflicts(store, &net)?;
     net.fill_defaults(&taken);
     let tmp = store.run_dir().join(format!(".{}.create.xml", net.name()));
     vnet_control::store::write_atomic(&tmp, net.to_xml().as_bytes())
         .with_context(|| format!("writing {}", tmp.display()))?;
     let r = spawn_switchd(store, net.name(), &["--config".as_ref(), tmp.as_os_str()]);
+    drop(lock);
     let _ = std::fs::remove_file(&tmp);
     r?;
     if args.json {
@@ -515,7 +533,13 @@ pub(crate) fn edit(store: &Store, name: &str) -> Result<()> {
     let net = definition(store, name)?;
     let original = net.to_xml();
     let tmp = std::env::temp_dir().join(format!("vnet-edit-{name}-{}.xml", std::process::id()));
-    std::fs::write(&tmp, &original).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(vnet_control::store::FILE_MODE)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(original.as_bytes()))
+        .with_context(|| format!("writing {}", tmp.display()))?;
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".to_owned());
@@ -551,7 +575,12 @@ pub(crate) fn edit(store: &Store, name: &str) -> Result<()> {
         match parsed {
             Ok(mut n) => {
                 n.fill_defaults(&[]);
-                if let Err(e) = store.save_definition(name, &n.to_xml()) {
+                let saved = lock_definitions(store).and_then(|_lock| {
+                    store
+                        .save_definition(name, &n.to_xml())
+                        .map_err(anyhow::Error::from)
+                });
+                if let Err(e) = saved {
                     break Err(anyhow!("saving the definition: {e}"));
                 }
                 println!("Network {name} XML configuration edited.");
@@ -604,6 +633,7 @@ pub(crate) fn update(args: &Args, store: &Store, u: &UpdateArgs) -> Result<()> {
         );
     }
     // validate against the persistent definition first, so a failure changes nothing
+    let _lock = do_config.then(|| lock_definitions(store)).transpose()?;
     let new_def = if do_config {
         let mut d = definition(store, &u.network)?;
         d.update(command, section, u.parent_index, &xml)?;
@@ -722,6 +752,7 @@ pub(crate) fn port_forward(args: &Args, store: &Store, f: &ForwardArgs, add: boo
         );
     }
     // validate against the persistent definition first, so a failure changes nothing
+    let _lock = do_config.then(|| lock_definitions(store)).transpose()?;
     let new_def = if do_config {
         let mut d = definition(store, &f.network)?;
         if add {

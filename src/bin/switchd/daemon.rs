@@ -10,7 +10,7 @@
 //! lives for a few system calls).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -24,10 +24,10 @@ use vnet_config::{ForwardMode, Network};
 use vnet_control::store::Store;
 use vnet_control::{
     Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
-    MAX_REQUEST_LEN,
 };
 use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions};
 
+use crate::conn::{Conn, MAX_CONNS};
 use crate::dev::Dev;
 use crate::uplink::Uplink;
 use crate::writers::{WriterPort, Writers};
@@ -52,8 +52,12 @@ const HTTP_BASE: usize = 3 << 20;
 const CONN_BASE: usize = 1 << 21;
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
-/// Control connections served at once; more are refused.
-const MAX_CONNS: usize = 64;
+/// Metrics (HTTP) connections served at once; more are refused.
+const MAX_HTTP_CONNS: usize = 64;
+/// A metrics connection that has not sent its request within this is closed.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Event subscribers at once.
+const MAX_EVENT_SUBS: usize = 64;
 
 struct Port {
     name: String,
@@ -73,14 +77,7 @@ struct HttpConn {
     stream: mio::net::TcpStream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
-}
-
-struct Conn {
-    stream: UnixStream,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    /// Close once `outbuf` is flushed.
-    closing: bool,
+    since: std::time::Instant,
 }
 
 pub(crate) struct Daemon {
@@ -97,6 +94,10 @@ pub(crate) struct Daemon {
     listener: UnixListener,
     signals: UnixStream,
     conns: HashMap<Token, Conn>,
+    /// Connections with requests waiting that no readiness event will announce.
+    conns_more: Vec<Token>,
+    /// Connections refused because every slot was busy.
+    conns_refused: u64,
     next_conn: usize,
     buf: FrameBuf,
     /// The frame in `buf` may be handed to a writer thread rather than copied (set
@@ -291,6 +292,8 @@ impl Daemon {
             listener,
             signals: sig_rx,
             conns: HashMap::new(),
+            conns_more: Vec::new(),
+            conns_refused: 0,
             next_conn: 0,
             buf: FrameBuf::new(),
             take_buf: false,
@@ -336,13 +339,23 @@ impl Daemon {
                 .map_err(|e| anyhow::anyhow!("adding the uplink port: {e}"))?;
         }
         d.add_host_port();
-        d.restore_ports();
         Ok(d)
+    }
+
+    /// The network's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// Lets the members of group `gid` use the network's sockets (control, QEMU stream
     /// and dgram): group-owned, mode 0660.
     pub(crate) fn grant_group(&self, gid: nix::unistd::Gid) -> Result<()> {
+        // the group must reach the sockets in the (owner-only) run dir: search, no read
+        let run_dir = self.store.run_dir();
+        std::os::unix::fs::chown(run_dir, None, Some(gid.as_raw()))
+            .with_context(|| format!("giving {} to group {gid}", run_dir.display()))?;
+        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o710))
+            .with_context(|| format!("opening {} to its group", run_dir.display()))?;
         for p in [
             self.socket_path.clone(),
             self.socket_path.with_extension("stream"),
@@ -364,7 +377,11 @@ impl Daemon {
         let mut events = Events::with_capacity(256);
         while !self.stop {
             let busy = !self.busy_poll.is_zero() && self.last_frame.elapsed() < self.busy_poll;
-            let timeout = if self.ready.is_empty() && !self.uplink_more && !self.dgram_more && !busy
+            let timeout = if self.ready.is_empty()
+                && !self.uplink_more
+                && !self.dgram_more
+                && self.conns_more.is_empty()
+                && !busy
             {
                 let now = self.now();
                 let sw = self
@@ -377,7 +394,10 @@ impl Daemon {
                     .as_ref()
                     .and_then(|u| u.router.poll_at())
                     .map(|t| t.saturating_duration_since(std::time::Instant::now()));
-                [sw, gw, rt].into_iter().flatten().min()
+                // idle connections are looked at once a second
+                let conns = (!self.conns.is_empty() || !self.http.is_empty())
+                    .then_some(Duration::from_secs(1));
+                [sw, gw, rt, conns].into_iter().flatten().min()
             } else {
                 Some(Duration::ZERO)
             };
@@ -421,6 +441,9 @@ impl Daemon {
             }
             if std::mem::take(&mut self.dgram_more) {
                 self.on_dgram();
+            }
+            for token in std::mem::take(&mut self.conns_more) {
+                self.on_conn(token);
             }
             for name in std::mem::take(&mut self.doomed) {
                 log!("port {name}: its peer is gone; removing it");
@@ -816,11 +839,14 @@ impl Daemon {
     // ---- metrics ----
 
     fn accept_http(&mut self) {
+        if self.http.len() >= MAX_HTTP_CONNS {
+            self.expire_http();
+        }
         let Some(l) = self.metrics.as_ref() else {
             return;
         };
         while let Ok((mut stream, _)) = l.accept() {
-            if self.http.len() >= MAX_CONNS {
+            if self.http.len() >= MAX_HTTP_CONNS {
                 continue; // dropped: closes it
             }
             let token = Token(HTTP_BASE + self.next_http);
@@ -837,10 +863,24 @@ impl Daemon {
                         stream,
                         inbuf: Vec::new(),
                         outbuf: Vec::new(),
+                        since: std::time::Instant::now(),
                     },
                 );
             }
         }
+    }
+
+    /// Closes the metrics connections older than [`HTTP_TIMEOUT`].
+    fn expire_http(&mut self) {
+        let now = std::time::Instant::now();
+        let registry = self.poll.registry();
+        self.http.retain(|_, c| {
+            let keep = now.saturating_duration_since(c.since) < HTTP_TIMEOUT;
+            if !keep {
+                let _ = registry.deregister(&mut c.stream);
+            }
+            keep
+        });
     }
 
     fn on_http(&mut self, token: Token) {
@@ -942,6 +982,8 @@ impl Daemon {
             return;
         }
         self.watch.at = Some(now);
+        self.expire_conns(now);
+        self.expire_http();
         let fdb = self.sw.fdb().stats();
         if fdb.moves > self.watch.moves {
             let n = fdb.moves - self.watch.moves;
@@ -1038,7 +1080,7 @@ impl Daemon {
                 if conn.outbuf.len() < 1 << 20 {
                     conn.outbuf.extend_from_slice(&line);
                 }
-                if let Ok(false) = flush(conn) {
+                if let Ok(false) = conn.flush() {
                     let _ = self.poll.registry().reregister(
                         &mut conn.stream,
                         *t,
@@ -1116,7 +1158,7 @@ impl Daemon {
             let token = c.token;
             let ended = match self.conns.get_mut(&token) {
                 None => true,
-                Some(conn) => match flush(conn) {
+                Some(conn) => match conn.flush() {
                     Ok(true) => c.done(),
                     Ok(false) => {
                         let _ = self.poll.registry().reregister(
@@ -1513,7 +1555,11 @@ impl Daemon {
     /// Re-attaches the persistent TAPs an earlier run of this network had (after a
     /// crash, the guests' interfaces never went away: traffic resumes as soon as the
     /// ports are back). TAPs that are gone are forgotten, with a log line.
-    fn restore_ports(&mut self) {
+    ///
+    /// The file is rewritten by the running network, so by the user it runs as: call this
+    /// after the privilege drop. Only what [`Self::add_port`] itself records is taken:
+    /// re-attaching a persistent TAP; any other entry is refused with a warning.
+    pub(crate) fn restore_ports(&mut self) {
         let path = self.ports_path();
         let Ok(data) = std::fs::read(&path) else {
             return;
@@ -1527,6 +1573,13 @@ impl Daemon {
         };
         for req in saved {
             let name = req.name.clone().unwrap_or_default();
+            if !(req.persistent && req.attach && matches!(req.kind, None | Some(PortKind::Tap))) {
+                warn!(
+                    "port {name}: not restored: {} records only persistent TAPs to re-attach",
+                    path.display()
+                );
+                continue;
+            }
             match self.add_port(&req) {
                 Ok(_) => log!("port {name}: persistent TAP re-attached"),
                 Err(e) => warn!("port {name}: persistent TAP not re-attached: {e}"),
@@ -1698,8 +1751,19 @@ impl Daemon {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
+                    let now = std::time::Instant::now();
                     if self.conns.len() >= MAX_CONNS {
-                        log!("too many control connections; refusing one");
+                        self.expire_conns(now);
+                    }
+                    if self.conns.len() >= MAX_CONNS && !self.evict_idlest_conn() {
+                        self.conns_refused += 1;
+                        if self.conns_refused.is_power_of_two() {
+                            warn!(
+                                "{} control connections held, all busy: refused one ({} so far)",
+                                self.conns.len(),
+                                self.conns_refused
+                            );
+                        }
                         continue;
                     }
                     let token = Token(CONN_BASE + self.next_conn);
@@ -1710,19 +1774,21 @@ impl Daemon {
                         .register(&mut stream, token, Interest::READABLE)
                         .is_ok()
                     {
-                        self.conns.insert(
-                            token,
-                            Conn {
-                                stream,
-                                inbuf: Vec::new(),
-                                outbuf: Vec::new(),
-                                closing: false,
-                            },
-                        );
+                        self.conns.insert(token, Conn::new(stream, now));
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // out of descriptors: close idle connections to make room, else
+                    // wait for the next turn (the backlog keeps the client waiting)
+                    warn!("accept failed: {e}; closing idle control connections");
+                    let before = self.conns.len();
+                    self.expire_conns(std::time::Instant::now());
+                    if self.conns.len() == before && !self.evict_idlest_conn() {
+                        return;
+                    }
+                }
                 Err(e) => {
                     warn!("accept failed: {e}");
                     return;
@@ -1731,64 +1797,98 @@ impl Daemon {
         }
     }
 
+    /// Closes the control connections idle past [`crate::conn::IDLE_TIMEOUT`].
+    fn expire_conns(&mut self, now: std::time::Instant) {
+        let idle: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.idle(now))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in idle {
+            self.close_conn(t);
+        }
+    }
+
+    /// Closes the connection that sent its last request longest ago (never one that
+    /// streams events or a capture); false if there is none.
+    fn evict_idlest_conn(&mut self) -> bool {
+        let Some(token) = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.streaming)
+            .min_by_key(|(_, c)| c.last_request)
+            .map(|(t, _)| *t)
+        else {
+            return false;
+        };
+        self.close_conn(token);
+        true
+    }
+
+    fn close_conn(&mut self, token: Token) {
+        if let Some(mut conn) = self.conns.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+
+    /// Serves a control connection: its requests while their answers have room (at most
+    /// [`crate::conn::REQUESTS_PER_TURN`] a turn), then what of the answers the socket takes.
     fn on_conn(&mut self, token: Token) {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
-        let mut eof = false;
-        let mut chunk = [0u8; 4096];
-        loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
+        let mut served = 0;
+        while served < crate::conn::REQUESTS_PER_TURN {
+            let line = match conn.next_request() {
+                None => break,
+                Some(Err(e)) => {
+                    queue_response(&mut conn.outbuf, &Response::err(e));
                     break;
                 }
-                Ok(n) => conn.inbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    eof = true;
-                    break;
+                Some(Ok(line)) => line,
+            };
+            served += 1;
+            conn.last_request = std::time::Instant::now();
+            let req = match Request::parse(&line) {
+                Ok(r) => r,
+                Err(e) => {
+                    queue_response(
+                        &mut conn.outbuf,
+                        &Response::err(format!("malformed request: {e}")),
+                    );
+                    continue;
                 }
-            }
-            if conn.inbuf.len() > MAX_REQUEST_LEN {
-                break;
-            }
-        }
-        while let Some(nl) = conn.inbuf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = conn.inbuf.drain(..=nl).collect();
-            let line = &line[..line.len() - 1];
-            if let Ok(Request::Events) = serde_json::from_slice(line) {
-                queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
-                if self.event_subs.len() < MAX_CONNS {
+            };
+            if let Request::Events = req {
+                if self.event_subs.len() < MAX_EVENT_SUBS {
+                    queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
                     self.event_subs.push(token);
+                    conn.streaming = true;
+                } else {
+                    queue_response(
+                        &mut conn.outbuf,
+                        &Response::err(format!("too many event subscribers ({MAX_EVENT_SUBS})")),
+                    );
                 }
                 continue;
             }
-            if let Ok(Request::Capture { port, count }) = serde_json::from_slice(line) {
+            if let Request::Capture { port, count } = req {
                 match self.start_capture(token, port.as_deref(), count) {
                     Ok(mut c) => {
                         queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
                         c.take(&mut conn.outbuf);
                         self.captures.push(c);
+                        conn.streaming = true;
                     }
                     Err(e) => queue_response(&mut conn.outbuf, &Response::err(e)),
                 }
                 continue;
             }
-            let resp = self.handle_line(line);
+            let resp = self.handle_request(req);
             queue_response(&mut conn.outbuf, &resp);
         }
-        if conn.inbuf.len() > MAX_REQUEST_LEN {
-            let resp = Response::err(format!("request longer than {MAX_REQUEST_LEN} bytes"));
-            queue_response(&mut conn.outbuf, &resp);
-            conn.inbuf.clear();
-            conn.closing = true;
-        }
-        if eof {
-            conn.closing = true;
-        }
-        match flush(&mut conn) {
+        match conn.flush() {
             Ok(true) if conn.closing => {
                 let _ = self.poll.registry().deregister(&mut conn.stream);
             }
@@ -1802,6 +1902,9 @@ impl Daemon {
                     .poll
                     .registry()
                     .reregister(&mut conn.stream, token, interest);
+                if conn.more() && !self.conns_more.contains(&token) {
+                    self.conns_more.push(token);
+                }
                 self.conns.insert(token, conn);
             }
             Err(_) => {
@@ -1810,11 +1913,7 @@ impl Daemon {
         }
     }
 
-    fn handle_line(&mut self, line: &[u8]) -> Response {
-        let req: Request = match serde_json::from_slice(line) {
-            Ok(r) => r,
-            Err(e) => return Response::err(format!("malformed request: {e}")),
-        };
+    fn handle_request(&mut self, req: Request) -> Response {
         match req {
             Request::PortAdd(a) => match self.add_port(&a) {
                 Ok(info) => Response::ok(&info),
@@ -2016,20 +2115,4 @@ fn queue_response(out: &mut Vec<u8>, resp: &Response) {
         out.extend_from_slice(br#"{"ok":false,"error":"cannot encode the response"}"#);
     }
     out.push(b'\n');
-}
-
-/// Writes what it can of the connection's output; true when all was written.
-fn flush(conn: &mut Conn) -> io::Result<bool> {
-    while !conn.outbuf.is_empty() {
-        match conn.stream.write(&conn.outbuf) {
-            Ok(0) => return Err(io::Error::from(ErrorKind::WriteZero)),
-            Ok(n) => {
-                conn.outbuf.drain(..n);
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }

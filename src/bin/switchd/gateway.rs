@@ -151,7 +151,7 @@ impl GatewayPort {
         let (db, server) = match ServerConfig::from_network(net) {
             Some(sc) => {
                 if let Some(dir) = db_path.parent() {
-                    std::fs::create_dir_all(dir)
+                    vnet_control::store::create_private_dir(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
                 let (db, leases) = LeaseDb::open(&db_path)
@@ -243,7 +243,20 @@ impl GatewayPort {
     /// forwarder) if `/etc/resolv.conf` changed.
     fn reload_resolv_conf(&mut self) {
         self.resolv_checked = std::time::Instant::now();
-        let text = std::fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+        let text = match std::fs::read_to_string(RESOLV_CONF) {
+            Ok(t) => t,
+            // gone: the host has no resolvers now
+            Err(e) if e.kind() == ErrorKind::NotFound => String::new(),
+            // unreadable (out of descriptors, a permission change): keep the resolvers
+            // read last, rather than leave the network with none
+            Err(e) => {
+                warn!(
+                    "DNS({}): cannot read {RESOLV_CONF} ({e}); keeping the resolvers read before",
+                    self.network
+                );
+                return;
+            }
+        };
         if self.resolv.as_deref() == Some(text.as_str()) {
             return;
         }

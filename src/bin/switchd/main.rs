@@ -74,6 +74,7 @@ fn init_logging(level: &str) -> Result<()> {
 }
 
 mod capture;
+mod conn;
 mod daemon;
 mod dev;
 mod gateway;
@@ -170,7 +171,12 @@ struct Args {
 /// (a crash, `kill -9`): it holds the live changes (`--live` port forwards, DHCP hosts,
 /// DNS records) the definition does not, so it is taken instead, when it is the same
 /// network (name, and uuid when both have one).
+///
+/// A live definition written by another user (a run that dropped to `--user`) is taken
+/// only if it asks for nothing a privileged start does on its behalf beyond what the
+/// definition asks: see [`privileged_change`].
 fn recover_live(store: &Store, network: &mut Network) {
+    use std::os::unix::fs::MetadataExt;
     let name = network.name().to_owned();
     if store.is_running(&name) {
         return; // Daemon::new refuses to start a second one
@@ -178,6 +184,9 @@ fn recover_live(store: &Store, network: &mut Network) {
     let Ok(Some(xml)) = store.read_live(&name) else {
         return;
     };
+    let path = store.live_path(&name);
+    let foreign = std::fs::metadata(&path)
+        .is_ok_and(|m| m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0);
     match Network::from_xml(&xml) {
         Ok(live)
             if live.name() == name
@@ -185,12 +194,100 @@ fn recover_live(store: &Store, network: &mut Network) {
                     || network.uuid().is_none()
                     || live.uuid() == network.uuid()) =>
         {
+            if foreign {
+                if let Some(what) = privileged_change(network, &live) {
+                    warn!(
+                        "ignoring the live definition {}: written by another user, it changes {what}, which only the definition may",
+                        path.display()
+                    );
+                    return;
+                }
+            }
             log!("network {name:?}: taking the live definition its last run left (it did not stop cleanly)");
             *network = live;
         }
         Ok(_) => {}
         Err(e) => warn!("ignoring the live definition a crashed run left: {e}"),
     }
+}
+
+/// What of `live` a privileged start would act on with its privileges and `def` does
+/// not ask for: the forward mode and interfaces (uplinks opened with AF_PACKET), the
+/// bridge name (the host TAP), the addresses and MTU, TFTP roots, and port forwards to
+/// host ports below 1024. `None` when they agree.
+fn privileged_change(def: &Network, live: &Network) -> Option<&'static str> {
+    if def.forward_mode() != live.forward_mode()
+        || def.forward().interfaces != live.forward().interfaces
+    {
+        return Some("<forward>");
+    }
+    if def.bridge_name() != live.bridge_name() {
+        return Some("<bridge name>");
+    }
+    if def.mtu() != live.mtu() {
+        return Some("<mtu>");
+    }
+    let addrs = |n: &Network| -> Vec<_> {
+        n.ips()
+            .iter()
+            .map(|ip| (ip.address, ip.prefix_len(), ip.tftp_root.clone()))
+            .collect()
+    };
+    if addrs(def) != addrs(live) {
+        return Some("<ip>");
+    }
+    let low = |n: &Network| -> Vec<_> {
+        n.port_forwards()
+            .iter()
+            .filter(|f| f.port < 1024)
+            .cloned()
+            .collect()
+    };
+    let def_low = low(def);
+    if low(live).iter().any(|f| !def_low.contains(f)) {
+        return Some("<vnet:port-forward> below port 1024");
+    }
+    None
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: every NAT flow holds a
+/// host socket, every port and control connection a descriptor, and the default soft
+/// limit (1024) is below what the NAT bound allows. Returns the limit now in force.
+fn raise_nofile_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// Descriptors kept back from NAT flows for ports, control connections, the lease
+/// database and the other sockets switchd opens.
+const FD_RESERVE: u64 = 256;
+
+/// Hands the state subdirectories switchd made as root (and the files in them that a
+/// running network rewrites) to `user`, so the network can still compact its lease
+/// database and save its MAC once it runs as that user.
+fn hand_over_state(state_dir: &std::path::Path, name: &str, user: &str) -> Result<()> {
+    let u = nix::unistd::User::from_name(user)
+        .with_context(|| format!("looking up user {user:?}"))?
+        .with_context(|| format!("no user {user:?}"))?;
+    for p in [
+        state_dir.join("leases"),
+        state_dir.join("leases").join(format!("{name}.leases")),
+        state_dir.join("macs"),
+        state_dir.join("macs").join(name),
+    ] {
+        match std::os::unix::fs::chown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw())) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("giving {} to {user}", p.display())),
+        }
+    }
+    Ok(())
 }
 
 fn main() {
@@ -203,6 +300,9 @@ fn main() {
 fn run() -> Result<()> {
     let args = Args::parse();
     init_logging(&args.log_level)?;
+    // owner-only state: every file and directory switchd makes (sockets are given their
+    // modes explicitly)
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let run_dir = args
         .run_dir
         .unwrap_or_else(vnet_control::dirs::default_run_dir);
@@ -261,8 +361,10 @@ fn run() -> Result<()> {
         bail!("--aging-time must be at least 1 second");
     }
     for d in [&run_dir, &state_dir] {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        vnet_control::store::create_private_dir(d)
+            .with_context(|| format!("creating {}", d.display()))?;
     }
+    let nofile = raise_nofile_limit();
     let config = vnet_switch::Config::default()
         .with_fdb_max_entries(args.fdb_max_entries)
         .with_aging_time(Duration::from_secs(args.aging_time))
@@ -270,6 +372,14 @@ fn run() -> Result<()> {
         .with_flood_limit(args.flood_limit);
     let mut nat_limits = vnet_nat::Limits::default();
     nat_limits.max_flows = args.nat_max_flows;
+    let fd_budget = usize::try_from(nofile.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX);
+    if nat_limits.max_flows > fd_budget {
+        warn!(
+            "open-file limit {nofile}: NAT flows bounded to {fd_budget} (not {}); raise LimitNOFILE",
+            nat_limits.max_flows
+        );
+        nat_limits.max_flows = fd_budget;
+    }
     nat_limits.max_flows_per_guest = args.nat_max_flows_per_guest;
     let dhcp_port_cap =
         (args.dhcp_max_clients_per_port > 0).then_some(args.dhcp_max_clients_per_port);
@@ -289,8 +399,12 @@ fn run() -> Result<()> {
         log!("sockets open to group {group}");
     }
     if let Some(user) = &args.user {
+        hand_over_state(&state_dir, d.name(), user)?;
         drop_privileges(user, &args.caps)?;
     }
+    // after the drop: what the ports file (rewritten by the running network, so by the
+    // user it runs as) asks for is done with no more privilege than that user has
+    d.restore_ports();
     d.start_writers(args.writer_threads)?;
     d.set_busy_poll(Duration::from_micros(args.busy_poll));
     d.run()
