@@ -61,8 +61,27 @@ struct Flow {
     last: Instant,
     replied: bool,
     inbound: bool,
+    /// Since when the guest-facing handshake has been waiting (the guest's SYN while
+    /// connecting, then the SYN-ACK to it; the SYN to the guest for a port forward);
+    /// `None` once the socket is synchronized. An outbound flow with `Some` is one of
+    /// its guest's half-open flows.
+    handshake: Option<Instant>,
     bytes_out: u64,
     bytes_in: u64,
+}
+
+impl Flow {
+    /// Counts against its guest's [`Limits::max_half_open_per_guest`].
+    fn half_open(&self) -> bool {
+        self.handshake.is_some() && !self.inbound
+    }
+}
+
+/// A guest's flows, as the per-guest bounds count them.
+#[derive(Clone, Copy, Debug, Default)]
+struct GuestFlows {
+    flows: usize,
+    half_open: usize,
 }
 
 /// The NAT engine. See the crate doc.
@@ -73,7 +92,7 @@ pub struct Nat {
     sockets: SocketSet<'static>,
     flows: HashMap<FlowId, Flow>,
     by_key: HashMap<Key, FlowId>,
-    per_guest: HashMap<Ipv4Addr, usize>,
+    per_guest: HashMap<Ipv4Addr, GuestFlows>,
     next: u64,
     actions: VecDeque<Action>,
     dirty: VecDeque<FlowId>,
@@ -249,12 +268,19 @@ impl Nat {
         let mut expired = Vec::new();
         for (id, f) in &self.flows {
             let idle = now.saturating_duration_since(f.last);
-            let over = match &f.kind {
-                Kind::Connecting { .. } => idle >= l.tcp_connect_timeout,
-                Kind::Tcp { .. } => idle >= l.tcp_idle,
-                Kind::Udp if f.replied => idle >= l.udp_assured,
-                Kind::Udp => idle >= l.udp_unreplied,
-                Kind::Icmp => idle >= l.icmp_timeout,
+            let over = match (&f.kind, f.handshake) {
+                (Kind::Connecting { .. }, _) => idle >= l.tcp_connect_timeout,
+                (Kind::Tcp { .. }, Some(since)) => {
+                    let late = now.saturating_duration_since(since) >= l.tcp_handshake_timeout;
+                    if late {
+                        self.stats.handshake_timeouts += 1;
+                    }
+                    late
+                }
+                (Kind::Tcp { .. }, None) => idle >= l.tcp_idle,
+                (Kind::Udp, _) if f.replied => idle >= l.udp_assured,
+                (Kind::Udp, _) => idle >= l.udp_unreplied,
+                (Kind::Icmp, _) => idle >= l.icmp_timeout,
             };
             if over {
                 expired.push(*id);
@@ -346,6 +372,9 @@ impl Nat {
         let key = flow.key;
         match result {
             Ok(()) => {
+                // The socket listens on the remote address for the one SYN fed to it
+                // next, and must leave Listen with it: a listener left in the set
+                // would take the next SYN to that remote from any guest.
                 let mut sock = tcp_socket(&self.cfg.limits, &mut self.tcp_memory);
                 let _ = sock.listen(IpListenEndpoint {
                     addr: Some(IpAddress::Ipv4(*key.remote.ip())),
@@ -358,7 +387,17 @@ impl Nat {
                     host_shut: false,
                 };
                 flow.last = now;
+                flow.handshake = Some(now);
                 self.feed(now, *key.guest.ip(), syn);
+                let s = self.sockets.get::<tcp::Socket<'_>>(handle);
+                let guest = IpEndpoint::new(IpAddress::Ipv4(*key.guest.ip()), key.guest.port());
+                if s.state() != tcp::State::SynReceived || s.remote_endpoint() != Some(guest) {
+                    // smoltcp refused the SYN (SYN|FIN, port 0, a bad checksum)
+                    self.stats.handshake_aborts += 1;
+                    self.send_rst(key, 0, seq.wrapping_add(1));
+                    self.remove(id);
+                    return;
+                }
                 self.mark(id);
             }
             Err(e) => {
@@ -575,7 +614,9 @@ impl Nat {
                     raise_mss(&mut f);
                 }
                 self.feed(now, src, f);
-                self.mark(id);
+                if self.settle(id) {
+                    self.mark(id);
+                }
             }
             // Connecting: a retransmitted SYN; the first is replayed once connected.
             return;
@@ -602,6 +643,13 @@ impl Nat {
         };
         if !self.admit(src) {
             self.stats.refused_limit += 1;
+            self.send_rst(key, 0, tcp.sequence_number().wrapping_add(1));
+            return;
+        }
+        let half_open = self.per_guest.get(&src).map_or(0, |g| g.half_open);
+        if half_open >= self.cfg.limits.max_half_open_per_guest {
+            self.stats.refused_limit += 1;
+            self.stats.refused_half_open += 1;
             self.send_rst(key, 0, tcp.sequence_number().wrapping_add(1));
             return;
         }
@@ -739,7 +787,7 @@ impl Nat {
     fn admit(&self, guest: Ipv4Addr) -> bool {
         let l = &self.cfg.limits;
         self.flows.len() < l.max_flows
-            && self.per_guest.get(&guest).copied().unwrap_or(0) < l.max_flows_per_guest
+            && self.per_guest.get(&guest).map_or(0, |g| g.flows) < l.max_flows_per_guest
     }
 
     fn insert(
@@ -752,22 +800,28 @@ impl Nat {
     ) -> FlowId {
         let id = FlowId(self.next);
         self.next += 1;
-        *self.per_guest.entry(*key.guest.ip()).or_insert(0) += 1;
+        let handshake = match kind {
+            Kind::Connecting { .. } => Some(now),
+            Kind::Tcp { .. } if inbound => Some(now),
+            _ => None,
+        };
+        let flow = Flow {
+            key,
+            target,
+            kind,
+            created: now,
+            last: now,
+            replied: false,
+            inbound,
+            handshake,
+            bytes_out: 0,
+            bytes_in: 0,
+        };
+        let g = self.per_guest.entry(*key.guest.ip()).or_default();
+        g.flows += 1;
+        g.half_open += usize::from(flow.half_open());
         self.by_key.insert(key, id);
-        self.flows.insert(
-            id,
-            Flow {
-                key,
-                target,
-                kind,
-                created: now,
-                last: now,
-                replied: false,
-                inbound,
-                bytes_out: 0,
-                bytes_in: 0,
-            },
-        );
+        self.flows.insert(id, flow);
         id
     }
 
@@ -776,9 +830,12 @@ impl Nat {
             return;
         };
         self.by_key.remove(&f.key);
-        if let Some(n) = self.per_guest.get_mut(f.key.guest.ip()) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(g) = self.per_guest.get_mut(f.key.guest.ip()) {
+            g.flows = g.flows.saturating_sub(1);
+            if f.half_open() {
+                g.half_open = g.half_open.saturating_sub(1);
+            }
+            if g.flows == 0 {
                 self.per_guest.remove(f.key.guest.ip());
             }
         }
@@ -793,15 +850,55 @@ impl Nat {
         self.actions.push_back(Action::Close { flow: id });
     }
 
-    /// Ends a TCP flow whose guest side is over.
+    /// Ends a TCP flow whose guest side is over (or back in Listen: see
+    /// [`settle`](Self::settle)).
     fn reap(&mut self, id: FlowId) {
         let Some(Kind::Tcp { handle, .. }) = self.flows.get(&id).map(|f| &f.kind) else {
             return;
         };
-        let state = self.sockets.get::<tcp::Socket<'_>>(*handle).state();
-        if matches!(state, tcp::State::Closed | tcp::State::TimeWait) {
-            self.remove(id);
+        match self.sockets.get::<tcp::Socket<'_>>(*handle).state() {
+            tcp::State::Closed | tcp::State::TimeWait => self.remove(id),
+            tcp::State::Listen => {
+                self.stats.handshake_aborts += 1;
+                self.remove(id);
+            }
+            _ => {}
         }
+    }
+
+    /// After a guest segment reached TCP flow `id`'s socket: ends the flow if the
+    /// socket went back to Listen, notes a finished handshake. Returns whether the
+    /// flow lives on.
+    ///
+    /// RFC 9293 §3.10.7.4: a RST in SYN-RECEIVED returns a passive open to LISTEN, which
+    /// is what a guest's kernel makes of a SYN-ACK to a raw SYN it sent (a SYN scan).
+    /// The socket listens on the remote address the guest asked for, so it would take
+    /// the next SYN to that remote from any guest: the flow is dead and goes now, with
+    /// its host socket.
+    fn settle(&mut self, id: FlowId) -> bool {
+        let Some(flow) = self.flows.get_mut(&id) else {
+            return false;
+        };
+        let Kind::Tcp { handle, .. } = &flow.kind else {
+            return true;
+        };
+        match self.sockets.get::<tcp::Socket<'_>>(*handle).state() {
+            tcp::State::Listen => {
+                self.stats.handshake_aborts += 1;
+                self.remove(id);
+                return false;
+            }
+            tcp::State::Closed | tcp::State::SynSent | tcp::State::SynReceived => {}
+            _ => {
+                let half_open = flow.half_open();
+                if flow.handshake.take().is_some() && half_open {
+                    if let Some(g) = self.per_guest.get_mut(flow.key.guest.ip()) {
+                        g.half_open = g.half_open.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        true
     }
 
     fn mark(&mut self, id: FlowId) {

@@ -28,8 +28,14 @@
 //! - **Port forwards**: the driver accepts on the host and calls
 //!   [`Nat::accept_inbound`] / [`Nat::inbound_datagram`]; the guest sees the real
 //!   client address.
-//! - **Bounds**: flows per network and per guest ([`Limits`]); past them new flows are
-//!   refused (RST or ICMP administratively prohibited) and counted.
+//! - **Bounds**: flows per network and per guest, half-open TCP flows per guest
+//!   ([`Limits`]); past them new flows are refused (RST or ICMP administratively
+//!   prohibited) and counted.
+//! - **Half-open flows**: the guest-facing socket of a flow listens on the remote
+//!   address the guest asked for only for the instant it is fed that guest's SYN; a
+//!   flow whose guest resets the SYN-ACK (a SYN scan) ends at once, and a handshake
+//!   not finished within [`Limits::tcp_handshake_timeout`] is reset. So a guest's
+//!   half-open flow never takes another guest's connection to the same remote.
 //!
 //! Not done yet: IPv6, IP fragments (dropped), ICMP errors from the host side relayed
 //! to guests for UDP, TCP urgent data.
@@ -88,6 +94,21 @@ pub struct Limits {
     pub tcp_idle: Duration,
     /// A TCP connect that has not finished by then is reported unreachable.
     pub tcp_connect_timeout: Duration,
+    /// A TCP flow whose guest-facing handshake has not finished this long after it
+    /// began (the SYN-ACK to the guest, or the SYN to it for a port forward) is reset
+    /// both ways. On the virtual segment a handshake takes one round trip; this leaves
+    /// room for three retransmissions (smoltcp's RTO starts at 1 s and doubles: the
+    /// SYN-ACK goes at 0, 1, 3 and 7 s).
+    pub tcp_handshake_timeout: Duration,
+    /// Half-open TCP flows at once per guest address: flows a guest's SYN started
+    /// whose handshake has not finished (the host connect in progress, or the SYN-ACK
+    /// not yet acknowledged). Past it the guest's SYN gets a RST. This bounds what a SYN
+    /// scan from one guest holds (host sockets in connect, flow slots) without touching
+    /// its established flows, which [`max_flows_per_guest`](Self::max_flows_per_guest)
+    /// bounds. It must stay above a legitimate burst: a guest opening 500 connections
+    /// at once has them all half-open for a moment (its SYNs come in before the first
+    /// host connect is reported), so the default is 512, half the per-guest bound.
+    pub max_half_open_per_guest: usize,
     /// Size of each of a TCP flow's two buffers (guest side) while the flows' buffers
     /// together stay within [`tcp_memory`](Self::tcp_memory). The buffer to a guest is
     /// what the engine keeps in flight toward it, so it bounds one flow's throughput.
@@ -110,6 +131,8 @@ impl Default for Limits {
             icmp_timeout: Duration::from_secs(30),
             tcp_idle: Duration::from_secs(7200),
             tcp_connect_timeout: Duration::from_secs(20),
+            tcp_handshake_timeout: Duration::from_secs(10),
+            max_half_open_per_guest: 512,
             tcp_buffer: 1024 * 1024,
             tcp_buffer_min: 64 * 1024,
             tcp_memory: 128 * 1024 * 1024,
@@ -256,6 +279,10 @@ pub struct Stats {
     pub icmp_flows: u64,
     /// New flows refused because of [`Limits`].
     pub refused_limit: u64,
+    /// TCP SYNs refused because the guest had
+    /// [`Limits::max_half_open_per_guest`] half-open flows (also counted in
+    /// `refused_limit`).
+    pub refused_half_open: u64,
     /// TCP connects the remote refused.
     pub refused_remote: u64,
     /// TCP connects that failed as unreachable.
@@ -266,6 +293,13 @@ pub struct Stats {
     pub ignored: u64,
     /// Flows ended by a timeout.
     pub timeouts: u64,
+    /// TCP flows ended because the guest-facing handshake did not finish within
+    /// [`Limits::tcp_handshake_timeout`] (also counted in `timeouts`).
+    pub handshake_timeouts: u64,
+    /// TCP flows ended before their handshake finished because the guest reset it (a
+    /// RST answering the SYN-ACK, as a SYN scan's kernel sends) or its SYN was not one
+    /// the guest-facing TCP takes.
+    pub handshake_aborts: u64,
 }
 
 #[cfg(test)]

@@ -398,3 +398,232 @@ fn inbound_connections_are_opened_from_the_clients_address() {
     assert_eq!(synf.2, GUEST_MAC);
     assert!(nat.flows(t0).iter().any(|f| f.id == flow && f.inbound));
 }
+
+// ---- half-open flows (issue #17) ----
+
+const GUEST_B: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 6);
+const GUEST_B_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x06];
+
+/// A TCP segment from a guest: `flags` from `S`yn, `A`ck, `R`st, `F`in, `P`sh.
+fn seg(from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), seq: u32, ack: u32, flags: &str) -> Vec<u8> {
+    let mac = if from.0 == GUEST_B {
+        GUEST_B_MAC
+    } else {
+        GUEST_MAC
+    };
+    let mut b = PacketBuilder::ethernet2(mac, GW_MAC)
+        .ipv4(from.0.octets(), to.0.octets(), 64)
+        .tcp(from.1, to.1, seq, 64240);
+    for f in flags.chars() {
+        b = match f {
+            'S' => b.syn(),
+            'A' => b.ack(ack),
+            'R' => b.rst(),
+            'F' => b.fin(),
+            'P' => b.psh(),
+            _ => panic!("flag {f}"),
+        };
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("write");
+    v
+}
+
+/// The TCP segments among `frames`: (destination, seq, ack, SYN, ACK, RST).
+fn tcp_segs(frames: &[Vec<u8>]) -> Vec<(SocketAddrV4, u32, u32, bool, bool, bool)> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            let p = SlicedPacket::from_ethernet(f).ok()?;
+            let Some(NetSlice::Ipv4(ip)) = p.net else {
+                return None;
+            };
+            let TransportSlice::Tcp(t) = p.transport? else {
+                return None;
+            };
+            Some((
+                SocketAddrV4::new(ip.header().destination_addr(), t.destination_port()),
+                t.sequence_number(),
+                t.acknowledgment_number(),
+                t.syn(),
+                t.ack(),
+                t.rst(),
+            ))
+        })
+        .collect()
+}
+
+/// The SYN-ACK to `guest` among `frames`: its sequence number.
+fn synack_to(frames: &[Vec<u8>], guest: SocketAddrV4) -> Option<u32> {
+    tcp_segs(frames)
+        .into_iter()
+        .find(|s| s.0 == guest && s.3 && s.4 && s.2 == 1001)
+        .map(|s| s.1)
+}
+
+fn state_of(nat: &Nat, t: Instant, flow: FlowId) -> Option<&'static str> {
+    nat.flows(t).iter().find(|f| f.id == flow).map(|f| f.state)
+}
+
+/// A raw SYN scan from guest A (its kernel, holding no socket, resets the SYN-ACK)
+/// leaves no listener behind: guest B's connection to the same remote is B's own.
+#[test]
+fn a_guest_resetting_the_syn_ack_ends_its_flow_and_another_guest_connects() {
+    let (mut nat, t0) = nat_with(|_| {});
+    let remote = (REMOTE, 81);
+    let b = SocketAddrV4::new(GUEST_B, 50000);
+    for sport in [40000, 40001, 40002] {
+        let flow = syn_open(&mut nat, t0, sport, REMOTE, 81);
+        nat.opened(t0, flow, Ok(()));
+        let guest = SocketAddrV4::new(GUEST, sport);
+        assert!(synack_to(&frames(&mut nat), guest).is_some(), "{sport}");
+        // RFC 9293 §3.10.7.1: a SYN-ACK to a port with no socket (CLOSED) is answered
+        // <SEQ=SEG.ACK><CTL=RST>
+        nat.handle_frame(t0, &seg((GUEST, sport), remote, 1001, 0, "R"));
+        assert_eq!(
+            actions(&mut nat),
+            vec![Action::Close { flow }],
+            "the reset flow ends at once"
+        );
+        assert!(nat.flows(t0).is_empty(), "{:?}", nat.flows(t0));
+    }
+    assert_eq!(nat.stats().handshake_aborts, 3);
+
+    // B's SYN to the same remote is answered by B's flow, which carries B's bytes
+    nat.handle_frame(t0, &seg((GUEST_B, 50000), remote, 1000, 0, "S"));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!("no Action::Open for B")
+    };
+    nat.opened(t0, flow, Ok(()));
+    let out = frames(&mut nat);
+    let isn = synack_to(&out, b).expect("a SYN-ACK to B");
+    assert_eq!(state_of(&nat, t0, flow), Some("syn-received"));
+    let data = PacketBuilder::ethernet2(GUEST_B_MAC, GW_MAC)
+        .ipv4(GUEST_B.octets(), REMOTE.octets(), 64)
+        .tcp(50000, 81, 1001, 64240)
+        .ack(isn.wrapping_add(1))
+        .psh();
+    let mut f = Vec::new();
+    data.write(&mut f, b"from B").expect("write");
+    nat.handle_frame(t0, &f);
+    assert_eq!(state_of(&nat, t0, flow), Some("established"));
+    let mut host = Mem::default();
+    nat.pump(t0, flow, &mut host);
+    assert_eq!(host.written, b"from B");
+    assert_eq!(nat.flows(t0).len(), 1);
+}
+
+/// A SYN the guest-facing TCP does not take (smoltcp refuses SYN|FIN) leaves no
+/// listener either: the guest gets a RST and the flow ends once the host connect is in.
+#[test]
+fn a_syn_the_guest_facing_tcp_refuses_ends_its_flow_with_a_rst() {
+    let (mut nat, t0) = nat_with(|_| {});
+    let remote = (REMOTE, 81);
+    nat.handle_frame(t0, &seg((GUEST, 40000), remote, 1000, 0, "SF"));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!("no Action::Open")
+    };
+    nat.opened(t0, flow, Ok(()));
+    let segs = tcp_segs(&frames(&mut nat));
+    assert!(
+        segs.iter()
+            .any(|s| s.0 == SocketAddrV4::new(GUEST, 40000) && s.5 && s.2 == 1001),
+        "{segs:?}"
+    );
+    assert_eq!(actions(&mut nat), vec![Action::Close { flow }]);
+    assert!(nat.flows(t0).is_empty());
+    // and B connects to the same remote as itself
+    let b = SocketAddrV4::new(GUEST_B, 50000);
+    nat.handle_frame(t0, &seg((GUEST_B, 50000), remote, 1000, 0, "S"));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!("no Action::Open for B")
+    };
+    nat.opened(t0, flow, Ok(()));
+    let isn = synack_to(&frames(&mut nat), b).expect("a SYN-ACK to B");
+    nat.handle_frame(
+        t0,
+        &seg((GUEST_B, 50000), remote, 1001, isn.wrapping_add(1), "A"),
+    );
+    assert_eq!(state_of(&nat, t0, flow), Some("established"));
+}
+
+#[test]
+fn an_unanswered_syn_ack_expires_after_the_handshake_timeout() {
+    let (mut nat, t0) = nat_with(|_| {});
+    assert_eq!(
+        nat.config().limits.tcp_handshake_timeout,
+        Duration::from_secs(10)
+    );
+    let guest = SocketAddrV4::new(GUEST, 40000);
+    let open = t0 + Duration::from_secs(2);
+    let flow = syn_open(&mut nat, t0, 40000, REMOTE, 80);
+    nat.opened(open, flow, Ok(()));
+    assert!(synack_to(&frames(&mut nat), guest).is_some());
+    // an established flow next to it is not touched
+    let done = syn_open(&mut nat, t0, 40001, REMOTE, 80);
+    nat.opened(open, done, Ok(()));
+    let isn = synack_to(&frames(&mut nat), SocketAddrV4::new(GUEST, 40001)).expect("SYN-ACK");
+    nat.handle_frame(
+        open,
+        &seg((GUEST, 40001), (REMOTE, 80), 1001, isn.wrapping_add(1), "A"),
+    );
+    assert_eq!(state_of(&nat, open, done), Some("established"));
+    let _ = actions(&mut nat);
+    // smoltcp retransmits the SYN-ACK meanwhile; the flow stays until 10 s after it
+    for s in 1..10 {
+        nat.handle_timeout(open + Duration::from_secs(s));
+        assert!(actions(&mut nat).is_empty(), "at {s} s");
+    }
+    let _ = frames(&mut nat);
+    nat.handle_timeout(open + Duration::from_millis(10_001));
+    assert_eq!(actions(&mut nat), vec![Action::Close { flow }]);
+    let segs = tcp_segs(&frames(&mut nat));
+    assert!(segs.iter().any(|s| s.0 == guest && s.5), "a RST: {segs:?}");
+    let st = nat.stats();
+    assert_eq!((st.handshake_timeouts, st.timeouts, st.flows), (1, 1, 1));
+    assert_eq!(
+        state_of(&nat, open + Duration::from_secs(11), done),
+        Some("established")
+    );
+}
+
+#[test]
+fn half_open_flows_are_bounded_per_guest() {
+    let (mut nat, t0) = nat_with(|c| c.limits.max_half_open_per_guest = 2);
+    let first = syn_open(&mut nat, t0, 40000, REMOTE, 80);
+    let second = syn_open(&mut nat, t0, 40001, REMOTE, 80);
+    // the third SYN while two connects are in progress: a RST
+    nat.handle_frame(t0, &syn(GUEST, 40002, REMOTE, 80));
+    assert!(actions(&mut nat).is_empty());
+    let segs = tcp_segs(&frames(&mut nat));
+    assert_eq!(
+        segs,
+        vec![(SocketAddrV4::new(GUEST, 40002), 0, 1001, false, true, true)]
+    );
+    let st = nat.stats();
+    assert_eq!((st.refused_half_open, st.refused_limit), (1, 1));
+    // the connect done and the SYN-ACK sent, the flow is still half-open
+    nat.opened(t0, first, Ok(()));
+    let isn = synack_to(&frames(&mut nat), SocketAddrV4::new(GUEST, 40000)).expect("SYN-ACK");
+    nat.handle_frame(t0, &syn(GUEST, 40003, REMOTE, 80));
+    assert!(actions(&mut nat).is_empty());
+    assert_eq!(nat.stats().refused_half_open, 2);
+    // once the guest acknowledges it, it counts no more
+    nat.handle_frame(
+        t0,
+        &seg((GUEST, 40000), (REMOTE, 80), 1001, isn.wrapping_add(1), "A"),
+    );
+    assert_eq!(state_of(&nat, t0, first), Some("established"));
+    let _ = frames(&mut nat);
+    let _fourth = syn_open(&mut nat, t0, 40004, REMOTE, 80);
+    nat.handle_frame(t0, &syn(GUEST, 40005, REMOTE, 80));
+    assert!(actions(&mut nat).is_empty());
+    assert_eq!(nat.stats().refused_half_open, 3);
+    // another guest has its own bound
+    nat.handle_frame(t0, &seg((GUEST_B, 50000), (REMOTE, 80), 1000, 0, "S"));
+    assert!(matches!(nat.poll_action(), Some(Action::Open { .. })));
+    // a refused or timed-out connect frees its slot
+    nat.opened(t0, second, Err(OpenError::Refused));
+    let _ = actions(&mut nat);
+    let _ = syn_open(&mut nat, t0, 40006, REMOTE, 80);
+}
