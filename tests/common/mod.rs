@@ -41,6 +41,8 @@ pub struct Net {
     pub dir: TempDir,
     /// Extra switchd arguments (`--nat-max-flows-per-guest 20`, ...).
     pub args: Vec<String>,
+    /// A command switchd runs under (`prlimit --nofile=…`), empty for none.
+    pub wrapper: Vec<String>,
 }
 
 impl Net {
@@ -79,6 +81,7 @@ impl Net {
             host,
             dir,
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            wrapper: Vec::new(),
         }
     }
 
@@ -89,7 +92,14 @@ impl Net {
             .append(true)
             .open(self.dir.path().join("switchd.log"))
             .expect("log file");
-        let mut cmd = self.host.cmd(SWITCHD, &["--name", &self.name]);
+        let mut cmd = match self.wrapper.split_first() {
+            None => self.host.cmd(SWITCHD, &["--name", &self.name]),
+            Some((prog, args)) => {
+                let mut c = self.host.cmd(prog, &[]);
+                c.args(args).args([SWITCHD, "--name", &self.name]);
+                c
+            }
+        };
         cmd.args(&self.args);
         let config = self.dir.path().join("net.xml");
         if config.exists() {
