@@ -361,6 +361,9 @@ impl GatewayPort {
                     ("dropped", s.dropped),
                     ("ignored", s.ignored),
                     ("timeouts", s.timeouts),
+                    ("refused_half_open", s.refused_half_open),
+                    ("handshake_timeouts", s.handshake_timeouts),
+                    ("handshake_aborts", s.handshake_aborts),
                 ] {
                     m.insert(k.to_owned(), v);
                 }
