@@ -545,4 +545,17 @@ fn parallel_defines_leave_one_definition_per_name_and_uuid() {
         .filter(|n| n["name"] == name.as_str())
         .collect();
     assert_eq!(named.len(), 1, "{named:?}");
+
+    // definitions are no one else's: the directory 0700, each file (and the lock) 0600
+    use std::os::unix::fs::MetadataExt;
+    let state = cli.dir.path().join("state");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("metadata").mode() & 0o777;
+    assert_eq!(mode(&state.join("networks")), 0o700);
+    assert_eq!(mode(&state.join(".define.lock")), 0o600);
+    for f in std::fs::read_dir(state.join("networks"))
+        .expect("networks")
+        .flatten()
+    {
+        assert_eq!(mode(&f.path()), 0o600, "{}", f.path().display());
+    }
 }

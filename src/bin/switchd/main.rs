@@ -264,6 +264,27 @@ fn raise_nofile_limit() -> u64 {
     soft
 }
 
+/// Makes the state subdirectories an older vnet made 0755 owner-only (0700), when they
+/// are switchd's user's.
+fn tighten_state_dirs(state_dir: &std::path::Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for sub in ["networks", "autostart", "leases", "macs"] {
+        let p = state_dir.join(sub);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 != 0 {
+            match std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode(vnet_control::store::DIR_MODE),
+            ) {
+                Ok(()) => log!("{}: made owner-only", p.display()),
+                Err(e) => warn!("{}: cannot make it owner-only: {e}", p.display()),
+            }
+        }
+    }
+}
+
 /// Descriptors kept back from NAT flows for ports, control connections, the lease
 /// database and the other sockets switchd opens.
 const FD_RESERVE: u64 = 256;
@@ -364,6 +385,7 @@ fn run() -> Result<()> {
         vnet_control::store::create_private_dir(d)
             .with_context(|| format!("creating {}", d.display()))?;
     }
+    tighten_state_dirs(&state_dir);
     let nofile = raise_nofile_limit();
     let config = vnet_switch::Config::default()
         .with_fdb_max_entries(args.fdb_max_entries)
