@@ -20,6 +20,10 @@
 //!
 //! Every error is one [`Error`] naming the line, element, attribute and reason.
 //!
+//! Input is bounded: XML (a definition or a `net-update` fragment) larger than
+//! [`MAX_XML_BYTES`] or nested deeper than [`MAX_XML_DEPTH`] is refused by a
+//! non-recursive scan before it is parsed, since the XML parser recurses once per level.
+//!
 //! ```
 //! use vnet_config::{ForwardMode, Network, UpdateCommand, UpdateSection};
 //!
@@ -58,6 +62,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod error;
+mod limits;
 mod model;
 mod parse;
 mod port_forward;
@@ -71,6 +76,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 pub use error::Error;
+pub use limits::{MAX_XML_BYTES, MAX_XML_DEPTH};
 pub use model::{
     Bandwidth, BandwidthRate, Bootp, Bridge, Dhcp, DhcpHost, DhcpRange, Dns, DnsForwarder, DnsHost,
     DnsSrv, DnsTxt, Domain, Forward, ForwardMode, IpDef, IpFamily, Lease, LeaseTime, LeaseUnit,
@@ -148,10 +154,32 @@ impl Network {
         parse::network(xml)
     }
 
-    /// [`Network::from_xml`] on a file's contents; errors name the file.
+    /// [`Network::from_xml`] on a file's contents; errors name the file. At most
+    /// [`MAX_XML_BYTES`] + 1 bytes are read, so a huge file (or `/dev/zero`) is refused
+    /// as too large without being read whole.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let xml = std::fs::read_to_string(path)
-            .map_err(|e| Error::new("", format!("cannot read the file: {e}")).in_file(path))?;
+        use std::io::Read;
+        let read_err =
+            |e: std::io::Error| Error::new("", format!("cannot read the file: {e}")).in_file(path);
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        // One byte over the limit is enough to know the file is too large.
+        file.take(
+            u64::try_from(MAX_XML_BYTES)
+                .unwrap_or(u64::MAX)
+                .saturating_add(1),
+        )
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+        if bytes.len() > MAX_XML_BYTES {
+            return Err(limits::too_large(None).in_file(path));
+        }
+        let xml = String::from_utf8(bytes).map_err(|_| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
+        })?;
         Self::from_xml(&xml).map_err(|e| e.in_file(path))
     }
 

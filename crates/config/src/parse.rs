@@ -17,7 +17,7 @@ use crate::model::{
     RawNode, Route, VirtualPort, Vlan, VlanTag,
 };
 use crate::port_forward::{self, ForwardProto, PortForward};
-use crate::{Error, Network, VNET_NS};
+use crate::{limits, Error, Network, VNET_NS};
 
 /// The namespace of libvirt's dnsmasq options.
 pub(crate) const DNSMASQ_NS: &str = "http://libvirt.org/schemas/network/dnsmasq/1.0";
@@ -26,8 +26,12 @@ pub(crate) const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
 
 pub(crate) type Result<T> = std::result::Result<T, Error>;
 
-/// Parses XML text, turning roxmltree's error into ours (with its line).
+/// Parses XML text, turning roxmltree's error into ours (with its line). Every XML
+/// the crate reads comes through here: the text is first checked against
+/// [`crate::MAX_XML_BYTES`] and [`crate::MAX_XML_DEPTH`] ([`limits::check`]), since
+/// roxmltree recurses once per nesting level.
 pub(crate) fn document(xml: &str) -> Result<Document<'_>> {
+    limits::check(xml)?;
     Document::parse(xml).map_err(|e| {
         let mut err = Error::new("", format!("malformed XML: {e}"));
         err.line = Some(e.pos().row);
@@ -1668,13 +1672,7 @@ fn dhcp(node: Node<'_, '_>, ip: &IpDef, seen: &mut DhcpSeen) -> Result<Dhcp> {
         match child.tag_name().name() {
             "range" => {
                 let r = dhcp_range(child, ip)?;
-                if out
-                    .ranges
-                    .iter()
-                    .any(|o| o.start == r.start && o.end == r.end)
-                {
-                    return Err(err(child, "this DHCP range is listed twice"));
-                }
+                check_range_overlap(child, &r, &out.ranges)?;
                 out.ranges.push(r);
             }
             "host" => {
@@ -1724,8 +1722,58 @@ pub(crate) fn dhcp_range(node: Node<'_, '_>, ip: &IpDef) -> Result<DhcpRange> {
             "the DHCP range ends before it starts",
         ));
     }
+    // libvirt (virSocketAddrGetRange): an IPv4 range may not start at the network
+    // address or end at the broadcast address; as the DHCP server does, and RFC 3021
+    // says, a /31 or /32 has neither.
+    if let (IpAddr::V4(network), IpAddr::V4(s), IpAddr::V4(e)) = (ip.network(), start, end) {
+        let prefix = ip.prefix_len();
+        if prefix < 31 {
+            let broadcast = Ipv4Addr::from(u32::from(network) | (u32::MAX >> prefix));
+            if s == network {
+                return Err(err_attr(
+                    node,
+                    "start",
+                    format!("DHCP range start is the network address of {subnet}"),
+                ));
+            }
+            if e == broadcast {
+                return Err(err_attr(
+                    node,
+                    "end",
+                    format!("DHCP range end is the broadcast address of {subnet}"),
+                ));
+            }
+        }
+    }
     let lease = single(node, "lease")?.map(lease).transpose()?;
     Ok(DhcpRange { start, end, lease })
+}
+
+/// An error if `range` (the range `node` defines) shares an address with one of
+/// `others`, naming the first such. libvirt accepts overlapping ranges, but one
+/// address in two ranges makes the pool look larger than it is (vnet's lease bound
+/// counts range sizes) and leaves its lease time ambiguous.
+pub(crate) fn check_range_overlap(
+    node: Node<'_, '_>,
+    range: &DhcpRange,
+    others: &[DhcpRange],
+) -> Result<()> {
+    let Some(o) = others
+        .iter()
+        .find(|o| o.start <= range.end && range.start <= o.end)
+    else {
+        return Ok(());
+    };
+    if o.start == range.start && o.end == range.end {
+        return Err(err(node, "this DHCP range is listed twice"));
+    }
+    Err(err(
+        node,
+        format!(
+            "the DHCP range {} to {} overlaps the range {} to {}",
+            range.start, range.end, o.start, o.end
+        ),
+    ))
 }
 
 /// A DHCP host as written; the IP may be missing in a `net-update delete`.

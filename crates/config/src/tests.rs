@@ -1805,3 +1805,299 @@ fn add_and_remove_port_forwards() {
     );
     assert!(isolated.port_forwards().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------
+// XML size and depth limits (issue #17: 45 KB of nested elements overflowed the stack)
+
+/// Runs `f` on a thread with a small stack: the limits must be enforced without
+/// recursing, so a parse that recursed once per level would overflow it (and abort the
+/// test binary) long before 1 MB of nesting.
+fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn a_megabyte_of_nesting_is_refused_without_overflowing_the_stack() {
+    // just under the size limit, so it is the depth that is refused
+    let n = (crate::MAX_XML_BYTES - 200) / 3;
+    let e = on_small_stack(move || {
+        let body = format!("<metadata>\n{}", "<a>".repeat(n));
+        Network::from_xml(&net(&body)).unwrap_err()
+    });
+    assert_eq!(
+        e.to_string(),
+        "line 4: <a>: XML nested deeper than 64 elements"
+    );
+    // the same bare, without a <network> around it
+    let e = on_small_stack(move || Network::from_xml(&"<a>".repeat(n)).unwrap_err());
+    assert_eq!(
+        e.to_string(),
+        "line 1: <a>: XML nested deeper than 64 elements"
+    );
+}
+
+#[test]
+fn a_net_update_fragment_nested_too_deep_is_refused() {
+    // the reproducer of #17: `switchctl net-update NET add ip-dhcp-host` with a <host>
+    // holding 15 000 levels (45 KB, under the control socket's 64 KiB request limit)
+    let e = on_small_stack(|| {
+        let mut n = Network::libvirt_default();
+        let fragment = format!("<host>{}", "<a>".repeat(15_000));
+        let e = n
+            .update(
+                crate::UpdateCommand::Add,
+                crate::UpdateSection::IpDhcpHost,
+                None,
+                &fragment,
+            )
+            .unwrap_err();
+        assert_eq!(n, Network::libvirt_default(), "unchanged");
+        e
+    });
+    assert_eq!(
+        e.to_string(),
+        "line 1: <a>: XML nested deeper than 64 elements"
+    );
+}
+
+#[test]
+fn nesting_up_to_the_limit_loads() {
+    // <network> and <metadata> are levels 1 and 2; 62 more kept verbatim make 64
+    let kept = format!("{}{}", "<x:a>".repeat(62), "</x:a>".repeat(62));
+    let xml =
+        format!("<network xmlns:x='urn:x'><name>t</name><metadata>{kept}</metadata></network>");
+    let n = Network::from_xml(&xml).unwrap();
+    assert_eq!(Network::from_xml(&n.to_xml()).unwrap(), n);
+    let deeper = xml
+        .replace("<metadata>", "<metadata><x:b>")
+        .replace("</metadata>", "</x:b></metadata>");
+    let e = Network::from_xml(&deeper).unwrap_err();
+    assert_eq!(e.element, "x:a");
+    assert!(
+        e.reason.contains("XML nested deeper than 64 elements"),
+        "{e}"
+    );
+}
+
+#[test]
+fn nesting_inside_comments_cdata_and_attributes_is_not_counted() {
+    let deep = "<a>".repeat(10_000);
+    let xml = format!(
+        "<?xml version='1.0'?>\n<!-- {deep} -->\n<network xmlns:x='urn:x'>\n<name>t</name>\n\
+         <metadata><x:m v='{}' w=\"/>'>\"><![CDATA[{deep}]]><?pi {deep}?><!--{deep}--></x:m>\
+         </metadata>\n</network>",
+        "&lt;a&gt;".repeat(10_000)
+    );
+    let n = Network::from_xml(&xml).unwrap();
+    assert_eq!(Network::from_xml(&n.to_xml()).unwrap(), n);
+}
+
+#[test]
+fn a_document_over_the_size_limit_is_refused() {
+    let pad = " ".repeat(crate::MAX_XML_BYTES);
+    let e = Network::from_xml(&net(&pad)).unwrap_err();
+    assert_eq!(e.line, None);
+    assert_eq!(e.element, "");
+    assert!(
+        e.to_string()
+            .starts_with("XML document larger than 1048576 bytes ("),
+        "{e}"
+    );
+    // a network of 1 MiB, with thousands of hosts, is within it
+    let hosts: String = (0..8000u32)
+        .map(|i| {
+            format!(
+                "<host mac='52:54:00:00:{:02x}:{:02x}' name='h{i}' ip='10.0.{}.{}'/>\n",
+                i >> 8,
+                i & 0xff,
+                (i >> 8) + 1,
+                i & 0xff
+            )
+        })
+        .collect();
+    let xml = net(&format!(
+        "<ip address='10.255.255.254' prefix='8'><dhcp>{hosts}</dhcp></ip>"
+    ));
+    assert!(xml.len() < crate::MAX_XML_BYTES);
+    assert_eq!(
+        Network::from_xml(&xml).unwrap().ips()[0]
+            .dhcp
+            .as_ref()
+            .unwrap()
+            .hosts
+            .len(),
+        8000
+    );
+}
+
+#[test]
+fn from_file_refuses_a_file_over_the_size_limit() {
+    let dir = std::env::temp_dir().join(format!("vnet-config-size-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.xml");
+    std::fs::write(&path, net(&" ".repeat(2 * crate::MAX_XML_BYTES))).unwrap();
+    let e = Network::from_file(&path).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: XML document larger than 1048576 bytes", path.display())
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// DHCP ranges: network and broadcast addresses, overlaps (issue #17)
+
+#[test]
+fn dhcp_ranges_leave_out_the_network_and_broadcast_addresses() {
+    let e = rejects(
+        &with_ip("<dhcp><range start='192.168.50.0' end='192.168.50.100'/></dhcp>"),
+        "range",
+        Some("start"),
+        "DHCP range start is the network address of 192.168.50.0/24",
+    );
+    assert_eq!(
+        e.to_string(),
+        "line 3: <range start='192.168.50.0'>: DHCP range start is the network address of \
+         192.168.50.0/24"
+    );
+    rejects(
+        &with_ip("<dhcp><range start='192.168.50.2' end='192.168.50.255'/></dhcp>"),
+        "range",
+        Some("end"),
+        "DHCP range end is the broadcast address of 192.168.50.0/24",
+    );
+    rejects(
+        &net("<ip address='10.1.0.1' netmask='255.255.0.0'><dhcp><range start='10.1.200.0' end='10.1.255.255'/></dhcp></ip>"),
+        "range",
+        Some("end"),
+        "DHCP range end is the broadcast address of 10.1.0.0/16",
+    );
+    // the addresses next to them are fine, and so is .0 or .255 inside a larger subnet
+    Network::from_xml(&with_ip(
+        "<dhcp><range start='192.168.50.1' end='192.168.50.254'/></dhcp>",
+    ))
+    .unwrap();
+    Network::from_xml(&net(
+        "<ip address='10.1.0.1' prefix='16'><dhcp><range start='10.1.1.0' end='10.1.2.255'/></dhcp></ip>",
+    ))
+    .unwrap();
+    // a /31 has neither (RFC 3021); IPv6 has no broadcast address
+    Network::from_xml(&net(
+        "<ip address='10.9.0.0' prefix='31'><dhcp><range start='10.9.0.1' end='10.9.0.1'/></dhcp></ip>",
+    ))
+    .unwrap();
+    Network::from_xml(&net(
+        "<ip family='ipv6' address='fd00::1' prefix='120'><dhcp><range start='fd00::10' end='fd00::ff'/></dhcp></ip>",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn dhcp_ranges_may_not_overlap() {
+    let e = rejects(
+        &with_ip(
+            "<dhcp>\n<range start='192.168.50.10' end='192.168.50.20'/>\n\
+             <range start='192.168.50.20' end='192.168.50.30'/></dhcp>",
+        ),
+        "range",
+        None,
+        "the DHCP range 192.168.50.20 to 192.168.50.30 overlaps the range 192.168.50.10 to \
+         192.168.50.20",
+    );
+    assert_eq!(e.line, Some(5));
+    // one inside another, either way round
+    for (a, b) in [("10", "99"), ("40", "50")] {
+        let (c, d) = if a == "10" {
+            ("40", "50")
+        } else {
+            ("10", "99")
+        };
+        rejects(
+            &with_ip(&format!(
+                "<dhcp><range start='192.168.50.{a}' end='192.168.50.{b}'/>\
+                 <range start='192.168.50.{c}' end='192.168.50.{d}'/></dhcp>"
+            )),
+            "range",
+            None,
+            "overlaps the range",
+        );
+    }
+    rejects(
+        &with_ip(
+            "<dhcp><range start='192.168.50.10' end='192.168.50.20'/>\
+             <range start='192.168.50.10' end='192.168.50.20'/></dhcp>",
+        ),
+        "range",
+        None,
+        "this DHCP range is listed twice",
+    );
+    rejects(
+        &net(
+            "<ip family='ipv6' address='fd00::1' prefix='64'><dhcp><range start='fd00::10' end='fd00::ff'/>\
+             <range start='fd00::f0' end='fd00::1ff'/></dhcp></ip>",
+        ),
+        "range",
+        None,
+        "the DHCP range fd00::f0 to fd00::1ff overlaps the range fd00::10 to fd00::ff",
+    );
+    // adjacent ranges do not overlap
+    let n = Network::from_xml(&with_ip(
+        "<dhcp><range start='192.168.50.10' end='192.168.50.20'/>\
+         <range start='192.168.50.21' end='192.168.50.30'/></dhcp>",
+    ))
+    .unwrap();
+    assert_eq!(n.ips()[0].dhcp.as_ref().unwrap().ranges.len(), 2);
+}
+
+#[test]
+fn net_update_checks_a_new_range_like_the_loader() {
+    use crate::{UpdateCommand as C, UpdateSection as S};
+    let mut n = Network::libvirt_default(); // .2 to .254
+    let e = n
+        .update(
+            C::Add,
+            S::IpDhcpRange,
+            None,
+            "<range start='192.168.122.100' end='192.168.122.120'/>",
+        )
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "line 1: <range>: the DHCP range 192.168.122.100 to 192.168.122.120 overlaps the range \
+         192.168.122.2 to 192.168.122.254"
+    );
+    let e = n
+        .update(
+            C::Add,
+            S::IpDhcpRange,
+            None,
+            "<range start='192.168.122.0' end='192.168.122.1'/>",
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("<range start='192.168.122.0'>: DHCP range start is the network address"),
+        "{e}"
+    );
+    assert_eq!(n, Network::libvirt_default(), "unchanged");
+    // after the big range is gone, a smaller one fits
+    n.update(
+        C::Delete,
+        S::IpDhcpRange,
+        None,
+        "<range start='192.168.122.2' end='192.168.122.254'/>",
+    )
+    .unwrap();
+    n.update(
+        C::Add,
+        S::IpDhcpRange,
+        None,
+        "<range start='192.168.122.100' end='192.168.122.120'/>",
+    )
+    .unwrap();
+}

@@ -378,6 +378,7 @@ fn dhcp_range(
             format!("there is an existing DHCP range entry in network '{name}' that matches"),
         ));
     }
+    parse::check_range_overlap(node, &range, ranges)?;
     insert(&mut dhcp_of(net, idx, node)?.ranges, op, range);
     Ok(())
 }
