@@ -64,6 +64,7 @@
 mod config;
 pub mod db;
 mod event;
+mod seen;
 mod server;
 
 #[cfg(test)]
@@ -77,6 +78,7 @@ pub use db::{DbError, LeaseDb};
 /// The DHCP codec this crate uses, to build and read messages with the same version.
 pub use dhcproto;
 pub use event::{Event, Lease, Mac};
+pub use seen::{ClaimEviction, SEEN_PER_MAC, SEEN_PER_PORT};
 pub use server::{
     DropReason, MessageCounts, PacketMeta, Reply, ReplyDest, Server, Stats, OFFER_HOLD, SEEN_HOLD,
 };

@@ -18,6 +18,7 @@ use dhcproto::{Decodable, Decoder, Encodable, Encoder, Name};
 
 use crate::config::{LeaseDuration, Reservation, ServerConfig};
 use crate::event::{ClientKey, Event, Lease};
+use crate::seen::{Claim, ClaimEviction, SeenTable, SEEN_PER_PORT};
 
 /// How long an offered address is held for the client it was offered to (other
 /// clients get it only when nothing else is free).
@@ -198,6 +199,9 @@ pub struct Stats {
     /// DISCOVERs and REQUESTs ignored because their port already had as many clients
     /// as [`Server::set_port_cap`] allows.
     pub port_capped: u64,
+    /// Seen addresses ([`Server::note_in_use`]) forgotten early, by reason: read with
+    /// [`Stats::claims_evicted`].
+    claims_evicted: [u64; ClaimEviction::ALL.len()],
 }
 
 impl Stats {
@@ -213,6 +217,26 @@ impl Stats {
 
     fn drop(&mut self, reason: DropReason) {
         if let Some(c) = self.dropped.get_mut(reason.index()) {
+            *c = c.saturating_add(1);
+        }
+    }
+
+    /// Seen addresses forgotten before [`SEEN_HOLD`] ran out because their MAC or port
+    /// claimed more than its bound ([`Server::note_in_use`]).
+    pub fn claims_evicted(&self, reason: ClaimEviction) -> u64 {
+        self.claims_evicted
+            .get(reason.index())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Seen addresses forgotten early, for any reason.
+    pub fn claims_evicted_total(&self) -> u64 {
+        self.claims_evicted.iter().sum()
+    }
+
+    fn evict(&mut self, reason: ClaimEviction) {
+        if let Some(c) = self.claims_evicted.get_mut(reason.index()) {
             *c = c.saturating_add(1);
         }
     }
@@ -257,7 +281,11 @@ struct ReplyParts<'a> {
 /// Bounds: the lease table holds at most [`ServerConfig::lease_limit`] leases (the
 /// pool plus the reserved addresses outside it), one per client; offers, quarantined
 /// addresses and the "last address of this client" memory are keyed by address and
-/// only ever hold addresses the server could lease.
+/// only ever hold addresses the server could lease. Addresses seen in use
+/// ([`Server::note_in_use`]) are pool addresses too, and at most [`SEEN_PER_MAC`] per
+/// MAC and [`SEEN_PER_PORT`] (or the port cap) per port.
+///
+/// [`SEEN_PER_MAC`]: crate::SEEN_PER_MAC
 #[derive(Debug)]
 pub struct Server {
     config: ServerConfig,
@@ -272,8 +300,8 @@ pub struct Server {
     previous: BTreeMap<Ipv4Addr, ClientKey>,
     previous_by_key: HashMap<ClientKey, Ipv4Addr>,
     /// Pool addresses seen in use on the segment by a station without a lease for them:
-    /// the station's MAC and until when the address is kept out of offers.
-    seen: BTreeMap<Ipv4Addr, ([u8; 6], SystemTime)>,
+    /// the station's MAC and port, and until when the address is kept out of offers.
+    seen: SeenTable,
     events: VecDeque<Event>,
     stats: Stats,
     /// At most this many clients (MACs) per port, when set.
@@ -304,7 +332,7 @@ impl Server {
             by_port: HashMap::new(),
             previous: BTreeMap::new(),
             previous_by_key: HashMap::new(),
-            seen: BTreeMap::new(),
+            seen: SeenTable::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
         };
@@ -385,7 +413,10 @@ impl Server {
     /// Bounds the clients (MACs) one port may have leases or offers for: past `cap`,
     /// DISCOVERs and REQUESTs of new clients from that port are ignored and counted
     /// (`port_capped`), so a guest sending with random client MACs cannot take the
-    /// pool. `None`: no bound (the default).
+    /// pool. `None`: no bound (the default). The cap also bounds the addresses a port
+    /// may keep out of offers by being seen using them ([`Server::note_in_use`]; without
+    /// a cap, [`SEEN_PER_PORT`]): a port holds at most `cap` leases or offers plus `cap`
+    /// seen addresses.
     pub fn set_port_cap(&mut self, cap: Option<usize>) {
         self.port_cap = cap;
     }
@@ -454,22 +485,39 @@ impl Server {
             self.quarantine.remove(&ip);
         }
         self.offers.retain(|_, o| o.until > now);
-        self.seen.retain(|_, (_, until)| *until > now);
+        self.seen.expire(now);
     }
 
-    /// Tells the server that the station `mac` uses `ip` (the driver saw it as the
-    /// sender of an ARP packet on the segment). Where dnsmasq pings an address for
-    /// about 3 s before its first offer, vnet sees the segment: an address of the ranges
-    /// that a station without a lease for it uses is not offered to anyone else for
-    /// [`SEEN_HOLD`] after it was last seen. Addresses outside the ranges and the
-    /// address a station holds a lease for are ignored, so the table is bounded by the
-    /// pool size.
-    pub fn note_in_use(&mut self, now: SystemTime, ip: Ipv4Addr, mac: [u8; 6]) {
+    /// Tells the server that the station `mac`, behind switch port `port` (`None`: the
+    /// driver does not know), uses `ip`: the driver saw it as the sender of an ARP
+    /// packet on the segment. Where dnsmasq pings an address for about 3 s before its
+    /// first offer, vnet sees the segment: an address of the ranges that a station
+    /// without a lease for it uses is not offered to anyone else for [`SEEN_HOLD`]
+    /// after it was last seen. Addresses outside the ranges and the address a station
+    /// holds a lease for are ignored.
+    ///
+    /// ARP names whatever sender the guest writes, so what one guest can hold out of
+    /// the pool this way is bounded: each MAC keeps its newest [`SEEN_PER_MAC`]
+    /// addresses, each port (all of its MACs; `None` is one port) its newest
+    /// [`SEEN_PER_PORT`], or the cap of [`set_port_cap`](Self::set_port_cap).
+    /// Older claims are forgotten, and counted ([`Stats::claims_evicted`]).
+    ///
+    /// [`SEEN_PER_MAC`]: crate::SEEN_PER_MAC
+    pub fn note_in_use(&mut self, now: SystemTime, port: Option<u32>, ip: Ipv4Addr, mac: [u8; 6]) {
         if !self.config.in_ranges(ip) || self.leases.get(&ip).is_some_and(|l| l.mac == mac) {
             return;
         }
         let until = now.checked_add(SEEN_HOLD).unwrap_or(now);
-        self.seen.insert(ip, (mac, until));
+        let bound = self.port_cap.unwrap_or(SEEN_PER_PORT);
+        for (_, reason) in self.seen.note(ip, Claim { mac, port, until }, bound) {
+            self.stats.evict(reason);
+        }
+    }
+
+    /// The addresses seen in use, for the tests' checks.
+    #[cfg(test)]
+    pub(crate) fn seen(&self) -> &SeenTable {
+        &self.seen
     }
 
     /// The active leases, by address.
@@ -779,8 +827,8 @@ impl Server {
             && !self.leases.contains_key(&ip)
             && self
                 .seen
-                .get(&ip)
-                .is_some_and(|(m, until)| *m != req.mac && *until > now)
+                .get(ip)
+                .is_some_and(|c| c.mac != req.mac && c.until > now)
         {
             return Err("address in use");
         }

@@ -694,9 +694,9 @@ fn addresses_seen_in_use_on_the_segment_are_not_offered() {
     let mut h = Harness::new(c);
     // MAC3 uses .10 statically (the gateway saw it in an ARP packet): no one else is
     // offered it, without dnsmasq's ping delay.
-    h.server.note_in_use(at(h.now), ip(10), MAC3);
+    h.server.note_in_use(at(h.now), None, ip(10), MAC3);
     h.server
-        .note_in_use(at(h.now), Ipv4Addr::new(10, 0, 0, 1), MAC3); // not ours: ignored
+        .note_in_use(at(h.now), None, Ipv4Addr::new(10, 0, 0, 1), MAC3); // not ours: ignored
     assert_eq!(h.dora(MAC1), ip(11));
     assert!(
         h.send(&msg(MessageType::Discover, MAC2)).is_none(),
@@ -710,13 +710,13 @@ fn addresses_seen_in_use_on_the_segment_are_not_offered() {
     assert_eq!(h.dora(MAC3), ip(10));
     h.release(MAC3, ip(10));
     // seen again after the release; forgotten SEEN_HOLD after it was last seen
-    h.server.note_in_use(at(h.now), ip(10), MAC3);
+    h.server.note_in_use(at(h.now), None, ip(10), MAC3);
     h.advance(SEEN_HOLD.as_secs() - 1);
     assert!(h.send(&msg(MessageType::Discover, MAC2)).is_none());
     h.advance(1);
     assert_eq!(h.dora(MAC2), ip(10));
     // the lease holder's own traffic does not mark its address
-    h.server.note_in_use(at(h.now), ip(10), MAC2);
+    h.server.note_in_use(at(h.now), None, ip(10), MAC2);
     h.advance(60);
     let ack = decode(&h.renew(MAC2, ip(10)));
     assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
@@ -985,14 +985,43 @@ fn from_network_drives_a_server() {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Discover { client: u8, requested: Option<u8> },
-    Select { client: u8, addr: u8 },
-    InitReboot { client: u8, addr: u8 },
-    Renew { client: u8, addr: u8 },
-    Release { client: u8, addr: u8 },
-    Decline { client: u8, addr: u8 },
-    Advance { secs: u16 },
-    Reserve { client: u8, addr: u8 },
+    Discover {
+        client: u8,
+        requested: Option<u8>,
+    },
+    Select {
+        client: u8,
+        addr: u8,
+    },
+    InitReboot {
+        client: u8,
+        addr: u8,
+    },
+    Renew {
+        client: u8,
+        addr: u8,
+    },
+    Release {
+        client: u8,
+        addr: u8,
+    },
+    Decline {
+        client: u8,
+        addr: u8,
+    },
+    Advance {
+        secs: u16,
+    },
+    Reserve {
+        client: u8,
+        addr: u8,
+    },
+    /// The gateway saw `client` on `port` use `addr` (ARP).
+    Seen {
+        client: u8,
+        addr: u8,
+        port: u8,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -1007,7 +1036,8 @@ fn op() -> impl Strategy<Value = Op> {
         (client.clone(), addr.clone()).prop_map(|(client, addr)| Op::Release { client, addr }),
         (client.clone(), addr.clone()).prop_map(|(client, addr)| Op::Decline { client, addr }),
         (0u16..5000).prop_map(|secs| Op::Advance { secs }),
-        (client, addr).prop_map(|(client, addr)| Op::Reserve { client, addr }),
+        (client.clone(), addr.clone()).prop_map(|(client, addr)| Op::Reserve { client, addr }),
+        (client, addr, 0u8..3).prop_map(|(client, addr, port)| Op::Seen { client, addr, port }),
     ]
 }
 
@@ -1051,6 +1081,7 @@ proptest! {
         }]);
         config.decline_quarantine = Duration::from_secs(300);
         let mut server = Server::new(config.clone(), Vec::new(), at(0));
+        server.set_port_cap(Some(3));
         let mut now = 0u64;
         for op in ops {
             let (kind, client, m) = match op {
@@ -1068,6 +1099,13 @@ proptest! {
                         ..Reservation::default()
                     });
                     server.set_config(config.clone());
+                    continue;
+                }
+                Op::Seen { client, addr, port } => {
+                    // ports 0 and 1, and one the driver did not name; the cap is 3
+                    let port = (port < 2).then_some(u32::from(port));
+                    server.note_in_use(at(now), port, ip(addr), client_mac(client));
+                    server.seen().check(3);
                     continue;
                 }
                 Op::Discover { client, requested } => {
@@ -1184,4 +1222,153 @@ fn a_port_gets_at_most_its_cap_of_clients() {
         .handle(at(100), &META, &encode(&msg(MessageType::Discover, mac(9))))
         .unwrap()
         .is_some());
+}
+
+// --- Addresses seen in use: bounded per MAC and per port (issue #17) ---------------------
+
+/// The 241 addresses .10–.250, as one range: what the guest of #17 named in its ARP
+/// requests.
+fn pool_of_241() -> ServerConfig {
+    let mut c = config();
+    c.ranges[0].end = ip(250);
+    c
+}
+
+/// The gateway reporting an ARP packet from `mac` on `port` naming `addr` as sender.
+fn arp_seen(s: &mut Server, t: u64, port: u32, addr: Ipv4Addr, mac: [u8; 6]) {
+    s.note_in_use(at(t), Some(port), addr, mac);
+}
+
+/// A DISCOVER from `mac` arriving on `port`: the address offered, if any.
+fn discover_on(s: &mut Server, t: u64, port: u32, mac: [u8; 6]) -> Option<Ipv4Addr> {
+    let meta = PacketMeta {
+        src_mac: mac,
+        ..META
+    };
+    let payload = encode(&msg(MessageType::Discover, mac));
+    let reply = s.handle_from(at(t), &meta, Some(port), &payload).unwrap()?;
+    let offer = decode(&reply);
+    assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+    Some(offer.yiaddr())
+}
+
+/// DISCOVER, OFFER, REQUEST, ACK for `mac` on `port`: the address leased, if any.
+fn dora_on(s: &mut Server, t: u64, port: u32, mac: [u8; 6]) -> Option<Ipv4Addr> {
+    let offered = discover_on(s, t, port, mac)?;
+    let mut m = msg(MessageType::Request, mac);
+    m.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
+    m.opts_mut().insert(DhcpOption::RequestedIpAddress(offered));
+    let meta = PacketMeta {
+        src_mac: mac,
+        ..META
+    };
+    let ack = s
+        .handle_from(at(t), &meta, Some(port), &encode(&m))
+        .unwrap()
+        .expect("an ACK");
+    let ack = decode(&ack);
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(ack.yiaddr(), offered);
+    Some(offered)
+}
+
+#[test]
+fn one_mac_claiming_the_whole_pool_by_arp_keeps_only_its_newest_addresses() {
+    for cap in [None, Some(32)] {
+        let mut s = Server::new(pool_of_241(), vec![], at(0));
+        s.set_port_cap(cap);
+        // #17: 241 ARP requests from one guest's own MAC, each naming a pool address
+        for n in 10..=250 {
+            arp_seen(&mut s, 1, 1, ip(n), MAC3);
+        }
+        // a new client on another port still gets an offer: busybox's captured DISCOVER
+        let reply = s
+            .handle_from(at(2), &META, Some(2), &hex(UDHCPC_DISCOVER))
+            .unwrap()
+            .expect("an offer, not \"no address available\"");
+        let offer = decode(&reply);
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(offer.yiaddr(), ip(10));
+        assert_eq!(s.stats().pool_exhausted, 0);
+        // the guest keeps its newest two; the others were forgotten and counted
+        s.seen().check(SEEN_PER_PORT);
+        assert_eq!(
+            s.seen().iter().map(|(a, _)| a).collect::<Vec<_>>(),
+            [ip(249), ip(250)]
+        );
+        assert_eq!(s.stats().claims_evicted(ClaimEviction::PerMac), 239);
+        assert_eq!(s.stats().claims_evicted_total(), 239);
+        // the rest of the pool can be leased; what the guest still holds is not offered
+        // (until SEEN_HOLD after it was last seen)
+        let mut leased = Vec::new();
+        for c in 0..=240u8 {
+            let Some(a) = dora_on(&mut s, 3, 3 + u32::from(c), [0x02, 0, 0, 0, 1, c]) else {
+                break;
+            };
+            leased.push(a);
+        }
+        assert_eq!(leased.len(), 239);
+        assert!(!leased.contains(&ip(249)) && !leased.contains(&ip(250)));
+    }
+}
+
+#[test]
+fn many_macs_on_one_port_hold_at_most_the_port_bound() {
+    for (cap, bound) in [(None, SEEN_PER_PORT), (Some(4), 4)] {
+        let mut s = Server::new(pool_of_241(), vec![], at(0));
+        s.set_port_cap(cap);
+        // a guest on port 1 sends ARP from 241 MACs, one pool address each
+        for n in 10..=250u8 {
+            arp_seen(&mut s, 1, 1, ip(n), [0x02, 0, 0, 0, 0, n]);
+        }
+        // new clients on other ports get all the rest of the pool
+        let mut leased = 0;
+        for c in 0..=240u8 {
+            if dora_on(&mut s, 2, 100 + u32::from(c), [0x02, 0, 0, 0, 1, c]).is_none() {
+                break;
+            }
+            leased += 1;
+        }
+        assert_eq!(leased, 241 - bound);
+        // port 1 kept its newest `bound` claims; older ones were forgotten and counted
+        s.seen().check(bound);
+        let kept: Vec<_> = s.seen().iter().map(|(a, c)| (a, c.port)).collect();
+        let newest = (251 - bound..=250).map(|n| (ip(u8::try_from(n).unwrap()), Some(1)));
+        assert_eq!(kept, newest.collect::<Vec<_>>());
+        assert_eq!(
+            s.stats().claims_evicted(ClaimEviction::PerPort),
+            241 - bound as u64
+        );
+        assert_eq!(s.stats().claims_evicted(ClaimEviction::PerMac), 0);
+    }
+}
+
+#[test]
+fn a_static_station_keeps_its_address_while_another_port_floods() {
+    let mut s = Server::new(pool_of_241(), vec![], at(0));
+    s.set_port_cap(Some(32));
+    arp_seen(&mut s, 0, 5, ip(200), MAC2);
+    for n in 10..=199u8 {
+        arp_seen(&mut s, 1, 1, ip(n), [0x02, 0, 0, 0, 0, n]);
+        arp_seen(&mut s, 1, 1, ip(n), MAC3);
+    }
+    s.seen().check(32);
+    assert_eq!(s.seen().get(ip(200)).map(|c| c.mac), Some(MAC2));
+    // no one else is given .200 while MAC2 is seen using it
+    for c in 0..=240u8 {
+        let a = dora_on(&mut s, 2, 100 + u32::from(c), [0x02, 0, 0, 0, 1, c]);
+        assert_ne!(a, Some(ip(200)));
+    }
+    // and MAC2 itself may lease it
+    let meta = PacketMeta {
+        src_mac: MAC2,
+        ..META
+    };
+    let mut m = msg(MessageType::Discover, MAC2);
+    m.opts_mut().insert(DhcpOption::RequestedIpAddress(ip(200)));
+    let reply = s
+        .handle_from(at(3), &meta, Some(5), &encode(&m))
+        .unwrap()
+        .unwrap();
+    assert_eq!(decode(&reply).yiaddr(), ip(200));
 }

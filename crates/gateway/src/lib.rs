@@ -488,7 +488,7 @@ impl Gateway {
         let sender = arp.sender_ipv4_addr();
         if !sender.is_unspecified() && sender != self.cfg.ip {
             if let Some(server) = self.dhcp.as_mut() {
-                server.note_in_use(now.wall, sender, arp.sender_mac);
+                server.note_in_use(now.wall, self.ingress, sender, arp.sender_mac);
             }
             self.learn_neighbour(sender, arp.sender_mac);
         }
