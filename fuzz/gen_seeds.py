@@ -267,4 +267,22 @@ write("dns_handle", "seed-local-names", ops(
     query(3, 5, qtype=12),
     query(4, 6, qtype=33),
 ))
+# ---- xml_depth ----
+# Not `arbitrary`: u16 repetition count, entry point (0 definition, 1 net-update fragment,
+# 2 bare), fragment index | 0x10 unclosed | 0x20 count x 16, then the innermost text
+# (see fuzz_targets/xml_depth.rs).
+
+
+def depth(count, entry, fragment, unclosed=False, times16=False, middle=b""):
+    return u16(count) + u8(entry) + u8(fragment | (0x10 if unclosed else 0) | (0x20 if times16 else 0)) + middle
+
+
+write("xml_depth", "seed-issue-17-host-15000", depth(15000, 1, 0))
+write("xml_depth", "seed-metadata-at-the-limit", depth(62, 0, 1))
+write("xml_depth", "seed-metadata-one-too-deep", depth(63, 0, 1))
+write("xml_depth", "seed-values-and-comments", depth(30, 0, 8, middle=b"<!--<a><a>--><x:b v='<'/>"))
+write("xml_depth", "seed-cdata-pi", depth(200, 2, 5, middle=b"<?p <a>?>"))
+write("xml_depth", "seed-just-under-a-megabyte-unclosed", depth(21800, 2, 0, unclosed=True, times16=True))
+write("xml_depth", "seed-over-a-megabyte", depth(65535, 0, 7, times16=True))
+
 print("seeds written")
