@@ -88,7 +88,10 @@ fn dhcp_stats_map(server: &Server) -> BTreeMap<String, u64> {
     m.insert("port_capped".to_owned(), st.port_capped);
     m.insert("other_server".to_owned(), st.other_server);
     for r in vnet_dhcp::ClaimEviction::ALL {
-        m.insert(format!("claims_evicted_{}", r.as_str()), st.claims_evicted(r));
+        m.insert(
+            format!("claims_evicted_{}", r.as_str()),
+            st.claims_evicted(r),
+        );
     }
     m
 }
