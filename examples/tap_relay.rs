@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use vnet_ports::{FrameBuf, NetnsRef, Tap, TapOptions};
+use vnet_ports::{Drain, FrameBuf, NetnsRef, Step, Tap, TapOptions};
 use vnet_switch::{Config, Instant, PortConfig, PortId, Switch, Verdict};
 
 struct Shared {
@@ -29,8 +29,8 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// Reads the `rx` TAPs until `EAGAIN` (64 frames per turn at most), switches each
-/// frame and writes it to its egress among `tx`.
+/// Reads the `rx` TAPs until `EAGAIN` (64 frames per turn at most, with the same
+/// [`Drain`] switchd uses), switches each frame and writes it to its egress among `tx`.
 fn worker(rx: Vec<(PortId, Tap)>, mut tx: Vec<(PortId, Tap)>, shared: &Shared) -> Result<()> {
     let mut poll = Poll::new()?;
     let mut rx = rx;
@@ -62,15 +62,12 @@ fn worker(rx: Vec<(PortId, Tap)>, mut tx: Vec<(PortId, Tap)>, shared: &Shared) -
             if !ready[i] {
                 continue;
             }
-            for _ in 0..64 {
-                match tap.recv(&mut buf) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        ready[i] = false;
-                        break;
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e.into()),
+            let mut drain = Drain::new(64);
+            while let Some(step) = drain.next(tap, &mut buf) {
+                match step {
+                    Step::Frame => {}
+                    Step::Gone(e) => return Err(e.into()),
+                    _ => continue,
                 }
                 let now = Instant::from_micros(
                     u64::try_from(shared.epoch.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -92,6 +89,9 @@ fn worker(rx: Vec<(PortId, Tap)>, mut tx: Vec<(PortId, Tap)>, shared: &Shared) -
                     }
                     Verdict::Drop(_) => {}
                 }
+            }
+            if drain.drained() {
+                ready[i] = false;
             }
         }
     }

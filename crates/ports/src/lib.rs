@@ -11,6 +11,9 @@
 //!   peers on unix sockets (plain frames).
 //! - [`soft`]: checksum completion and TCP/UDP segmentation in software, for ports
 //!   that take plain frames only.
+//! - [`Port`]: the interface all of them share (receive, send, flush, counters, what to
+//!   poll for, what an error means), and [`Drain`], the read loop a driver runs on a
+//!   ready port.
 //! - [`FrameBuf`]: the buffer one frame travels in, virtio-net header first, sized for the
 //!   largest GSO frame. The datapath reuses one, so it does not allocate per frame.
 //!
@@ -25,6 +28,7 @@
 
 mod buf;
 pub mod packet;
+mod port;
 pub mod soft;
 mod stats;
 mod sys;
@@ -34,6 +38,7 @@ pub mod vnet_hdr;
 
 pub use buf::{FrameBuf, MAX_FRAME_LEN};
 pub use packet::{PacketOptions, PacketPort};
+pub use port::{Drain, ErrorClass, Port, PortType, Readiness, Step};
 pub use stats::IoStats;
 pub use tap::{NetnsRef, Tap, TapOptions};
 pub use unix::{DgramPort, StreamPort};

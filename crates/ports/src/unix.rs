@@ -36,6 +36,7 @@ pub struct StreamPort {
     tx_dropped: u64,
     soft_errors: u64,
     stats: IoStats,
+    label: String,
 }
 
 impl StreamPort {
@@ -43,6 +44,7 @@ impl StreamPort {
     pub fn new(sock: UnixStream) -> io::Result<Self> {
         sock.set_nonblocking(true)?;
         Ok(Self {
+            label: "stream".to_owned(),
             sock,
             rx: Vec::with_capacity(128 * 1024),
             rx_start: 0,
@@ -53,6 +55,19 @@ impl StreamPort {
             soft_errors: 0,
             stats: IoStats::default(),
         })
+    }
+
+    /// Names what the port is connected to (listings show it as the interface).
+    #[must_use]
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// What the port is connected to (`stream` unless [`with_label`](Self::with_label)
+    /// said otherwise).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The next frame from the peer into `buf`. `WouldBlock` when no whole frame is
@@ -197,6 +212,7 @@ pub struct DgramPort {
     tx_dropped: u64,
     soft_errors: u64,
     stats: IoStats,
+    label: String,
 }
 
 impl DgramPort {
@@ -207,6 +223,7 @@ impl DgramPort {
         sock.connect(&peer)?;
         sock.set_nonblocking(true)?;
         Ok(Self {
+            label: peer.display().to_string(),
             sock,
             peer,
             queue: std::collections::VecDeque::new(),
@@ -221,6 +238,19 @@ impl DgramPort {
     /// The peer's socket path.
     pub fn peer(&self) -> &Path {
         &self.peer
+    }
+
+    /// What listings show as the port's interface (the peer's path unless
+    /// [`with_label`](Self::with_label) said otherwise).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Names the port for listings.
+    #[must_use]
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
     }
 
     /// Sends the frame in `buf` (made plain), or queues it while the peer's queue is

@@ -25,7 +25,9 @@ use vnet_control::store::Store;
 use vnet_control::{
     Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
 };
-use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions};
+use vnet_ports::{
+    ErrorClass, FrameBuf, NetnsRef, PacketOptions, PacketPort, PortType, Step, Tap, TapOptions,
+};
 
 use crate::conn::{Conn, MAX_CONNS};
 use crate::dev::Dev;
@@ -513,7 +515,7 @@ impl Daemon {
         }
         let mut w = Writers::new(n).context("starting writer threads")?;
         for p in self.ports.iter_mut().flatten() {
-            if let Dev::Tap(tap) = &p.dev {
+            if let Some(tap) = p.dev.as_tap() {
                 if tap.takes_offloads() {
                     continue;
                 }
@@ -576,37 +578,36 @@ impl Daemon {
                 return true;
             }
         }
-        for _ in 0..BUDGET {
+        let mut drain = vnet_ports::Drain::new(BUDGET);
+        loop {
             let Some(Some(port)) = self.ports.get_mut(id.index()) else {
                 return true;
             };
-            match port.dev.recv(&mut self.buf) {
-                Ok(_) if port.down_logged => {
+            match drain.next(port.dev.as_mut(), &mut self.buf) {
+                None => return drain.drained(),
+                Some(Step::Frame) if port.down_logged => {
                     port.down_logged = false;
                     log!("port {}: frames flow again", port.name);
                 }
-                Ok(_) => self.frames_read = true,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == ErrorKind::InvalidData => continue,
-                Err(e) if port.dev.transient(&e) => {
+                Some(Step::Frame) => self.frames_read = true,
+                Some(Step::Transient(e)) => {
                     if !port.down_logged {
                         port.down_logged = true;
                         log!("port {}: {e}; waiting for it to come back", port.name);
                     }
                     continue;
                 }
-                Err(e) => {
+                Some(Step::Gone(e)) => {
                     let name = port.name.clone();
                     warn!("port {name}: read failed ({e}); removing it");
                     let _ = self.remove_port(&name, true);
                     return true;
                 }
+                Some(_) => continue,
             }
             self.forward(now, id);
             self.drain_gateway(now);
         }
-        false
     }
 
     /// Sends what the gateway queued (replies to ARP, ping, DHCP) into the switch, as
@@ -788,7 +789,10 @@ impl Daemon {
             return;
         }
         if let Err(e) = port.dev.send(&self.buf) {
-            if port.dev.peer_gone(&e) && !self.doomed.contains(&port.name) {
+            if port.dev.port_type() == PortType::Dgram
+                && port.dev.classify(&e) == ErrorClass::Gone
+                && !self.doomed.contains(&port.name)
+            {
                 self.doomed.push(port.name.clone());
             }
             self.sw.count_tx_failure(egress, self.buf.len());
@@ -1264,7 +1268,7 @@ impl Daemon {
             }
             s
         };
-        let dev = match kind {
+        let dev: Dev = match kind {
             PortKind::Netdev => {
                 if req.attach || req.persistent || mac.is_some() {
                     return Err(
@@ -1278,7 +1282,7 @@ impl Daemon {
                 let mut opts = PacketOptions::new(&ifname);
                 opts.netns = req.netns.as_deref().map(NetnsRef::new);
                 opts.promiscuous = true;
-                Dev::Packet(PacketPort::open(&opts).map_err(err_text)?)
+                Box::new(PacketPort::open(&opts).map_err(err_text)?)
             }
             _ => {
                 let mut opts = TapOptions::default();
@@ -1293,11 +1297,11 @@ impl Daemon {
                     opts.up = false;
                 }
                 opts.offloads = !req.no_offloads;
-                Dev::Tap(Tap::create(&opts).map_err(err_text)?)
+                Box::new(Tap::create(&opts).map_err(err_text)?)
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
-        let persistent = req.persistent && matches!(dev, Dev::Tap(_));
+        let persistent = req.persistent && dev.as_tap().is_some();
         let security = secure.then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
         let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security, portgroup)?;
         if security.is_some() {
@@ -1338,7 +1342,7 @@ impl Daemon {
         security: Option<vnet_switch::PortSecurity>,
         portgroup: Option<String>,
     ) -> Result<PortInfo, String> {
-        let kind = dev.kind();
+        let kind = crate::dev::kind(dev.as_ref());
         let name = name.unwrap_or_else(|| match dev.netns() {
             Some(ns) => format!("{}:{}", ns.name(), dev.name()),
             None => dev.name().to_owned(),
@@ -1355,7 +1359,8 @@ impl Daemon {
                     .with_security(security),
             )
             .map_err(|e| e.to_string())?;
-        let interest = match (dev.readable(), dev.writable()) {
+        let r = dev.readiness();
+        let interest = match (r.readable, r.writable) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (false, true) => Interest::WRITABLE,
             _ => Interest::READABLE,
@@ -1370,9 +1375,6 @@ impl Daemon {
                 return Err(format!("cannot poll the new port: {e}"));
             }
         }
-        if let Dev::Dgram(d, _) = &dev {
-            self.dgram_peers.insert(d.peer().to_owned(), id);
-        }
         if self.ports.len() <= id.index() {
             self.ports.resize_with(id.index() + 1, || None);
         }
@@ -1385,8 +1387,8 @@ impl Daemon {
         );
         log!("port {detail} added");
         self.emit("port-added", detail);
-        let writer = match (&dev, self.writers.as_mut()) {
-            (Dev::Tap(tap), Some(w)) if !tap.takes_offloads() => match w.add(tap) {
+        let writer = match (dev.as_tap(), self.writers.as_mut()) {
+            (Some(tap), Some(w)) if !tap.takes_offloads() => match w.add(tap) {
                 Ok(wp) => Some(wp),
                 Err(e) => {
                     warn!("port {name}: no writer thread ({e}); written from the loop");
@@ -1468,7 +1470,7 @@ impl Daemon {
             let (security, portgroup) = self.socket_port_security();
             if let Err(e) = self.add_dev_with(
                 Some(name.clone()),
-                Dev::Stream(port, "stream".to_owned()),
+                Box::new(port),
                 isolated,
                 true,
                 security,
@@ -1510,18 +1512,20 @@ impl Daemon {
                             continue;
                         }
                     };
-                    let shown = path.display().to_string();
                     let isolated = self.network.ports_isolated();
                     let (security, portgroup) = self.socket_port_security();
                     match self.add_dev_with(
                         Some(name),
-                        Dev::Dgram(port, shown),
+                        Box::new(port),
                         isolated,
                         true,
                         security,
                         portgroup,
                     ) {
-                        Ok(p) => PortId(p.id),
+                        Ok(p) => {
+                            self.dgram_peers.insert(path.to_owned(), PortId(p.id));
+                            PortId(p.id)
+                        }
                         Err(e) => {
                             log!("dgram peer {} refused: {e}", path.display());
                             continue;
@@ -1624,7 +1628,7 @@ impl Daemon {
             return;
         }
         // not learning: the gateway's MAC stays on the gateway port
-        match self.add_dev(None, Dev::Tap(tap), false, false) {
+        match self.add_dev(None, Box::new(tap), false, false) {
             Ok(p) => {
                 log!("host port {} ({}/{})", p.ifname, cfg.ip, cfg.prefix);
                 self.host_port = Some(PortId(p.id));
@@ -1645,9 +1649,7 @@ impl Daemon {
             .poll
             .registry()
             .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
-        if let Dev::Dgram(d, _) = &port.dev {
-            self.dgram_peers.remove(d.peer());
-        }
+        self.dgram_peers.retain(|_, p| *p != id);
         let _ = self.sw.remove_port(id);
         self.ready.retain(|p| *p != id);
         if let (Some(wp), Some(w)) = (port.writer.take(), self.writers.as_mut()) {
@@ -1665,7 +1667,7 @@ impl Daemon {
         if self.host_port == Some(id) {
             self.host_port = None;
         }
-        if let (true, Dev::Tap(tap)) = (destroy && port.dev.is_persistent(), &mut port.dev) {
+        if let (true, Some(tap)) = (destroy && port.dev.is_persistent(), port.dev.as_tap_mut()) {
             if let Err(e) = tap.set_persistent(false) {
                 warn!("port {name}: cannot clear persistence: {e}");
             }
@@ -1681,7 +1683,7 @@ impl Daemon {
         Some(PortInfo {
             name: p.name.clone(),
             id: id.0,
-            kind: p.dev.kind(),
+            kind: crate::dev::kind(p.dev.as_ref()),
             ifname: p.dev.name().to_owned(),
             netns: p.dev.netns().map(|n| n.name().to_owned()),
             persistent: p.dev.is_persistent(),
@@ -2096,7 +2098,7 @@ fn open_uplink(network: &Network) -> Result<Option<Dev>> {
         )
     })?;
     log!("bridge mode: uplink {dev} attached (promiscuous)");
-    Ok(Some(Dev::Packet(port)))
+    Ok(Some(Box::new(port)))
 }
 
 pub(crate) fn mode_name(m: ForwardMode) -> &'static str {
