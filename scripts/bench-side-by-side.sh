@@ -19,6 +19,9 @@
 #   RUNS       runs per scenario (default 3)
 #   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
+#   SWITCHD_BASE  a second switchd binary (say, one built from before a refactor): its TCP, UDP
+#              and ping runs are interleaved with SWITCHD's in the same invocation, and the ratio
+#              of the two is printed (a refactor's "no regression", measured side by side)
 #
 # Runs as root. Everything it creates (namespaces, interfaces, processes, temp dir) is removed on
 # exit, also on failure or Ctrl-C. Addresses 10.77.0.0/24 live only inside its own namespaces.
@@ -31,6 +34,7 @@ DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
+SWITCHD_BASE=${SWITCHD_BASE:-}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
 
 die() { echo "bench-side-by-side: $*" >&2; exit 1; }
@@ -51,6 +55,7 @@ if [ -z "${SWITCHD_GIVEN:-}" ]; then
   cargo build --release --bins >&2
 fi
 [ -x "$SWITCHD" ] || die "no switchd at $SWITCHD"
+[ -z "$SWITCHD_BASE" ] || [ -x "$SWITCHD_BASE" ] || die "no switchd at SWITCHD_BASE=$SWITCHD_BASE"
 [ -x "$SWITCHCTL" ] || die "no switchctl at $SWITCHCTL"
 
 t=vb$$
@@ -108,15 +113,15 @@ offloads() {
 
 # --- vnet: switchd + two TAPs made in the guest namespaces -------------------------------------
 # $2, $3: extra port-add flags for vm1 and vm2 (--no-offloads: a TAP without offloads);
-# $4: extra switchd flags
+# $4: extra switchd flags; $5: the switchd binary (default $SWITCHD)
 setup_vnet() {
-  local p=$1 net=$1 pid
+  local p=$1 net=$1 pid bin=${5:-$SWITCHD}
   addns "$p-host"; addns "$p-vm1"; addns "$p-vm2"
   # a network of its own per scenario (no host port: it would need a distinct name)
   echo "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>$net</name><vnet:host-port enabled='no'/></network>" \
     >"$tmp/$net.xml"
   # shellcheck disable=SC2086
-  ip netns exec "$p-host" "$SWITCHD" --config "$tmp/$net.xml" ${4:-} >"$tmp/switchd-$net.log" 2>&1 &
+  ip netns exec "$p-host" "$bin" --config "$tmp/$net.xml" ${4:-} >"$tmp/switchd-$net.log" 2>&1 &
   pid=$!
   switchd_pids+=("$pid")
   wait_for "switchd control socket" test -S "$VNET_RUN_DIR/$net.ctl"
@@ -279,10 +284,11 @@ echo "tcp cc:     $(sysctl -n net.ipv4.tcp_congestion_control 2>/dev/null || ech
 echo "iperf3:     $(iperf3 --version 2>&1 | head -1)"
 echo "vde_switch: $(vde_switch -v 2>&1 | head -1)"
 echo "switchd:    $("$SWITCHD" --version 2>&1 | head -1), git $git_rev"
+[ -n "$SWITCHD_BASE" ] && echo "base:       $SWITCHD_BASE"
 
 names=(vnet bridge vde vnetplain bridgeplain vnetmixed)
 declare -A prefix=([vnet]=${t}n [bridge]=${t}k [vde]=${t}d [vnetplain]=${t}p [bridgeplain]=${t}b
-  [vnetmixed]=${t}m [vnetbusy]=${t}y)
+  [vnetmixed]=${t}m [vnetbusy]=${t}y [vnetbase]=${t}o)
 declare -A label=(
   [vnet]="vnet (switchd, TAP+vnet_hdr)"
   [bridge]="kernel bridge (veth)"
@@ -291,7 +297,14 @@ declare -A label=(
   [bridgeplain]="kernel bridge, no offloads"
   [vnetmixed]="vnet, offloads -> none"
   [vnetbusy]="vnet, --busy-poll 20000"
+  [vnetbase]="vnet, base binary"
 )
+# the switches of the UDP and ping runs
+udp_names=(vnet bridge vde vnetbusy)
+if [ -n "$SWITCHD_BASE" ]; then
+  names=(vnet vnetbase "${names[@]:1}")
+  udp_names=(vnet vnetbase bridge vde vnetbusy)
+fi
 
 setup_vnet "${prefix[vnet]}"
 vnet_pid=${switchd_pids[-1]}
@@ -306,6 +319,7 @@ setup_vnet "${prefix[vnetmixed]}" "" --no-offloads
 # the UDP and ping part only: switchd polling without sleeping for 20 ms after each frame
 setup_vnet "${prefix[vnetbusy]}" "" "" "--busy-poll 20000"
 start_server "${prefix[vnetbusy]}"
+[ -n "$SWITCHD_BASE" ] && setup_vnet "${prefix[vnetbase]}" "" "" "" "$SWITCHD_BASE"
 setup_vnet4 "${t}q"
 vnet4_pid=${switchd_pids[-1]}
 setup_bridge4 "${t}r"
@@ -351,7 +365,7 @@ print(int(t[len(t) // 2]), int(t[int(len(t) * 0.99) - 1]))'
 }
 declare -A udp=() p50=() p99=()
 for ((r = 1; r <= RUNS; r++)); do
-  for s in vnet bridge vde vnetbusy; do
+  for s in "${udp_names[@]}"; do
     pps=$(run_udp "${prefix[$s]}") || die "UDP run $r of $s failed"
     udp[$s]="${udp[$s]:-} $pps"
     read -r a b < <(run_ping "${prefix[$s]}")
@@ -363,7 +377,7 @@ for ((r = 1; r <= RUNS; r++)); do
   done
 done
 echo
-for s in vnet bridge vde vnetbusy; do
+for s in "${udp_names[@]}"; do
   python3 - "${label[$s]}" "${udp[$s]}" "${p50[$s]}" "${p99[$s]}" <<'PY'
 import statistics, sys
 label, u, a, b = sys.argv[1:]
@@ -381,6 +395,16 @@ print(f"UDP pkt/s vnet/bridge {vu / bu:.2f}   vde/bridge {du / bu:.2f}   ping p5
 print(f"with --busy-poll 20000: UDP pkt/s vnet/bridge {yu / bu:.2f}   ping p50 vnet - bridge {yp - bp:+.0f} us"
       f"   p99 {y99 - b99:+.0f} us")
 PY
+if [ -n "$SWITCHD_BASE" ]; then
+  python3 - "${samples[vnet]}" "${samples[vnetbase]}" "${udp[vnet]}" "${udp[vnetbase]}" \
+    "${p50[vnet]}" "${p50[vnetbase]}" "${p99[vnet]}" "${p99[vnetbase]}" <<'PY'
+import statistics, sys
+m = lambda v: statistics.median(float(x) for x in v.split())
+nt, bt, nu, bu, n50, b50, n99, b99 = (m(x) for x in sys.argv[1:])
+print(f"SWITCHD vs SWITCHD_BASE: TCP {nt / 1e9:.2f} vs {bt / 1e9:.2f} Gbit/s ({nt / bt:.2f}x), "
+      f"UDP {nu:.0f} vs {bu:.0f} pkt/s ({nu / bu:.2f}x), ping p50 {n50 - b50:+.0f} us, p99 {n99 - b99:+.0f} us")
+PY
+fi
 echo
 
 # several TCP streams at once through four guests: vm1 -> vm2 and vm3 -> vm4, 2 streams each
@@ -444,17 +468,17 @@ PY
 fi
 
 args=()
-for s in "${names[@]}"; do args+=("${label[$s]}" "${samples[$s]}"); done
+for s in "${names[@]}"; do args+=("$s" "${label[$s]}" "${samples[$s]}"); done
 python3 - "${args[@]}" <<'EOF'
 import statistics, sys
 a = sys.argv[1:]
-med = []
-for label, vals in zip(a[0::2], a[1::2]):
+med = {}
+for name, label, vals in zip(a[0::3], a[1::3], a[2::3]):
     v = [float(x) / 1e9 for x in vals.split()]
-    m = statistics.median(v)
-    med.append(m)
-    print(f"{label:<30} {m:6.2f} Gbit/s  (min {min(v):.2f} max {max(v):.2f})")
-vnet, bridge, vde, plain, bridgeplain, mixed = med
+    med[name] = statistics.median(v)
+    print(f"{label:<30} {med[name]:6.2f} Gbit/s  (min {min(v):.2f} max {max(v):.2f})")
+vnet, bridge, vde = med["vnet"], med["bridge"], med["vde"]
+plain, bridgeplain, mixed = med["vnetplain"], med["bridgeplain"], med["vnetmixed"]
 print(f"ratio vnet/bridge {vnet / bridge:.2f}   vnet/vde {vnet / vde:.2f}")
 print(f"no offloads: vnet/vde {plain / vde:.2f}   vnet/bridge {plain / bridgeplain:.2f}")
 print(f"offloads -> none (software segmentation): {mixed / vnet:.2f} of the offload figure")
