@@ -25,6 +25,7 @@ use vnet_control::store::Store;
 use vnet_control::{
     Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
 };
+use vnet_host::Source;
 use vnet_ports::{
     ErrorClass, FrameBuf, NetnsRef, PacketOptions, PacketPort, PortType, Step, Tap, TapOptions,
 };
@@ -42,16 +43,6 @@ use crate::gateway::{gateway_config, GatewayPort};
 use vnet_gateway::{Claim, Now};
 use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
 
-const LISTENER: Token = Token(1 << 20);
-const SIGNALS: Token = Token((1 << 20) + 1);
-const DNS_UPSTREAM: Token = Token((1 << 20) + 2);
-const METRICS: Token = Token((1 << 20) + 3);
-const UPLINK: Token = Token((1 << 20) + 4);
-const STREAM_LISTENER: Token = Token((1 << 20) + 5);
-const DGRAM: Token = Token((1 << 20) + 6);
-/// Tokens of metrics (HTTP) connections: `HTTP_BASE + n`, above the control ones.
-const HTTP_BASE: usize = 3 << 20;
-const CONN_BASE: usize = 1 << 21;
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
 /// Metrics (HTTP) connections served at once; more are refused.
@@ -258,25 +249,30 @@ impl Daemon {
                 .context("installing signal handlers")?;
         }
 
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(
+            &mut listener,
+            Source::ControlListener.token(),
+            Interest::READABLE,
+        )?;
         let metrics = match metrics_addr {
             Some(a) => {
                 let mut l = mio::net::TcpListener::bind(a)
                     .with_context(|| format!("binding the metrics endpoint {a}"))?;
-                poll.registry()
-                    .register(&mut l, METRICS, Interest::READABLE)?;
+                poll.registry().register(
+                    &mut l,
+                    Source::MetricsListener.token(),
+                    Interest::READABLE,
+                )?;
                 log!("metrics on http://{a}/metrics");
                 Some(l)
             }
             None => None,
         };
         if let Some(sock) = gateway.as_mut().and_then(|g| g.upstream.as_mut()) {
-            poll.registry()
-                .register(sock, DNS_UPSTREAM, Interest::READABLE)?;
+            sock.register(poll.registry())?;
         }
         poll.registry()
-            .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
+            .register(&mut sig_rx, Source::Signals.token(), Interest::READABLE)?;
         log!(
             "network {name:?} running, control socket {}",
             socket_path.display()
@@ -330,7 +326,7 @@ impl Daemon {
         if let Some(u) = routed.as_mut() {
             d.poll.registry().register(
                 &mut SourceFd(&u.port.as_raw_fd()),
-                UPLINK,
+                Source::Uplink.token(),
                 Interest::READABLE,
             )?;
         }
@@ -410,28 +406,29 @@ impl Daemon {
                 return Err(e).context("polling");
             }
             for ev in events.iter() {
-                match ev.token() {
-                    LISTENER => self.accept(),
-                    SIGNALS => self.on_signal(),
-                    Token(t) if t >= crate::nat::LISTENER_LOW => {
-                        if let Some(g) = self.gateway.as_mut() {
-                            g.on_nat_event(Token(t));
-                        }
-                    }
-                    METRICS => self.accept_http(),
-                    UPLINK => self.on_uplink(),
-                    STREAM_LISTENER => self.accept_streams(),
-                    DGRAM => self.on_dgram(),
-                    Token(t) if (HTTP_BASE..HTTP_BASE + (1 << 20)).contains(&t) => {
-                        self.on_http(Token(t));
-                    }
-                    DNS_UPSTREAM => {
+                let Some(source) = Source::of(ev.token()) else {
+                    continue;
+                };
+                match source {
+                    Source::Port(i) => self.mark_ready(i),
+                    Source::ControlListener => self.accept(),
+                    Source::Control(_) => self.on_conn(ev.token()),
+                    Source::Signals => self.on_signal(),
+                    Source::MetricsListener => self.accept_http(),
+                    Source::Http(_) => self.on_http(ev.token()),
+                    Source::Uplink => self.on_uplink(),
+                    Source::StreamListener => self.accept_streams(),
+                    Source::Dgram => self.on_dgram(),
+                    Source::DnsUpstream => {
                         if let Some(g) = self.gateway.as_mut() {
                             g.on_upstream_readable();
                         }
                     }
-                    Token(t) if t >= CONN_BASE => self.on_conn(Token(t)),
-                    Token(t) => self.mark_ready(t),
+                    nat => {
+                        if let Some(g) = self.gateway.as_mut() {
+                            g.on_nat_event(nat);
+                        }
+                    }
                 }
             }
             self.service_ready();
@@ -853,7 +850,7 @@ impl Daemon {
             if self.http.len() >= MAX_HTTP_CONNS {
                 continue; // dropped: closes it
             }
-            let token = Token(HTTP_BASE + self.next_http);
+            let token = Source::Http(self.next_http).token();
             self.next_http = (self.next_http + 1) % (1 << 20);
             if self
                 .poll
@@ -1368,7 +1365,7 @@ impl Daemon {
         {
             if let Err(e) = self.poll.registry().register(
                 &mut SourceFd(&dev.as_raw_fd()),
-                Token(id.index()),
+                Source::Port(id.index()).token(),
                 interest,
             ) {
                 let _ = self.sw.remove_port(id);
@@ -1428,7 +1425,7 @@ impl Daemon {
         std::fs::set_permissions(&stream_path, std::fs::Permissions::from_mode(0o600))?;
         self.poll.registry().register(
             &mut SourceFd(&l.as_raw_fd()),
-            STREAM_LISTENER,
+            Source::StreamListener.token(),
             Interest::READABLE,
         )?;
         self.stream_listener = Some(l);
@@ -1436,9 +1433,11 @@ impl Daemon {
             .with_context(|| format!("binding {}", dgram_path.display()))?;
         d.set_nonblocking(true)?;
         std::fs::set_permissions(&dgram_path, std::fs::Permissions::from_mode(0o600))?;
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&d.as_raw_fd()), DGRAM, Interest::READABLE)?;
+        self.poll.registry().register(
+            &mut SourceFd(&d.as_raw_fd()),
+            Source::Dgram.token(),
+            Interest::READABLE,
+        )?;
         self.dgram = Some(std::rc::Rc::new(d));
         Ok(())
     }
@@ -1768,7 +1767,7 @@ impl Daemon {
                         }
                         continue;
                     }
-                    let token = Token(CONN_BASE + self.next_conn);
+                    let token = Source::Control(self.next_conn).token();
                     self.next_conn = (self.next_conn + 1) % (1 << 20);
                     if self
                         .poll

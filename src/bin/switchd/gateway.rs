@@ -9,13 +9,12 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use mio::net::UdpSocket;
 use vnet_config::{ForwardMode, Network};
 use vnet_control::{DnsRecordRow, GatewayInfo, LeaseRow, NatFlowRow};
 
-use crate::nat::NatHost;
 use vnet_dhcp::{Event, LeaseDb, Server, ServerConfig};
 use vnet_gateway::{Gateway, GatewayConfig, Now};
+use vnet_host::{DnsUpstream, NatHost};
 use vnet_switch::{MacAddr, PortId};
 
 /// Where the host's resolvers are listed (used when the network has no forwarders).
@@ -30,7 +29,7 @@ pub(crate) struct GatewayPort {
     db: Option<LeaseDb>,
     db_path: PathBuf,
     /// The socket DNS queries are forwarded from (in switchd's own namespace).
-    pub(crate) upstream: Option<UdpSocket>,
+    pub(crate) upstream: Option<DnsUpstream>,
     resolv: Option<String>,
     resolv_checked: std::time::Instant,
     network: String,
@@ -189,10 +188,7 @@ impl GatewayPort {
         let dns =
             vnet_dns::DnsConfig::from_network(net).map(|c| vnet_dns::Server::with_seed(c, seed));
         let upstream = match &dns {
-            Some(_) => Some(
-                UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
-                    .context("binding the DNS forwarding socket")?,
-            ),
+            Some(_) => Some(DnsUpstream::open().context("binding the DNS forwarding socket")?),
             None => None,
         };
         let mut gw = Gateway::new(cfg.clone(), server, dns, std::time::Instant::now());
@@ -287,22 +283,11 @@ impl GatewayPort {
 
     /// Reads the upstream servers' answers from the forwarding socket.
     pub(crate) fn on_upstream_readable(&mut self) {
-        let mut buf = [0u8; 4096];
-        loop {
-            let Some(sock) = self.upstream.as_ref() else {
-                return;
-            };
-            match sock.recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let payload = buf.get(..n).unwrap_or_default();
-                    self.gw.handle_dns_upstream(Now::system(), from, payload);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // ICMP errors (port unreachable) surface here; the query times out.
-                Err(_) => {}
-            }
-        }
+        let Some(sock) = self.upstream.as_ref() else {
+            return;
+        };
+        let gw = &mut self.gw;
+        sock.recv_all(|from, payload| gw.handle_dns_upstream(Now::system(), from, payload));
     }
 
     /// Sends the queries the DNS server forwards.
@@ -312,9 +297,7 @@ impl GatewayPort {
         };
         while let Some(q) = dns.poll_upstream() {
             if let Some(sock) = self.upstream.as_ref() {
-                // A failed send (no route to the upstream) ends as a timeout and the next
-                // upstream is tried.
-                let _ = sock.send_to(&q.payload, q.to);
+                sock.send(q.to, &q.payload);
             }
         }
     }
@@ -502,18 +485,11 @@ impl GatewayPort {
         }
     }
 
-    /// A NAT flow's host socket (or the shared raw ICMP socket) is ready.
-    pub(crate) fn on_nat_event(&mut self, t: mio::Token) {
-        let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        if t == crate::nat::RAW_ICMP {
-            host.on_raw_icmp(nat, now);
-        } else if t.0 < crate::nat::NAT_BASE {
-            host.on_listener(nat, now, t);
-        } else if let Some(flow) = crate::nat::flow_of(t) {
-            host.on_event(nat, now, flow);
+    /// A NAT host socket (a flow's, a forwarded port's, the shared raw ICMP one) is
+    /// ready.
+    pub(crate) fn on_nat_event(&mut self, source: vnet_host::Source) {
+        if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) {
+            host.handle(nat, std::time::Instant::now(), source);
         }
     }
 

@@ -79,7 +79,6 @@ mod daemon;
 mod dev;
 mod gateway;
 mod metrics;
-mod nat;
 mod uplink;
 mod writers;
 

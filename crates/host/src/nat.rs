@@ -1,9 +1,9 @@
 //! The host side of NAT: the sockets the NAT engine's flows are re-originated from.
 //!
 //! The engine (`vnet-nat`) decides; this module owns one host socket per flow,
-//! registered in switchd's mio loop, and carries out the engine's actions: open a TCP
+//! registered in the driver's mio loop, and carries out the engine's actions: open a TCP
 //! connection (non-blocking), a connected UDP socket or an ICMP ping socket; send a
-//! datagram; close. Host readiness comes back as [`NatHost::on_event`].
+//! datagram; close. Host readiness comes back as [`NatHost::handle`].
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -16,9 +16,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 use vnet_config::{ForwardProto, PortForward};
 use vnet_nat::{Action, FlowId, HostStream, Nat, OpenError, Proto};
 
-/// Tokens at and above this are NAT flows (`NAT_BASE + flow id`).
-pub(crate) const NAT_BASE: usize = 1 << 40;
+use crate::Source;
 
+#[derive(Debug)]
 enum Sock {
     Connecting(TcpStream),
     Tcp(TcpStream),
@@ -36,30 +36,26 @@ enum Sock {
 }
 
 /// Forwarded host ports at most (each port of a range is one listener).
-pub(crate) const MAX_LISTENERS: usize = 65_536;
+pub const MAX_LISTENERS: usize = 65_536;
 
-/// The lowest token of forwarded-port listeners (`LISTENER_TOP - index`).
-pub(crate) const LISTENER_LOW: usize = NAT_BASE - 2 - MAX_LISTENERS;
-const LISTENER_TOP: usize = NAT_BASE - 2;
-
+#[derive(Debug)]
 enum ListenSock {
     Tcp(TcpListener),
     Udp(UdpSocket),
 }
 
 /// One forwarded host port.
+#[derive(Debug)]
 struct Listener {
     fwd: PortForward,
     host_port: u16,
     sock: ListenSock,
 }
 
-/// Token of the shared raw ICMP socket (when ping sockets are not permitted).
-pub(crate) const RAW_ICMP: Token = Token(NAT_BASE - 1);
-
 /// The raw ICMP socket echo flows share when the kernel refuses ping sockets
 /// (`net.ipv4.ping_group_range`); needs CAP_NET_RAW. Each flow gets an echo id of its
 /// own; replies are matched by (source, id).
+#[derive(Debug)]
 struct RawIcmp {
     sock: UdpSocket,
     by_id: HashMap<u16, FlowId>,
@@ -82,7 +78,8 @@ impl HostStream for Stream<'_> {
 }
 
 /// The host sockets of the NAT flows.
-pub(crate) struct NatHost {
+#[derive(Debug)]
+pub struct NatHost {
     registry: Registry,
     socks: HashMap<FlowId, Sock>,
     raw: Option<RawIcmp>,
@@ -94,21 +91,29 @@ pub(crate) struct NatHost {
     /// Rotates through the address and port ranges.
     cursor: u32,
     /// Sockets that could not be opened (fd limit, permissions).
-    pub(crate) open_failures: u64,
+    pub open_failures: u64,
 }
 
 fn token(flow: FlowId) -> Token {
-    Token(NAT_BASE + usize::try_from(flow.0).unwrap_or(usize::MAX - NAT_BASE))
-}
-
-/// The flow of a NAT token.
-pub(crate) fn flow_of(t: Token) -> Option<FlowId> {
-    t.0.checked_sub(NAT_BASE)
-        .map(|n| FlowId(u64::try_from(n).unwrap_or(u64::MAX)))
+    Source::NatFlow(flow).token()
 }
 
 impl NatHost {
-    pub(crate) fn new(registry: Registry, nat: Option<&vnet_config::Nat>) -> Self {
+    /// Readiness of one of its sockets (a [`Source::NatFlow`], [`Source::NatListener`]
+    /// or [`Source::NatRawIcmp`]) handed to the engine; false for any other source.
+    pub fn handle(&mut self, nat: &mut Nat, now: Instant, source: Source) -> bool {
+        match source {
+            Source::NatFlow(flow) => self.on_event(nat, now, flow),
+            Source::NatListener(idx) => self.on_listener(nat, now, idx),
+            Source::NatRawIcmp => self.on_raw_icmp(nat, now),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Host sockets for the engine's flows, registered with `registry`; `nat` is the
+    /// network's `<forward><nat>` (source address and port ranges).
+    pub fn new(registry: Registry, nat: Option<&vnet_config::Nat>) -> Self {
         Self {
             bind_addrs: nat
                 .and_then(|n| n.addresses)
@@ -125,7 +130,7 @@ impl NatHost {
 
     /// Carries out the engine's actions and pumps its dirty flows until it has nothing
     /// more to ask.
-    pub(crate) fn run(&mut self, nat: &mut Nat, now: Instant) {
+    pub fn run(&mut self, nat: &mut Nat, now: Instant) {
         loop {
             let mut busy = false;
             while let Some(a) = nat.poll_action() {
@@ -316,7 +321,7 @@ impl NatHost {
             s.set_nonblocking(true)?;
             let mut sock = UdpSocket::from_std(std::net::UdpSocket::from(s));
             self.registry
-                .register(&mut sock, RAW_ICMP, Interest::READABLE)?;
+                .register(&mut sock, Source::NatRawIcmp.token(), Interest::READABLE)?;
             self.raw = Some(RawIcmp {
                 sock,
                 by_id: HashMap::new(),
@@ -340,7 +345,7 @@ impl NatHost {
     }
 
     /// Echo replies on the shared raw ICMP socket.
-    pub(crate) fn on_raw_icmp(&mut self, nat: &mut Nat, now: Instant) {
+    fn on_raw_icmp(&mut self, nat: &mut Nat, now: Instant) {
         let Some(raw) = self.raw.as_mut() else {
             return;
         };
@@ -374,7 +379,7 @@ impl NatHost {
     }
 
     /// Readiness of a flow's host socket.
-    pub(crate) fn on_event(&mut self, nat: &mut Nat, now: Instant, flow: FlowId) {
+    fn on_event(&mut self, nat: &mut Nat, now: Instant, flow: FlowId) {
         let Some(sock) = self.socks.get_mut(&flow) else {
             return;
         };
@@ -427,12 +432,12 @@ impl NatHost {
     }
 
     /// Open host sockets.
-    pub(crate) fn sockets(&self) -> usize {
+    pub fn sockets(&self) -> usize {
         self.socks.len()
     }
 
     /// Opens the host ports of `fwd` (all or none).
-    pub(crate) fn add_forward(&mut self, fwd: &PortForward) -> io::Result<()> {
+    pub fn add_forward(&mut self, fwd: &PortForward) -> io::Result<()> {
         let mut opened = Vec::new();
         let addr = fwd.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
         for port in fwd.host_ports() {
@@ -466,7 +471,7 @@ impl NatHost {
             .find(|i| !self.listeners.contains_key(i))
             .ok_or_else(|| io::Error::other("too many forwarded ports"))?;
         let at = SocketAddr::V4(SocketAddrV4::new(addr, port));
-        let tok = Token(LISTENER_TOP - idx);
+        let tok = Source::NatListener(idx).token();
         let sock = match fwd.proto {
             ForwardProto::Tcp => {
                 let mut l = TcpListener::bind(at)?;
@@ -500,7 +505,7 @@ impl NatHost {
     }
 
     /// Closes the host ports of `fwd` (flows already open go on).
-    pub(crate) fn remove_forward(&mut self, fwd: &PortForward) {
+    pub fn remove_forward(&mut self, fwd: &PortForward) {
         let idx: Vec<usize> = self
             .listeners
             .iter()
@@ -513,10 +518,7 @@ impl NatHost {
     }
 
     /// A forwarded host port is ready: accept connections / read datagrams.
-    pub(crate) fn on_listener(&mut self, nat: &mut Nat, now: Instant, t: Token) {
-        let Some(idx) = LISTENER_TOP.checked_sub(t.0) else {
-            return;
-        };
+    fn on_listener(&mut self, nat: &mut Nat, now: Instant, idx: usize) {
         let Some(l) = self.listeners.get(&idx) else {
             return;
         };
