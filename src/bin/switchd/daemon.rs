@@ -111,6 +111,9 @@ pub(crate) struct Daemon {
     /// The network's gateway (ARP, ping, DHCP), a port of the switch; none in bridge mode.
     gateway: Option<GatewayPort>,
     epoch: std::time::Instant,
+    /// The clocks as read once at the start of this loop turn: everything the turn
+    /// does (frames, timers, NAT, DHCP) is at this time.
+    clock: Now,
     stop: bool,
     /// Running captures (`switchctl capture`).
     captures: Vec<Capture>,
@@ -301,6 +304,7 @@ impl Daemon {
             frames_read: false,
             targets: Vec::new(),
             epoch: std::time::Instant::now(),
+            clock: Now::system(),
             stop: false,
             captures: Vec::new(),
             event_subs: Vec::new(),
@@ -367,14 +371,25 @@ impl Daemon {
         Ok(())
     }
 
+    /// The switch's time of this loop turn (the clocks are read once a turn, when the
+    /// poll returns: [`Self::clock`]).
     fn now(&self) -> Instant {
-        Instant::from_micros(u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+        Instant::from_micros(
+            u64::try_from(
+                self.clock
+                    .mono
+                    .saturating_duration_since(self.epoch)
+                    .as_micros(),
+            )
+            .unwrap_or(u64::MAX),
+        )
     }
 
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(256);
         while !self.stop {
-            let busy = !self.busy_poll.is_zero() && self.last_frame.elapsed() < self.busy_poll;
+            let busy = !self.busy_poll.is_zero()
+                && self.clock.mono.saturating_duration_since(self.last_frame) < self.busy_poll;
             let timeout = if self.ready.is_empty()
                 && !self.uplink_more
                 && !self.dgram_more
@@ -386,12 +401,13 @@ impl Daemon {
                     .sw
                     .poll_timeout()
                     .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
-                let gw = self.gateway.as_mut().and_then(GatewayPort::poll_timeout);
+                let clock = self.clock;
+                let gw = self.gateway.as_mut().and_then(|g| g.poll_timeout(clock));
                 let rt = self
                     .uplink
                     .as_ref()
                     .and_then(|u| u.router.poll_at())
-                    .map(|t| t.saturating_duration_since(std::time::Instant::now()));
+                    .map(|t| t.saturating_duration_since(clock.mono));
                 // idle connections are looked at once a second
                 let conns = (!self.conns.is_empty() || !self.http.is_empty())
                     .then_some(Duration::from_secs(1));
@@ -405,6 +421,9 @@ impl Daemon {
                 }
                 return Err(e).context("polling");
             }
+            // the one clock read of this turn
+            self.clock = Now::system();
+            let clock = self.clock;
             for ev in events.iter() {
                 let Some(source) = Source::of(ev.token()) else {
                     continue;
@@ -421,19 +440,19 @@ impl Daemon {
                     Source::Dgram => self.on_dgram(),
                     Source::DnsUpstream => {
                         if let Some(g) = self.gateway.as_mut() {
-                            g.on_upstream_readable();
+                            g.on_upstream_readable(clock);
                         }
                     }
                     nat => {
                         if let Some(g) = self.gateway.as_mut() {
-                            g.on_nat_event(nat);
+                            g.on_nat_event(nat, clock);
                         }
                     }
                 }
             }
             self.service_ready();
             if std::mem::take(&mut self.frames_read) && !self.busy_poll.is_zero() {
-                self.last_frame = std::time::Instant::now();
+                self.last_frame = self.clock.mono;
             }
             if std::mem::take(&mut self.uplink_more) {
                 self.on_uplink();
@@ -453,10 +472,10 @@ impl Daemon {
                 self.sw.handle_timeout(now);
             }
             if let Some(g) = self.gateway.as_mut() {
-                g.handle_timeout();
+                g.handle_timeout(clock);
             }
             if let Some(u) = self.uplink.as_mut() {
-                u.router.poll(std::time::Instant::now());
+                u.router.poll(clock.mono);
             }
             self.watch_counters();
             self.drain_router(now);
@@ -614,7 +633,7 @@ impl Daemon {
             let Some(g) = self.gateway.as_mut() else {
                 return;
             };
-            g.drain_events(&self.name);
+            g.drain_events(&self.name, self.clock);
             let has_events = !g.events.is_empty();
             let Some(frame) = g.gw.poll_transmit() else {
                 if has_events {
@@ -659,7 +678,7 @@ impl Daemon {
             let _ = self.buf.vnet_hdr().emit(&mut hdr);
             let v = u
                 .router
-                .from_uplink(std::time::Instant::now(), &hdr, self.buf.frame_mut());
+                .from_uplink(self.clock.mono, &hdr, self.buf.frame_mut());
             if v == RouteVerdict::Segment {
                 self.forward(self.now(), gw_id);
             }
@@ -735,7 +754,7 @@ impl Daemon {
                 let _ = self.buf.vnet_hdr().emit(&mut hdr);
                 match u
                     .router
-                    .from_segment(std::time::Instant::now(), &hdr, self.buf.frame_mut())
+                    .from_segment(self.clock.mono, &hdr, self.buf.frame_mut())
                 {
                     RouteVerdict::Uplink => {
                         if u.port.send(&self.buf).is_err() {
@@ -772,7 +791,7 @@ impl Daemon {
                 let ingress = u32::from(self.ingress.0);
                 if let Some(g) = self.gateway.as_mut() {
                     g.gw.set_ingress(Some(ingress));
-                    g.gw.handle_frame(Now::system(), self.buf.frame());
+                    g.gw.handle_frame(self.clock, self.buf.frame());
                 }
             }
             return;
@@ -864,7 +883,7 @@ impl Daemon {
                         stream,
                         inbuf: Vec::new(),
                         outbuf: Vec::new(),
-                        since: std::time::Instant::now(),
+                        since: self.clock.mono,
                     },
                 );
             }
@@ -873,7 +892,7 @@ impl Daemon {
 
     /// Closes the metrics connections older than [`HTTP_TIMEOUT`].
     fn expire_http(&mut self) {
-        let now = std::time::Instant::now();
+        let now = self.clock.mono;
         let registry = self.poll.registry();
         self.http.retain(|_, c| {
             let keep = now.saturating_duration_since(c.since) < HTTP_TIMEOUT;
@@ -974,7 +993,7 @@ impl Daemon {
     /// Once a second: a station move and bounds that were hit since the last check
     /// become events (and warnings for the bounds), one per kind.
     fn watch_counters(&mut self) {
-        let now = std::time::Instant::now();
+        let now = self.clock.mono;
         if self
             .watch
             .at
@@ -1064,7 +1083,9 @@ impl Daemon {
         if self.event_subs.is_empty() {
             return;
         }
-        let t = std::time::SystemTime::now()
+        let t = self
+            .clock
+            .wall
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut line = serde_json::to_vec(&serde_json::json!({
@@ -1752,7 +1773,7 @@ impl Daemon {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
-                    let now = std::time::Instant::now();
+                    let now = self.clock.mono;
                     if self.conns.len() >= MAX_CONNS {
                         self.expire_conns(now);
                     }
@@ -1785,7 +1806,7 @@ impl Daemon {
                     // wait for the next turn (the backlog keeps the client waiting)
                     warn!("accept failed: {e}; closing idle control connections");
                     let before = self.conns.len();
-                    self.expire_conns(std::time::Instant::now());
+                    self.expire_conns(self.clock.mono);
                     if self.conns.len() == before && !self.evict_idlest_conn() {
                         return;
                     }
@@ -1850,7 +1871,7 @@ impl Daemon {
                 Some(Ok(line)) => line,
             };
             served += 1;
-            conn.last_request = std::time::Instant::now();
+            conn.last_request = self.clock.mono;
             let req = match Request::parse(&line) {
                 Ok(r) => r,
                 Err(e) => {

@@ -236,15 +236,15 @@ impl GatewayPort {
         };
         if port.gw.dns().is_some() {
             log!("DNS on {}:53 (UDP and TCP)", port.gw.config().ip);
-            port.reload_resolv_conf();
+            port.reload_resolv_conf(std::time::Instant::now());
         }
         Ok(port)
     }
 
     /// Reads the host's resolvers (the DNS server's upstreams when the network names no
     /// forwarder) if `/etc/resolv.conf` changed.
-    fn reload_resolv_conf(&mut self) {
-        self.resolv_checked = std::time::Instant::now();
+    fn reload_resolv_conf(&mut self, now: std::time::Instant) {
+        self.resolv_checked = now;
         let text = match std::fs::read_to_string(RESOLV_CONF) {
             Ok(t) => t,
             // gone: the host has no resolvers now
@@ -282,12 +282,12 @@ impl GatewayPort {
     }
 
     /// Reads the upstream servers' answers from the forwarding socket.
-    pub(crate) fn on_upstream_readable(&mut self) {
+    pub(crate) fn on_upstream_readable(&mut self, now: Now) {
         let Some(sock) = self.upstream.as_ref() else {
             return;
         };
         let gw = &mut self.gw;
-        sock.recv_all(|from, payload| gw.handle_dns_upstream(Now::system(), from, payload));
+        sock.recv_all(|from, payload| gw.handle_dns_upstream(now, from, payload));
     }
 
     /// Sends the queries the DNS server forwards.
@@ -425,7 +425,7 @@ impl GatewayPort {
     /// Logs and persists the DHCP server's events (a lease is on disk before its ACK
     /// leaves: called before any frame the gateway queued is sent), gives lease names to
     /// the DNS server, logs the DNS server's events and sends its forwarded queries.
-    pub(crate) fn drain_events(&mut self, network: &str) {
+    pub(crate) fn drain_events(&mut self, network: &str, now: Now) {
         let mut names: Vec<(Ipv4Addr, Option<String>)> = Vec::new();
         if let Some(server) = self.gw.dhcp_mut() {
             while let Some(ev) = server.poll_event() {
@@ -481,15 +481,15 @@ impl GatewayPort {
         }
         self.send_upstream();
         if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) {
-            host.run(nat, std::time::Instant::now());
+            host.run(nat, now.mono);
         }
     }
 
     /// A NAT host socket (a flow's, a forwarded port's, the shared raw ICMP one) is
     /// ready.
-    pub(crate) fn on_nat_event(&mut self, source: vnet_host::Source) {
+    pub(crate) fn on_nat_event(&mut self, source: vnet_host::Source, now: Now) {
         if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) {
-            host.handle(nat, std::time::Instant::now(), source);
+            host.handle(nat, now.mono, source);
         }
     }
 
@@ -535,8 +535,7 @@ impl GatewayPort {
 
     /// How long until the gateway next has timed work (DHCP expiries, DNS timeouts,
     /// TCP timers, the resolv.conf check).
-    pub(crate) fn poll_timeout(&mut self) -> Option<Duration> {
-        let now = Now::system();
+    pub(crate) fn poll_timeout(&mut self, now: Now) -> Option<Duration> {
         let dhcp = self
             .gw
             .dhcp()
@@ -554,8 +553,7 @@ impl GatewayPort {
     }
 
     /// Does the gateway's timed work that is due.
-    pub(crate) fn handle_timeout(&mut self) {
-        let now = Now::system();
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
         if let Some(s) = self.gw.dhcp_mut() {
             if s.poll_timeout().is_some_and(|t| t <= now.wall) {
                 s.handle_timeout(now.wall);
@@ -565,7 +563,7 @@ impl GatewayPort {
             self.gw.handle_timeout(now);
         }
         if self.gw.dns().is_some() && now.mono >= self.resolv_checked + RESOLV_CHECK {
-            self.reload_resolv_conf();
+            self.reload_resolv_conf(now.mono);
         }
     }
 }
