@@ -371,3 +371,69 @@ fn forwarding_loops_are_detected() {
     assert_eq!(dig(&vm, &["www.example.test"]).0, "SERVFAIL");
     let _ = net.daemon_mut();
 }
+
+#[test]
+fn a_resolv_conf_switchd_cannot_read_keeps_the_resolvers_read_before() {
+    // switchd as nobody: a resolv.conf only root may read is one it cannot read (as one
+    // it has no descriptor left to open would be)
+    let mut net = Net::prepare(Some(NET), &["--user", "nobody"]);
+    let state = net.dir.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    for d in [net.dir.path(), state.as_path()] {
+        let st = std::process::Command::new("chown")
+            .arg("nobody:nogroup")
+            .arg(d)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+    }
+    net.launch();
+    let mut wan = Wan::new(&net);
+    wan.dnsmasq(
+        &net,
+        "10.99.0.2",
+        &["--address=/example.test/10.1.2.3", "--local-ttl=300"],
+    );
+    set_host_resolver(&net, "10.99.0.2");
+    // a guest on a TAP switchd made in its own namespace, moved in by root
+    let vm = Netns::new("vdr");
+    let tap = format!("vdr{}", vnet_testkit::unique());
+    net.ctl_json(&["port-add", &net.name, "tap", "--name", &tap]);
+    net.host
+        .run_ok("ip", &["link", "set", &tap, "netns", vm.name()]);
+    vm.run_ok("ip", &["link", "set", &tap, "name", "eth0"]);
+    vm.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let lease = udhcpc(&net, &vm, "vdr", &[]);
+    assert!(lease.contains_key("ip"), "{lease:?}\n{}", net.log());
+    assert_eq!(
+        dig(&vm, &["a.example.test"]),
+        ("NOERROR".to_owned(), vec!["A 10.1.2.3".to_owned()])
+    );
+
+    let conf = PathBuf::from("/etc/netns")
+        .join(net.host.name())
+        .join("resolv.conf");
+    let before = net.log().len();
+    let since = || net.log().get(before..).unwrap_or_default().to_owned();
+    let st = std::process::Command::new("chmod")
+        .arg("0600")
+        .arg(&conf)
+        .status()
+        .expect("chmod");
+    assert!(st.success());
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let log = since();
+            log.contains("cannot read /etc/resolv.conf")
+                || log.contains("host resolvers from /etc/resolv.conf: none")
+        }),
+        "{}",
+        net.log()
+    );
+    // a name not in the cache still goes to the upstream read before
+    assert_eq!(
+        dig(&vm, &["b.example.test"]),
+        ("NOERROR".to_owned(), vec!["A 10.1.2.3".to_owned()])
+    );
+    assert!(!since().contains("resolv.conf: none"), "{}", net.log());
+}
