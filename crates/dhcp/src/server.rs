@@ -235,6 +235,51 @@ impl Stats {
         self.claims_evicted.iter().sum()
     }
 
+    /// Every counter by name: `received_<type>` and `sent_<type>` per message type,
+    /// `dropped_<reason>` per [`DropReason`], `claims_evicted_<reason>` per
+    /// [`ClaimEviction`], and the rest by field name. What listings and metrics show, so
+    /// none is left out.
+    pub fn counters(&self) -> impl Iterator<Item = (std::borrow::Cow<'static, str>, u64)> + '_ {
+        use std::borrow::Cow;
+        let by_type = |dir: &'static str, c: &MessageCounts| {
+            [
+                ("discover", c.discover),
+                ("offer", c.offer),
+                ("request", c.request),
+                ("decline", c.decline),
+                ("ack", c.ack),
+                ("nak", c.nak),
+                ("release", c.release),
+                ("inform", c.inform),
+            ]
+            .map(|(t, v)| (Cow::Owned(format!("{dir}_{t}")), v))
+        };
+        by_type("received", &self.received)
+            .into_iter()
+            .chain(by_type("sent", &self.sent))
+            .chain(DropReason::ALL.into_iter().map(|r| {
+                (
+                    Cow::Owned(format!("dropped_{}", r.as_str())),
+                    self.dropped(r),
+                )
+            }))
+            .chain(ClaimEviction::ALL.into_iter().map(|r| {
+                (
+                    Cow::Owned(format!("claims_evicted_{}", r.as_str())),
+                    self.claims_evicted(r),
+                )
+            }))
+            .chain(
+                [
+                    ("pool_exhausted", self.pool_exhausted),
+                    ("port_capped", self.port_capped),
+                    ("other_server", self.other_server),
+                    ("encode_errors", self.encode_errors),
+                ]
+                .map(|(k, v)| (Cow::Borrowed(k), v)),
+            )
+    }
+
     fn evict(&mut self, reason: ClaimEviction) {
         if let Some(c) = self.claims_evicted.get_mut(reason.index()) {
             *c = c.saturating_add(1);

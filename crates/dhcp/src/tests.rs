@@ -1372,3 +1372,26 @@ fn a_static_station_keeps_its_address_while_another_port_floods() {
         .unwrap();
     assert_eq!(decode(&reply).yiaddr(), ip(200));
 }
+
+#[test]
+fn counters_name_every_field_once() {
+    let names: Vec<String> = Stats::default()
+        .counters()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    for want in [
+        "received_discover",
+        "sent_ack",
+        "pool_exhausted",
+        "encode_errors",
+        "claims_evicted_per-mac",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert_eq!(
+        names.len(),
+        16 + DropReason::ALL.len() + ClaimEviction::ALL.len() + 4
+    );
+}

@@ -203,6 +203,41 @@ impl Stats {
         self.dropped.iter().fold(0, |a, b| a.saturating_add(*b))
     }
 
+    /// Every counter and gauge by name (`dropped_<reason>` for each [`DropReason`],
+    /// dashes as underscores): what listings and metrics show, so none is left out.
+    pub fn counters(&self) -> impl Iterator<Item = (std::borrow::Cow<'static, str>, u64)> + '_ {
+        let gauge = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        [
+            ("queries", self.queries),
+            ("answered_locally", self.answered_locally),
+            ("forwarded", self.forwarded),
+            ("coalesced", self.coalesced),
+            ("cache_hits", self.cache_hits),
+            ("upstream_queries", self.upstream_queries),
+            ("upstream_answers", self.upstream_answers),
+            ("upstream_timeouts", self.upstream_timeouts),
+            ("servfail", self.servfail),
+            ("refused", self.refused),
+            ("formerr", self.formerr),
+            ("notimp", self.notimp),
+            ("truncated", self.truncated),
+            ("encode_errors", self.encode_errors),
+            ("events_dropped", self.events_dropped),
+            ("lease_names_rejected", self.lease_names_rejected),
+            ("in_flight", gauge(self.in_flight)),
+            ("cache_entries", gauge(self.cache_entries)),
+            ("lease_names", gauge(self.lease_names)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (std::borrow::Cow::Borrowed(k), v))
+        .chain(DropReason::ALL.into_iter().map(|r| {
+            (
+                std::borrow::Cow::Owned(format!("dropped_{}", r.as_str().replace('-', "_"))),
+                self.dropped(r),
+            )
+        }))
+    }
+
     fn drop(&mut self, reason: DropReason) {
         if let Some(c) = self.dropped.get_mut(reason.index()) {
             *c = c.saturating_add(1);

@@ -1516,3 +1516,23 @@ proptest! {
         prop_assert!(server.check_invariants().is_ok());
     }
 }
+
+#[test]
+fn counters_name_every_field_once() {
+    let names: Vec<String> = Stats::default()
+        .counters()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    for want in [
+        "queries",
+        "encode_errors",
+        "events_dropped",
+        "lease_names_rejected",
+        "dropped_not_guest",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert_eq!(names.len(), 19 + DropReason::ALL.len());
+}

@@ -302,5 +302,28 @@ pub struct Stats {
     pub handshake_aborts: u64,
 }
 
+impl Stats {
+    /// Every counter and gauge by name (the field names): what listings and metrics
+    /// show, so none is left out.
+    pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("flows", u64::try_from(self.flows).unwrap_or(u64::MAX)),
+            ("tcp_flows", self.tcp_flows),
+            ("udp_flows", self.udp_flows),
+            ("icmp_flows", self.icmp_flows),
+            ("refused_limit", self.refused_limit),
+            ("refused_half_open", self.refused_half_open),
+            ("refused_remote", self.refused_remote),
+            ("unreachable", self.unreachable),
+            ("dropped", self.dropped),
+            ("ignored", self.ignored),
+            ("timeouts", self.timeouts),
+            ("handshake_timeouts", self.handshake_timeouts),
+            ("handshake_aborts", self.handshake_aborts),
+        ]
+        .into_iter()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -627,3 +627,11 @@ fn half_open_flows_are_bounded_per_guest() {
     let _ = actions(&mut nat);
     let _ = syn_open(&mut nat, t0, 40006, REMOTE, 80);
 }
+
+#[test]
+fn counters_name_every_field_once() {
+    let names: Vec<&str> = Stats::default().counters().map(|(k, _)| k).collect();
+    let unique: std::collections::HashSet<&&str> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    assert!(names.contains(&"handshake_aborts") && names.contains(&"flows"));
+}

@@ -64,67 +64,16 @@ pub(crate) fn gateway_config(net: &Network) -> Option<GatewayConfig> {
 
 /// The DHCP server's counters by name, for `net-info`, `stats` and metrics.
 fn dhcp_stats_map(server: &Server) -> BTreeMap<String, u64> {
-    let st = server.stats();
-    let mut m = BTreeMap::new();
-    for (dir, c) in [("received", &st.received), ("sent", &st.sent)] {
-        for (t, v) in [
-            ("discover", c.discover),
-            ("offer", c.offer),
-            ("request", c.request),
-            ("decline", c.decline),
-            ("ack", c.ack),
-            ("nak", c.nak),
-            ("release", c.release),
-            ("inform", c.inform),
-        ] {
-            m.insert(format!("{dir}_{t}"), v);
-        }
-    }
-    for r in vnet_dhcp::DropReason::ALL {
-        m.insert(format!("dropped_{}", r.as_str()), st.dropped(r));
-    }
-    m.insert("pool_exhausted".to_owned(), st.pool_exhausted);
-    m.insert("port_capped".to_owned(), st.port_capped);
-    m.insert("other_server".to_owned(), st.other_server);
-    for r in vnet_dhcp::ClaimEviction::ALL {
-        m.insert(
-            format!("claims_evicted_{}", r.as_str()),
-            st.claims_evicted(r),
-        );
-    }
-    m
+    server
+        .stats()
+        .counters()
+        .map(|(k, v)| (k.into_owned(), v))
+        .collect()
 }
 
 /// The DNS server's counters by name, for `net-info`.
 fn dns_stats_map(st: &vnet_dns::Stats) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for (k, v) in [
-        ("queries", st.queries),
-        ("answered_locally", st.answered_locally),
-        ("forwarded", st.forwarded),
-        ("coalesced", st.coalesced),
-        ("cache_hits", st.cache_hits),
-        ("upstream_queries", st.upstream_queries),
-        ("upstream_answers", st.upstream_answers),
-        ("upstream_timeouts", st.upstream_timeouts),
-        ("servfail", st.servfail),
-        ("refused", st.refused),
-        ("formerr", st.formerr),
-        ("notimp", st.notimp),
-        ("truncated", st.truncated),
-        ("in_flight", st.in_flight as u64),
-        ("cache_entries", st.cache_entries as u64),
-        ("lease_names", st.lease_names as u64),
-    ] {
-        m.insert(k.to_owned(), v);
-    }
-    for r in vnet_dns::DropReason::ALL {
-        m.insert(
-            format!("dropped_{}", r.as_str().replace('-', "_")),
-            st.dropped(r),
-        );
-    }
-    m
+    st.counters().map(|(k, v)| (k.into_owned(), v)).collect()
 }
 
 /// The nameservers of a resolv.conf text, port 53.
@@ -337,25 +286,11 @@ impl GatewayPort {
             malformed: st.malformed,
             dhcp_stats: self.gw.dhcp().map(dhcp_stats_map).unwrap_or_default(),
             nat: self.gw.nat().map(|n| {
-                let s = n.stats();
-                let mut m = BTreeMap::new();
-                for (k, v) in [
-                    ("flows", s.flows as u64),
-                    ("tcp_flows", s.tcp_flows),
-                    ("udp_flows", s.udp_flows),
-                    ("icmp_flows", s.icmp_flows),
-                    ("refused_limit", s.refused_limit),
-                    ("refused_remote", s.refused_remote),
-                    ("unreachable", s.unreachable),
-                    ("dropped", s.dropped),
-                    ("ignored", s.ignored),
-                    ("timeouts", s.timeouts),
-                    ("refused_half_open", s.refused_half_open),
-                    ("handshake_timeouts", s.handshake_timeouts),
-                    ("handshake_aborts", s.handshake_aborts),
-                ] {
-                    m.insert(k.to_owned(), v);
-                }
+                let mut m: BTreeMap<String, u64> = n
+                    .stats()
+                    .counters()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect();
                 if let Some(h) = &self.nat_host {
                     m.insert("host_sockets".to_owned(), h.sockets() as u64);
                     m.insert("open_failures".to_owned(), h.open_failures);
