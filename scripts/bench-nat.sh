@@ -26,7 +26,7 @@
 #
 # The remote sits on the wan host's lo, one hop behind the host's gateway (10.98.0.2), not on
 # the gateway address itself: pasta maps its guest's gateway address to the host's loopback
-# (/work/shared/peers.md), so a server on 10.98.0.2 would be unreachable from its guest. All
+# (../shared/peers.md), so a server on 10.98.0.2 would be unreachable from its guest. All
 # four paths use the same remote. The kernel NAT gets a router namespace of its own so that
 # its nftables/conntrack hooks do not sit in the path of the user-space NATs' host sockets.
 # The host namespace allows ping sockets (net.ipv4.ping_group_range, for that namespace only),
