@@ -57,6 +57,12 @@ impl Conn {
         }
     }
 
+    /// Its socket was reported ready (or may be): bytes may be waiting that the last
+    /// read did not see, even while answers held reading back.
+    pub(crate) fn note_ready(&mut self) {
+        self.drained = false;
+    }
+
     fn has_line(&self) -> bool {
         self.inbuf.contains(&b'\n')
     }
@@ -142,5 +148,67 @@ impl Conn {
             self.outbuf = Vec::new();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Conn, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        a.set_nonblocking(true).expect("nonblocking");
+        (Conn::new(UnixStream::from_std(a), Instant::now()), b)
+    }
+
+    #[test]
+    fn requests_wait_while_answers_are_unread_and_are_served_once_they_go() {
+        let (mut c, mut peer) = pair();
+        peer.write_all(b"a\n").expect("write");
+        assert_eq!(c.next_request(), Some(Ok(b"a".to_vec())));
+        assert_eq!(c.next_request(), None);
+        assert!(!c.more());
+        // a megabyte of answers waits: a new request is not read
+        c.outbuf = vec![0; OUT_HIGH];
+        peer.write_all(b"b\n").expect("write");
+        c.note_ready();
+        assert_eq!(c.next_request(), None);
+        assert!(!c.more());
+        // the answers went: the request that waited in the socket is served now,
+        // without another readiness event
+        c.outbuf.clear();
+        assert!(c.more());
+        assert_eq!(c.next_request(), Some(Ok(b"b".to_vec())));
+    }
+
+    #[test]
+    fn an_over_long_request_is_refused_and_closes_the_connection() {
+        let (mut c, mut peer) = pair();
+        let long = vec![b'x'; MAX_REQUEST_LEN + 10];
+        let writer = std::thread::spawn(move || {
+            let _ = peer.write_all(&long);
+            peer
+        });
+        let mut answer = None;
+        for _ in 0..1000 {
+            c.note_ready();
+            if let Some(r) = c.next_request() {
+                answer = Some(r);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(matches!(answer, Some(Err(e)) if e.contains("longer than")));
+        assert!(c.closing);
+        drop(writer.join());
+    }
+
+    #[test]
+    fn idle_is_measured_from_the_last_request_and_streams_never_idle() {
+        let (mut c, _peer) = pair();
+        let later = c.last_request + IDLE_TIMEOUT;
+        assert!(c.idle(later));
+        c.streaming = true;
+        assert!(!c.idle(later));
     }
 }

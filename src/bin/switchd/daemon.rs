@@ -1860,6 +1860,7 @@ impl Daemon {
         let Some(mut conn) = self.conns.remove(&token) else {
             return;
         };
+        conn.note_ready();
         let mut served = 0;
         while served < crate::conn::REQUESTS_PER_TURN {
             let line = match conn.next_request() {
