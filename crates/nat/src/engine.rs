@@ -18,7 +18,9 @@ use smoltcp::wire::{
 };
 
 use crate::device::Queues;
-use crate::{Action, FlowId, FlowInfo, HostStream, Limits, NatConfig, OpenError, Proto, Stats};
+use crate::{
+    Action, DropReason, FlowId, FlowInfo, HostStream, Limits, NatConfig, OpenError, Proto, Stats,
+};
 
 const TTL: u8 = 64;
 /// Bound on remembered guest MACs.
@@ -317,21 +319,21 @@ impl Nat {
     /// the gateway's address on a port its services do not own).
     pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
         let Ok(p) = SlicedPacket::from_ethernet(frame) else {
-            self.stats.dropped += 1;
+            self.stats.drop(DropReason::Malformed);
             return;
         };
         let Some(NetSlice::Ipv4(ip)) = &p.net else {
-            self.stats.ignored += 1;
+            self.stats.drop(DropReason::NotIpv4);
             return;
         };
         if ip.is_payload_fragmented() {
-            self.stats.ignored += 1;
+            self.stats.drop(DropReason::Fragment);
             return;
         }
         let src = ip.header().source_addr();
         let dst = ip.header().destination_addr();
         if !self.cfg.in_subnet(src) || src == self.cfg.gateway_ip || src.is_unspecified() {
-            self.stats.dropped += 1;
+            self.stats.drop(DropReason::ForeignSource);
             return;
         }
         let mut mac = [0u8; 6];
@@ -346,7 +348,7 @@ impl Nat {
                 udp.payload(),
             ),
             Some(TransportSlice::Icmpv4(icmp)) => self.icmp_in(now, src, dst, icmp),
-            _ => self.stats.ignored += 1,
+            _ => self.stats.drop(DropReason::OtherTransport),
         }
     }
 
@@ -691,7 +693,7 @@ impl Nat {
             return;
         }
         let Some(target) = self.target_for(remote) else {
-            self.stats.ignored += 1;
+            self.stats.drop(DropReason::NoTarget);
             return;
         };
         if !self.admit(*guest.ip()) {
@@ -718,7 +720,7 @@ impl Nat {
 
     fn icmp_in(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, icmp: &Icmpv4Slice<'_>) {
         let Icmpv4Type::EchoRequest(echo) = icmp.icmp_type() else {
-            self.stats.ignored += 1;
+            self.stats.drop(DropReason::NotEchoRequest);
             return;
         };
         let key = Key {
@@ -735,7 +737,7 @@ impl Nat {
             Some(id) => *id,
             None => {
                 let Some(target) = self.target_for(key.remote) else {
-                    self.stats.ignored += 1;
+                    self.stats.drop(DropReason::NoTarget);
                     return;
                 };
                 if !self.admit(src) {

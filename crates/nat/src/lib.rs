@@ -265,6 +265,71 @@ pub struct FlowInfo {
     pub age: Duration,
 }
 
+/// Why a guest frame the engine was handed made no flow and no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not a well-formed Ethernet + IP packet.
+    Malformed,
+    /// From a source outside the network's subnet, the gateway's own or 0.0.0.0.
+    ForeignSource,
+    /// Not IPv4 (IPv6 is not translated yet).
+    NotIpv4,
+    /// An IP fragment (not reassembled).
+    Fragment,
+    /// A transport other than TCP, UDP and ICMP.
+    OtherTransport,
+    /// ICMP other than an echo request.
+    NotEchoRequest,
+    /// To a destination the network does not translate (the host's loopback with host
+    /// access off, a multicast or broadcast address, ...).
+    NoTarget,
+}
+
+impl DropReason {
+    /// Every reason, in counter order.
+    pub const ALL: [Self; 7] = [
+        Self::Malformed,
+        Self::ForeignSource,
+        Self::NotIpv4,
+        Self::Fragment,
+        Self::OtherTransport,
+        Self::NotEchoRequest,
+        Self::NoTarget,
+    ];
+
+    /// The reason's name in counters (`dropped_<name>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::ForeignSource => "foreign_source",
+            Self::NotIpv4 => "not_ipv4",
+            Self::Fragment => "fragment",
+            Self::OtherTransport => "other_transport",
+            Self::NotEchoRequest => "not_echo_request",
+            Self::NoTarget => "no_target",
+        }
+    }
+
+    /// Whether the frame was bad (counted in [`Stats::dropped`]) rather than only not
+    /// something the engine translates (counted in [`Stats::ignored`]).
+    pub fn is_bad(self) -> bool {
+        matches!(self, Self::Malformed | Self::ForeignSource)
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Malformed => 0,
+            Self::ForeignSource => 1,
+            Self::NotIpv4 => 2,
+            Self::Fragment => 3,
+            Self::OtherTransport => 4,
+            Self::NotEchoRequest => 5,
+            Self::NoTarget => 6,
+        }
+    }
+}
+
 /// Counters of the NAT engine.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -300,12 +365,32 @@ pub struct Stats {
     /// RST answering the SYN-ACK, as a SYN scan's kernel sends) or its SYN was not one
     /// the guest-facing TCP takes.
     pub handshake_aborts: u64,
+    /// Guest frames dropped, by reason: read with [`Stats::dropped_for`].
+    drops: [u64; DropReason::ALL.len()],
 }
 
 impl Stats {
-    /// Every counter and gauge by name (the field names): what listings and metrics
-    /// show, so none is left out.
-    pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> {
+    /// Guest frames dropped for `reason`.
+    pub fn dropped_for(&self, reason: DropReason) -> u64 {
+        self.drops.get(reason.index()).copied().unwrap_or(0)
+    }
+
+    /// Counts a frame dropped for `reason` (in its total, `dropped` or `ignored`, too).
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        if let Some(c) = self.drops.get_mut(reason.index()) {
+            *c = c.saturating_add(1);
+        }
+        let total = if reason.is_bad() {
+            &mut self.dropped
+        } else {
+            &mut self.ignored
+        };
+        *total = total.saturating_add(1);
+    }
+
+    /// Every counter and gauge by name (the field names, and `dropped_<reason>` per
+    /// [`DropReason`]): what listings and metrics show, so none is left out.
+    pub fn counters(&self) -> impl Iterator<Item = (std::borrow::Cow<'static, str>, u64)> + '_ {
         [
             ("flows", u64::try_from(self.flows).unwrap_or(u64::MAX)),
             ("tcp_flows", self.tcp_flows),
@@ -322,6 +407,13 @@ impl Stats {
             ("handshake_aborts", self.handshake_aborts),
         ]
         .into_iter()
+        .map(|(k, v)| (std::borrow::Cow::Borrowed(k), v))
+        .chain(DropReason::ALL.into_iter().map(|r| {
+            (
+                std::borrow::Cow::Owned(format!("dropped_{}", r.as_str())),
+                self.dropped_for(r),
+            )
+        }))
     }
 }
 

@@ -366,6 +366,9 @@ fn frames_from_outside_the_segment_or_garbage_are_dropped() {
     assert!(actions(&mut nat).is_empty());
     assert!(frames(&mut nat).is_empty());
     assert_eq!(nat.stats().dropped, 3);
+    // by reason: one from outside the subnet, two that do not parse
+    assert_eq!(nat.stats().dropped_for(DropReason::ForeignSource), 1);
+    assert_eq!(nat.stats().dropped_for(DropReason::Malformed), 2);
 }
 
 #[test]
@@ -630,8 +633,18 @@ fn half_open_flows_are_bounded_per_guest() {
 
 #[test]
 fn counters_name_every_field_once() {
-    let names: Vec<&str> = Stats::default().counters().map(|(k, _)| k).collect();
-    let unique: std::collections::HashSet<&&str> = names.iter().collect();
+    let names: Vec<String> = Stats::default()
+        .counters()
+        .map(|(k, _)| k.into_owned())
+        .collect();
+    let unique: std::collections::HashSet<&String> = names.iter().collect();
     assert_eq!(unique.len(), names.len(), "{names:?}");
-    assert!(names.contains(&"handshake_aborts") && names.contains(&"flows"));
+    for want in [
+        "handshake_aborts",
+        "flows",
+        "dropped_foreign_source",
+        "dropped_no_target",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
 }

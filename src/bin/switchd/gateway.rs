@@ -289,7 +289,7 @@ impl GatewayPort {
                 let mut m: BTreeMap<String, u64> = n
                     .stats()
                     .counters()
-                    .map(|(k, v)| (k.to_owned(), v))
+                    .map(|(k, v)| (k.into_owned(), v))
                     .collect();
                 if let Some(h) = &self.nat_host {
                     m.insert("host_sockets".to_owned(), h.sockets() as u64);
