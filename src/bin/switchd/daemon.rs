@@ -32,6 +32,7 @@ use vnet_ports::{
 
 use crate::conn::{Conn, MAX_CONNS};
 use crate::dev::Dev;
+use crate::error::ControlError;
 use crate::uplink::Uplink;
 use crate::writers::{WriterPort, Writers};
 use std::sync::atomic::Ordering::Relaxed;
@@ -1146,18 +1147,17 @@ impl Daemon {
         token: Token,
         port: Option<&str>,
         count: Option<u64>,
-    ) -> Result<Capture, String> {
+    ) -> Result<Capture, ControlError> {
         let id = match port {
             Some("gateway") => self.gateway.as_ref().map(|g| g.id),
             Some(name) => self.port_id_by_name(name),
             None => None,
         };
         if port.is_some() && id.is_none() {
-            return Err(format!(
-                "no port named {:?} in network {:?}",
-                port.unwrap_or_default(),
-                self.name
-            ));
+            return Err(ControlError::NoSuchPort {
+                name: port.unwrap_or_default().to_owned(),
+                network: self.name.clone(),
+            });
         }
         if self.captures.len() >= 8 {
             return Err("too many captures running (8)".into());
@@ -1229,7 +1229,7 @@ impl Daemon {
         })
     }
 
-    fn add_port(&mut self, req: &PortAdd) -> Result<PortInfo, String> {
+    fn add_port(&mut self, req: &PortAdd) -> Result<PortInfo, ControlError> {
         let kind = req.kind.unwrap_or(PortKind::Tap);
         if req.secure && req.trusted {
             return Err("a port is either --secure or --trusted".into());
@@ -1250,10 +1250,11 @@ impl Daemon {
             {
                 return Err(format!(
                     "port name {n:?} must be 1 to 64 characters without white space"
-                ));
+                )
+                .into());
             }
             if self.port_id_by_name(n).is_some() {
-                return Err(format!("port name {n:?} is in use"));
+                return Err(ControlError::PortNameInUse(n.clone()));
             }
         }
         if req.ifname.is_some()
@@ -1268,9 +1269,9 @@ impl Daemon {
             Some(m) => {
                 let mac: MacAddr = m.parse().map_err(|e| format!("{e}"))?;
                 if !mac.is_unicast() {
-                    return Err(format!(
-                        "MAC address {mac} is not a unicast station address"
-                    ));
+                    return Err(
+                        format!("MAC address {mac} is not a unicast station address").into(),
+                    );
                 }
                 Some(mac.octets())
             }
@@ -1279,13 +1280,6 @@ impl Daemon {
         if let Some(i) = &ifname {
             vnet_ports::validate_ifname(i).map_err(|e| e.to_string())?;
         }
-        let err_text = |e: vnet_ports::Error| {
-            let mut s = e.to_string();
-            if let Some(src) = std::error::Error::source(&e) {
-                s.push_str(&format!(": {src}"));
-            }
-            s
-        };
         let dev: Dev = match kind {
             PortKind::Netdev => {
                 if req.attach || req.persistent || mac.is_some() {
@@ -1300,7 +1294,7 @@ impl Daemon {
                 let mut opts = PacketOptions::new(&ifname);
                 opts.netns = req.netns.as_deref().map(NetnsRef::new);
                 opts.promiscuous = true;
-                Box::new(PacketPort::open(&opts).map_err(err_text)?)
+                Box::new(PacketPort::open(&opts)?)
             }
             _ => {
                 let mut opts = TapOptions::default();
@@ -1315,7 +1309,7 @@ impl Daemon {
                     opts.up = false;
                 }
                 opts.offloads = !req.no_offloads;
-                Box::new(Tap::create(&opts).map_err(err_text)?)
+                Box::new(Tap::create(&opts)?)
             }
         };
         let isolated = req.isolated || self.network.ports_isolated();
@@ -1335,7 +1329,7 @@ impl Daemon {
             self.save_ports();
         }
         self.port_info(PortId(info.id))
-            .ok_or_else(|| "port vanished".to_owned())
+            .ok_or_else(|| ControlError::from("port vanished"))
     }
 
     /// Adds an opened device as a port named `name` (default: its interface name, or
@@ -1346,7 +1340,7 @@ impl Daemon {
         dev: Dev,
         isolated: bool,
         learning: bool,
-    ) -> Result<PortInfo, String> {
+    ) -> Result<PortInfo, ControlError> {
         self.add_dev_with(name, dev, isolated, learning, None, None)
     }
 
@@ -1359,14 +1353,14 @@ impl Daemon {
         learning: bool,
         security: Option<vnet_switch::PortSecurity>,
         portgroup: Option<String>,
-    ) -> Result<PortInfo, String> {
+    ) -> Result<PortInfo, ControlError> {
         let kind = crate::dev::kind(dev.as_ref());
         let name = name.unwrap_or_else(|| match dev.netns() {
             Some(ns) => format!("{}:{}", ns.name(), dev.name()),
             None => dev.name().to_owned(),
         });
         if self.port_id_by_name(&name).is_some() {
-            return Err(format!("port name {name:?} is in use"));
+            return Err(ControlError::PortNameInUse(name));
         }
         let id = self
             .sw
@@ -1390,7 +1384,7 @@ impl Daemon {
                 interest,
             ) {
                 let _ = self.sw.remove_port(id);
-                return Err(format!("cannot poll the new port: {e}"));
+                return Err(format!("cannot poll the new port: {e}").into());
             }
         }
         if self.ports.len() <= id.index() {
@@ -1426,7 +1420,8 @@ impl Daemon {
         });
         // Frames may already be queued: the edge was before registration.
         self.mark_ready(id.index());
-        self.port_info(id).ok_or_else(|| "port vanished".to_owned())
+        self.port_info(id)
+            .ok_or_else(|| ControlError::from("port vanished"))
     }
 
     /// Opens the sockets QEMU guests attach to: `<run-dir>/<network>.stream`
@@ -1658,12 +1653,15 @@ impl Daemon {
     }
 
     /// Removes a port; `destroy` also removes a persistent device.
-    fn remove_port(&mut self, name: &str, destroy: bool) -> Result<(), String> {
+    fn remove_port(&mut self, name: &str, destroy: bool) -> Result<(), ControlError> {
         let id = self
             .port_id_by_name(name)
-            .ok_or_else(|| format!("no port named {name:?} in network {:?}", self.name))?;
+            .ok_or_else(|| ControlError::NoSuchPort {
+                name: name.to_owned(),
+                network: self.name.clone(),
+            })?;
         let Some(mut port) = self.ports.get_mut(id.index()).and_then(Option::take) else {
-            return Err(format!("no port named {name:?}"));
+            return Err(format!("no port named {name:?}").into());
         };
         let _ = self
             .poll
@@ -1904,7 +1902,7 @@ impl Daemon {
                         self.captures.push(c);
                         conn.streaming = true;
                     }
-                    Err(e) => queue_response(&mut conn.outbuf, &Response::err(e)),
+                    Err(e) => queue_response(&mut conn.outbuf, &Response::err(e.to_string())),
                 }
                 continue;
             }
@@ -1940,11 +1938,11 @@ impl Daemon {
         match req {
             Request::PortAdd(a) => match self.add_port(&a) {
                 Ok(info) => Response::ok(&info),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::PortDel { port } => match self.remove_port(&port, true) {
                 Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::PortList => Response::ok(&self.port_infos()),
             Request::FdbShow => {
@@ -1986,11 +1984,11 @@ impl Daemon {
             ),
             Request::PortForwardAdd { spec } => match self.forward_add(&spec) {
                 Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::PortForwardDel { spec } => match self.forward_del(&spec) {
                 Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::PortForwardList => Response::ok(
                 &self
@@ -2017,7 +2015,7 @@ impl Daemon {
             Request::DumpXml => Response::ok(&self.network.to_xml()),
             Request::NetUpdate(u) => match self.update(&u) {
                 Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e),
+                Err(e) => Response::err(e.to_string()),
             },
             Request::Shutdown => {
                 log!("shutdown requested");
@@ -2033,48 +2031,40 @@ impl Daemon {
     /// Applies a `net-update` to the live definition: all or nothing.
     /// `port-forward-add`: opens the host ports, then records the forward in the live
     /// definition.
-    fn forward_add(&mut self, spec: &str) -> Result<(), String> {
-        let f = vnet_config::PortForward::parse_spec(spec).map_err(|e| e.to_string())?;
+    fn forward_add(&mut self, spec: &str) -> Result<(), ControlError> {
+        let f = vnet_config::PortForward::parse_spec(spec)?;
         let mut net = self.network.clone();
-        net.add_port_forward(f.clone()).map_err(|e| e.to_string())?;
-        let g = self
-            .gateway
-            .as_mut()
-            .ok_or("this network has no gateway (bridge mode)")?;
+        net.add_port_forward(f.clone())?;
+        let g = self.gateway.as_mut().ok_or(ControlError::NoGateway)?;
         g.add_forward(&f).map_err(|e| e.to_string())?;
         self.network = net;
         log!("port forward {f} added");
         self.store
             .save_live(&self.name, &self.network.to_xml())
-            .map_err(|e| e.to_string())
+            .map_err(ControlError::SaveLive)
     }
 
     /// `port-forward-del`: closes the host ports of the forward `spec` names.
-    fn forward_del(&mut self, spec: &str) -> Result<(), String> {
-        let (proto, address, port) =
-            vnet_config::PortForward::parse_key(spec).map_err(|e| e.to_string())?;
-        let removed = self
-            .network
-            .remove_port_forward(proto, address, port)
-            .map_err(|e| e.to_string())?;
+    fn forward_del(&mut self, spec: &str) -> Result<(), ControlError> {
+        let (proto, address, port) = vnet_config::PortForward::parse_key(spec)?;
+        let removed = self.network.remove_port_forward(proto, address, port)?;
         if let Some(g) = self.gateway.as_mut() {
             g.remove_forward(&removed);
         }
         log!("port forward {removed} removed");
         self.store
             .save_live(&self.name, &self.network.to_xml())
-            .map_err(|e| e.to_string())
+            .map_err(ControlError::SaveLive)
     }
 
-    fn update(&mut self, u: &NetUpdate) -> Result<(), String> {
+    fn update(&mut self, u: &NetUpdate) -> Result<(), ControlError> {
         let command = u.command.parse().map_err(|e| format!("{e}"))?;
         let section = u.section.parse().map_err(|e| format!("{e}"))?;
         let mut next = self.network.clone();
-        next.update(command, section, u.parent_index, &u.xml)
-            .map_err(|e| e.to_string())?;
+        next.update(command, section, u.parent_index, &u.xml)?;
         self.store
             .save_live(&self.name, &next.to_xml())
-            .map_err(|e| format!("cannot save the live definition: {e}"))?;
+            .map_err(ControlError::SaveLive)?;
         if let Some(g) = self.gateway.as_mut() {
             g.reconfigure(&next);
         }

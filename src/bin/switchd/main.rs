@@ -77,6 +77,7 @@ mod capture;
 mod conn;
 mod daemon;
 mod dev;
+mod error;
 mod gateway;
 mod metrics;
 mod uplink;
