@@ -396,13 +396,7 @@ fn a_resolv_conf_switchd_cannot_read_keeps_the_resolvers_read_before() {
     );
     set_host_resolver(&net, "10.99.0.2");
     // a guest on a TAP switchd made in its own namespace, moved in by root
-    let vm = Netns::new("vdr");
-    let tap = format!("vdr{}", vnet_testkit::unique());
-    net.ctl_json(&["port-add", &net.name, "tap", "--name", &tap]);
-    net.host
-        .run_ok("ip", &["link", "set", &tap, "netns", vm.name()]);
-    vm.run_ok("ip", &["link", "set", &tap, "name", "eth0"]);
-    vm.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let vm = net.add_moved_guest("vdr", None);
     let lease = udhcpc(&net, &vm, "vdr", &[]);
     assert!(lease.contains_key("ip"), "{lease:?}\n{}", net.log());
     assert_eq!(

@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Net;
-use vnet_testkit::{unique, wait_for, ChildGuard, Netns, Veth};
+use vnet_testkit::{unique, wait_for, ChildGuard, Netns};
 
 /// Resident memory of `pid`, KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -154,18 +154,7 @@ fn nat_holds_4096_flows_within_the_shipped_units_descriptor_limit() {
     net.launch();
     let pid = net.daemon_mut().id();
 
-    let wan = Netns::new("hwan");
-    let veth = Veth::new("hw", Some(&net.host), Some(&wan));
-    net.host.run_ok(
-        "ip",
-        &["addr", "add", &format!("{UPLINK}/24"), "dev", veth.a()],
-    );
-    net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
-    wan.run_ok(
-        "ip",
-        &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()],
-    );
-    wan.run_ok("ip", &["link", "set", veth.b(), "up"]);
+    let (wan, _veth) = net.wan("hw", UPLINK, WAN);
     let server = "import socket,resource\n\
          resource.setrlimit(resource.RLIMIT_NOFILE,(16384,16384))\n\
          l=socket.socket()\nl.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
@@ -267,21 +256,7 @@ fn as_a_dedicated_user_leases_compact_and_root_trusts_nothing_the_user_wrote() {
     );
 
     // a guest renews its lease 80 times: the log is compacted on the way
-    let g = Netns::new("hug");
-    let tap = format!("hu{}", unique());
-    net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--name",
-        &tap,
-        "--mac",
-        "52:54:00:e5:00:01",
-    ]);
-    net.host
-        .run_ok("ip", &["link", "set", &tap, "netns", g.name()]);
-    g.run_ok("ip", &["link", "set", &tap, "name", "eth0"]);
-    g.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let g = net.add_moved_guest("hug", Some("52:54:00:e5:00:01"));
     g.run_ok(
         "sh",
         &[

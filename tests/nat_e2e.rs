@@ -23,18 +23,7 @@ struct Wan {
 
 impl Wan {
     fn new(net: &Net) -> Self {
-        let ns = Netns::new("nwan");
-        let veth = Veth::new("vn", Some(&net.host), Some(&ns));
-        net.host.run_ok(
-            "ip",
-            &["addr", "add", &format!("{UPLINK}/24"), "dev", veth.a()],
-        );
-        net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
-        ns.run_ok(
-            "ip",
-            &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()],
-        );
-        ns.run_ok("ip", &["link", "set", veth.b(), "up"]);
+        let (ns, veth) = net.wan("vn", UPLINK, WAN);
         Self {
             servers: Vec::new(),
             _veth: veth,

@@ -90,18 +90,7 @@ struct Wan {
 
 impl Wan {
     fn new(net: &Net) -> Self {
-        let ns = Netns::new("hwan");
-        let veth = Veth::new("vh", Some(&net.host), Some(&ns));
-        net.host.run_ok(
-            "ip",
-            &["addr", "add", &format!("{UPLINK}/24"), "dev", veth.a()],
-        );
-        net.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
-        ns.run_ok(
-            "ip",
-            &["addr", "add", &format!("{WAN}/24"), "dev", veth.b()],
-        );
-        ns.run_ok("ip", &["link", "set", veth.b(), "up"]);
+        let (ns, veth) = net.wan("vh", UPLINK, WAN);
         let server = ChildGuard::spawn(ns.cmd("python3", &["-c", SERVER, WAN, &PORT.to_string()]));
         assert!(
             ns.wait_listening(PORT, Duration::from_secs(5)),

@@ -274,20 +274,7 @@ fn switchd_runs_as_a_dedicated_user_with_only_the_capabilities_it_keeps() {
     assert!(err.contains("Operation not permitted"), "{err}");
     // it still makes TAPs (CAP_NET_ADMIN) and serves DHCP: a TAP made in its namespace,
     // then moved into the guest's by root
-    let tap = format!("vsu{}", vnet_testkit::unique());
-    net.ctl_json(&[
-        "port-add",
-        &net.name,
-        "tap",
-        "--name",
-        &tap,
-        "--mac",
-        "52:54:00:c1:00:01",
-    ]);
-    net.host
-        .run_ok("ip", &["link", "set", &tap, "netns", g.name()]);
-    g.run_ok("ip", &["link", "set", &tap, "name", "eth0"]);
-    g.run_ok("ip", &["link", "set", "eth0", "up"]);
+    let g = net.add_moved_guest("vsm", Some("52:54:00:c1:00:01"));
     let lease = udhcpc(&net, &g, "u", &[]);
     assert!(
         lease

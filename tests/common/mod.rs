@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use vnet_testkit::{require_root, unique, wait_for, ChildGuard, Netns, TempDir};
+use vnet_testkit::{require_root, unique, wait_for, ChildGuard, Netns, TempDir, Veth};
 
 pub const SWITCHD: &str = env!("CARGO_BIN_EXE_switchd");
 pub const SWITCHCTL: &str = env!("CARGO_BIN_EXE_switchctl");
@@ -224,6 +224,43 @@ impl Net {
         ]);
         ns.run_ok("ip", &["link", "set", "eth0", "up"]);
         ns
+    }
+
+    /// Adds a guest namespace whose `eth0` is a TAP that switchd made in its own
+    /// namespace and root then moved in: how a guest joins a switchd that cannot enter
+    /// namespaces (`--user`, no CAP_SYS_ADMIN). `eth0` is up, without an address.
+    pub fn add_moved_guest(&self, prefix: &str, mac: Option<&str>) -> Netns {
+        let ns = Netns::new(prefix);
+        let tap = format!("{prefix}{}", unique());
+        let mut args = vec!["port-add", &self.name, "tap", "--name", &tap];
+        if let Some(m) = mac {
+            args.extend(["--mac", m]);
+        }
+        self.ctl_json(&args);
+        self.host
+            .run_ok("ip", &["link", "set", &tap, "netns", ns.name()]);
+        ns.run_ok("ip", &["link", "set", &tap, "name", "eth0"]);
+        ns.run_ok("ip", &["link", "set", "eth0", "up"]);
+        ns
+    }
+
+    /// A "wan" namespace joined to switchd's by a veth: `uplink`/24 on switchd's end,
+    /// `wan`/24 on the other, both up. Bind the pair as `let (ns, veth) = …` so the
+    /// veth goes before the namespace.
+    pub fn wan(&self, prefix: &str, uplink: &str, wan: &str) -> (Netns, Veth) {
+        let ns = Netns::new(prefix);
+        let veth = Veth::new(prefix, Some(&self.host), Some(&ns));
+        self.host.run_ok(
+            "ip",
+            &["addr", "add", &format!("{uplink}/24"), "dev", veth.a()],
+        );
+        self.host.run_ok("ip", &["link", "set", veth.a(), "up"]);
+        ns.run_ok(
+            "ip",
+            &["addr", "add", &format!("{wan}/24"), "dev", veth.b()],
+        );
+        ns.run_ok("ip", &["link", "set", veth.b(), "up"]);
+        (ns, veth)
     }
 
     pub fn port_list(&self) -> Vec<serde_json::Value> {
