@@ -100,6 +100,18 @@ fn elements<'a, 'i>(node: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
 
 /// Rejects attributes other than `allowed` (libvirt's schema rejects them too).
 pub(crate) fn check_attrs(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
+    check_attrs_because(node, allowed, || {
+        "libvirt's schema does not allow it".to_owned()
+    })
+}
+
+/// Rejects attributes in vnet's namespace (it defines none), in any other namespace,
+/// and unnamespaced ones other than `allowed`; `why` says why, after the attribute.
+fn check_attrs_because(
+    node: Node<'_, '_>,
+    allowed: &[&str],
+    why: impl Fn() -> String,
+) -> Result<()> {
     for a in node.attributes() {
         if a.namespace() == Some(VNET_NS) {
             return Err(vnet_attr_err(node, a));
@@ -108,9 +120,10 @@ pub(crate) fn check_attrs(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
             let mut e = err(
                 node,
                 format!(
-                    "unknown attribute '{}' on <{}> (libvirt's schema does not allow it)",
+                    "unknown attribute '{}' on <{}> ({})",
                     a.name(),
-                    qname(node)
+                    qname(node),
+                    why()
                 ),
             );
             e.attribute = Some(a.name().to_owned());

@@ -43,25 +43,7 @@ pub(super) fn no_vnet_inside(node: Node<'_, '_>) -> Result<()> {
 
 /// Rejects attributes of a vnet element other than `allowed`, and any content.
 pub(super) fn check_vnet_element(node: Node<'_, '_>, allowed: &[&str]) -> Result<()> {
-    for a in node.attributes() {
-        if a.namespace() == Some(VNET_NS) {
-            return Err(vnet_attr_err(node, a));
-        }
-        if a.namespace().is_some() || !allowed.contains(&a.name()) {
-            let mut e = err(
-                node,
-                format!(
-                    "unknown attribute '{}' on <{}> (it takes {})",
-                    a.name(),
-                    qname(node),
-                    allowed.join(", ")
-                ),
-            );
-            e.attribute = Some(a.name().to_owned());
-            e.value = Some(a.value().into());
-            return Err(e);
-        }
-    }
+    check_attrs_because(node, allowed, || format!("it takes {}", allowed.join(", ")))?;
     if let Some(child) = elements(node).next() {
         return Err(err(
             child,
