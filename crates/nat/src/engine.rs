@@ -842,11 +842,14 @@ impl Nat {
             }
         }
         if let Kind::Tcp { handle, .. } = f.kind {
-            // the set holds only TCP sockets
-            let smoltcp::socket::Socket::Tcp(t) = self.sockets.remove(handle);
-            let size = t.recv_capacity() + t.send_capacity();
-            if size > 2 * self.cfg.limits.tcp_buffer_min {
-                self.tcp_memory = self.tcp_memory.saturating_sub(size);
+            // the set holds only TCP sockets (other variants exist when a crate in the
+            // same build enables more of smoltcp's socket features)
+            #[allow(irrefutable_let_patterns)]
+            if let smoltcp::socket::Socket::Tcp(t) = self.sockets.remove(handle) {
+                let size = t.recv_capacity() + t.send_capacity();
+                if size > 2 * self.cfg.limits.tcp_buffer_min {
+                    self.tcp_memory = self.tcp_memory.saturating_sub(size);
+                }
             }
         }
         self.actions.push_back(Action::Close { flow: id });

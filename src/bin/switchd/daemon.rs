@@ -39,16 +39,14 @@ mod control;
 mod ports;
 use crate::dev::Dev;
 use crate::error::ControlError;
-use crate::uplink::Uplink;
 use crate::writers::{WriterPort, Writers};
 use std::sync::atomic::Ordering::Relaxed;
-use vnet_gateway::route::Verdict as RouteVerdict;
-use vnet_ports::{VirtioNetHdr, VNET_HDR_LEN};
 
 use crate::capture::Capture;
-use crate::gateway::{gateway_config, GatewayPort};
-use vnet_gateway::{Claim, Now};
-use vnet_switch::{Instant, MacAddr, PortConfig, PortId, Switch, Verdict};
+use crate::gateway::GatewayHost;
+use vnet_gateway::Now;
+use vnet_network::{gateway_config, Event, Network as Net, Options};
+use vnet_switch::{MacAddr, PortId};
 
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
@@ -86,7 +84,10 @@ pub(crate) struct Daemon {
     network: Network,
     store: Store,
     socket_path: PathBuf,
-    sw: Switch,
+    /// The network itself: switch, gateway, router, host port (sans IO).
+    net: Net,
+    /// The gateway's host side (lease database, DNS socket, NAT sockets).
+    host: Option<GatewayHost>,
     /// Indexed by `PortId`.
     ports: Vec<Option<Port>>,
     ready: VecDeque<PortId>,
@@ -100,9 +101,6 @@ pub(crate) struct Daemon {
     conns_refused: u64,
     next_conn: usize,
     buf: FrameBuf,
-    /// The frame in `buf` may be handed to a writer thread rather than copied (set
-    /// for a unicast forward, consumed by the next `transmit`).
-    take_buf: bool,
     /// Writer threads for TAP ports (none: TAPs are written from the loop).
     writers: Option<Writers>,
     /// Keep polling without sleeping this long after the last frame read (zero: sleep
@@ -113,10 +111,6 @@ pub(crate) struct Daemon {
     /// A frame was read since the loop last looked (the clock is read once per turn,
     /// not per frame).
     frames_read: bool,
-    /// Reused list of flood targets (no allocation per frame).
-    targets: Vec<PortId>,
-    /// The network's gateway (ARP, ping, DHCP), a port of the switch; none in bridge mode.
-    gateway: Option<GatewayPort>,
     epoch: std::time::Instant,
     /// The clocks as read once at the start of this loop turn: everything the turn
     /// does (frames, timers, NAT, DHCP) is at this time.
@@ -130,11 +124,8 @@ pub(crate) struct Daemon {
     metrics: Option<mio::net::TcpListener>,
     http: HashMap<Token, HttpConn>,
     next_http: usize,
-    /// The host port (a TAP named after `<bridge name>` with the gateway's MAC and
-    /// address), when there is one.
-    host_port: Option<PortId>,
-    /// The uplink and router of route/open modes.
-    uplink: Option<Uplink>,
+    /// The uplink of route/open modes (its router is in `net`).
+    uplink: Option<PacketPort>,
     uplink_tx_errors: u64,
     /// The uplink had more frames than one turn takes.
     uplink_more: bool,
@@ -150,26 +141,11 @@ pub(crate) struct Daemon {
     next_sock_port: u64,
     /// Ports to remove at the end of the turn (dgram peers that went away).
     doomed: Vec<String>,
-    /// Counters as of the last check for bound and move events (once a second).
-    watch: Watch,
-    /// The ingress port of the frame being forwarded (the gateway bounds DHCP clients
-    /// per port with it).
-    ingress: PortId,
+    /// When idle connections were last looked at (once a second).
+    conns_checked: Option<std::time::Instant>,
     /// Persistent TAP ports, as re-attach requests, saved in `<run-dir>/<net>.ports.json`
     /// so a switchd that crashed (or stopped) takes them back when it starts again.
     saved_ports: Vec<PortAdd>,
-}
-
-/// Counters watched for `net-event` (MAC moved, bounds hit) and for rate-limited log
-/// lines: compared once a second, so a flood yields one event per kind per second.
-#[derive(Default)]
-struct Watch {
-    at: Option<std::time::Instant>,
-    moves: u64,
-    evictions: u64,
-    nat_refused: u64,
-    pool_exhausted: u64,
-    router_waiting_full: u64,
 }
 
 impl Daemon {
@@ -225,30 +201,30 @@ impl Daemon {
         drop(lock);
 
         let poll = Poll::new().context("creating the poller")?;
-        let mut sw = Switch::new(config);
-        let mut gateway = match gateway_config(&network) {
+        let clock = Now::system();
+        let (mut net, mut host) = match gateway_config(&network) {
             Some(cfg) => {
-                let id = sw
-                    .add_port(PortConfig::default())
-                    .map_err(|e| anyhow::anyhow!("adding the gateway port: {e}"))?;
-                log!("gateway {} ({}) on port {id}", cfg.ip, cfg.mac);
                 let registry = poll
                     .registry()
                     .try_clone()
                     .context("cloning the poller's registry")?;
-                Some(GatewayPort::new(
-                    id,
-                    cfg,
-                    &network,
-                    store.state_dir(),
-                    registry,
-                    &nat_limits,
-                )?)
+                let (host, leases) =
+                    GatewayHost::open(&cfg, &network, store.state_dir(), registry)?;
+                let mut opts = Options::new(leases, random_seed());
+                opts.switch = config;
+                opts.nat_limits = nat_limits;
+                opts.dhcp_port_cap = dhcp_port_cap;
+                let net = Net::from_config(&network, opts, clock)
+                    .map_err(|e| anyhow::anyhow!("network {name:?}: {e}"))?;
+                if let Some(id) = net.gateway_port() {
+                    log!("gateway {} ({}) on port {id}", cfg.ip, cfg.mac);
+                }
+                (net, Some(host))
             }
-            None => None,
+            None => (Net::new(config, clock), None),
         };
-        if let Some(d) = gateway.as_mut().and_then(|g| g.gw.dhcp_mut()) {
-            d.set_port_cap(dhcp_port_cap);
+        if let (Some(h), Some(g)) = (host.as_mut(), net.gateway_mut()) {
+            h.start(g);
         }
 
         let (mut sig_rx, sig_tx) = UnixStream::pair().context("creating the signal pipe")?;
@@ -278,7 +254,7 @@ impl Daemon {
             }
             None => None,
         };
-        if let Some(sock) = gateway.as_mut().and_then(|g| g.upstream.as_mut()) {
+        if let Some(sock) = host.as_mut().and_then(|h| h.upstream.as_mut()) {
             sock.register(poll.registry())?;
         }
         poll.registry()
@@ -292,8 +268,8 @@ impl Daemon {
             network,
             store,
             socket_path,
-            sw,
-            gateway,
+            net,
+            host,
             ports: Vec::new(),
             ready: VecDeque::new(),
             poll,
@@ -304,21 +280,18 @@ impl Daemon {
             conns_refused: 0,
             next_conn: 0,
             buf: FrameBuf::new(),
-            take_buf: false,
             writers: None,
             busy_poll: Duration::ZERO,
             last_frame: std::time::Instant::now(),
             frames_read: false,
-            targets: Vec::new(),
             epoch: std::time::Instant::now(),
-            clock: Now::system(),
+            clock,
             stop: false,
             captures: Vec::new(),
             event_subs: Vec::new(),
             metrics,
             http: HashMap::new(),
             next_http: 0,
-            host_port: None,
             uplink: None,
             uplink_tx_errors: 0,
             uplink_more: false,
@@ -329,19 +302,19 @@ impl Daemon {
             dgram_more: false,
             next_sock_port: 0,
             doomed: Vec::new(),
-            watch: Watch::default(),
+            conns_checked: None,
             saved_ports: Vec::new(),
-            ingress: PortId(0),
         };
         d.open_qemu_sockets()?;
-        if let Some(u) = routed.as_mut() {
+        if let Some(u) = routed.take() {
             d.poll.registry().register(
                 &mut SourceFd(&u.port.as_raw_fd()),
                 Source::Uplink.token(),
                 Interest::READABLE,
             )?;
+            d.net.set_router(u.router);
+            d.uplink = Some(u.port);
         }
-        d.uplink = routed;
         if let Some(dev) = uplink {
             // never isolated: `<port isolated>` keeps guests apart, not from the LAN
             d.add_dev(None, dev, false, true)
@@ -378,20 +351,6 @@ impl Daemon {
         Ok(())
     }
 
-    /// The switch's time of this loop turn (the clocks are read once a turn, when the
-    /// poll returns: [`Self::clock`]).
-    fn now(&self) -> Instant {
-        Instant::from_micros(
-            u64::try_from(
-                self.clock
-                    .mono
-                    .saturating_duration_since(self.epoch)
-                    .as_micros(),
-            )
-            .unwrap_or(u64::MAX),
-        )
-    }
-
     pub(crate) fn run(&mut self) -> Result<()> {
         let mut events = Events::with_capacity(256);
         while !self.stop {
@@ -403,22 +362,16 @@ impl Daemon {
                 && self.conns_more.is_empty()
                 && !busy
             {
-                let now = self.now();
-                let sw = self
-                    .sw
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now).min(Duration::from_secs(1)));
                 let clock = self.clock;
-                let gw = self.gateway.as_mut().and_then(|g| g.poll_timeout(clock));
-                let rt = self
-                    .uplink
-                    .as_ref()
-                    .and_then(|u| u.router.poll_at())
-                    .map(|t| t.saturating_duration_since(clock.mono));
+                let net = self.net.poll_timeout(clock);
+                let resolv = match (self.host.as_ref(), self.net.gateway()) {
+                    (Some(h), Some(g)) => h.poll_timeout(g, clock),
+                    _ => None,
+                };
                 // idle connections are looked at once a second
                 let conns = (!self.conns.is_empty() || !self.http.is_empty())
                     .then_some(Duration::from_secs(1));
-                [sw, gw, rt, conns].into_iter().flatten().min()
+                [net, resolv, conns].into_iter().flatten().min()
             } else {
                 Some(Duration::ZERO)
             };
@@ -446,13 +399,13 @@ impl Daemon {
                     Source::StreamListener => self.accept_streams(),
                     Source::Dgram => self.on_dgram(),
                     Source::DnsUpstream => {
-                        if let Some(g) = self.gateway.as_mut() {
-                            g.on_upstream_readable(clock);
+                        if let Some(h) = self.host.as_mut() {
+                            h.on_upstream_readable(&mut self.net, clock);
                         }
                     }
                     nat => {
-                        if let Some(g) = self.gateway.as_mut() {
-                            g.on_nat_event(nat, clock);
+                        if let (Some(h), Some(g)) = (self.host.as_mut(), self.net.gateway_mut()) {
+                            h.on_nat_event(g, nat, clock);
                         }
                     }
                 }
@@ -474,22 +427,16 @@ impl Daemon {
                 log!("port {name}: its peer is gone; removing it");
                 let _ = self.remove_port(&name, true);
             }
-            let now = self.now();
-            if self.sw.poll_timeout().is_some_and(|t| t <= now) {
-                self.sw.handle_timeout(now);
+            if let (Some(h), Some(g)) = (self.host.as_mut(), self.net.gateway_mut()) {
+                h.handle_timeout(g, clock);
             }
-            if let Some(g) = self.gateway.as_mut() {
-                g.handle_timeout(clock);
-            }
-            if let Some(u) = self.uplink.as_mut() {
-                u.router.poll(clock.mono);
-            }
-            self.watch_counters();
-            self.drain_router(now);
+            let (net, buf, mut io) = self.split();
+            net.poll(clock, buf, &mut io);
+            self.emit_events();
+            self.check_conns();
             if !self.captures.is_empty() {
                 self.flush_captures();
             }
-            self.drain_gateway(now);
         }
         self.shutdown();
         Ok(())
@@ -592,7 +539,7 @@ impl Daemon {
     /// Reads and forwards frames from one port. Returns true once the port is drained
     /// (`EAGAIN`) or gone.
     fn service_port(&mut self, id: PortId) -> bool {
-        let now = self.now();
+        let now = self.clock;
         if let Some(Some(port)) = self.ports.get_mut(id.index()) {
             if let Err(e) = port.dev.flush() {
                 let name = port.name.clone();
@@ -628,198 +575,46 @@ impl Daemon {
                 }
                 Some(_) => continue,
             }
-            self.forward(now, id);
-            self.drain_gateway(now);
+            let (net, buf, mut io) = self.split();
+            net.handle_frame(now, id, buf, &mut io);
         }
     }
 
-    /// Sends what the gateway queued (replies to ARP, ping, DHCP) into the switch, as
-    /// frames arriving on the gateway port; DHCP events are logged and persisted first.
-    fn drain_gateway(&mut self, now: Instant) {
-        loop {
-            let Some(g) = self.gateway.as_mut() else {
-                return;
-            };
-            g.drain_events(&self.name, self.clock);
-            let has_events = !g.events.is_empty();
-            let Some(frame) = g.gw.poll_transmit() else {
-                if has_events {
-                    self.emit_gateway_events();
-                    self.refresh_port_security();
-                }
-                return;
-            };
-            if has_events {
-                self.emit_gateway_events();
-                self.refresh_port_security();
-            }
-            let Some(g) = self.gateway.as_mut() else {
-                return;
-            };
-            let id = g.id;
-            let mtu = usize::from(g.gw.config().mtu);
-            self.buf.set_frame(&frame);
-            g.gw.recycle(frame);
-            // NAT's TCP super-frames go to guests as TSO frames
-            self.buf.offload_tcp(mtu);
-            self.forward(now, id);
-        }
-    }
-
-    /// Reads the uplink of a routed network: packets for the segment enter it from the
-    /// gateway port; ARP answers feed the router; the host's own traffic is left alone.
+    /// Reads the uplink of a routed network into the network (4096 frames a turn).
     fn on_uplink(&mut self) {
-        let Some(gw_id) = self.gateway.as_ref().map(|g| g.id) else {
-            return;
-        };
+        let clock = self.clock;
         for _ in 0..4096 {
             let Some(u) = self.uplink.as_mut() else {
                 return;
             };
-            match u.port.recv(&mut self.buf) {
+            match u.recv(&mut self.buf) {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => continue,
             }
-            let mut hdr = [0u8; VNET_HDR_LEN];
-            let _ = self.buf.vnet_hdr().emit(&mut hdr);
-            let v = u
-                .router
-                .from_uplink(self.clock.mono, &hdr, self.buf.frame_mut());
-            if v == RouteVerdict::Segment {
-                self.forward(self.now(), gw_id);
-            }
+            let (net, buf, mut io) = self.split();
+            net.handle_uplink(clock, buf, &mut io);
         }
         // more queued: come back on the next turn without waiting for an edge
         self.uplink_more = true;
     }
 
-    /// Sends what the router made or released: ARP questions, ICMP errors, packets that
-    /// waited for their next hop.
-    fn drain_router(&mut self, now: Instant) {
-        let Some(gw_id) = self.gateway.as_ref().map(|g| g.id) else {
-            return;
-        };
-        loop {
-            let Some(u) = self.uplink.as_mut() else {
-                return;
-            };
-            if let Some((hdr, frame)) = u.router.poll_uplink() {
-                self.buf.set_frame(&frame);
-                if let Some(h) = VirtioNetHdr::parse(&hdr) {
-                    self.buf.set_vnet_hdr(&h);
-                }
-                if u.port.send(&self.buf).is_err() {
-                    self.uplink_tx_errors += 1;
-                }
-                continue;
-            }
-            let Some((hdr, frame)) = u.router.poll_segment() else {
-                return;
-            };
-            self.buf.set_frame(&frame);
-            if let Some(h) = VirtioNetHdr::parse(&hdr) {
-                self.buf.set_vnet_hdr(&h);
-            }
-            self.forward(now, gw_id);
-        }
-    }
-
-    fn forward(&mut self, now: Instant, ingress: PortId) {
-        self.ingress = ingress;
-        if !self.captures.is_empty() {
-            self.capture_frame(ingress, true);
-        }
-        match self.sw.handle_frame(now, ingress, self.buf.frame()) {
-            Verdict::Forward(egress) => {
-                // nothing reads the frame after this one transmit
-                self.take_buf = true;
-                self.transmit(egress);
-            }
-            Verdict::Flood => {
-                let mut targets = std::mem::take(&mut self.targets);
-                targets.clear();
-                targets.extend(self.sw.flood_targets(ingress));
-                for &egress in &targets {
-                    self.transmit(egress);
-                }
-                self.targets = targets;
-            }
-            Verdict::Drop(_) => {}
-        }
-    }
-
-    fn transmit(&mut self, egress: PortId) {
-        let take = std::mem::take(&mut self.take_buf);
-        if !self.captures.is_empty() {
-            self.capture_frame(egress, false);
-        }
-        if let Some(g) = self.gateway.as_ref().filter(|g| g.id == egress) {
-            let gw_id = g.id;
-            if let Some(u) = self.uplink.as_mut() {
-                let mut hdr = [0u8; VNET_HDR_LEN];
-                let _ = self.buf.vnet_hdr().emit(&mut hdr);
-                match u
-                    .router
-                    .from_segment(self.clock.mono, &hdr, self.buf.frame_mut())
-                {
-                    RouteVerdict::Uplink => {
-                        if u.port.send(&self.buf).is_err() {
-                            self.uplink_tx_errors += 1;
-                        }
-                        return;
-                    }
-                    RouteVerdict::Segment => {
-                        // to a prefix behind another guest: back into the segment
-                        self.forward(self.now(), gw_id);
-                        return;
-                    }
-                    RouteVerdict::Waiting | RouteVerdict::Dropped => return,
-                    RouteVerdict::Host => {
-                        if let Some(h) = self.host_port {
-                            self.transmit(h);
-                        }
-                        return;
-                    }
-                    _ => {}
-                }
-            }
-            let Some(g) = self.gateway.as_ref() else {
-                return;
-            };
-            let claim = match self.host_port {
-                Some(_) => g.gw.host_claim(self.buf.frame()),
-                None => Claim::Gateway,
-            };
-            if let (Some(h), Claim::Host | Claim::Both) = (self.host_port, claim) {
-                self.transmit(h);
-            }
-            if claim != Claim::Host {
-                let ingress = u32::from(self.ingress.0);
-                if let Some(g) = self.gateway.as_mut() {
-                    g.gw.set_ingress(Some(ingress));
-                    g.gw.handle_frame(self.clock, self.buf.frame());
-                }
-            }
-            return;
-        }
-        let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
-            return;
-        };
-        if let (Some(wp), Some(w)) = (&port.writer, self.writers.as_mut()) {
-            // dropped and counted there when its queue is full
-            w.submit(wp, &mut self.buf, take);
-            return;
-        }
-        if let Err(e) = port.dev.send(&self.buf) {
-            if port.dev.port_type() == PortType::Dgram
-                && port.dev.classify(&e) == ErrorClass::Gone
-                && !self.doomed.contains(&port.name)
-            {
-                self.doomed.push(port.name.clone());
-            }
-            self.sw.count_tx_failure(egress, self.buf.len());
-        }
+    /// The network, the datapath buffer, and the driver the network transmits through.
+    fn split(&mut self) -> (&mut Net, &mut FrameBuf, Driver<'_>) {
+        (
+            &mut self.net,
+            &mut self.buf,
+            Driver {
+                ports: &mut self.ports,
+                writers: self.writers.as_mut(),
+                doomed: &mut self.doomed,
+                uplink: self.uplink.as_mut(),
+                uplink_tx_errors: &mut self.uplink_tx_errors,
+                captures: &mut self.captures,
+                conns: &mut self.conns,
+                host: self.host.as_mut(),
+            },
+        )
     }
 
     fn net_info(&self) -> NetInfo {
@@ -828,16 +623,19 @@ impl Daemon {
             pid: std::process::id(),
             uptime: self.epoch.elapsed().as_secs_f64(),
             ports: self.ports.iter().flatten().count(),
-            fdb_entries: self.sw.fdb().len(),
-            fdb_max_entries: self.sw.fdb().max_entries(),
-            fdb_evictions: self.sw.fdb().stats().evictions,
-            aging_time: self.sw.fdb().aging().as_secs(),
+            fdb_entries: self.net.switch().fdb().len(),
+            fdb_max_entries: self.net.switch().fdb().max_entries(),
+            fdb_evictions: self.net.switch().fdb().stats().evictions,
+            aging_time: self.net.switch().fdb().aging().as_secs(),
             uuid: self.network.uuid().map(str::to_owned),
             bridge: self.network.bridge_name().map(str::to_owned),
             mode: mode_name(self.network.forward_mode()).to_owned(),
-            gateway: self.gateway.as_ref().map(GatewayPort::info),
-            router: self.uplink.as_ref().map(|u| {
-                let st = u.router.stats();
+            gateway: match (self.host.as_ref(), self.net.gateway()) {
+                (Some(h), Some(g)) => Some(h.info(g)),
+                _ => None,
+            },
+            router: self.net.router().map(|r| {
+                let st = r.stats();
                 [
                     ("out", st.out),
                     ("in", st.r#in),
@@ -857,117 +655,73 @@ impl Daemon {
 
     // ---- events ----
 
-    /// Gives every protected port the IPv4 addresses its MAC holds: active leases and
-    /// fixed reservations. Called when a port is added and after lease events.
+    /// Gives every protected port the addresses its MAC holds (after a port is added).
     fn refresh_port_security(&mut self) {
-        let Some(server) = self.gateway.as_ref().and_then(|g| g.gw.dhcp()) else {
-            return;
-        };
-        let ids: Vec<PortId> = self.sw.ports().to_vec();
-        for id in ids {
-            let Some(sec) = self.sw.port_config(id).and_then(|c| c.security) else {
-                continue;
-            };
-            let Some(mac) = sec.mac else { continue };
-            let leased = server.leases().filter(|l| l.mac == mac.0).map(|l| l.ip);
-            let reserved = server
-                .config()
-                .hosts
-                .iter()
-                .filter(|h| h.mac == Some(mac.0))
-                .filter_map(|h| h.ip);
-            let addrs: Vec<std::net::Ipv4Addr> = leased.chain(reserved).collect();
-            self.sw.set_port_addrs(id, addrs);
-        }
+        self.net.refresh_port_security();
     }
 
-    /// Once a second: a station move and bounds that were hit since the last check
-    /// become events (and warnings for the bounds), one per kind.
-    fn watch_counters(&mut self) {
+    /// Once a second: closes control and metrics connections that idled too long.
+    fn check_conns(&mut self) {
         let now = self.clock.mono;
         if self
-            .watch
-            .at
+            .conns_checked
             .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
         {
             return;
         }
-        self.watch.at = Some(now);
+        self.conns_checked = Some(now);
         self.expire_conns(now);
         self.expire_http();
-        let fdb = self.sw.fdb().stats();
-        if fdb.moves > self.watch.moves {
-            let n = fdb.moves - self.watch.moves;
-            if let Some(m) = self.sw.fdb().last_move() {
-                let name = |id: PortId| {
-                    self.ports
-                        .get(id.index())
-                        .and_then(Option::as_ref)
-                        .map_or_else(|| id.to_string(), |p| p.name.clone())
-                };
-                let detail = format!(
-                    "{} moved from {} to {}{}",
-                    m.mac,
-                    name(m.from),
-                    name(m.to),
-                    if n > 1 {
-                        format!(" ({n} moves)")
-                    } else {
-                        String::new()
-                    }
-                );
-                log!("{detail}");
-                self.emit("mac-moved", detail);
-            }
+    }
+
+    /// Logs the network's events and sends them to the `net-event` subscribers.
+    fn emit_events(&mut self) {
+        while let Some(ev) = self.net.poll_event() {
+            let detail = match &ev {
+                Event::LeaseGranted(l) | Event::LeaseReleased(l) | Event::LeaseExpired(l) => {
+                    format!(
+                        "{} {}{}",
+                        l.ip,
+                        MacAddr(l.mac),
+                        l.hostname
+                            .as_deref()
+                            .map(|h| format!(" {h}"))
+                            .unwrap_or_default()
+                    )
+                }
+                Event::MacMoved {
+                    mac,
+                    from,
+                    to,
+                    moves,
+                } => {
+                    let name = |id: PortId| {
+                        self.ports
+                            .get(id.index())
+                            .and_then(Option::as_ref)
+                            .map_or_else(|| id.to_string(), |p| p.name.clone())
+                    };
+                    let d = format!(
+                        "{mac} moved from {} to {}{}",
+                        name(*from),
+                        name(*to),
+                        if *moves > 1 {
+                            format!(" ({moves} moves)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                    log!("{d}");
+                    d
+                }
+                Event::BoundHit(d) => {
+                    warn!("{d}");
+                    d.clone()
+                }
+                _ => continue,
+            };
+            self.emit(ev.kind(), detail);
         }
-        if fdb.evictions > self.watch.evictions {
-            let detail = format!(
-                "FDB full ({} entries): {} evicted",
-                self.sw.fdb().max_entries(),
-                fdb.evictions - self.watch.evictions
-            );
-            warn!("{detail}");
-            self.emit("bound-hit", detail);
-        }
-        let (nat_refused, pool_exhausted) = self.gateway.as_ref().map_or((0, 0), |g| {
-            (
-                g.gw.nat().map_or(0, |n| n.stats().refused_limit),
-                g.gw.dhcp().map_or(0, |d| d.stats().pool_exhausted),
-            )
-        });
-        if nat_refused > self.watch.nat_refused {
-            let detail = format!(
-                "NAT flow bound: {} new flows refused",
-                nat_refused - self.watch.nat_refused
-            );
-            warn!("{detail}");
-            self.emit("bound-hit", detail);
-        }
-        if pool_exhausted > self.watch.pool_exhausted {
-            let detail = format!(
-                "DHCP pool exhausted: {} requests unanswered",
-                pool_exhausted - self.watch.pool_exhausted
-            );
-            warn!("{detail}");
-            self.emit("bound-hit", detail);
-        }
-        let waiting_full = self
-            .uplink
-            .as_ref()
-            .map_or(0, |u| u.router.stats().waiting_full);
-        if waiting_full > self.watch.router_waiting_full {
-            let detail = format!(
-                "router: {} packets dropped, too many waiting for ARP",
-                waiting_full - self.watch.router_waiting_full
-            );
-            warn!("{detail}");
-            self.emit("bound-hit", detail);
-        }
-        self.watch.moves = fdb.moves;
-        self.watch.evictions = fdb.evictions;
-        self.watch.nat_refused = nat_refused;
-        self.watch.pool_exhausted = pool_exhausted;
-        self.watch.router_waiting_full = waiting_full;
     }
 
     /// Sends an event to the `net-event` subscribers (a slow one misses events rather
@@ -1006,32 +760,7 @@ impl Daemon {
         }
     }
 
-    /// Events the gateway queued (leases).
-    fn emit_gateway_events(&mut self) {
-        let events = match self.gateway.as_mut() {
-            Some(g) if !g.events.is_empty() => std::mem::take(&mut g.events),
-            _ => return,
-        };
-        for (kind, detail) in events {
-            self.emit(kind, detail);
-        }
-    }
-
     // ---- capture ----
-
-    /// Hands the frame in the datapath buffer to the captures that want it.
-    fn capture_frame(&mut self, port: PortId, ingress: bool) {
-        for c in &mut self.captures {
-            if !c.wants(port, ingress) {
-                continue;
-            }
-            let Some(conn) = self.conns.get_mut(&c.token) else {
-                continue;
-            };
-            c.record(self.buf.frame(), conn.outbuf.len());
-            c.take(&mut conn.outbuf);
-        }
-    }
 
     /// Starts a capture on control connection `token`: the response line, then pcap.
     fn start_capture(
@@ -1041,7 +770,7 @@ impl Daemon {
         count: Option<u64>,
     ) -> Result<Capture, ControlError> {
         let id = match port {
-            Some("gateway") => self.gateway.as_ref().map(|g| g.id),
+            Some("gateway") => self.net.gateway_port(),
             Some(name) => self.port_id_by_name(name),
             None => None,
         };
@@ -1156,4 +885,102 @@ fn queue_response(out: &mut Vec<u8>, resp: &Response) {
         out.extend_from_slice(br#"{"ok":false,"error":"cannot encode the response"}"#);
     }
     out.push(b'\n');
+}
+
+/// The network's outside, as switchd has it: the ports' devices and writer threads, the
+/// uplink, the captures, the gateway's host side.
+struct Driver<'a> {
+    ports: &'a mut [Option<Port>],
+    writers: Option<&'a mut Writers>,
+    /// Ports to remove at the end of the turn (dgram peers that went away).
+    doomed: &'a mut Vec<String>,
+    uplink: Option<&'a mut PacketPort>,
+    uplink_tx_errors: &'a mut u64,
+    captures: &'a mut Vec<Capture>,
+    conns: &'a mut HashMap<Token, Conn>,
+    host: Option<&'a mut GatewayHost>,
+}
+
+impl vnet_network::Io for Driver<'_> {
+    fn transmit(&mut self, egress: PortId, buf: &mut FrameBuf, take: bool) -> bool {
+        let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
+            return true;
+        };
+        if let (Some(wp), Some(w)) = (&port.writer, self.writers.as_mut()) {
+            // dropped and counted there when its queue is full
+            w.submit(wp, buf, take);
+            return true;
+        }
+        match port.dev.send(buf) {
+            Ok(_) => true,
+            Err(e) => {
+                if port.dev.port_type() == PortType::Dgram
+                    && port.dev.classify(&e) == ErrorClass::Gone
+                    && !self.doomed.contains(&port.name)
+                {
+                    self.doomed.push(port.name.clone());
+                }
+                false
+            }
+        }
+    }
+
+    fn uplink(&mut self, buf: &FrameBuf) {
+        if let Some(u) = self.uplink.as_mut() {
+            if u.send(buf).is_err() {
+                *self.uplink_tx_errors += 1;
+            }
+        }
+    }
+
+    fn observing(&self) -> bool {
+        !self.captures.is_empty()
+    }
+
+    /// Hands the frame to the captures that want it.
+    fn observe(&mut self, port: PortId, ingress: bool, frame: &[u8]) {
+        for c in self.captures.iter_mut() {
+            if !c.wants(port, ingress) {
+                continue;
+            }
+            let Some(conn) = self.conns.get_mut(&c.token) else {
+                continue;
+            };
+            c.record(frame, conn.outbuf.len());
+            c.take(&mut conn.outbuf);
+        }
+    }
+
+    fn dhcp_event(&mut self, ev: &vnet_dhcp::Event) {
+        if let Some(h) = self.host.as_mut() {
+            h.dhcp_event(ev);
+        }
+    }
+
+    fn dns_event(&mut self, ev: &vnet_dns::Event) {
+        if let Some(h) = self.host.as_ref() {
+            log!("{}", ev.log_line(h.network()));
+        }
+    }
+
+    fn dns_query(&mut self, to: std::net::SocketAddr, payload: &[u8]) {
+        if let Some(h) = self.host.as_ref() {
+            h.dns_query(to, payload);
+        }
+    }
+
+    fn nat(&mut self, nat: &mut vnet_nat::Nat, now: std::time::Instant) {
+        if let Some(h) = self.host.as_mut() {
+            h.run_nat(nat, now);
+        }
+    }
+}
+
+/// A seed from the OS (std's per-process random hash keys), for DNS query ids and NAT
+/// port choices.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }

@@ -1,10 +1,10 @@
-//! The gateway port: the network's own address on the segment (ARP, ping, DHCP, DNS),
-//! the lease database that backs its DHCP server, and the UDP socket its DNS server
-//! forwards through.
+//! The gateway's host side: the lease database that backs its DHCP server, the UDP
+//! socket its DNS server forwards through, the host's resolvers, the NAT's host
+//! sockets; and the gateway's tables as the control protocol shows them.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -15,17 +15,17 @@ use vnet_control::{DnsRecordRow, GatewayInfo, LeaseRow, NatFlowRow};
 use vnet_dhcp::{Event, LeaseDb, Server, ServerConfig};
 use vnet_gateway::{Gateway, GatewayConfig, Now};
 use vnet_host::{DnsUpstream, NatHost};
-use vnet_switch::{MacAddr, PortId};
+use vnet_switch::MacAddr;
 
 /// Where the host's resolvers are listed (used when the network has no forwarders).
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// How often `/etc/resolv.conf` is checked for changes.
 const RESOLV_CHECK: Duration = Duration::from_secs(2);
 
-/// The gateway as a port of the switch.
-pub(crate) struct GatewayPort {
-    pub(crate) id: PortId,
-    pub(crate) gw: Gateway,
+/// The gateway's host side: the lease database its DHCP server writes through, the
+/// socket its DNS server forwards from, the host's resolvers, the NAT's host sockets.
+/// The gateway itself is in the [`vnet_network::Network`].
+pub(crate) struct GatewayHost {
     db: Option<LeaseDb>,
     db_path: PathBuf,
     /// The socket DNS queries are forwarded from (in switchd's own namespace).
@@ -35,31 +35,6 @@ pub(crate) struct GatewayPort {
     network: String,
     /// The host sockets of NAT flows (NAT mode only).
     nat_host: Option<NatHost>,
-    /// Lease events for `net-event` subscribers: (kind, detail).
-    pub(crate) events: Vec<(&'static str, String)>,
-}
-
-/// Where the gateway lives: the first IPv4 `<ip>` of a network that has a bridge of its
-/// own (not bridge mode), with the network's MAC.
-pub(crate) fn gateway_config(net: &Network) -> Option<GatewayConfig> {
-    if net.forward_mode() == ForwardMode::Bridge {
-        return None;
-    }
-    let mac = MacAddr(net.mac_addr()?.0);
-    let (ip, prefix) = net.ips().iter().find_map(|ip| match ip.address {
-        IpAddr::V4(a) => Some((a, ip.prefix_len())),
-        IpAddr::V6(_) => None,
-    })?;
-    let mtu = net
-        .mtu()
-        .and_then(|m| u16::try_from(m).ok())
-        .unwrap_or(1500);
-    Some(GatewayConfig {
-        mac,
-        ip,
-        prefix,
-        mtu,
-    })
 }
 
 /// The DHCP server's counters by name, for `net-info`, `stats` and metrics.
@@ -88,22 +63,21 @@ fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-impl GatewayPort {
-    /// The gateway of `net` on switch port `id`, its DHCP server loaded from the lease
-    /// database under `state_dir` (when the network serves DHCP).
-    pub(crate) fn new(
-        id: PortId,
-        cfg: GatewayConfig,
+impl GatewayHost {
+    /// The host side of `net`'s gateway: its lease database under `state_dir` (when the
+    /// network serves DHCP; the leases it holds are returned), its DNS forwarding
+    /// socket (when it serves DNS), its NAT host sockets and port forwards (NAT mode).
+    pub(crate) fn open(
+        cfg: &GatewayConfig,
         net: &Network,
         state_dir: &std::path::Path,
         registry: mio::Registry,
-        nat_limits: &vnet_nat::Limits,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Vec<vnet_dhcp::Lease>)> {
         let db_path = state_dir
             .join("leases")
             .join(format!("{}.leases", net.name()));
-        let (db, server) = match ServerConfig::from_network(net) {
-            Some(sc) => {
+        let (db, leases) = match ServerConfig::from_network(net) {
+            Some(_) => {
                 if let Some(dir) = db_path.parent() {
                     vnet_control::store::create_private_dir(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
@@ -117,42 +91,15 @@ impl GatewayPort {
                     leases.len(),
                     db_path.display()
                 );
-                (Some(db), Some(Server::new(sc, leases, SystemTime::now())))
+                (Some(db), leases)
             }
-            None => (None, None),
+            None => (None, Vec::new()),
         };
-        let names: Vec<(Ipv4Addr, String)> = server
-            .iter()
-            .flat_map(Server::leases)
-            .filter_map(|l| Some((l.ip, l.hostname.clone()?)))
-            .collect();
-        // Upstream query ids come from the server's PRNG: seed it from the OS (std's
-        // per-process random hash keys).
-        let seed = {
-            use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        };
-        let dns =
-            vnet_dns::DnsConfig::from_network(net).map(|c| vnet_dns::Server::with_seed(c, seed));
-        let upstream = match &dns {
+        let upstream = match vnet_dns::DnsConfig::from_network(net) {
             Some(_) => Some(DnsUpstream::open().context("binding the DNS forwarding socket")?),
             None => None,
         };
-        let mut gw = Gateway::new(cfg.clone(), server, dns, std::time::Instant::now());
-        if let Some(dns) = gw.dns_mut() {
-            for (ip, name) in &names {
-                dns.set_lease_name(*ip, name);
-            }
-        }
-        gw.announce();
         let nat_host = if net.forward_mode() == ForwardMode::Nat {
-            let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, cfg.ip, cfg.prefix);
-            nc.mtu = usize::from(cfg.mtu);
-            nc.host_access = net.host_access();
-            nc.limits = nat_limits.clone();
-            gw.set_nat(vnet_nat::Nat::new(nc, std::time::Instant::now(), seed));
             log!(
                 "NAT: guest flows leave through host sockets{}",
                 if net.host_access() {
@@ -171,9 +118,7 @@ impl GatewayPort {
         } else {
             None
         };
-        let mut port = Self {
-            id,
-            gw,
+        let host = Self {
             db,
             db_path,
             upstream,
@@ -181,18 +126,21 @@ impl GatewayPort {
             resolv_checked: std::time::Instant::now(),
             network: net.name().to_owned(),
             nat_host,
-            events: Vec::new(),
         };
-        if port.gw.dns().is_some() {
-            log!("DNS on {}:53 (UDP and TCP)", port.gw.config().ip);
-            port.reload_resolv_conf(std::time::Instant::now());
+        Ok((host, leases))
+    }
+
+    /// Starts the DNS server on the host's resolvers (when it serves DNS).
+    pub(crate) fn start(&mut self, gw: &mut Gateway) {
+        if gw.dns().is_some() {
+            log!("DNS on {}:53 (UDP and TCP)", gw.config().ip);
+            self.reload_resolv_conf(gw, std::time::Instant::now());
         }
-        Ok(port)
     }
 
     /// Reads the host's resolvers (the DNS server's upstreams when the network names no
     /// forwarder) if `/etc/resolv.conf` changed.
-    fn reload_resolv_conf(&mut self, now: std::time::Instant) {
+    fn reload_resolv_conf(&mut self, gw: &mut Gateway, now: std::time::Instant) {
         self.resolv_checked = now;
         let text = match std::fs::read_to_string(RESOLV_CONF) {
             Ok(t) => t,
@@ -224,37 +172,23 @@ impl GatewayPort {
                     .join(", ")
             }
         );
-        if let Some(dns) = self.gw.dns_mut() {
+        if let Some(dns) = gw.dns_mut() {
             dns.set_system_upstreams(ups);
         }
         self.resolv = Some(text);
     }
 
     /// Reads the upstream servers' answers from the forwarding socket.
-    pub(crate) fn on_upstream_readable(&mut self, now: Now) {
+    pub(crate) fn on_upstream_readable(&mut self, net: &mut vnet_network::Network, now: Now) {
         let Some(sock) = self.upstream.as_ref() else {
             return;
         };
-        let gw = &mut self.gw;
-        sock.recv_all(|from, payload| gw.handle_dns_upstream(now, from, payload));
-    }
-
-    /// Sends the queries the DNS server forwards.
-    fn send_upstream(&mut self) {
-        let Some(dns) = self.gw.dns_mut() else {
-            return;
-        };
-        while let Some(q) = dns.poll_upstream() {
-            if let Some(sock) = self.upstream.as_ref() {
-                sock.send(q.to, &q.payload);
-            }
-        }
+        sock.recv_all(|from, payload| net.handle_dns_upstream(now, from, payload));
     }
 
     /// The DNS records the network serves, for `net-dns-records`.
-    pub(crate) fn dns_records(&self) -> Vec<DnsRecordRow> {
-        self.gw
-            .dns()
+    pub(crate) fn dns_records(gw: &Gateway) -> Vec<DnsRecordRow> {
+        gw.dns()
             .map(|d| {
                 d.records()
                     .into_iter()
@@ -270,22 +204,22 @@ impl GatewayPort {
     }
 
     /// Identity and counters, for `net-info`.
-    pub(crate) fn info(&self) -> GatewayInfo {
-        let st = self.gw.stats();
-        let cfg = self.gw.config();
+    pub(crate) fn info(&self, gw: &Gateway) -> GatewayInfo {
+        let st = gw.stats();
+        let cfg = gw.config();
         GatewayInfo {
             ip: cfg.ip.to_string(),
             mac: cfg.mac.to_string(),
-            dhcp: self.gw.dhcp().is_some(),
-            leases: self.gw.dhcp().map_or(0, |s| s.leases().count()),
+            dhcp: gw.dhcp().is_some(),
+            leases: gw.dhcp().map_or(0, |s| s.leases().count()),
             arp_replies: st.arp_replies,
             echo_replies: st.echo_replies,
             dhcp_in: st.dhcp_in,
             dhcp_out: st.dhcp_out,
             dhcp_dropped: st.dhcp_dropped,
             malformed: st.malformed,
-            dhcp_stats: self.gw.dhcp().map(dhcp_stats_map).unwrap_or_default(),
-            nat: self.gw.nat().map(|n| {
+            dhcp_stats: gw.dhcp().map(dhcp_stats_map).unwrap_or_default(),
+            nat: gw.nat().map(|n| {
                 let mut m: BTreeMap<String, u64> = n
                     .stats()
                     .counters()
@@ -297,18 +231,14 @@ impl GatewayPort {
                 }
                 m
             }),
-            dns: self.gw.dns().is_some(),
-            dns_stats: self
-                .gw
+            dns: gw.dns().is_some(),
+            dns_stats: gw
                 .dns()
                 .map(|d| {
                     let mut m = dns_stats_map(&d.stats());
                     m.insert("udp_in".into(), st.dns_udp_in);
                     m.insert("udp_out".into(), st.dns_udp_out);
-                    m.insert(
-                        "tcp_connections".into(),
-                        self.gw.dns_tcp_connections() as u64,
-                    );
+                    m.insert("tcp_connections".into(), gw.dns_tcp_connections() as u64);
                     m.insert("tcp_lost".into(), st.dns_tcp_lost);
                     m.insert("tcp_refused".into(), st.dns_tcp_refused);
                     m.insert("no_neighbour".into(), st.dns_no_neighbour);
@@ -319,10 +249,9 @@ impl GatewayPort {
     }
 
     /// The active leases, for `net-dhcp-leases`.
-    pub(crate) fn lease_rows(&self) -> Vec<LeaseRow> {
-        let prefix = self.gw.config().prefix;
-        let mut rows: Vec<LeaseRow> = self
-            .gw
+    pub(crate) fn lease_rows(gw: &Gateway) -> Vec<LeaseRow> {
+        let prefix = gw.config().prefix;
+        let mut rows: Vec<LeaseRow> = gw
             .dhcp()
             .into_iter()
             .flat_map(Server::leases)
@@ -348,82 +277,56 @@ impl GatewayPort {
     }
 
     /// Applies a changed definition (live net-update) to the DHCP and DNS servers.
-    pub(crate) fn reconfigure(&mut self, net: &Network) {
-        if let (Some(server), Some(sc)) = (self.gw.dhcp_mut(), ServerConfig::from_network(net)) {
+    pub(crate) fn reconfigure(gw: &mut Gateway, net: &Network) {
+        if let (Some(server), Some(sc)) = (gw.dhcp_mut(), ServerConfig::from_network(net)) {
             server.set_config(sc);
         }
-        if let (Some(dns), Some(dc)) = (self.gw.dns_mut(), vnet_dns::DnsConfig::from_network(net)) {
+        if let (Some(dns), Some(dc)) = (gw.dns_mut(), vnet_dns::DnsConfig::from_network(net)) {
             dns.set_config(dc);
         }
     }
 
-    /// Logs and persists the DHCP server's events (a lease is on disk before its ACK
-    /// leaves: called before any frame the gateway queued is sent), gives lease names to
-    /// the DNS server, logs the DNS server's events and sends its forwarded queries.
-    pub(crate) fn drain_events(&mut self, network: &str, now: Now) {
-        let mut names: Vec<(Ipv4Addr, Option<String>)> = Vec::new();
-        if let Some(server) = self.gw.dhcp_mut() {
-            while let Some(ev) = server.poll_event() {
-                if let Some(line) = ev.log_line(network) {
-                    log!("{line}");
-                }
-                let detail = |l: &vnet_dhcp::Lease| {
-                    format!(
-                        "{} {}{}",
-                        l.ip,
-                        MacAddr(l.mac),
-                        l.hostname
-                            .as_deref()
-                            .map(|h| format!(" {h}"))
-                            .unwrap_or_default()
-                    )
-                };
-                match &ev {
-                    Event::LeaseGranted(l) => self.events.push(("lease-granted", detail(l))),
-                    Event::LeaseReleased(l) => self.events.push(("lease-released", detail(l))),
-                    Event::LeaseExpired(l) => self.events.push(("lease-expired", detail(l))),
-                    _ => {}
-                }
-                if self.events.len() > 1024 {
-                    self.events.remove(0);
-                }
-                let r = match &ev {
-                    Event::LeaseGranted(l) => {
-                        names.push((l.ip, l.hostname.clone()));
-                        self.db.as_mut().map(|db| db.grant(l))
-                    }
-                    Event::LeaseReleased(l) | Event::LeaseExpired(l) => {
-                        names.push((l.ip, None));
-                        self.db.as_mut().map(|db| db.remove(l.mac, l.ip))
-                    }
-                    _ => None,
-                };
-                if let Some(Err(e)) = r {
-                    log!("lease database {}: {e}", self.db_path.display());
-                }
-            }
+    /// Logs a DHCP event and persists a lease change (called by the network before
+    /// the reply that follows it is sent).
+    pub(crate) fn dhcp_event(&mut self, ev: &Event) {
+        if let Some(line) = ev.log_line(&self.network) {
+            log!("{line}");
         }
-        if let Some(dns) = self.gw.dns_mut() {
-            for (ip, name) in names {
-                match name {
-                    Some(n) => dns.set_lease_name(ip, &n),
-                    None => dns.remove_lease_name(ip),
-                }
+        let r = match ev {
+            Event::LeaseGranted(l) => self.db.as_mut().map(|db| db.grant(l)),
+            Event::LeaseReleased(l) | Event::LeaseExpired(l) => {
+                self.db.as_mut().map(|db| db.remove(l.mac, l.ip))
             }
-            while let Some(ev) = dns.poll_event() {
-                log!("{}", ev.log_line(network));
-            }
+            _ => None,
+        };
+        if let Some(Err(e)) = r {
+            log!("lease database {}: {e}", self.db_path.display());
         }
-        self.send_upstream();
-        if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) {
-            host.run(nat, now.mono);
+    }
+
+    /// Forwards a DNS query upstream.
+    pub(crate) fn dns_query(&self, to: SocketAddr, payload: &[u8]) {
+        if let Some(sock) = self.upstream.as_ref() {
+            sock.send(to, payload);
         }
+    }
+
+    /// Does the NAT's host-side work.
+    pub(crate) fn run_nat(&mut self, nat: &mut vnet_nat::Nat, now: std::time::Instant) {
+        if let Some(host) = self.nat_host.as_mut() {
+            host.run(nat, now);
+        }
+    }
+
+    /// The network's name (for log lines).
+    pub(crate) fn network(&self) -> &str {
+        &self.network
     }
 
     /// A NAT host socket (a flow's, a forwarded port's, the shared raw ICMP one) is
     /// ready.
-    pub(crate) fn on_nat_event(&mut self, source: vnet_host::Source, now: Now) {
-        if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), self.gw.nat_mut()) {
+    pub(crate) fn on_nat_event(&mut self, gw: &mut Gateway, source: vnet_host::Source, now: Now) {
+        if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), gw.nat_mut()) {
             host.handle(nat, now.mono, source);
         }
     }
@@ -444,10 +347,9 @@ impl GatewayPort {
     }
 
     /// The NAT flows, for `nat-flows`.
-    pub(crate) fn nat_flows(&self) -> Vec<NatFlowRow> {
+    pub(crate) fn nat_flows(gw: &Gateway) -> Vec<NatFlowRow> {
         let now = std::time::Instant::now();
-        self.gw
-            .nat()
+        gw.nat()
             .map(|n| {
                 n.flows(now)
                     .into_iter()
@@ -468,37 +370,16 @@ impl GatewayPort {
             .unwrap_or_default()
     }
 
-    /// How long until the gateway next has timed work (DHCP expiries, DNS timeouts,
-    /// TCP timers, the resolv.conf check).
-    pub(crate) fn poll_timeout(&mut self, now: Now) -> Option<Duration> {
-        let dhcp = self
-            .gw
-            .dhcp()
-            .and_then(Server::poll_timeout)
-            .map(|t| t.duration_since(now.wall).unwrap_or(Duration::ZERO));
-        let other = self
-            .gw
-            .poll_timeout(now)
-            .map(|t| t.saturating_duration_since(now.mono));
-        let resolv = self
-            .gw
-            .dns()
-            .map(|_| (self.resolv_checked + RESOLV_CHECK).saturating_duration_since(now.mono));
-        [dhcp, other, resolv].into_iter().flatten().min()
+    /// How long until the host's resolvers are looked at again.
+    pub(crate) fn poll_timeout(&self, gw: &Gateway, now: Now) -> Option<Duration> {
+        gw.dns()
+            .map(|_| (self.resolv_checked + RESOLV_CHECK).saturating_duration_since(now.mono))
     }
 
-    /// Does the gateway's timed work that is due.
-    pub(crate) fn handle_timeout(&mut self, now: Now) {
-        if let Some(s) = self.gw.dhcp_mut() {
-            if s.poll_timeout().is_some_and(|t| t <= now.wall) {
-                s.handle_timeout(now.wall);
-            }
-        }
-        if self.gw.poll_timeout(now).is_some_and(|t| t <= now.mono) {
-            self.gw.handle_timeout(now);
-        }
-        if self.gw.dns().is_some() && now.mono >= self.resolv_checked + RESOLV_CHECK {
-            self.reload_resolv_conf(now.mono);
+    /// Re-reads the host's resolvers when it is time.
+    pub(crate) fn handle_timeout(&mut self, gw: &mut Gateway, now: Now) {
+        if gw.dns().is_some() && now.mono >= self.resolv_checked + RESOLV_CHECK {
+            self.reload_resolv_conf(gw, now.mono);
         }
     }
 }

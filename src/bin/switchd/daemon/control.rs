@@ -183,9 +183,10 @@ impl Daemon {
             },
             Request::PortList => Response::ok(&self.port_infos()),
             Request::FdbShow => {
-                let now = self.now();
+                let now = self.net.switch_time(self.clock);
                 let mut rows: Vec<FdbRow> = self
-                    .sw
+                    .net
+                    .switch()
                     .fdb()
                     .entries(now)
                     .map(|e| FdbRow {
@@ -197,7 +198,7 @@ impl Daemon {
                             .and_then(Option::as_ref)
                             .map_or_else(
                                 || {
-                                    if self.gateway.as_ref().is_some_and(|g| g.id == e.port) {
+                                    if self.net.gateway_port() == Some(e.port) {
                                         "gateway".to_owned()
                                     } else {
                                         e.port.to_string()
@@ -214,9 +215,9 @@ impl Daemon {
             Request::NetInfo => Response::ok(&self.net_info()),
             Request::DhcpLeases => Response::ok(
                 &self
-                    .gateway
-                    .as_ref()
-                    .map(GatewayPort::lease_rows)
+                    .net
+                    .gateway()
+                    .map(GatewayHost::lease_rows)
                     .unwrap_or_default(),
             ),
             Request::PortForwardAdd { spec } => match self.forward_add(&spec) {
@@ -237,16 +238,16 @@ impl Daemon {
             ),
             Request::NatFlows => Response::ok(
                 &self
-                    .gateway
-                    .as_ref()
-                    .map(GatewayPort::nat_flows)
+                    .net
+                    .gateway()
+                    .map(GatewayHost::nat_flows)
                     .unwrap_or_default(),
             ),
             Request::DnsRecords => Response::ok(
                 &self
-                    .gateway
-                    .as_ref()
-                    .map(GatewayPort::dns_records)
+                    .net
+                    .gateway()
+                    .map(GatewayHost::dns_records)
                     .unwrap_or_default(),
             ),
             Request::DumpXml => Response::ok(&self.network.to_xml()),
@@ -270,8 +271,8 @@ impl Daemon {
         let f = vnet_config::PortForward::parse_spec(spec)?;
         let mut net = self.network.clone();
         net.add_port_forward(f.clone())?;
-        let g = self.gateway.as_mut().ok_or(ControlError::NoGateway)?;
-        g.add_forward(&f).map_err(|e| e.to_string())?;
+        let h = self.host.as_mut().ok_or(ControlError::NoGateway)?;
+        h.add_forward(&f).map_err(|e| e.to_string())?;
         self.network = net;
         log!("port forward {f} added");
         self.store
@@ -283,8 +284,8 @@ impl Daemon {
     pub(super) fn forward_del(&mut self, spec: &str) -> Result<(), ControlError> {
         let (proto, address, port) = vnet_config::PortForward::parse_key(spec)?;
         let removed = self.network.remove_port_forward(proto, address, port)?;
-        if let Some(g) = self.gateway.as_mut() {
-            g.remove_forward(&removed);
+        if let Some(h) = self.host.as_mut() {
+            h.remove_forward(&removed);
         }
         log!("port forward {removed} removed");
         self.store
@@ -300,8 +301,8 @@ impl Daemon {
         self.store
             .save_live(&self.name, &next.to_xml())
             .map_err(ControlError::SaveLive)?;
-        if let Some(g) = self.gateway.as_mut() {
-            g.reconfigure(&next);
+        if let Some(g) = self.net.gateway_mut() {
+            GatewayHost::reconfigure(g, &next);
         }
         self.network = next;
         log!("live definition updated: {} {}", u.command, u.section);

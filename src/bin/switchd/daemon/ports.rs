@@ -158,9 +158,9 @@ impl Daemon {
             return Err(ControlError::PortNameInUse(name));
         }
         let id = self
-            .sw
+            .net
             .add_port(
-                PortConfig::default()
+                vnet_network::PortConfig::default()
                     .with_isolated(isolated)
                     .with_learning(learning)
                     .with_security(security),
@@ -178,7 +178,7 @@ impl Daemon {
                 Source::Port(id.index()).token(),
                 interest,
             ) {
-                let _ = self.sw.remove_port(id);
+                self.net.remove_port(id);
                 return Err(format!("cannot poll the new port: {e}").into());
             }
         }
@@ -294,7 +294,7 @@ impl Daemon {
     /// Reads the datagram socket: each frame enters from its sender's port, made on the
     /// first frame of a new sender.
     pub(super) fn on_dgram(&mut self) {
-        let now = self.now();
+        let now = self.clock;
         for _ in 0..4096 {
             let Some(sock) = self.dgram.clone() else {
                 return;
@@ -345,8 +345,8 @@ impl Daemon {
             };
             let frame = self.dgram_buf.get(..n).unwrap_or_default();
             self.buf.set_frame(frame);
-            self.forward(now, id);
-            self.drain_gateway(now);
+            let (net, buf, mut io) = self.split();
+            net.handle_frame(now, id, buf, &mut io);
         }
         self.dgram_more = true;
     }
@@ -407,13 +407,13 @@ impl Daemon {
     /// [`vnet_gateway::Gateway::host_claim`] splits what each answers). Skipped, with a
     /// note, without the privilege or when the name is taken (libvirt's own `virbr0`).
     pub(super) fn add_host_port(&mut self) {
-        let (Some(g), Some(bridge)) = (self.gateway.as_ref(), self.network.bridge_name()) else {
+        let (Some(g), Some(bridge)) = (self.net.gateway(), self.network.bridge_name()) else {
             return;
         };
         if !self.network.host_port() {
             return;
         }
-        let cfg = g.gw.config().clone();
+        let cfg = g.config().clone();
         let mut opts = TapOptions::default();
         opts.name = Some(bridge.to_owned());
         opts.mac = Some(cfg.mac.0);
@@ -441,7 +441,7 @@ impl Daemon {
         match self.add_dev(None, Box::new(tap), false, false) {
             Ok(p) => {
                 log!("host port {} ({}/{})", p.ifname, cfg.ip, cfg.prefix);
-                self.host_port = Some(PortId(p.id));
+                self.net.set_host_port(Some(PortId(p.id)));
             }
             Err(e) => log!("no host port: {e}"),
         }
@@ -463,7 +463,7 @@ impl Daemon {
             .registry()
             .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
         self.dgram_peers.retain(|_, p| *p != id);
-        let _ = self.sw.remove_port(id);
+        self.net.remove_port(id);
         self.ready.retain(|p| *p != id);
         if let (Some(wp), Some(w)) = (port.writer.take(), self.writers.as_mut()) {
             w.remove(&wp);
@@ -477,9 +477,6 @@ impl Daemon {
             self.saved_ports.retain(|p| p.name.as_deref() != Some(name));
             self.save_ports();
         }
-        if self.host_port == Some(id) {
-            self.host_port = None;
-        }
         if let (true, Some(tap)) = (destroy && port.dev.is_persistent(), port.dev.as_tap_mut()) {
             if let Err(e) = tap.set_persistent(false) {
                 warn!("port {name}: cannot clear persistence: {e}");
@@ -492,7 +489,7 @@ impl Daemon {
 
     pub(super) fn port_info(&self, id: PortId) -> Option<PortInfo> {
         let p = self.ports.get(id.index())?.as_ref()?;
-        let c = self.sw.port_counters(id)?;
+        let c = self.net.switch().port_counters(id)?;
         Some(PortInfo {
             name: p.name.clone(),
             id: id.0,
@@ -502,13 +499,16 @@ impl Daemon {
             persistent: p.dev.is_persistent(),
             isolated: p.isolated,
             portgroup: p.portgroup.clone(),
-            security: self.sw.port_config(id).and_then(|c| c.security).map(|sec| {
-                vnet_control::PortSecurityInfo {
+            security: self
+                .net
+                .switch()
+                .port_config(id)
+                .and_then(|c| c.security)
+                .map(|sec| vnet_control::PortSecurityInfo {
                     mac: sec.mac.map(|m| m.to_string()),
                     addrs: sec.addrs().map(|a| a.to_string()).collect(),
-                }
-            }),
-            macs: self.sw.fdb().port_len(id),
+                }),
+            macs: self.net.switch().fdb().port_len(id),
             io: {
                 let mut s = p.dev.stats();
                 if let Some(w) = &p.writer {
@@ -561,7 +561,8 @@ impl Daemon {
     }
 
     pub(super) fn port_infos(&self) -> Vec<PortInfo> {
-        self.sw
+        self.net
+            .switch()
             .ports()
             .iter()
             .filter_map(|id| self.port_info(*id))
