@@ -8,6 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use common::{default_network, echo_request, Entry, Harness, Mem};
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{dns, icmp, tcp, udp};
 use smoltcp::wire::{DnsQueryType, IpAddress, IpEndpoint};
 use vnet_network::{Event, PortConfig};
@@ -36,6 +37,19 @@ fn icmp_socket() -> icmp::Socket<'static> {
         icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
         icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 2048]),
     )
+}
+
+/// Guest `g` opens a TCP connection from `local` to `to:port`; its socket.
+fn connect(h: &mut Harness, g: usize, to: Ipv4Addr, port: u16, local: u16) -> SocketHandle {
+    let guest = &mut h.guests[g];
+    let handle = guest.sockets.add(tcp_socket());
+    let cx = guest.iface.context();
+    guest
+        .sockets
+        .get_mut::<tcp::Socket>(handle)
+        .connect(cx, (IpAddress::Ipv4(to), port), local)
+        .unwrap();
+    handle
 }
 
 /// Guest `g` pings `to` once (ident `id`); true if the reply came back.
@@ -190,16 +204,7 @@ fn nat_carries_tcp_udp_and_icmp() {
     h.lease(g);
 
     // TCP to an echo service beyond the NAT
-    let handle = h.guests[g].sockets.add(tcp_socket());
-    {
-        let guest = &mut h.guests[g];
-        let cx = guest.iface.context();
-        guest
-            .sockets
-            .get_mut::<tcp::Socket>(handle)
-            .connect(cx, (IpAddress::Ipv4(REMOTE), 7), 40_000)
-            .unwrap();
-    }
+    let handle = connect(&mut h, g, REMOTE, 7, 40_000);
     let mut sent = false;
     let mut echoed = Vec::new();
     assert!(
@@ -231,16 +236,7 @@ fn nat_carries_tcp_udp_and_icmp() {
         .contains(&(vnet_nat::Proto::Tcp, SocketAddrV4::new(REMOTE, 7))));
 
     // a refused connect resets the guest's connection
-    let refused = h.guests[g].sockets.add(tcp_socket());
-    {
-        let guest = &mut h.guests[g];
-        let cx = guest.iface.context();
-        guest
-            .sockets
-            .get_mut::<tcp::Socket>(refused)
-            .connect(cx, (IpAddress::Ipv4(REMOTE), 9), 40_001)
-            .unwrap();
-    }
+    let refused = connect(&mut h, g, REMOTE, 9, 40_001);
     assert!(
         h.run_until(SECS, |h| h.guests[g]
             .sockets
@@ -412,16 +408,7 @@ fn the_host_port_takes_what_the_gateway_does_not_serve() {
     assert_eq!(to_host(&h, 1), 0, "ICMP echo is the gateway's");
 
     // TCP to the gateway's address (the host's ssh): the host port takes it
-    let handle = h.guests[g].sockets.add(tcp_socket());
-    {
-        let guest = &mut h.guests[g];
-        let cx = guest.iface.context();
-        guest
-            .sockets
-            .get_mut::<tcp::Socket>(handle)
-            .connect(cx, (IpAddress::Ipv4(GW), 22), 40_100)
-            .unwrap();
-    }
+    let handle = connect(&mut h, g, GW, 22, 40_100);
     assert!(
         h.run_until(SECS, |h| to_host(h, 6) > 0),
         "the SYN to the gateway's port 22 must reach the host port"
