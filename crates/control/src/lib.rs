@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod metrics;
+pub mod server;
 pub mod store;
 
 /// The longest request line the daemon reads.

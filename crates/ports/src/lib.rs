@@ -14,6 +14,8 @@
 //! - [`Port`]: the interface all of them share (receive, send, flush, counters, what to
 //!   poll for, what an error means), and [`Drain`], the read loop a driver runs on a
 //!   ready port.
+//! - [`writers::Writers`]: threads that write frames to TAPs off the event loop.
+//! - [`capture::Capture`]: frames recorded as pcap for a reader.
 //! - [`FrameBuf`]: the buffer one frame travels in, virtio-net header first, sized for the
 //!   largest GSO frame. The datapath reuses one, so it does not allocate per frame.
 //!
@@ -27,6 +29,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod buf;
+pub mod capture;
 pub mod packet;
 mod port;
 pub mod soft;
@@ -35,6 +38,7 @@ mod sys;
 pub mod tap;
 pub mod unix;
 pub mod vnet_hdr;
+pub mod writers;
 
 pub use buf::{FrameBuf, MAX_FRAME_LEN};
 pub use packet::{PacketOptions, PacketPort};

@@ -13,7 +13,7 @@
 //! metrics connections and the requests, `daemon/ports.rs` adding and removing ports.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -33,16 +33,17 @@ use vnet_ports::{
     ErrorClass, FrameBuf, NetnsRef, PacketOptions, PacketPort, PortType, Step, Tap, TapOptions,
 };
 
-use crate::conn::{Conn, MAX_CONNS};
+use vnet_control::metrics::Endpoint;
+use vnet_control::server::{Answer, Server};
 
 mod control;
 mod ports;
 use crate::dev::Dev;
 use crate::error::ControlError;
-use crate::writers::{WriterPort, Writers};
 use std::sync::atomic::Ordering::Relaxed;
+use vnet_ports::writers::{WriterPort, Writers};
 
-use crate::capture::Capture;
+type Capture = vnet_ports::capture::Capture<PortId>;
 use crate::gateway::GatewayHost;
 use vnet_gateway::Now;
 use vnet_network::{gateway_config, Event, Network as Net, Options};
@@ -50,12 +51,6 @@ use vnet_switch::{MacAddr, PortId};
 
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
-/// Metrics (HTTP) connections served at once; more are refused.
-const MAX_HTTP_CONNS: usize = 64;
-/// A metrics connection that has not sent its request within this is closed.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
-/// Event subscribers at once.
-const MAX_EVENT_SUBS: usize = 64;
 
 struct Port {
     name: String,
@@ -69,13 +64,6 @@ struct Port {
     writer: Option<WriterPort>,
     /// The `<portgroup>` it joined.
     portgroup: Option<String>,
-}
-
-struct HttpConn {
-    stream: mio::net::TcpStream,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
-    since: std::time::Instant,
 }
 
 pub(crate) struct Daemon {
@@ -92,14 +80,9 @@ pub(crate) struct Daemon {
     ports: Vec<Option<Port>>,
     ready: VecDeque<PortId>,
     poll: Poll,
-    listener: UnixListener,
     signals: UnixStream,
-    conns: HashMap<Token, Conn>,
-    /// Connections with requests waiting that no readiness event will announce.
-    conns_more: Vec<Token>,
-    /// Connections refused because every slot was busy.
-    conns_refused: u64,
-    next_conn: usize,
+    /// The control socket's connections.
+    control: Server,
     buf: FrameBuf,
     /// Writer threads for TAP ports (none: TAPs are written from the loop).
     writers: Option<Writers>,
@@ -117,13 +100,9 @@ pub(crate) struct Daemon {
     clock: Now,
     stop: bool,
     /// Running captures (`switchctl capture`).
-    captures: Vec<Capture>,
-    /// Connections that asked for the event stream (`switchctl net-event`).
-    event_subs: Vec<Token>,
+    captures: Vec<(Token, Capture)>,
     /// The metrics endpoint (`--metrics`) and its connections.
-    metrics: Option<mio::net::TcpListener>,
-    http: HashMap<Token, HttpConn>,
-    next_http: usize,
+    metrics: Option<Endpoint>,
     /// The uplink of route/open modes (its router is in `net`).
     uplink: Option<PacketPort>,
     uplink_tx_errors: u64,
@@ -191,7 +170,7 @@ impl Daemon {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e).context(format!("removing {}", socket_path.display())),
         }
-        let mut listener = UnixListener::bind(&socket_path)
+        let listener = UnixListener::bind(&socket_path)
             .with_context(|| format!("binding control socket {}", socket_path.display()))?;
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("restricting {}", socket_path.display()))?;
@@ -235,22 +214,22 @@ impl Daemon {
                 .context("installing signal handlers")?;
         }
 
-        poll.registry().register(
-            &mut listener,
+        let r = poll.registry();
+        let mut control = Server::new(listener, r.try_clone()?, |n| Source::Control(n).token());
+        r.register(
+            control.listener(),
             Source::ControlListener.token(),
             Interest::READABLE,
         )?;
         let metrics = match metrics_addr {
             Some(a) => {
-                let mut l = mio::net::TcpListener::bind(a)
+                let l = mio::net::TcpListener::bind(a)
                     .with_context(|| format!("binding the metrics endpoint {a}"))?;
-                poll.registry().register(
-                    &mut l,
-                    Source::MetricsListener.token(),
-                    Interest::READABLE,
-                )?;
+                let mut m = Endpoint::new(l, r.try_clone()?, |n| Source::Http(n).token());
+                let token = Source::MetricsListener.token();
+                r.register(m.listener(), token, Interest::READABLE)?;
                 log!("metrics on http://{a}/metrics");
-                Some(l)
+                Some(m)
             }
             None => None,
         };
@@ -273,12 +252,8 @@ impl Daemon {
             ports: Vec::new(),
             ready: VecDeque::new(),
             poll,
-            listener,
             signals: sig_rx,
-            conns: HashMap::new(),
-            conns_more: Vec::new(),
-            conns_refused: 0,
-            next_conn: 0,
+            control,
             buf: FrameBuf::new(),
             writers: None,
             busy_poll: Duration::ZERO,
@@ -288,10 +263,7 @@ impl Daemon {
             clock,
             stop: false,
             captures: Vec::new(),
-            event_subs: Vec::new(),
             metrics,
-            http: HashMap::new(),
-            next_http: 0,
             uplink: None,
             uplink_tx_errors: 0,
             uplink_more: false,
@@ -359,7 +331,7 @@ impl Daemon {
             let timeout = if self.ready.is_empty()
                 && !self.uplink_more
                 && !self.dgram_more
-                && self.conns_more.is_empty()
+                && !self.control.has_pending()
                 && !busy
             {
                 let clock = self.clock;
@@ -369,8 +341,8 @@ impl Daemon {
                     _ => None,
                 };
                 // idle connections are looked at once a second
-                let conns = (!self.conns.is_empty() || !self.http.is_empty())
-                    .then_some(Duration::from_secs(1));
+                let http = self.metrics.as_ref().is_some_and(|m| !m.is_empty());
+                let conns = (!self.control.is_empty() || http).then_some(Duration::from_secs(1));
                 [net, resolv, conns].into_iter().flatten().min()
             } else {
                 Some(Duration::ZERO)
@@ -390,10 +362,14 @@ impl Daemon {
                 };
                 match source {
                     Source::Port(i) => self.mark_ready(i),
-                    Source::ControlListener => self.accept(),
-                    Source::Control(_) => self.on_conn(ev.token()),
+                    Source::ControlListener => self.control.accept(clock.mono),
+                    Source::Control(_) => self.on_conn(Some(ev.token())),
                     Source::Signals => self.on_signal(),
-                    Source::MetricsListener => self.accept_http(),
+                    Source::MetricsListener => {
+                        if let Some(m) = self.metrics.as_mut() {
+                            m.accept(clock.mono);
+                        }
+                    }
                     Source::Http(_) => self.on_http(ev.token()),
                     Source::Uplink => self.on_uplink(),
                     Source::StreamListener => self.accept_streams(),
@@ -420,8 +396,8 @@ impl Daemon {
             if std::mem::take(&mut self.dgram_more) {
                 self.on_dgram();
             }
-            for token in std::mem::take(&mut self.conns_more) {
-                self.on_conn(token);
+            if self.control.has_pending() {
+                self.on_conn(None);
             }
             for name in std::mem::take(&mut self.doomed) {
                 log!("port {name}: its peer is gone; removing it");
@@ -611,7 +587,7 @@ impl Daemon {
                 uplink: self.uplink.as_mut(),
                 uplink_tx_errors: &mut self.uplink_tx_errors,
                 captures: &mut self.captures,
-                conns: &mut self.conns,
+                control: &mut self.control,
                 host: self.host.as_mut(),
             },
         )
@@ -670,8 +646,10 @@ impl Daemon {
             return;
         }
         self.conns_checked = Some(now);
-        self.expire_conns(now);
-        self.expire_http();
+        self.control.expire(now);
+        if let Some(m) = self.metrics.as_mut() {
+            m.expire(now);
+        }
     }
 
     /// Logs the network's events and sends them to the `net-event` subscribers.
@@ -724,40 +702,15 @@ impl Daemon {
         }
     }
 
-    /// Sends an event to the `net-event` subscribers (a slow one misses events rather
-    /// than making switchd buffer without bound).
+    /// Sends an event to the `net-event` subscribers.
     fn emit(&mut self, event: &str, detail: String) {
-        if self.event_subs.is_empty() {
+        if !self.control.has_subscribers() {
             return;
         }
-        let t = self
-            .clock
-            .wall
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let mut line = serde_json::to_vec(&serde_json::json!({
-            "event": event,
-            "network": self.name,
-            "time": t,
-            "detail": detail,
-        }))
-        .unwrap_or_default();
-        line.push(b'\n');
-        self.event_subs.retain(|t| self.conns.contains_key(t));
-        for t in &self.event_subs {
-            if let Some(conn) = self.conns.get_mut(t) {
-                if conn.outbuf.len() < 1 << 20 {
-                    conn.outbuf.extend_from_slice(&line);
-                }
-                if let Ok(false) = conn.flush() {
-                    let _ = self.poll.registry().reregister(
-                        &mut conn.stream,
-                        *t,
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
-                }
-            }
-        }
+        let t = (self.clock.wall.duration_since(std::time::UNIX_EPOCH)).map_or(0, |d| d.as_secs());
+        let ev =
+            serde_json::json!({"event": event, "network": self.name, "time": t, "detail": detail});
+        self.control.broadcast(&ev);
     }
 
     // ---- capture ----
@@ -765,7 +718,6 @@ impl Daemon {
     /// Starts a capture on control connection `token`: the response line, then pcap.
     fn start_capture(
         &mut self,
-        token: Token,
         port: Option<&str>,
         count: Option<u64>,
     ) -> Result<Capture, ControlError> {
@@ -783,7 +735,7 @@ impl Daemon {
         if self.captures.len() >= 8 {
             return Err("too many captures running (8)".into());
         }
-        let c = Capture::new(token, id, count).map_err(|e| e.to_string())?;
+        let c = Capture::new(id, count).map_err(|e| e.to_string())?;
         log!(
             "capture started on {} ({})",
             port.unwrap_or("every port"),
@@ -797,28 +749,16 @@ impl Daemon {
     fn flush_captures(&mut self) {
         let mut i = 0;
         while i < self.captures.len() {
-            let c = &self.captures[i];
-            let token = c.token;
-            let ended = match self.conns.get_mut(&token) {
-                None => true,
-                Some(conn) => match conn.flush() {
-                    Ok(true) => c.done(),
-                    Ok(false) => {
-                        let _ = self.poll.registry().reregister(
-                            &mut conn.stream,
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        );
-                        false
-                    }
-                    Err(_) => true,
-                },
+            let (token, c) = &self.captures[i];
+            let token = *token;
+            let ended = match self.control.flush(token) {
+                Ok(true) => c.done(),
+                Ok(false) => false,
+                Err(_) => true,
             };
             if ended {
-                let c = self.captures.swap_remove(i);
-                if let Some(mut conn) = self.conns.remove(&token) {
-                    let _ = self.poll.registry().deregister(&mut conn.stream);
-                }
+                let (_, c) = self.captures.swap_remove(i);
+                self.control.close(token);
                 log!(
                     "capture ended: {} frames, {} dropped (slow reader)",
                     c.captured,
@@ -880,13 +820,6 @@ pub(crate) fn mode_name(m: ForwardMode) -> &'static str {
     }
 }
 
-fn queue_response(out: &mut Vec<u8>, resp: &Response) {
-    if serde_json::to_writer(&mut *out, resp).is_err() {
-        out.extend_from_slice(br#"{"ok":false,"error":"cannot encode the response"}"#);
-    }
-    out.push(b'\n');
-}
-
 /// The network's outside, as switchd has it: the ports' devices and writer threads, the
 /// uplink, the captures, the gateway's host side.
 struct Driver<'a> {
@@ -896,8 +829,8 @@ struct Driver<'a> {
     doomed: &'a mut Vec<String>,
     uplink: Option<&'a mut PacketPort>,
     uplink_tx_errors: &'a mut u64,
-    captures: &'a mut Vec<Capture>,
-    conns: &'a mut HashMap<Token, Conn>,
+    captures: &'a mut Vec<(Token, Capture)>,
+    control: &'a mut Server,
     host: Option<&'a mut GatewayHost>,
 }
 
@@ -939,15 +872,15 @@ impl vnet_network::Io for Driver<'_> {
 
     /// Hands the frame to the captures that want it.
     fn observe(&mut self, port: PortId, ingress: bool, frame: &[u8]) {
-        for c in self.captures.iter_mut() {
+        for (token, c) in self.captures.iter_mut() {
             if !c.wants(port, ingress) {
                 continue;
             }
-            let Some(conn) = self.conns.get_mut(&c.token) else {
+            let Some(out) = self.control.outbuf(*token) else {
                 continue;
             };
-            c.record(frame, conn.outbuf.len());
-            c.take(&mut conn.outbuf);
+            c.record(frame, out.len());
+            c.take(out);
         }
     }
 

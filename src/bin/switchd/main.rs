@@ -73,15 +73,11 @@ fn init_logging(level: &str) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("starting the logger: {e}"))
 }
 
-mod capture;
-mod conn;
 mod daemon;
 mod dev;
 mod error;
 mod gateway;
-mod metrics;
 mod uplink;
-mod writers;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's

@@ -4,183 +4,51 @@
 use super::*;
 
 impl Daemon {
-    pub(super) fn accept(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    let now = self.clock.mono;
-                    if self.conns.len() >= MAX_CONNS {
-                        self.expire_conns(now);
-                    }
-                    if self.conns.len() >= MAX_CONNS && !self.evict_idlest_conn() {
-                        self.conns_refused += 1;
-                        if self.conns_refused.is_power_of_two() {
-                            warn!(
-                                "{} control connections held, all busy: refused one ({} so far)",
-                                self.conns.len(),
-                                self.conns_refused
-                            );
-                        }
-                        continue;
-                    }
-                    let token = Source::Control(self.next_conn).token();
-                    self.next_conn = (self.next_conn + 1) % (1 << 20);
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, token, Interest::READABLE)
-                        .is_ok()
-                    {
-                        self.conns.insert(token, Conn::new(stream, now));
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // out of descriptors: close idle connections to make room, else
-                    // wait for the next turn (the backlog keeps the client waiting)
-                    warn!("accept failed: {e}; closing idle control connections");
-                    let before = self.conns.len();
-                    self.expire_conns(self.clock.mono);
-                    if self.conns.len() == before && !self.evict_idlest_conn() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    warn!("accept failed: {e}");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Closes the control connections idle past [`crate::conn::IDLE_TIMEOUT`].
-    pub(super) fn expire_conns(&mut self, now: std::time::Instant) {
-        let idle: Vec<Token> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.idle(now))
-            .map(|(t, _)| *t)
-            .collect();
-        for t in idle {
-            self.close_conn(t);
-        }
-    }
-
-    /// Closes the connection that sent its last request longest ago (never one that
-    /// streams events or a capture); false if there is none.
-    pub(super) fn evict_idlest_conn(&mut self) -> bool {
-        let Some(token) = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.streaming)
-            .min_by_key(|(_, c)| c.last_request)
-            .map(|(t, _)| *t)
-        else {
-            return false;
-        };
-        self.close_conn(token);
-        true
-    }
-
-    pub(super) fn close_conn(&mut self, token: Token) {
-        if let Some(mut conn) = self.conns.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-        }
-    }
-
-    /// Serves a control connection: its requests while their answers have room (at most
-    /// [`crate::conn::REQUESTS_PER_TURN`] a turn), then what of the answers the socket takes.
-    pub(super) fn on_conn(&mut self, token: Token) {
-        let Some(mut conn) = self.conns.remove(&token) else {
-            return;
-        };
-        conn.note_ready();
-        let mut served = 0;
-        while served < crate::conn::REQUESTS_PER_TURN {
-            let line = match conn.next_request() {
-                None => break,
-                Some(Err(e)) => {
-                    queue_response(&mut conn.outbuf, &Response::err(e));
-                    break;
-                }
-                Some(Ok(line)) => line,
-            };
-            served += 1;
-            conn.last_request = self.clock.mono;
-            let req = match Request::parse(&line) {
-                Ok(r) => r,
-                Err(e) => {
-                    queue_response(
-                        &mut conn.outbuf,
-                        &Response::err(format!("malformed request: {e}")),
-                    );
-                    continue;
-                }
-            };
-            if let Request::Events = req {
-                if self.event_subs.len() < MAX_EVENT_SUBS {
-                    queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
-                    self.event_subs.push(token);
-                    conn.streaming = true;
-                } else {
-                    queue_response(
-                        &mut conn.outbuf,
-                        &Response::err(format!("too many event subscribers ({MAX_EVENT_SUBS})")),
-                    );
-                }
+    /// Serves a ready control connection (`None`: the ones with requests left over
+    /// from the last turn).
+    pub(super) fn on_conn(&mut self, token: Option<Token>) {
+        let tokens = token.map_or_else(|| self.control.pending(), |t| vec![t]);
+        for t in tokens {
+            let Some(mut s) = self.control.open(t) else {
                 continue;
+            };
+            while let Some(req) = self.control.next(&mut s, self.clock.mono) {
+                let a = self.handle_request(t, req);
+                s.answer(a);
             }
-            if let Request::Capture { port, count } = req {
-                match self.start_capture(token, port.as_deref(), count) {
-                    Ok(mut c) => {
-                        queue_response(&mut conn.outbuf, &Response::ok(&serde_json::Value::Null));
-                        c.take(&mut conn.outbuf);
-                        self.captures.push(c);
-                        conn.streaming = true;
-                    }
-                    Err(e) => queue_response(&mut conn.outbuf, &Response::err(e.to_string())),
-                }
-                continue;
-            }
-            let resp = self.handle_request(req);
-            queue_response(&mut conn.outbuf, &resp);
-        }
-        match conn.flush() {
-            Ok(true) if conn.closing => {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-            }
-            Ok(done) => {
-                let interest = if done {
-                    Interest::READABLE
-                } else {
-                    Interest::READABLE | Interest::WRITABLE
-                };
-                let _ = self
-                    .poll
-                    .registry()
-                    .reregister(&mut conn.stream, token, interest);
-                if conn.more() && !self.conns_more.contains(&token) {
-                    self.conns_more.push(token);
-                }
-                self.conns.insert(token, conn);
-            }
-            Err(_) => {
-                let _ = self.poll.registry().deregister(&mut conn.stream);
-            }
+            self.control.finish(s);
         }
     }
 
-    pub(super) fn handle_request(&mut self, req: Request) -> Response {
-        match req {
+    /// Serves a metrics connection.
+    pub(super) fn on_http(&mut self, token: Token) {
+        if let Some(mut m) = self.metrics.take() {
+            m.serve(token, || (self.net_info(), self.port_infos()));
+            self.metrics = Some(m);
+        }
+    }
+
+    /// Answers a request of connection `token`.
+    pub(super) fn handle_request(&mut self, token: Token, req: Request) -> Answer {
+        let done = |r: Result<(), ControlError>| match r {
+            Ok(()) => Response::ok(&serde_json::Value::Null),
+            Err(e) => Response::err(e.to_string()),
+        };
+        Answer::Reply(match req {
+            Request::Capture { port, count } => match self.start_capture(port.as_deref(), count) {
+                Ok(mut c) => {
+                    let mut head = Vec::new();
+                    c.take(&mut head);
+                    self.captures.push((token, c));
+                    return Answer::Stream(Response::ok(&serde_json::Value::Null), head);
+                }
+                Err(e) => Response::err(e.to_string()),
+            },
             Request::PortAdd(a) => match self.add_port(&a) {
                 Ok(info) => Response::ok(&info),
                 Err(e) => Response::err(e.to_string()),
             },
-            Request::PortDel { port } => match self.remove_port(&port, true) {
-                Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e.to_string()),
-            },
+            Request::PortDel { port } => done(self.remove_port(&port, true)),
             Request::PortList => Response::ok(&self.port_infos()),
             Request::FdbShow => {
                 let now = self.net.switch_time(self.clock);
@@ -220,14 +88,8 @@ impl Daemon {
                     .map(GatewayHost::lease_rows)
                     .unwrap_or_default(),
             ),
-            Request::PortForwardAdd { spec } => match self.forward_add(&spec) {
-                Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e.to_string()),
-            },
-            Request::PortForwardDel { spec } => match self.forward_del(&spec) {
-                Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e.to_string()),
-            },
+            Request::PortForwardAdd { spec } => done(self.forward_add(&spec)),
+            Request::PortForwardDel { spec } => done(self.forward_del(&spec)),
             Request::PortForwardList => Response::ok(
                 &self
                     .network
@@ -251,17 +113,14 @@ impl Daemon {
                     .unwrap_or_default(),
             ),
             Request::DumpXml => Response::ok(&self.network.to_xml()),
-            Request::NetUpdate(u) => match self.update(&u) {
-                Ok(()) => Response::ok(&serde_json::Value::Null),
-                Err(e) => Response::err(e.to_string()),
-            },
+            Request::NetUpdate(u) => done(self.update(&u)),
             Request::Shutdown => {
                 log!("shutdown requested");
                 self.stop = true;
                 Response::ok(&serde_json::Value::Null)
             }
             _ => Response::err("unsupported request"),
-        }
+        })
     }
 
     /// Applies a `net-update` to the live definition: all or nothing.
@@ -307,109 +166,5 @@ impl Daemon {
         self.network = next;
         log!("live definition updated: {} {}", u.command, u.section);
         Ok(())
-    }
-
-    pub(super) fn accept_http(&mut self) {
-        if self.http.len() >= MAX_HTTP_CONNS {
-            self.expire_http();
-        }
-        let Some(l) = self.metrics.as_ref() else {
-            return;
-        };
-        while let Ok((mut stream, _)) = l.accept() {
-            if self.http.len() >= MAX_HTTP_CONNS {
-                continue; // dropped: closes it
-            }
-            let token = Source::Http(self.next_http).token();
-            self.next_http = (self.next_http + 1) % (1 << 20);
-            if self
-                .poll
-                .registry()
-                .register(&mut stream, token, Interest::READABLE)
-                .is_ok()
-            {
-                self.http.insert(
-                    token,
-                    HttpConn {
-                        stream,
-                        inbuf: Vec::new(),
-                        outbuf: Vec::new(),
-                        since: self.clock.mono,
-                    },
-                );
-            }
-        }
-    }
-
-    /// Closes the metrics connections older than [`HTTP_TIMEOUT`].
-    pub(super) fn expire_http(&mut self) {
-        let now = self.clock.mono;
-        let registry = self.poll.registry();
-        self.http.retain(|_, c| {
-            let keep = now.saturating_duration_since(c.since) < HTTP_TIMEOUT;
-            if !keep {
-                let _ = registry.deregister(&mut c.stream);
-            }
-            keep
-        });
-    }
-
-    pub(super) fn on_http(&mut self, token: Token) {
-        let Some(mut c) = self.http.remove(&token) else {
-            return;
-        };
-        let mut chunk = [0u8; 4096];
-        let mut eof = false;
-        loop {
-            match c.stream.read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-            if c.inbuf.len() > 8192 {
-                eof = true;
-                break;
-            }
-        }
-        if c.outbuf.is_empty() {
-            let resp =
-                crate::metrics::http_response(&c.inbuf, &self.net_info(), &self.port_infos());
-            match resp {
-                Some(r) => c.outbuf = r,
-                None if eof => {
-                    let _ = self.poll.registry().deregister(&mut c.stream);
-                    return;
-                }
-                None => {
-                    self.http.insert(token, c);
-                    return;
-                }
-            }
-        }
-        while !c.outbuf.is_empty() {
-            match c.stream.write(&c.outbuf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    c.outbuf.drain(..n);
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    let _ = self.poll.registry().reregister(
-                        &mut c.stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    );
-                    self.http.insert(token, c);
-                    return;
-                }
-                Err(_) => break,
-            }
-        }
-        // answered (or broken): close
-        let _ = self.poll.registry().deregister(&mut c.stream);
     }
 }

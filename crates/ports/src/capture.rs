@@ -11,18 +11,16 @@ use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mio::Token;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
-use vnet_switch::PortId;
 
 /// Bytes a capture may have waiting for its reader before frames are dropped.
-pub(crate) const MAX_PENDING: usize = 8 << 20;
+pub const MAX_PENDING: usize = 8 << 20;
 /// Snap length: whole GSO super-frames (64 KiB plus headers).
 const SNAPLEN: u32 = 262_144;
 
 /// The pcap bytes written so far and not yet moved to the connection.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 struct Shared(Rc<RefCell<Vec<u8>>>);
 
 impl Write for Shared {
@@ -35,23 +33,25 @@ impl Write for Shared {
     }
 }
 
-/// One running capture.
-pub(crate) struct Capture {
-    /// The control connection it streams to.
-    pub(crate) token: Token,
+/// One running capture, of the frames of one port (`P` names ports, as the switch
+/// does) or of every port.
+#[derive(Debug)]
+pub struct Capture<P> {
     /// One port (both directions), or every port (frames as they arrive).
-    pub(crate) port: Option<PortId>,
+    pub port: Option<P>,
     /// Frames still to capture (`--count`).
-    pub(crate) remaining: Option<u64>,
-    pub(crate) captured: u64,
-    pub(crate) dropped: u64,
+    pub remaining: Option<u64>,
+    /// Frames recorded.
+    pub captured: u64,
+    /// Frames dropped because the reader was too slow.
+    pub dropped: u64,
     writer: PcapWriter<Shared>,
     out: Shared,
 }
 
-impl Capture {
+impl<P: Copy + PartialEq> Capture<P> {
     /// A capture; the pcap file header is ready in [`take`](Self::take).
-    pub(crate) fn new(token: Token, port: Option<PortId>, count: Option<u64>) -> io::Result<Self> {
+    pub fn new(port: Option<P>, count: Option<u64>) -> io::Result<Self> {
         let out = Shared::default();
         let header = PcapHeader {
             snaplen: SNAPLEN,
@@ -60,7 +60,6 @@ impl Capture {
         };
         let writer = PcapWriter::with_header(out.clone(), header).map_err(io::Error::other)?;
         Ok(Self {
-            token,
             port,
             remaining: count,
             captured: 0,
@@ -71,7 +70,7 @@ impl Capture {
     }
 
     /// Whether a frame on `port` (`ingress`: arriving, else leaving) belongs here.
-    pub(crate) fn wants(&self, port: PortId, ingress: bool) -> bool {
+    pub fn wants(&self, port: P, ingress: bool) -> bool {
         self.remaining != Some(0)
             && match self.port {
                 Some(p) => p == port,
@@ -80,7 +79,7 @@ impl Capture {
     }
 
     /// Records `frame`, unless `pending` bytes already wait for the reader.
-    pub(crate) fn record(&mut self, frame: &[u8], pending: usize) {
+    pub fn record(&mut self, frame: &[u8], pending: usize) {
         if pending >= MAX_PENDING {
             self.dropped += 1;
             return;
@@ -102,12 +101,12 @@ impl Capture {
     }
 
     /// Moves what was written into `out` (the connection's output buffer).
-    pub(crate) fn take(&mut self, out: &mut Vec<u8>) {
+    pub fn take(&mut self, out: &mut Vec<u8>) {
         out.append(&mut self.out.0.borrow_mut());
     }
 
     /// Whether `--count` frames were captured.
-    pub(crate) fn done(&self) -> bool {
+    pub fn done(&self) -> bool {
         self.remaining == Some(0)
     }
 }

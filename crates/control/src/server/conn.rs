@@ -14,8 +14,8 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
+use crate::MAX_REQUEST_LEN;
 use mio::net::UnixStream;
-use vnet_control::MAX_REQUEST_LEN;
 
 /// Control connections served at once.
 pub(crate) const MAX_CONNS: usize = 256;
@@ -27,6 +27,7 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const REQUESTS_PER_TURN: usize = 32;
 
 /// One control connection.
+#[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: UnixStream,
     inbuf: Vec<u8>,

@@ -23,27 +23,27 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::{FrameBuf, IoStats, Tap};
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
-use vnet_ports::{FrameBuf, IoStats, Tap};
 
 /// Frames queued per writer thread.
-pub(crate) const QUEUE: usize = 128;
+pub const QUEUE: usize = 128;
 /// How long the loop waits for room in a writer's queue before it drops the frame (a
 /// writer stuck that long is not keeping up at all).
 const STALL: Duration = Duration::from_millis(50);
 
 /// What a port's writer did, read by the loop for `port-list` and `stats`.
 #[derive(Debug, Default)]
-pub(crate) struct WriterStats {
+pub struct WriterStats {
     writes: AtomicU64,
     gso_out: AtomicU64,
     segmented: AtomicU64,
     segments: AtomicU64,
     csums: AtomicU64,
     /// Writes that failed.
-    pub(crate) failed: AtomicU64,
+    pub failed: AtomicU64,
     /// Frames dropped because the thread's queue was full (or no buffer was free).
-    pub(crate) queue_full: AtomicU64,
+    pub queue_full: AtomicU64,
 }
 
 impl WriterStats {
@@ -56,7 +56,7 @@ impl WriterStats {
     }
 
     /// Adds the writer's counters to `s` (the loop's own handle counts the reads).
-    pub(crate) fn add_to(&self, s: &mut IoStats) {
+    pub fn add_to(&self, s: &mut IoStats) {
         s.writes += self.writes.load(Relaxed);
         s.gso_out += self.gso_out.load(Relaxed);
         s.segmented += self.segmented.load(Relaxed);
@@ -65,6 +65,7 @@ impl WriterStats {
     }
 }
 
+#[derive(Debug)]
 enum Msg {
     Add(u64, Tap, Arc<WriterStats>),
     /// Close the port's descriptor, then say so.
@@ -74,14 +75,16 @@ enum Msg {
 
 /// A port served by a writer thread.
 #[derive(Debug)]
-pub(crate) struct WriterPort {
+pub struct WriterPort {
     thread: usize,
     slot: u64,
-    pub(crate) stats: Arc<WriterStats>,
+    /// What its writer did (shared with the thread).
+    pub stats: Arc<WriterStats>,
 }
 
 /// The writer threads of one network.
-pub(crate) struct Writers {
+#[derive(Debug)]
+pub struct Writers {
     queues: Vec<Sender<Msg>>,
     /// Ports per thread, to place a new port on the least loaded one.
     load: Vec<usize>,
@@ -95,7 +98,7 @@ pub(crate) struct Writers {
 
 impl Writers {
     /// Starts `n` writer threads.
-    pub(crate) fn new(n: usize) -> io::Result<Self> {
+    pub fn new(n: usize) -> io::Result<Self> {
         let max_buffers = n * QUEUE + 16;
         let (free_tx, free) = bounded(max_buffers);
         let mut queues = Vec::with_capacity(n);
@@ -123,7 +126,7 @@ impl Writers {
     }
 
     /// Hands a TAP to a writer thread (through a second descriptor of the device).
-    pub(crate) fn add(&mut self, tap: &Tap) -> io::Result<WriterPort> {
+    pub fn add(&mut self, tap: &Tap) -> io::Result<WriterPort> {
         let thread = (0..self.load.len())
             .min_by_key(|&i| self.load[i])
             .unwrap_or(0);
@@ -149,7 +152,7 @@ impl Writers {
     /// Takes a port from its writer: its queued frames are written, then its
     /// descriptor closed, before this returns (so a device that goes with its last
     /// descriptor is gone).
-    pub(crate) fn remove(&mut self, p: &WriterPort) {
+    pub fn remove(&mut self, p: &WriterPort) {
         let (tx, rx) = bounded(1);
         if let Some(q) = self.queues.get(p.thread) {
             if q.send(Msg::Remove(p.slot, tx)).is_ok() {
@@ -164,7 +167,7 @@ impl Writers {
     /// Queues the frame in `buf` for port `p`. With `take`, the buffer itself goes and
     /// `buf` gets a free one (its content is then undefined); else the frame is copied.
     /// Returns false when the frame was dropped (queue full).
-    pub(crate) fn submit(&mut self, p: &WriterPort, buf: &mut FrameBuf, take: bool) -> bool {
+    pub fn submit(&mut self, p: &WriterPort, buf: &mut FrameBuf, take: bool) -> bool {
         let Some(q) = self.queues.get(p.thread) else {
             return false;
         };

@@ -5,17 +5,171 @@
 //! else with 405. Connections are served by the same non-blocking loop as control
 //! connections, so a slow scraper cannot stall the switch.
 
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::{NetInfo, PortInfo};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use vnet_control::{NetInfo, PortInfo};
 
 type Labels = Vec<(String, String)>;
 
+/// Metrics connections served at once; more are refused.
+const MAX_CONNS: usize = 64;
+/// A metrics connection that has not sent its request within this is closed.
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest request read.
+const MAX_REQUEST: usize = 8192;
+
+#[derive(Debug)]
+struct HttpConn {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    since: Instant,
+}
+
+/// The metrics endpoint: its listener and the scrapers' connections (each answered
+/// once, then closed).
+#[derive(Debug)]
+pub struct Endpoint {
+    listener: TcpListener,
+    registry: mio::Registry,
+    /// The token of the `n`th connection (the caller's token space).
+    token: fn(usize) -> Token,
+    conns: HashMap<Token, HttpConn>,
+    next: usize,
+}
+
+impl Endpoint {
+    /// Serves `listener`; its connections are registered with `registry`, the `n`th
+    /// under `token(n)`.
+    pub fn new(listener: TcpListener, registry: mio::Registry, token: fn(usize) -> Token) -> Self {
+        Self {
+            listener,
+            registry,
+            token,
+            conns: HashMap::new(),
+            next: 0,
+        }
+    }
+
+    /// The listening socket (to register it).
+    pub fn listener(&mut self) -> &mut TcpListener {
+        &mut self.listener
+    }
+
+    /// Whether any connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Accepts the waiting connections (past [`MAX_CONNS`] they are closed at once).
+    pub fn accept(&mut self, now: Instant) {
+        if self.conns.len() >= MAX_CONNS {
+            self.expire(now);
+        }
+        while let Ok((mut stream, _)) = self.listener.accept() {
+            if self.conns.len() >= MAX_CONNS {
+                continue; // dropped: closes it
+            }
+            let token = (self.token)(self.next);
+            self.next = (self.next + 1) % (1 << 20);
+            if self
+                .registry
+                .register(&mut stream, token, Interest::READABLE)
+                .is_ok()
+            {
+                let (inbuf, outbuf) = (Vec::new(), Vec::new());
+                let c = HttpConn {
+                    stream,
+                    inbuf,
+                    outbuf,
+                    since: now,
+                };
+                self.conns.insert(token, c);
+            }
+        }
+    }
+
+    /// Closes the connections older than [`TIMEOUT`].
+    pub fn expire(&mut self, now: Instant) {
+        let registry = &self.registry;
+        self.conns.retain(|_, c| {
+            let keep = now.saturating_duration_since(c.since) < TIMEOUT;
+            if !keep {
+                let _ = registry.deregister(&mut c.stream);
+            }
+            keep
+        });
+    }
+
+    /// Serves connection `token`: reads its request and, once it is whole, answers
+    /// with what `metrics` returns (the network and its ports), then closes.
+    pub fn serve(&mut self, token: Token, metrics: impl FnOnce() -> (NetInfo, Vec<PortInfo>)) {
+        let Some(mut c) = self.conns.remove(&token) else {
+            return;
+        };
+        let mut chunk = [0u8; 4096];
+        let mut eof = false;
+        loop {
+            match c.stream.read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+            if c.inbuf.len() > MAX_REQUEST {
+                eof = true;
+                break;
+            }
+        }
+        if c.outbuf.is_empty() {
+            let (net, ports) = metrics();
+            match http_response(&c.inbuf, &net, &ports) {
+                Some(r) => c.outbuf = r,
+                None if eof => {
+                    let _ = self.registry.deregister(&mut c.stream);
+                    return;
+                }
+                None => {
+                    self.conns.insert(token, c);
+                    return;
+                }
+            }
+        }
+        while !c.outbuf.is_empty() {
+            match c.stream.write(&c.outbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    c.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let rw = Interest::READABLE | Interest::WRITABLE;
+                    let _ = self.registry.reregister(&mut c.stream, token, rw);
+                    self.conns.insert(token, c);
+                    return;
+                }
+                Err(_) => break,
+            }
+        }
+        // answered (or broken): close
+        let _ = self.registry.deregister(&mut c.stream);
+    }
+}
+
 /// What a scrape answers with: status line, headers and body.
-pub(crate) fn http_response(request: &[u8], net: &NetInfo, ports: &[PortInfo]) -> Option<Vec<u8>> {
+pub fn http_response(request: &[u8], net: &NetInfo, ports: &[PortInfo]) -> Option<Vec<u8>> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(request) {
@@ -65,7 +219,7 @@ fn gauge_value(v: u64) -> i64 {
 }
 
 /// The metrics of a network and its ports.
-pub(crate) fn render(net: &NetInfo, ports: &[PortInfo]) -> String {
+pub fn render(net: &NetInfo, ports: &[PortInfo]) -> String {
     let mut reg = Registry::default();
     let n = net.name.as_str();
     let rx_frames = counter_family(
