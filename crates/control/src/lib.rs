@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod metrics;
 pub mod server;
+pub mod start;
 pub mod store;
 
 /// The longest request line the daemon reads.

@@ -12,15 +12,12 @@
 //! This file holds the loop and the datapath; `daemon/control.rs` the control and
 //! metrics connections and the requests, `daemon/ports.rs` adding and removing ports.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read as _};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use mio::net::{UnixListener, UnixStream};
+use mio::net::UnixStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use vnet_config::{ForwardMode, Network};
@@ -28,64 +25,42 @@ use vnet_control::store::Store;
 use vnet_control::{
     Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
 };
-use vnet_host::Source;
-use vnet_ports::{
-    ErrorClass, FrameBuf, NetnsRef, PacketOptions, PacketPort, PortType, Step, Tap, TapOptions,
-};
+use vnet_host::qemu::{Datagram, QemuSockets};
+use vnet_host::{Device, Devices, Read, Source};
+use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions};
 
 use vnet_control::metrics::Endpoint;
 use vnet_control::server::{Answer, Server};
 
 mod control;
 mod ports;
-use crate::dev::Dev;
 use crate::error::ControlError;
-use std::sync::atomic::Ordering::Relaxed;
-use vnet_ports::writers::{WriterPort, Writers};
 
 type Capture = vnet_ports::capture::Capture<PortId>;
-use crate::gateway::GatewayHost;
 use vnet_gateway::Now;
+use vnet_host::GatewayHost;
 use vnet_network::{gateway_config, Event, Network as Net, Options};
 use vnet_switch::{MacAddr, PortId};
 
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
 
-struct Port {
-    name: String,
-    dev: Dev,
-    isolated: bool,
-    /// In the ready queue (readable, not yet drained to `EAGAIN`).
-    ready: bool,
-    /// Its interface was reported down (logged once until a frame arrives again).
-    down_logged: bool,
-    /// The writer thread that writes its frames (a TAP, with writer threads on).
-    writer: Option<WriterPort>,
-    /// The `<portgroup>` it joined.
-    portgroup: Option<String>,
-}
-
 pub(crate) struct Daemon {
     name: String,
     /// The live definition (net-update changes it; net-dumpxml shows it).
     network: Network,
     store: Store,
-    socket_path: PathBuf,
     /// The network itself: switch, gateway, router, host port (sans IO).
     net: Net,
     /// The gateway's host side (lease database, DNS socket, NAT sockets).
     host: Option<GatewayHost>,
-    /// Indexed by `PortId`.
-    ports: Vec<Option<Port>>,
-    ready: VecDeque<PortId>,
+    /// The ports' devices, by `PortId`, and the queue of ready ones.
+    devs: Devices,
     poll: Poll,
     signals: UnixStream,
     /// The control socket's connections.
     control: Server,
     buf: FrameBuf,
-    /// Writer threads for TAP ports (none: TAPs are written from the loop).
-    writers: Option<Writers>,
     /// Keep polling without sleeping this long after the last frame read (zero: sleep
     /// as soon as nothing is ready).
     busy_poll: Duration,
@@ -108,18 +83,10 @@ pub(crate) struct Daemon {
     uplink_tx_errors: u64,
     /// The uplink had more frames than one turn takes.
     uplink_more: bool,
-    /// QEMU `-netdev stream` listener (`<run-dir>/<network>.stream`).
-    stream_listener: Option<std::os::unix::net::UnixListener>,
-    /// QEMU `-netdev dgram` socket (`<run-dir>/<network>.dgram`), its peers' ports, and
-    /// a receive buffer.
-    dgram: Option<std::rc::Rc<std::os::unix::net::UnixDatagram>>,
-    dgram_peers: HashMap<PathBuf, PortId>,
-    dgram_buf: Vec<u8>,
+    /// The sockets QEMU guests attach to (`-netdev stream`, `-netdev dgram`).
+    qemu: QemuSockets,
+    /// The dgram socket had more frames than one turn takes.
     dgram_more: bool,
-    /// Numbers for the names of socket ports (`stream-N`, `dgram-N`).
-    next_sock_port: u64,
-    /// Ports to remove at the end of the turn (dgram peers that went away).
-    doomed: Vec<String>,
     /// When idle connections were last looked at (once a second).
     conns_checked: Option<std::time::Instant>,
     /// Persistent TAP ports, as re-attach requests, saved in `<run-dir>/<net>.ports.json`
@@ -140,44 +107,11 @@ impl Daemon {
         dhcp_port_cap: Option<usize>,
     ) -> Result<Self> {
         let name = network.name().to_owned();
-        let socket_path = store.socket_path(&name);
-        let lock_path = store.start_lock_path();
-        let lock = std::fs::File::create(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
-        if store.is_running(&name) {
-            anyhow::bail!(
-                "network {name:?} is already running (control socket {})",
-                socket_path.display()
-            );
-        }
-        for other in store.running_names().context("listing running networks")? {
-            let Ok(Some(xml)) = store.read_live(&other) else {
-                continue;
-            };
-            let Ok(other_net) = Network::from_xml(&xml) else {
-                continue;
-            };
-            if let Some(why) = vnet_config::ipv4_overlap(&network, &other_net) {
-                anyhow::bail!("network {name:?} overlaps running network {other:?}: {why}");
-            }
-        }
-        let uplink = open_uplink(&network)?;
-        let mut routed = crate::uplink::open(&network, gateway_config(&network).as_ref())?;
-        match std::fs::remove_file(&socket_path) {
-            Ok(()) => log!("removed stale control socket {}", socket_path.display()),
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(e).context(format!("removing {}", socket_path.display())),
-        }
-        let listener = UnixListener::bind(&socket_path)
-            .with_context(|| format!("binding control socket {}", socket_path.display()))?;
-        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("restricting {}", socket_path.display()))?;
-        store
-            .save_live(&name, &network.to_xml())
-            .context("writing the live definition")?;
-        drop(lock);
+        let ((uplink, mut routed), listener) = store.claim(&network, || -> Result<_> {
+            let bridged = vnet_host::uplink::open_bridge(&network)?;
+            let routed = vnet_host::uplink::open(&network, gateway_config(&network).as_ref())?;
+            Ok((bridged, routed))
+        })?;
 
         let poll = Poll::new().context("creating the poller")?;
         let clock = Now::system();
@@ -240,22 +174,24 @@ impl Daemon {
             .register(&mut sig_rx, Source::Signals.token(), Interest::READABLE)?;
         log!(
             "network {name:?} running, control socket {}",
-            socket_path.display()
+            store.socket_path(&name).display()
         );
+        let qemu = QemuSockets::open(
+            &store.stream_socket_path(&name),
+            &store.dgram_socket_path(&name),
+            poll.registry(),
+        )?;
         let mut d = Self {
             name,
             network,
             store,
-            socket_path,
             net,
             host,
-            ports: Vec::new(),
-            ready: VecDeque::new(),
+            devs: Devices::new(),
             poll,
             signals: sig_rx,
             control,
             buf: FrameBuf::new(),
-            writers: None,
             busy_poll: Duration::ZERO,
             last_frame: std::time::Instant::now(),
             frames_read: false,
@@ -267,17 +203,11 @@ impl Daemon {
             uplink: None,
             uplink_tx_errors: 0,
             uplink_more: false,
-            stream_listener: None,
-            dgram: None,
-            dgram_peers: HashMap::new(),
-            dgram_buf: vec![0; vnet_ports::MAX_FRAME_LEN],
+            qemu,
             dgram_more: false,
-            next_sock_port: 0,
-            doomed: Vec::new(),
             conns_checked: None,
             saved_ports: Vec::new(),
         };
-        d.open_qemu_sockets()?;
         if let Some(u) = routed.take() {
             d.poll.registry().register(
                 &mut SourceFd(&u.port.as_raw_fd()),
@@ -289,7 +219,7 @@ impl Daemon {
         }
         if let Some(dev) = uplink {
             // never isolated: `<port isolated>` keeps guests apart, not from the LAN
-            d.add_dev(None, dev, false, true)
+            d.add_dev(None, Box::new(dev), false, true)
                 .map_err(|e| anyhow::anyhow!("adding the uplink port: {e}"))?;
         }
         d.add_host_port();
@@ -301,26 +231,9 @@ impl Daemon {
         &self.name
     }
 
-    /// Lets the members of group `gid` use the network's sockets (control, QEMU stream
-    /// and dgram): group-owned, mode 0660.
-    pub(crate) fn grant_group(&self, gid: nix::unistd::Gid) -> Result<()> {
-        // the group must reach the sockets in the (owner-only) run dir: search, no read
-        let run_dir = self.store.run_dir();
-        std::os::unix::fs::chown(run_dir, None, Some(gid.as_raw()))
-            .with_context(|| format!("giving {} to group {gid}", run_dir.display()))?;
-        std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o710))
-            .with_context(|| format!("opening {} to its group", run_dir.display()))?;
-        for p in [
-            self.socket_path.clone(),
-            self.socket_path.with_extension("stream"),
-            self.socket_path.with_extension("dgram"),
-        ] {
-            std::os::unix::fs::chown(&p, None, Some(gid.as_raw()))
-                .with_context(|| format!("giving {} to group {gid}", p.display()))?;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660))
-                .with_context(|| format!("opening {} to its group", p.display()))?;
-        }
-        Ok(())
+    /// The store the network's files are in.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
     }
 
     pub(crate) fn run(&mut self) -> Result<()> {
@@ -328,7 +241,7 @@ impl Daemon {
         while !self.stop {
             let busy = !self.busy_poll.is_zero()
                 && self.clock.mono.saturating_duration_since(self.last_frame) < self.busy_poll;
-            let timeout = if self.ready.is_empty()
+            let timeout = if !self.devs.has_ready()
                 && !self.uplink_more
                 && !self.dgram_more
                 && !self.control.has_pending()
@@ -361,7 +274,7 @@ impl Daemon {
                     continue;
                 };
                 match source {
-                    Source::Port(i) => self.mark_ready(i),
+                    Source::Port(i) => self.devs.mark_ready(i),
                     Source::ControlListener => self.control.accept(clock.mono),
                     Source::Control(_) => self.on_conn(Some(ev.token())),
                     Source::Signals => self.on_signal(),
@@ -376,7 +289,10 @@ impl Daemon {
                     Source::Dgram => self.on_dgram(),
                     Source::DnsUpstream => {
                         if let Some(h) = self.host.as_mut() {
-                            h.on_upstream_readable(&mut self.net, clock);
+                            let net = &mut self.net;
+                            h.on_upstream_readable(|from, p| {
+                                net.handle_dns_upstream(clock, from, p);
+                            });
                         }
                     }
                     nat => {
@@ -399,7 +315,7 @@ impl Daemon {
             if self.control.has_pending() {
                 self.on_conn(None);
             }
-            for name in std::mem::take(&mut self.doomed) {
+            for name in self.devs.take_gone() {
                 log!("port {name}: its peer is gone; removing it");
                 let _ = self.remove_port(&name, true);
             }
@@ -431,48 +347,25 @@ impl Daemon {
 
     fn shutdown(&mut self) {
         self.emit("network-stopped", self.name.clone());
-        let names: Vec<String> = self
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| p.name.clone())
-            .collect();
+        let names: Vec<String> = self.devs.iter().map(|(_, d)| d.name.clone()).collect();
         for name in names {
             // persistent devices stay; the others vanish with their descriptor
             let _ = self.remove_port(&name, false);
         }
-        let _ = std::fs::remove_file(&self.socket_path);
-        let _ = std::fs::remove_file(self.socket_path.with_extension("stream"));
-        let _ = std::fs::remove_file(self.socket_path.with_extension("dgram"));
-        let _ = std::fs::remove_file(self.store.live_path(&self.name));
+        self.store.release(&self.name);
         log!("network {:?} stopped", self.name);
     }
 
-    /// Starts `n` writer threads and hands them the TAP ports without offloads (those
-    /// added later go to them too): each frame written to such a port is one segment
-    /// of the guest's traffic (a super-frame from another port is cut into segments
-    /// there), so their writes cost the most per byte. A TAP with offloads takes 64 KiB
-    /// frames, and handing each to a thread costs more than it saves (measured: see
-    /// docs/performance.md), so the loop writes those itself. Called once the daemon
-    /// has dropped its privileges, so the threads run with what is left.
+    /// Starts `n` writer threads for the TAP ports without offloads (see
+    /// [`Devices::start_writers`]). Called once the daemon has dropped its privileges,
+    /// so the threads run with what is left.
     pub(crate) fn start_writers(&mut self, n: usize) -> Result<()> {
-        if n == 0 {
-            return Ok(());
+        self.devs
+            .start_writers(n)
+            .context("starting writer threads")?;
+        if n > 0 {
+            log!("{n} writer thread(s) for TAP ports");
         }
-        let mut w = Writers::new(n).context("starting writer threads")?;
-        for p in self.ports.iter_mut().flatten() {
-            if let Some(tap) = p.dev.as_tap() {
-                if tap.takes_offloads() {
-                    continue;
-                }
-                p.writer = Some(
-                    w.add(tap)
-                        .with_context(|| format!("port {}: writer thread", p.name))?,
-                );
-            }
-        }
-        self.writers = Some(w);
-        log!("{n} writer thread(s) for TAP ports");
         Ok(())
     }
 
@@ -485,30 +378,14 @@ impl Daemon {
 
     // ---- datapath ----
 
-    fn mark_ready(&mut self, t: usize) {
-        let Ok(id) = u16::try_from(t) else { return };
-        if let Some(Some(p)) = self.ports.get_mut(t) {
-            if !p.ready {
-                p.ready = true;
-                self.ready.push_back(PortId(id));
-            }
-        }
-    }
-
     /// One round over the ready ports, each up to [`BUDGET`] frames.
     fn service_ready(&mut self) {
-        for _ in 0..self.ready.len() {
-            let Some(id) = self.ready.pop_front() else {
+        for _ in 0..self.devs.ready_round() {
+            let Some(id) = self.devs.pop_ready() else {
                 break;
             };
             let drained = self.service_port(id);
-            if let Some(Some(p)) = self.ports.get_mut(id.index()) {
-                if drained {
-                    p.ready = false;
-                } else {
-                    self.ready.push_back(id);
-                }
-            }
+            self.devs.finish(id, drained);
         }
     }
 
@@ -516,44 +393,25 @@ impl Daemon {
     /// (`EAGAIN`) or gone.
     fn service_port(&mut self, id: PortId) -> bool {
         let now = self.clock;
-        if let Some(Some(port)) = self.ports.get_mut(id.index()) {
-            if let Err(e) = port.dev.flush() {
-                let name = port.name.clone();
-                warn!("port {name}: write failed ({e}); removing it");
-                let _ = self.remove_port(&name, true);
-                return true;
-            }
-        }
-        let mut drain = vnet_ports::Drain::new(BUDGET);
-        loop {
-            let Some(Some(port)) = self.ports.get_mut(id.index()) else {
-                return true;
-            };
-            match drain.next(port.dev.as_mut(), &mut self.buf) {
-                None => return drain.drained(),
-                Some(Step::Frame) if port.down_logged => {
-                    port.down_logged = false;
-                    log!("port {}: frames flow again", port.name);
-                }
-                Some(Step::Frame) => self.frames_read = true,
-                Some(Step::Transient(e)) => {
-                    if !port.down_logged {
-                        port.down_logged = true;
-                        log!("port {}: {e}; waiting for it to come back", port.name);
+        let why = match self.devs.flush(id) {
+            Err(e) => format!("write failed ({e})"),
+            Ok(()) => {
+                let mut drain = vnet_ports::Drain::new(BUDGET);
+                loop {
+                    match self.devs.read(id, &mut drain, &mut self.buf) {
+                        Read::Frame => self.frames_read = true,
+                        Read::Done(drained) => return drained,
+                        Read::Gone(e) => break format!("read failed ({e})"),
                     }
-                    continue;
+                    let (net, buf, mut io) = self.split();
+                    net.handle_frame(now, id, buf, &mut io);
                 }
-                Some(Step::Gone(e)) => {
-                    let name = port.name.clone();
-                    warn!("port {name}: read failed ({e}); removing it");
-                    let _ = self.remove_port(&name, true);
-                    return true;
-                }
-                Some(_) => continue,
             }
-            let (net, buf, mut io) = self.split();
-            net.handle_frame(now, id, buf, &mut io);
-        }
+        };
+        let name = self.devs.name(id);
+        warn!("port {name}: {why}; removing it");
+        let _ = self.remove_port(&name, true);
+        true
     }
 
     /// Reads the uplink of a routed network into the network (4096 frames a turn).
@@ -581,9 +439,7 @@ impl Daemon {
             &mut self.net,
             &mut self.buf,
             Driver {
-                ports: &mut self.ports,
-                writers: self.writers.as_mut(),
-                doomed: &mut self.doomed,
+                devs: &mut self.devs,
                 uplink: self.uplink.as_mut(),
                 uplink_tx_errors: &mut self.uplink_tx_errors,
                 captures: &mut self.captures,
@@ -598,7 +454,7 @@ impl Daemon {
             name: self.name.clone(),
             pid: std::process::id(),
             uptime: self.epoch.elapsed().as_secs_f64(),
-            ports: self.ports.iter().flatten().count(),
+            ports: self.devs.len(),
             fdb_entries: self.net.switch().fdb().len(),
             fdb_max_entries: self.net.switch().fdb().max_entries(),
             fdb_evictions: self.net.switch().fdb().stats().evictions,
@@ -673,12 +529,7 @@ impl Daemon {
                     to,
                     moves,
                 } => {
-                    let name = |id: PortId| {
-                        self.ports
-                            .get(id.index())
-                            .and_then(Option::as_ref)
-                            .map_or_else(|| id.to_string(), |p| p.name.clone())
-                    };
+                    let name = |id: PortId| self.devs.name(id);
                     let d = format!(
                         "{mac} moved from {} to {}{}",
                         name(*from),
@@ -772,43 +623,6 @@ impl Daemon {
 }
 
 /// libvirt's name of a forward mode (`isolated` for a network without `<forward>`).
-/// The uplink of a bridge-mode network, opened (promiscuous): the first `<forward>`
-/// `<interface dev>` (or `<forward dev>`), else `<bridge name>`, which in this mode names
-/// an existing interface, not one switchd makes.
-fn open_uplink(network: &Network) -> Result<Option<Dev>> {
-    if network.forward_mode() != ForwardMode::Bridge {
-        return Ok(None);
-    }
-    let (dev, element) = match (network.forward().dev(), network.bridge_name()) {
-        (Some(d), _) => (d, "<forward><interface dev>"),
-        (None, Some(b)) => (b, "<bridge name>"),
-        (None, None) => anyhow::bail!(
-            "network {:?}: <forward mode='bridge'> needs <bridge name> or <interface dev> naming the uplink",
-            network.name()
-        ),
-    };
-    if network.forward().interfaces.len() > 1 {
-        log!(
-            "<forward mode='bridge'> lists {} interfaces; only {dev} is attached (several uplinks to one segment would loop)",
-            network.forward().interfaces.len()
-        );
-    }
-    let mut opts = PacketOptions::new(dev);
-    opts.promiscuous = true;
-    let port = PacketPort::open(&opts).map_err(|e| {
-        let mut s = e.to_string();
-        if let Some(src) = std::error::Error::source(&e) {
-            s.push_str(&format!(": {src}"));
-        }
-        anyhow::anyhow!(
-            "network {:?}: uplink {element}={dev:?}: {s}",
-            network.name()
-        )
-    })?;
-    log!("bridge mode: uplink {dev} attached (promiscuous)");
-    Ok(Some(Box::new(port)))
-}
-
 pub(crate) fn mode_name(m: ForwardMode) -> &'static str {
     match m {
         ForwardMode::None => "isolated",
@@ -823,10 +637,7 @@ pub(crate) fn mode_name(m: ForwardMode) -> &'static str {
 /// The network's outside, as switchd has it: the ports' devices and writer threads, the
 /// uplink, the captures, the gateway's host side.
 struct Driver<'a> {
-    ports: &'a mut [Option<Port>],
-    writers: Option<&'a mut Writers>,
-    /// Ports to remove at the end of the turn (dgram peers that went away).
-    doomed: &'a mut Vec<String>,
+    devs: &'a mut Devices,
     uplink: Option<&'a mut PacketPort>,
     uplink_tx_errors: &'a mut u64,
     captures: &'a mut Vec<(Token, Capture)>,
@@ -836,26 +647,7 @@ struct Driver<'a> {
 
 impl vnet_network::Io for Driver<'_> {
     fn transmit(&mut self, egress: PortId, buf: &mut FrameBuf, take: bool) -> bool {
-        let Some(Some(port)) = self.ports.get_mut(egress.index()) else {
-            return true;
-        };
-        if let (Some(wp), Some(w)) = (&port.writer, self.writers.as_mut()) {
-            // dropped and counted there when its queue is full
-            w.submit(wp, buf, take);
-            return true;
-        }
-        match port.dev.send(buf) {
-            Ok(_) => true,
-            Err(e) => {
-                if port.dev.port_type() == PortType::Dgram
-                    && port.dev.classify(&e) == ErrorClass::Gone
-                    && !self.doomed.contains(&port.name)
-                {
-                    self.doomed.push(port.name.clone());
-                }
-                false
-            }
-        }
+        self.devs.transmit(egress, buf, take)
     }
 
     fn uplink(&mut self, buf: &FrameBuf) {

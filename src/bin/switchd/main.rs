@@ -74,10 +74,7 @@ fn init_logging(level: &str) -> Result<()> {
 }
 
 mod daemon;
-mod dev;
 mod error;
-mod gateway;
-mod uplink;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's
@@ -163,89 +160,6 @@ struct Args {
     log_level: String,
 }
 
-/// A live definition left in the run dir by a run of this network that did not stop
-/// (a crash, `kill -9`): it holds the live changes (`--live` port forwards, DHCP hosts,
-/// DNS records) the definition does not, so it is taken instead, when it is the same
-/// network (name, and uuid when both have one).
-///
-/// A live definition written by another user (a run that dropped to `--user`) is taken
-/// only if it asks for nothing a privileged start does on its behalf beyond what the
-/// definition asks: see [`privileged_change`].
-fn recover_live(store: &Store, network: &mut Network) {
-    use std::os::unix::fs::MetadataExt;
-    let name = network.name().to_owned();
-    if store.is_running(&name) {
-        return; // Daemon::new refuses to start a second one
-    }
-    let Ok(Some(xml)) = store.read_live(&name) else {
-        return;
-    };
-    let path = store.live_path(&name);
-    let foreign = std::fs::metadata(&path)
-        .is_ok_and(|m| m.uid() != nix::unistd::geteuid().as_raw() || m.mode() & 0o022 != 0);
-    match Network::from_xml(&xml) {
-        Ok(live)
-            if live.name() == name
-                && (live.uuid().is_none()
-                    || network.uuid().is_none()
-                    || live.uuid() == network.uuid()) =>
-        {
-            if foreign {
-                if let Some(what) = privileged_change(network, &live) {
-                    warn!(
-                        "ignoring the live definition {}: written by another user, it changes {what}, which only the definition may",
-                        path.display()
-                    );
-                    return;
-                }
-            }
-            log!("network {name:?}: taking the live definition its last run left (it did not stop cleanly)");
-            *network = live;
-        }
-        Ok(_) => {}
-        Err(e) => warn!("ignoring the live definition a crashed run left: {e}"),
-    }
-}
-
-/// What of `live` a privileged start would act on with its privileges and `def` does
-/// not ask for: the forward mode and interfaces (uplinks opened with AF_PACKET), the
-/// bridge name (the host TAP), the addresses and MTU, TFTP roots, and port forwards to
-/// host ports below 1024. `None` when they agree.
-fn privileged_change(def: &Network, live: &Network) -> Option<&'static str> {
-    if def.forward_mode() != live.forward_mode()
-        || def.forward().interfaces != live.forward().interfaces
-    {
-        return Some("<forward>");
-    }
-    if def.bridge_name() != live.bridge_name() {
-        return Some("<bridge name>");
-    }
-    if def.mtu() != live.mtu() {
-        return Some("<mtu>");
-    }
-    let addrs = |n: &Network| -> Vec<_> {
-        n.ips()
-            .iter()
-            .map(|ip| (ip.address, ip.prefix_len(), ip.tftp_root.clone()))
-            .collect()
-    };
-    if addrs(def) != addrs(live) {
-        return Some("<ip>");
-    }
-    let low = |n: &Network| -> Vec<_> {
-        n.port_forwards()
-            .iter()
-            .filter(|f| f.port < 1024)
-            .cloned()
-            .collect()
-    };
-    let def_low = low(def);
-    if low(live).iter().any(|f| !def_low.contains(f)) {
-        return Some("<vnet:port-forward> below port 1024");
-    }
-    None
-}
-
 /// Raises the soft limit on open descriptors to the hard limit: every NAT flow holds a
 /// host socket, every port and control connection a descriptor, and the default soft
 /// limit (1024) is below what the NAT bound allows. Returns the limit now in force.
@@ -260,52 +174,9 @@ fn raise_nofile_limit() -> u64 {
     soft
 }
 
-/// Makes the state subdirectories an older vnet made 0755 owner-only (0700), when they
-/// are switchd's user's.
-fn tighten_state_dirs(state_dir: &std::path::Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    for sub in ["networks", "autostart", "leases", "macs"] {
-        let p = state_dir.join(sub);
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 != 0 {
-            match std::fs::set_permissions(
-                &p,
-                std::fs::Permissions::from_mode(vnet_control::store::DIR_MODE),
-            ) {
-                Ok(()) => log!("{}: made owner-only", p.display()),
-                Err(e) => warn!("{}: cannot make it owner-only: {e}", p.display()),
-            }
-        }
-    }
-}
-
 /// Descriptors kept back from NAT flows for ports, control connections, the lease
 /// database and the other sockets switchd opens.
 const FD_RESERVE: u64 = 256;
-
-/// Hands the state subdirectories switchd made as root (and the files in them that a
-/// running network rewrites) to `user`, so the network can still compact its lease
-/// database and save its MAC once it runs as that user.
-fn hand_over_state(state_dir: &std::path::Path, name: &str, user: &str) -> Result<()> {
-    let u = nix::unistd::User::from_name(user)
-        .with_context(|| format!("looking up user {user:?}"))?
-        .with_context(|| format!("no user {user:?}"))?;
-    for p in [
-        state_dir.join("leases"),
-        state_dir.join("leases").join(format!("{name}.leases")),
-        state_dir.join("macs"),
-        state_dir.join("macs").join(name),
-    ] {
-        match std::os::unix::fs::chown(&p, Some(u.uid.as_raw()), Some(u.gid.as_raw())) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("giving {} to {user}", p.display())),
-        }
-    }
-    Ok(())
-}
 
 fn main() {
     if let Err(e) = run() {
@@ -344,8 +215,9 @@ fn run() -> Result<()> {
         network.set_name(name)?;
     }
     vnet_control::validate_network_name(network.name()).map_err(anyhow::Error::msg)?;
+    let euid = nix::unistd::geteuid().as_raw();
     if !args.check {
-        recover_live(&store, &mut network);
+        store.recover_live(&mut network, euid);
     }
     if args.check {
         print!("{}", network.to_xml());
@@ -354,34 +226,15 @@ fn run() -> Result<()> {
     for w in network.warnings() {
         warn!("{w}");
     }
-    if network.mac().is_none() {
-        // the gateway's MAC must not change across restarts: reuse the one generated the
-        // first time this network ran without a <mac> (net-define persists its own)
-        let path = state_dir.join("macs").join(network.name());
-        if let Some(mac) = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<vnet_config::MacAddr>().ok())
-        {
-            network.set_mac(mac);
-        } else {
-            network.fill_defaults(&[]);
-            if let Some(mac) = network.mac() {
-                vnet_control::store::write_atomic(&path, format!("{mac}\n").as_bytes())
-                    .with_context(|| format!("saving the generated MAC to {}", path.display()))?;
-            }
-        }
-    }
+    store.keep_mac(&mut network)?;
     if network.uuid().is_none() {
         network.fill_defaults(&[]);
     }
     if args.aging_time == 0 {
         bail!("--aging-time must be at least 1 second");
     }
-    for d in [&run_dir, &state_dir] {
-        vnet_control::store::create_private_dir(d)
-            .with_context(|| format!("creating {}", d.display()))?;
-    }
-    tighten_state_dirs(&state_dir);
+    vnet_control::start::create_dirs(&[&run_dir, &state_dir])?;
+    store.tighten_state_dirs(euid);
     let nofile = raise_nofile_limit();
     let config = vnet_switch::Config::default()
         .with_fdb_max_entries(args.fdb_max_entries)
@@ -413,12 +266,18 @@ fn run() -> Result<()> {
         let g = nix::unistd::Group::from_name(group)
             .with_context(|| format!("looking up group {group:?}"))?
             .with_context(|| format!("no group {group:?}"))?;
-        d.grant_group(g.gid)?;
+        d.store()
+            .grant_group(d.name(), g.gid.as_raw())
+            .context("opening the sockets to --socket-group")?;
         log!("sockets open to group {group}");
     }
     if let Some(user) = &args.user {
-        hand_over_state(&state_dir, d.name(), user)?;
-        drop_privileges(user, &args.caps)?;
+        let u = nix::unistd::User::from_name(user)
+            .with_context(|| format!("looking up user {user:?}"))?
+            .with_context(|| format!("no user {user:?}"))?;
+        d.store()
+            .hand_over_state(d.name(), u.uid.as_raw(), u.gid.as_raw())?;
+        drop_privileges(&u, &args.caps)?;
     }
     // after the drop: what the ports file (rewritten by the running network, so by the
     // user it runs as) asks for is done with no more privilege than that user has
@@ -431,12 +290,9 @@ fn run() -> Result<()> {
 /// Becomes `user` (its uid, gid, no supplementary groups) keeping only the capabilities
 /// in `keep` (comma-separated names such as `net_admin`, or `none`), once the network's
 /// devices and sockets are open. Also sets no-new-privs.
-fn drop_privileges(user: &str, keep: &str) -> Result<()> {
+fn drop_privileges(u: &nix::unistd::User, keep: &str) -> Result<()> {
     use caps::{CapSet, Capability, CapsHashSet};
-    use nix::unistd::{setgid, setgroups, setuid, User};
-    let u = User::from_name(user)
-        .with_context(|| format!("looking up user {user:?}"))?
-        .with_context(|| format!("no user {user:?}"))?;
+    use nix::unistd::{setgid, setgroups, setuid};
     let mut wanted = CapsHashSet::new();
     for name in keep
         .split(',')
@@ -462,7 +318,8 @@ fn drop_privileges(user: &str, keep: &str) -> Result<()> {
     let mut names: Vec<String> = wanted.iter().map(ToString::to_string).collect();
     names.sort();
     log!(
-        "running as {user} (uid {}, gid {}), capabilities: {}",
+        "running as {} (uid {}, gid {}), capabilities: {}",
+        u.name,
         u.uid,
         u.gid,
         if names.is_empty() {

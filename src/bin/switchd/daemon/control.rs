@@ -60,20 +60,11 @@ impl Daemon {
                     .map(|e| FdbRow {
                         mac: e.mac.to_string(),
                         vlan: e.vlan.get(),
-                        port: self
-                            .ports
-                            .get(e.port.index())
-                            .and_then(Option::as_ref)
-                            .map_or_else(
-                                || {
-                                    if self.net.gateway_port() == Some(e.port) {
-                                        "gateway".to_owned()
-                                    } else {
-                                        e.port.to_string()
-                                    }
-                                },
-                                |p| p.name.clone(),
-                            ),
+                        port: if self.net.gateway_port() == Some(e.port) {
+                            "gateway".to_owned()
+                        } else {
+                            self.devs.name(e.port)
+                        },
                         age: e.age.as_secs_f64(),
                     })
                     .collect();

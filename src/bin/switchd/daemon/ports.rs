@@ -18,10 +18,7 @@ impl Daemon {
     }
 
     pub(super) fn port_id_by_name(&self, name: &str) -> Option<PortId> {
-        self.ports.iter().enumerate().find_map(|(i, p)| {
-            let p = p.as_ref()?;
-            (p.name == name).then(|| PortId(u16::try_from(i).unwrap_or(u16::MAX)))
-        })
+        self.devs.by_name(name)
     }
 
     pub(super) fn add_port(&mut self, req: &PortAdd) -> Result<PortInfo, ControlError> {
@@ -75,7 +72,7 @@ impl Daemon {
         if let Some(i) = &ifname {
             vnet_ports::validate_ifname(i).map_err(|e| e.to_string())?;
         }
-        let dev: Dev = match kind {
+        let dev: Box<dyn vnet_ports::Port> = match kind {
             PortKind::Netdev => {
                 if req.attach || req.persistent || mac.is_some() {
                     return Err(
@@ -132,7 +129,7 @@ impl Daemon {
     pub(super) fn add_dev(
         &mut self,
         name: Option<String>,
-        dev: Dev,
+        dev: Box<dyn vnet_ports::Port>,
         isolated: bool,
         learning: bool,
     ) -> Result<PortInfo, ControlError> {
@@ -143,13 +140,12 @@ impl Daemon {
     pub(super) fn add_dev_with(
         &mut self,
         name: Option<String>,
-        dev: Dev,
+        dev: Box<dyn vnet_ports::Port>,
         isolated: bool,
         learning: bool,
         security: Option<vnet_switch::PortSecurity>,
         portgroup: Option<String>,
     ) -> Result<PortInfo, ControlError> {
-        let kind = crate::dev::kind(dev.as_ref());
         let name = name.unwrap_or_else(|| match dev.netns() {
             Some(ns) => format!("{}:{}", ns.name(), dev.name()),
             None => dev.name().to_owned(),
@@ -157,135 +153,47 @@ impl Daemon {
         if self.port_id_by_name(&name).is_some() {
             return Err(ControlError::PortNameInUse(name));
         }
-        let id = self
-            .net
-            .add_port(
-                vnet_network::PortConfig::default()
-                    .with_isolated(isolated)
-                    .with_learning(learning)
-                    .with_security(security),
-            )
-            .map_err(|e| e.to_string())?;
-        let r = dev.readiness();
-        let interest = match (r.readable, r.writable) {
-            (true, true) => Interest::READABLE | Interest::WRITABLE,
-            (false, true) => Interest::WRITABLE,
-            _ => Interest::READABLE,
-        };
-        {
-            if let Err(e) = self.poll.registry().register(
-                &mut SourceFd(&dev.as_raw_fd()),
-                Source::Port(id.index()).token(),
-                interest,
-            ) {
-                self.net.remove_port(id);
-                return Err(format!("cannot poll the new port: {e}").into());
-            }
-        }
-        if self.ports.len() <= id.index() {
-            self.ports.resize_with(id.index() + 1, || None);
-        }
+        let config = vnet_network::PortConfig::default()
+            .with_isolated(isolated)
+            .with_learning(learning)
+            .with_security(security);
+        let id = self.net.add_port(config).map_err(|e| e.to_string())?;
+        let dev = Device::new(name, dev, isolated, portgroup);
         let detail = format!(
-            "{name} ({kind:?} {}{})",
-            dev.name(),
-            dev.netns()
+            "{} ({:?} {}{})",
+            dev.name,
+            dev.kind(),
+            dev.dev.name(),
+            dev.dev
+                .netns()
                 .map(|n| format!(" in netns {}", n.name()))
                 .unwrap_or_default()
         );
+        if let Err(e) = self.devs.insert(self.poll.registry(), id, dev) {
+            self.net.remove_port(id);
+            return Err(format!("cannot poll the new port: {e}").into());
+        }
         log!("port {detail} added");
         self.emit("port-added", detail);
-        let writer = match (dev.as_tap(), self.writers.as_mut()) {
-            (Some(tap), Some(w)) if !tap.takes_offloads() => match w.add(tap) {
-                Ok(wp) => Some(wp),
-                Err(e) => {
-                    warn!("port {name}: no writer thread ({e}); written from the loop");
-                    None
-                }
-            },
-            _ => None,
-        };
-        self.ports[id.index()] = Some(Port {
-            name,
-            dev,
-            isolated,
-            ready: false,
-            down_logged: false,
-            writer,
-            portgroup,
-        });
-        // Frames may already be queued: the edge was before registration.
-        self.mark_ready(id.index());
         self.port_info(id)
             .ok_or_else(|| ControlError::from("port vanished"))
     }
 
-    /// Opens the sockets QEMU guests attach to: `<run-dir>/<network>.stream`
-    /// (`-netdev stream`, a port per connection) and `<run-dir>/<network>.dgram`
-    /// (`-netdev dgram`, a port per peer socket path). Owner-only, like the control
-    /// socket.
-    pub(super) fn open_qemu_sockets(&mut self) -> Result<()> {
-        let stream_path = self.socket_path.with_extension("stream");
-        let dgram_path = self.socket_path.with_extension("dgram");
-        for p in [&stream_path, &dgram_path] {
-            // stale from a crashed run (the control socket's lock shows none runs)
-            let _ = std::fs::remove_file(p);
-        }
-        let l = std::os::unix::net::UnixListener::bind(&stream_path)
-            .with_context(|| format!("binding {}", stream_path.display()))?;
-        l.set_nonblocking(true)?;
-        std::fs::set_permissions(&stream_path, std::fs::Permissions::from_mode(0o600))?;
-        self.poll.registry().register(
-            &mut SourceFd(&l.as_raw_fd()),
-            Source::StreamListener.token(),
-            Interest::READABLE,
-        )?;
-        self.stream_listener = Some(l);
-        let d = std::os::unix::net::UnixDatagram::bind(&dgram_path)
-            .with_context(|| format!("binding {}", dgram_path.display()))?;
-        d.set_nonblocking(true)?;
-        std::fs::set_permissions(&dgram_path, std::fs::Permissions::from_mode(0o600))?;
-        self.poll.registry().register(
-            &mut SourceFd(&d.as_raw_fd()),
-            Source::Dgram.token(),
-            Interest::READABLE,
-        )?;
-        self.dgram = Some(std::rc::Rc::new(d));
-        Ok(())
+    /// Adds a QEMU socket peer as a port, in the default portgroup (the guest names
+    /// none).
+    fn add_socket_port(
+        &mut self,
+        name: String,
+        dev: Box<dyn vnet_ports::Port>,
+    ) -> Result<PortInfo, ControlError> {
+        let isolated = self.network.ports_isolated();
+        let (security, portgroup) = self.socket_port_security();
+        self.add_dev_with(Some(name), dev, isolated, true, security, portgroup)
     }
 
     pub(super) fn accept_streams(&mut self) {
-        loop {
-            let Some(l) = self.stream_listener.as_ref() else {
-                return;
-            };
-            let sock = match l.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!("stream socket: accept failed: {e}");
-                    return;
-                }
-            };
-            let port = match vnet_ports::StreamPort::new(sock) {
-                Ok(p) => p,
-                Err(e) => {
-                    log!("stream socket: {e}");
-                    continue;
-                }
-            };
-            self.next_sock_port += 1;
-            let name = format!("stream-{}", self.next_sock_port);
-            let isolated = self.network.ports_isolated();
-            let (security, portgroup) = self.socket_port_security();
-            if let Err(e) = self.add_dev_with(
-                Some(name.clone()),
-                Box::new(port),
-                isolated,
-                true,
-                security,
-                portgroup,
-            ) {
+        while let Some((name, port)) = self.qemu.accept() {
+            if let Err(e) = self.add_socket_port(name, Box::new(port)) {
                 log!("stream connection refused: {e}");
             }
         }
@@ -296,69 +204,35 @@ impl Daemon {
     pub(super) fn on_dgram(&mut self) {
         let now = self.clock;
         for _ in 0..4096 {
-            let Some(sock) = self.dgram.clone() else {
-                return;
-            };
-            let (n, from) = match sock.recv_from(&mut self.dgram_buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => continue,
-            };
-            let Some(path) = from.as_pathname() else {
-                continue; // an unbound sender cannot be answered
-            };
-            if n < 14 {
-                continue;
-            }
-            let id = match self.dgram_peers.get(path) {
-                Some(id) => *id,
-                None => {
-                    self.next_sock_port += 1;
-                    let name = format!("dgram-{}", self.next_sock_port);
-                    let port = match vnet_ports::DgramPort::new(path.to_owned()) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            log!("dgram peer {}: cannot reach it: {e}", path.display());
-                            continue;
-                        }
-                    };
-                    let isolated = self.network.ports_isolated();
-                    let (security, portgroup) = self.socket_port_security();
-                    match self.add_dev_with(
-                        Some(name),
-                        Box::new(port),
-                        isolated,
-                        true,
-                        security,
-                        portgroup,
-                    ) {
-                        Ok(p) => {
-                            self.dgram_peers.insert(path.to_owned(), PortId(p.id));
-                            PortId(p.id)
-                        }
-                        Err(e) => {
-                            log!("dgram peer {} refused: {e}", path.display());
-                            continue;
-                        }
+            let (id, len) = match self.qemu.recv() {
+                None => return,
+                Some(Datagram::Known(id, len)) => (id, len),
+                Some(Datagram::New {
+                    name,
+                    port,
+                    path,
+                    len,
+                }) => match self.add_socket_port(name, port) {
+                    Ok(p) => {
+                        self.qemu.add_peer(path, PortId(p.id));
+                        (PortId(p.id), len)
                     }
-                }
+                    Err(e) => {
+                        log!("dgram peer {} refused: {e}", path.display());
+                        continue;
+                    }
+                },
             };
-            let frame = self.dgram_buf.get(..n).unwrap_or_default();
-            self.buf.set_frame(frame);
+            self.buf.set_frame(self.qemu.frame(len));
             let (net, buf, mut io) = self.split();
             net.handle_frame(now, id, buf, &mut io);
         }
         self.dgram_more = true;
     }
 
-    pub(super) fn ports_path(&self) -> PathBuf {
-        self.socket_path.with_extension("ports.json")
-    }
-
     pub(super) fn save_ports(&self) {
-        let path = self.ports_path();
-        let data = serde_json::to_vec_pretty(&self.saved_ports).unwrap_or_default();
-        if let Err(e) = vnet_control::store::write_atomic(&path, &data) {
+        if let Err(e) = self.store.save_ports(&self.name, &self.saved_ports) {
+            let path = self.store.ports_path(&self.name);
             warn!(
                 "cannot save the persistent ports to {}: {e}",
                 path.display()
@@ -371,29 +245,13 @@ impl Daemon {
     /// ports are back). TAPs that are gone are forgotten, with a log line.
     ///
     /// The file is rewritten by the running network, so by the user it runs as: call this
-    /// after the privilege drop. Only what [`Self::add_port`] itself records is taken:
-    /// re-attaching a persistent TAP; any other entry is refused with a warning.
+    /// after the privilege drop ([`Store::load_ports`] takes only re-attach requests).
     pub(crate) fn restore_ports(&mut self) {
-        let path = self.ports_path();
-        let Ok(data) = std::fs::read(&path) else {
+        if !self.store.ports_path(&self.name).exists() {
             return;
-        };
-        let saved: Vec<PortAdd> = match serde_json::from_slice(&data) {
-            Ok(v) => v,
-            Err(e) => {
-                warn!("ignoring {}: {e}", path.display());
-                return;
-            }
-        };
-        for req in saved {
+        }
+        for req in self.store.load_ports(&self.name) {
             let name = req.name.clone().unwrap_or_default();
-            if !(req.persistent && req.attach && matches!(req.kind, None | Some(PortKind::Tap))) {
-                warn!(
-                    "port {name}: not restored: {} records only persistent TAPs to re-attach",
-                    path.display()
-                );
-                continue;
-            }
             match self.add_port(&req) {
                 Ok(_) => log!("port {name}: persistent TAP re-attached"),
                 Err(e) => warn!("port {name}: persistent TAP not re-attached: {e}"),
@@ -455,19 +313,11 @@ impl Daemon {
                 name: name.to_owned(),
                 network: self.name.clone(),
             })?;
-        let Some(mut port) = self.ports.get_mut(id.index()).and_then(Option::take) else {
+        let Some(mut port) = self.devs.remove(self.poll.registry(), id) else {
             return Err(format!("no port named {name:?}").into());
         };
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&port.dev.as_raw_fd()));
-        self.dgram_peers.retain(|_, p| *p != id);
+        self.qemu.remove_peer(id);
         self.net.remove_port(id);
-        self.ready.retain(|p| *p != id);
-        if let (Some(wp), Some(w)) = (port.writer.take(), self.writers.as_mut()) {
-            w.remove(&wp);
-        }
         if destroy
             && self
                 .saved_ports
@@ -488,42 +338,24 @@ impl Daemon {
     }
 
     pub(super) fn port_info(&self, id: PortId) -> Option<PortInfo> {
-        let p = self.ports.get(id.index())?.as_ref()?;
+        let p = self.devs.get(id)?;
         let c = self.net.switch().port_counters(id)?;
+        let security = self.net.switch().port_config(id).and_then(|c| c.security);
         Some(PortInfo {
             name: p.name.clone(),
             id: id.0,
-            kind: crate::dev::kind(p.dev.as_ref()),
+            kind: p.kind(),
             ifname: p.dev.name().to_owned(),
             netns: p.dev.netns().map(|n| n.name().to_owned()),
             persistent: p.dev.is_persistent(),
             isolated: p.isolated,
             portgroup: p.portgroup.clone(),
-            security: self
-                .net
-                .switch()
-                .port_config(id)
-                .and_then(|c| c.security)
-                .map(|sec| vnet_control::PortSecurityInfo {
-                    mac: sec.mac.map(|m| m.to_string()),
-                    addrs: sec.addrs().map(|a| a.to_string()).collect(),
-                }),
+            security: security.map(|sec| vnet_control::PortSecurityInfo {
+                mac: sec.mac.map(|m| m.to_string()),
+                addrs: sec.addrs().map(|a| a.to_string()).collect(),
+            }),
             macs: self.net.switch().fdb().port_len(id),
-            io: {
-                let mut s = p.dev.stats();
-                if let Some(w) = &p.writer {
-                    w.stats.add_to(&mut s);
-                }
-                vnet_control::IoCounters {
-                    reads: s.reads,
-                    writes: s.writes,
-                    gso_in: s.gso_in,
-                    gso_out: s.gso_out,
-                    segmented: s.segmented,
-                    segments: s.segments,
-                    csums: s.csums,
-                }
-            },
+            io: p.io(),
             counters: Counters {
                 rx_frames: c.rx_frames,
                 rx_bytes: c.rx_bytes,
@@ -533,28 +365,10 @@ impl Daemon {
                 drops: c
                     .drops
                     .iter()
+                    .map(|(r, n)| (r.as_str(), n))
+                    .chain(p.drops())
                     .filter(|(_, n)| *n > 0)
-                    .map(|(r, n)| (r.as_str().to_owned(), n))
-                    .chain(
-                        [
-                            ("rx-overflow", p.dev.rx_overflows()),
-                            (
-                                "tx-writer-failed",
-                                p.writer
-                                    .as_ref()
-                                    .map_or(0, |w| w.stats.failed.load(Relaxed)),
-                            ),
-                            (
-                                "tx-queue-full",
-                                p.writer
-                                    .as_ref()
-                                    .map_or(0, |w| w.stats.queue_full.load(Relaxed)),
-                            ),
-                        ]
-                        .into_iter()
-                        .filter(|(_, n)| *n > 0)
-                        .map(|(k, n)| (k.to_owned(), n)),
-                    )
+                    .map(|(k, n)| (k.to_owned(), n))
                     .collect(),
             },
         })

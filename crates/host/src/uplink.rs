@@ -1,17 +1,29 @@
-//! The uplink of route and open modes: an AF_PACKET socket on the forward interface
-//! and the router (`vnet_gateway::route`) that moves IPv4 between it and the segment.
+//! The uplinks of a network: in route and open modes an AF_PACKET socket on the
+//! forward interface and the router (`vnet_gateway::route`) that moves IPv4 between it
+//! and the segment ([`open`]); in bridge mode the interface the segment is bridged to,
+//! as a promiscuous port of the switch ([`open_bridge`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::{bail, Result};
 use vnet_config::{ForwardMode, Network};
 use vnet_gateway::route::{Prefix, Router, RouterConfig, UplinkRoute};
 use vnet_gateway::GatewayConfig;
 use vnet_ports::{PacketOptions, PacketPort};
 
-pub(crate) struct Uplink {
-    pub(crate) port: PacketPort,
-    pub(crate) router: Router,
+use crate::Error;
+
+/// The uplink of a routed network: its socket and the router that uses it.
+#[derive(Debug)]
+pub struct Uplink {
+    /// The AF_PACKET socket on the forward interface.
+    pub port: PacketPort,
+    /// The router between the segment and that interface (the network takes it).
+    pub router: Router,
+}
+
+/// `Err(Error::Config(..))` from a format string.
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(Error::Config(format!($($t)*))) };
 }
 
 /// A route of the host's table (`/proc/net/route`).
@@ -49,7 +61,7 @@ fn host_routes() -> Vec<HostRoute> {
 
 /// Opens the uplink of a route/open network, if it is one: `<forward dev>`, else the
 /// interface of the host's default route.
-pub(crate) fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Uplink>> {
+pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Uplink>, Error> {
     if !matches!(
         network.forward_mode(),
         ForwardMode::Route | ForwardMode::Open
@@ -74,19 +86,14 @@ pub(crate) fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Opti
             ),
         },
     };
-    let port = PacketPort::open(&PacketOptions::new(&dev)).map_err(|e| {
-        let mut s = e.to_string();
-        if let Some(src) = std::error::Error::source(&e) {
-            s.push_str(&format!(": {src}"));
-        }
-        anyhow::anyhow!(
-            "network {:?}: uplink {element} {dev:?}: {s}",
-            network.name()
-        )
+    let port = PacketPort::open(&PacketOptions::new(&dev)).map_err(|e| Error::Port {
+        what: format!("network {:?}: uplink {element} {dev:?}", network.name()),
+        source: e,
     })?;
-    let (mac, ip) = port
-        .mac_ipv4()
-        .map_err(|e| anyhow::anyhow!("network {:?}: uplink {dev}: {e}", network.name()))?;
+    let (mac, ip) = port.mac_ipv4().map_err(|e| Error::Port {
+        what: format!("network {:?}: uplink {dev}", network.name()),
+        source: e,
+    })?;
     let Some(uplink_ip) = ip else {
         bail!(
             "network {:?}: uplink {element} {dev:?} has no IPv4 address (the router answers \
@@ -112,13 +119,14 @@ pub(crate) fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Opti
         })
         .collect();
     if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
-        warn!(
+        tracing::warn!(
             "net.ipv4.ip_forward is 1: the kernel may forward the same packets as \
              switchd (duplicates) where it has a route to {}/{}; set it to 0 in this namespace",
-            gw.ip, gw.prefix
+            gw.ip,
+            gw.prefix
         );
     }
-    log!(
+    tracing::info!(
         "{} mode: uplink {dev} ({uplink_ip}), {} route(s) on it",
         network.forward_mode().as_str(),
         uplink_routes.len()
@@ -133,4 +141,35 @@ pub(crate) fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Opti
         uplink_routes,
     });
     Ok(Some(Uplink { port, router }))
+}
+
+/// The uplink of a bridge-mode network, opened (promiscuous): the first `<forward>`
+/// `<interface dev>` (or `<forward dev>`), else `<bridge name>`, which in this mode names
+/// an existing interface, not one the driver makes. `None` in the other modes.
+pub fn open_bridge(network: &Network) -> Result<Option<PacketPort>, Error> {
+    if network.forward_mode() != ForwardMode::Bridge {
+        return Ok(None);
+    }
+    let (dev, element) = match (network.forward().dev(), network.bridge_name()) {
+        (Some(d), _) => (d, "<forward><interface dev>"),
+        (None, Some(b)) => (b, "<bridge name>"),
+        (None, None) => bail!(
+            "network {:?}: <forward mode='bridge'> needs <bridge name> or <interface dev> naming the uplink",
+            network.name()
+        ),
+    };
+    if network.forward().interfaces.len() > 1 {
+        tracing::info!(
+            "<forward mode='bridge'> lists {} interfaces; only {dev} is attached (several uplinks to one segment would loop)",
+            network.forward().interfaces.len()
+        );
+    }
+    let mut opts = PacketOptions::new(dev);
+    opts.promiscuous = true;
+    let port = PacketPort::open(&opts).map_err(|e| Error::Port {
+        what: format!("network {:?}: uplink {element}={dev:?}", network.name()),
+        source: e,
+    })?;
+    tracing::info!("bridge mode: uplink {dev} attached (promiscuous)");
+    Ok(Some(port))
 }

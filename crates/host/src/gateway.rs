@@ -1,6 +1,9 @@
 //! The gateway's host side: the lease database that backs its DHCP server, the UDP
 //! socket its DNS server forwards through, the host's resolvers, the NAT's host
 //! sockets; and the gateway's tables as the control protocol shows them.
+//!
+//! The gateway itself (its DHCP, DNS and NAT engines) is sans IO, in the
+//! `vnet_network::Network`; a driver gives it this host side through its `Io`.
 
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
@@ -8,14 +11,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
 use vnet_config::{ForwardMode, Network};
 use vnet_control::{DnsRecordRow, GatewayInfo, LeaseRow, NatFlowRow};
 
 use vnet_dhcp::{Event, LeaseDb, Server, ServerConfig};
 use vnet_gateway::{Gateway, GatewayConfig, Now};
-use vnet_host::{DnsUpstream, NatHost};
 use vnet_switch::MacAddr;
+
+use crate::{DnsUpstream, Error, NatHost};
 
 /// Where the host's resolvers are listed (used when the network has no forwarders).
 const RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -25,11 +28,12 @@ const RESOLV_CHECK: Duration = Duration::from_secs(2);
 /// The gateway's host side: the lease database its DHCP server writes through, the
 /// socket its DNS server forwards from, the host's resolvers, the NAT's host sockets.
 /// The gateway itself is in the [`vnet_network::Network`].
-pub(crate) struct GatewayHost {
+#[derive(Debug)]
+pub struct GatewayHost {
     db: Option<LeaseDb>,
     db_path: PathBuf,
-    /// The socket DNS queries are forwarded from (in switchd's own namespace).
-    pub(crate) upstream: Option<DnsUpstream>,
+    /// The socket DNS queries are forwarded from (in the driver's own namespace).
+    pub upstream: Option<DnsUpstream>,
     resolv: Option<String>,
     resolv_checked: std::time::Instant,
     network: String,
@@ -67,12 +71,12 @@ impl GatewayHost {
     /// The host side of `net`'s gateway: its lease database under `state_dir` (when the
     /// network serves DHCP; the leases it holds are returned), its DNS forwarding
     /// socket (when it serves DNS), its NAT host sockets and port forwards (NAT mode).
-    pub(crate) fn open(
+    pub fn open(
         cfg: &GatewayConfig,
         net: &Network,
         state_dir: &std::path::Path,
         registry: mio::Registry,
-    ) -> Result<(Self, Vec<vnet_dhcp::Lease>)> {
+    ) -> Result<(Self, Vec<vnet_dhcp::Lease>), Error> {
         let db_path = state_dir
             .join("leases")
             .join(format!("{}.leases", net.name()));
@@ -80,11 +84,13 @@ impl GatewayHost {
             Some(_) => {
                 if let Some(dir) = db_path.parent() {
                     vnet_control::store::create_private_dir(dir)
-                        .with_context(|| format!("creating {}", dir.display()))?;
+                        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
                 }
-                let (db, leases) = LeaseDb::open(&db_path)
-                    .with_context(|| format!("opening the lease database {}", db_path.display()))?;
-                log!(
+                let (db, leases) = LeaseDb::open(&db_path).map_err(|e| Error::Leases {
+                    what: format!("opening the lease database {}", db_path.display()),
+                    source: e,
+                })?;
+                tracing::info!(
                     "DHCP on {}/{}: {} lease(s) loaded from {}",
                     cfg.ip,
                     cfg.prefix,
@@ -96,11 +102,14 @@ impl GatewayHost {
             None => (None, Vec::new()),
         };
         let upstream = match vnet_dns::DnsConfig::from_network(net) {
-            Some(_) => Some(DnsUpstream::open().context("binding the DNS forwarding socket")?),
+            Some(_) => Some(
+                DnsUpstream::open()
+                    .map_err(|e| Error::io("binding the DNS forwarding socket".into(), e))?,
+            ),
             None => None,
         };
         let nat_host = if net.forward_mode() == ForwardMode::Nat {
-            log!(
+            tracing::info!(
                 "NAT: guest flows leave through host sockets{}",
                 if net.host_access() {
                     "; without a host port, the gateway address reaches the host's loopback"
@@ -111,8 +120,8 @@ impl GatewayHost {
             let mut host = NatHost::new(registry, net.forward().nat.as_ref());
             for f in net.port_forwards() {
                 host.add_forward(f)
-                    .with_context(|| format!("forwarding {f}"))?;
-                log!("port forward {f}");
+                    .map_err(|e| Error::io(format!("forwarding {f}"), e))?;
+                tracing::info!("port forward {f}");
             }
             Some(host)
         } else {
@@ -131,9 +140,9 @@ impl GatewayHost {
     }
 
     /// Starts the DNS server on the host's resolvers (when it serves DNS).
-    pub(crate) fn start(&mut self, gw: &mut Gateway) {
+    pub fn start(&mut self, gw: &mut Gateway) {
         if gw.dns().is_some() {
-            log!("DNS on {}:53 (UDP and TCP)", gw.config().ip);
+            tracing::info!("DNS on {}:53 (UDP and TCP)", gw.config().ip);
             self.reload_resolv_conf(gw, std::time::Instant::now());
         }
     }
@@ -149,7 +158,7 @@ impl GatewayHost {
             // unreadable (out of descriptors, a permission change): keep the resolvers
             // read last, rather than leave the network with none
             Err(e) => {
-                warn!(
+                tracing::warn!(
                     "DNS({}): cannot read {RESOLV_CONF} ({e}); keeping the resolvers read before",
                     self.network
                 );
@@ -160,7 +169,7 @@ impl GatewayHost {
             return;
         }
         let ups = parse_resolv_conf(&text);
-        log!(
+        tracing::info!(
             "DNS({}): host resolvers from {RESOLV_CONF}: {}",
             self.network,
             if ups.is_empty() {
@@ -178,16 +187,17 @@ impl GatewayHost {
         self.resolv = Some(text);
     }
 
-    /// Reads the upstream servers' answers from the forwarding socket.
-    pub(crate) fn on_upstream_readable(&mut self, net: &mut vnet_network::Network, now: Now) {
+    /// Reads the upstream servers' answers from the forwarding socket, each to
+    /// `answer` (the network's `handle_dns_upstream`).
+    pub fn on_upstream_readable(&mut self, answer: impl FnMut(SocketAddr, &[u8])) {
         let Some(sock) = self.upstream.as_ref() else {
             return;
         };
-        sock.recv_all(|from, payload| net.handle_dns_upstream(now, from, payload));
+        sock.recv_all(answer);
     }
 
     /// The DNS records the network serves, for `net-dns-records`.
-    pub(crate) fn dns_records(gw: &Gateway) -> Vec<DnsRecordRow> {
+    pub fn dns_records(gw: &Gateway) -> Vec<DnsRecordRow> {
         gw.dns()
             .map(|d| {
                 d.records()
@@ -204,7 +214,7 @@ impl GatewayHost {
     }
 
     /// Identity and counters, for `net-info`.
-    pub(crate) fn info(&self, gw: &Gateway) -> GatewayInfo {
+    pub fn info(&self, gw: &Gateway) -> GatewayInfo {
         let st = gw.stats();
         let cfg = gw.config();
         GatewayInfo {
@@ -249,7 +259,7 @@ impl GatewayHost {
     }
 
     /// The active leases, for `net-dhcp-leases`.
-    pub(crate) fn lease_rows(gw: &Gateway) -> Vec<LeaseRow> {
+    pub fn lease_rows(gw: &Gateway) -> Vec<LeaseRow> {
         let prefix = gw.config().prefix;
         let mut rows: Vec<LeaseRow> = gw
             .dhcp()
@@ -277,7 +287,7 @@ impl GatewayHost {
     }
 
     /// Applies a changed definition (live net-update) to the DHCP and DNS servers.
-    pub(crate) fn reconfigure(gw: &mut Gateway, net: &Network) {
+    pub fn reconfigure(gw: &mut Gateway, net: &Network) {
         if let (Some(server), Some(sc)) = (gw.dhcp_mut(), ServerConfig::from_network(net)) {
             server.set_config(sc);
         }
@@ -288,9 +298,9 @@ impl GatewayHost {
 
     /// Logs a DHCP event and persists a lease change (called by the network before
     /// the reply that follows it is sent).
-    pub(crate) fn dhcp_event(&mut self, ev: &Event) {
+    pub fn dhcp_event(&mut self, ev: &Event) {
         if let Some(line) = ev.log_line(&self.network) {
-            log!("{line}");
+            tracing::info!("{line}");
         }
         let r = match ev {
             Event::LeaseGranted(l) => self.db.as_mut().map(|db| db.grant(l)),
@@ -300,39 +310,39 @@ impl GatewayHost {
             _ => None,
         };
         if let Some(Err(e)) = r {
-            log!("lease database {}: {e}", self.db_path.display());
+            tracing::info!("lease database {}: {e}", self.db_path.display());
         }
     }
 
     /// Forwards a DNS query upstream.
-    pub(crate) fn dns_query(&self, to: SocketAddr, payload: &[u8]) {
+    pub fn dns_query(&self, to: SocketAddr, payload: &[u8]) {
         if let Some(sock) = self.upstream.as_ref() {
             sock.send(to, payload);
         }
     }
 
     /// Does the NAT's host-side work.
-    pub(crate) fn run_nat(&mut self, nat: &mut vnet_nat::Nat, now: std::time::Instant) {
+    pub fn run_nat(&mut self, nat: &mut vnet_nat::Nat, now: std::time::Instant) {
         if let Some(host) = self.nat_host.as_mut() {
             host.run(nat, now);
         }
     }
 
     /// The network's name (for log lines).
-    pub(crate) fn network(&self) -> &str {
+    pub fn network(&self) -> &str {
         &self.network
     }
 
     /// A NAT host socket (a flow's, a forwarded port's, the shared raw ICMP one) is
     /// ready.
-    pub(crate) fn on_nat_event(&mut self, gw: &mut Gateway, source: vnet_host::Source, now: Now) {
+    pub fn on_nat_event(&mut self, gw: &mut Gateway, source: crate::Source, now: Now) {
         if let (Some(host), Some(nat)) = (self.nat_host.as_mut(), gw.nat_mut()) {
             host.handle(nat, now.mono, source);
         }
     }
 
     /// Opens a port forward's host ports.
-    pub(crate) fn add_forward(&mut self, fwd: &vnet_config::PortForward) -> std::io::Result<()> {
+    pub fn add_forward(&mut self, fwd: &vnet_config::PortForward) -> std::io::Result<()> {
         match self.nat_host.as_mut() {
             Some(h) => h.add_forward(fwd),
             None => Err(std::io::Error::other("port forwards need NAT mode")),
@@ -340,14 +350,14 @@ impl GatewayHost {
     }
 
     /// Closes a port forward's host ports.
-    pub(crate) fn remove_forward(&mut self, fwd: &vnet_config::PortForward) {
+    pub fn remove_forward(&mut self, fwd: &vnet_config::PortForward) {
         if let Some(h) = self.nat_host.as_mut() {
             h.remove_forward(fwd);
         }
     }
 
     /// The NAT flows, for `nat-flows`.
-    pub(crate) fn nat_flows(gw: &Gateway) -> Vec<NatFlowRow> {
+    pub fn nat_flows(gw: &Gateway) -> Vec<NatFlowRow> {
         let now = std::time::Instant::now();
         gw.nat()
             .map(|n| {
@@ -371,13 +381,13 @@ impl GatewayHost {
     }
 
     /// How long until the host's resolvers are looked at again.
-    pub(crate) fn poll_timeout(&self, gw: &Gateway, now: Now) -> Option<Duration> {
+    pub fn poll_timeout(&self, gw: &Gateway, now: Now) -> Option<Duration> {
         gw.dns()
             .map(|_| (self.resolv_checked + RESOLV_CHECK).saturating_duration_since(now.mono))
     }
 
     /// Re-reads the host's resolvers when it is time.
-    pub(crate) fn handle_timeout(&mut self, gw: &mut Gateway, now: Now) {
+    pub fn handle_timeout(&mut self, gw: &mut Gateway, now: Now) {
         if gw.dns().is_some() && now.mono >= self.resolv_checked + RESOLV_CHECK {
             self.reload_resolv_conf(gw, now.mono);
         }
