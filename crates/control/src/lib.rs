@@ -23,9 +23,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod capture;
+mod error;
 pub mod metrics;
 pub mod server;
 pub mod start;
+
+pub use error::ControlError;
 pub mod store;
 
 /// The longest request line the daemon reads.

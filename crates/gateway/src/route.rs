@@ -124,6 +124,22 @@ pub struct RouterStats {
     pub malformed: u64,
 }
 
+impl RouterStats {
+    /// Every counter by name (`net-info`, metrics), in a fixed order.
+    pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("out", self.out),
+            ("in", self.r#in),
+            ("ttl_expired", self.ttl_expired),
+            ("no_route", self.no_route),
+            ("unresolved", self.unresolved),
+            ("waiting_full", self.waiting_full),
+            ("malformed", self.malformed),
+        ]
+        .into_iter()
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Side {
     Uplink,

@@ -13,7 +13,8 @@
 //!   bridged network's segment is bridged to.
 //! - [`Devices`]: the devices behind the ports (TAPs, interfaces, QEMU sockets'
 //!   peers), their writer threads and the queue of ports with frames waiting;
-//!   [`qemu`]: the stream and dgram sockets QEMU guests attach to.
+//!   [`qemu`]: the stream and dgram sockets QEMU guests attach to; [`open_port`]: the
+//!   device a `port-add` asks for; [`open_host_port`]: the host's TAP on the segment.
 //! - [`Source`]: every token of the driver's loop, as one type: what each readiness
 //!   event is for, decoded in one place instead of ranges of constants and match guards
 //!   whose order matters.
@@ -29,6 +30,7 @@ mod dns;
 mod error;
 mod gateway;
 mod nat;
+mod port;
 pub mod qemu;
 mod token;
 pub mod uplink;
@@ -38,4 +40,5 @@ pub use dns::DnsUpstream;
 pub use error::Error;
 pub use gateway::GatewayHost;
 pub use nat::{NatHost, MAX_LISTENERS};
+pub use port::{open_host_port, open_port, Opened, PortAddError};
 pub use token::Source;

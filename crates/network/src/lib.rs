@@ -164,6 +164,29 @@ impl Event {
             Self::BoundHit(_) => "bound-hit",
         }
     }
+
+    /// The event's detail as a log line and `net-event` show it, with ports named by
+    /// `name`: `IP MAC [HOSTNAME]` for a lease, `MAC moved from A to B (N moves)`, the
+    /// bound's report.
+    pub fn describe(&self, name: impl Fn(PortId) -> String) -> String {
+        match self {
+            Self::LeaseGranted(l) | Self::LeaseReleased(l) | Self::LeaseExpired(l) => {
+                let host = l.hostname.as_deref().map(|h| format!(" {h}"));
+                format!("{} {}{}", l.ip, MacAddr(l.mac), host.unwrap_or_default())
+            }
+            Self::MacMoved {
+                mac,
+                from,
+                to,
+                moves,
+            } => {
+                let n = (*moves > 1).then(|| format!(" ({moves} moves)"));
+                let (from, to) = (name(*from), name(*to));
+                format!("{mac} moved from {from} to {to}{}", n.unwrap_or_default())
+            }
+            Self::BoundHit(d) => d.clone(),
+        }
+    }
 }
 
 /// Why a network cannot be built or changed.

@@ -22,25 +22,23 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use vnet_config::{ForwardMode, Network};
 use vnet_control::store::Store;
-use vnet_control::{
-    Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, PortKind, Request, Response,
-};
+use vnet_control::{Counters, FdbRow, NetInfo, NetUpdate, PortAdd, PortInfo, Request, Response};
 use vnet_host::qemu::{Datagram, QemuSockets};
-use vnet_host::{Device, Devices, Read, Source};
-use vnet_ports::{FrameBuf, NetnsRef, PacketOptions, PacketPort, Tap, TapOptions};
+use vnet_host::{Device, Devices, Opened, PortAddError, Read, Source};
+use vnet_ports::{FrameBuf, PacketPort};
 
 use vnet_control::metrics::Endpoint;
 use vnet_control::server::{Answer, Server};
 
 mod control;
 mod ports;
-use crate::error::ControlError;
+use vnet_control::capture::Captures;
+use vnet_control::ControlError;
 
-type Capture = vnet_ports::capture::Capture<PortId>;
 use vnet_gateway::Now;
 use vnet_host::GatewayHost;
 use vnet_network::{gateway_config, Event, Network as Net, Options};
-use vnet_switch::{MacAddr, PortId};
+use vnet_switch::PortId;
 
 /// Frames read from one port before the loop turns to the next ready port.
 const BUDGET: usize = 64;
@@ -75,7 +73,7 @@ pub(crate) struct Daemon {
     clock: Now,
     stop: bool,
     /// Running captures (`switchctl capture`).
-    captures: Vec<(Token, Capture)>,
+    captures: Captures<PortId>,
     /// The metrics endpoint (`--metrics`) and its connections.
     metrics: Option<Endpoint>,
     /// The uplink of route/open modes (its router is in `net`).
@@ -198,7 +196,7 @@ impl Daemon {
             epoch: std::time::Instant::now(),
             clock,
             stop: false,
-            captures: Vec::new(),
+            captures: Captures::new(),
             metrics,
             uplink: None,
             uplink_tx_errors: 0,
@@ -327,7 +325,7 @@ impl Daemon {
             self.emit_events();
             self.check_conns();
             if !self.captures.is_empty() {
-                self.flush_captures();
+                self.captures.flush(&mut self.control);
             }
         }
         self.shutdown();
@@ -467,20 +465,9 @@ impl Daemon {
                 _ => None,
             },
             router: self.net.router().map(|r| {
-                let st = r.stats();
-                [
-                    ("out", st.out),
-                    ("in", st.r#in),
-                    ("ttl_expired", st.ttl_expired),
-                    ("no_route", st.no_route),
-                    ("unresolved", st.unresolved),
-                    ("waiting_full", st.waiting_full),
-                    ("malformed", st.malformed),
-                    ("uplink_tx_errors", self.uplink_tx_errors),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect()
+                let tx_errors = ("uplink_tx_errors", self.uplink_tx_errors);
+                let c = r.stats().counters().chain([tx_errors]);
+                c.map(|(k, v)| (k.to_owned(), v)).collect()
             }),
         }
     }
@@ -508,47 +495,16 @@ impl Daemon {
         }
     }
 
-    /// Logs the network's events and sends them to the `net-event` subscribers.
+    /// Logs the network's events and sends them to the `net-event` subscribers (lease
+    /// changes are logged by the DHCP server's own lines).
     fn emit_events(&mut self) {
         while let Some(ev) = self.net.poll_event() {
-            let detail = match &ev {
-                Event::LeaseGranted(l) | Event::LeaseReleased(l) | Event::LeaseExpired(l) => {
-                    format!(
-                        "{} {}{}",
-                        l.ip,
-                        MacAddr(l.mac),
-                        l.hostname
-                            .as_deref()
-                            .map(|h| format!(" {h}"))
-                            .unwrap_or_default()
-                    )
-                }
-                Event::MacMoved {
-                    mac,
-                    from,
-                    to,
-                    moves,
-                } => {
-                    let name = |id: PortId| self.devs.name(id);
-                    let d = format!(
-                        "{mac} moved from {} to {}{}",
-                        name(*from),
-                        name(*to),
-                        if *moves > 1 {
-                            format!(" ({moves} moves)")
-                        } else {
-                            String::new()
-                        }
-                    );
-                    log!("{d}");
-                    d
-                }
-                Event::BoundHit(d) => {
-                    warn!("{d}");
-                    d.clone()
-                }
-                _ => continue,
-            };
+            let detail = ev.describe(|id| self.devs.name(id));
+            match ev {
+                Event::MacMoved { .. } => log!("{detail}"),
+                Event::BoundHit(_) => warn!("{detail}"),
+                _ => {}
+            }
             self.emit(ev.kind(), detail);
         }
     }
@@ -564,61 +520,30 @@ impl Daemon {
         self.control.broadcast(&ev);
     }
 
-    // ---- capture ----
-
-    /// Starts a capture on control connection `token`: the response line, then pcap.
+    /// Starts a capture of `port` (a port's name, `gateway`, or every port) on control
+    /// connection `token`: the response line, then pcap.
     fn start_capture(
         &mut self,
+        token: Token,
         port: Option<&str>,
         count: Option<u64>,
-    ) -> Result<Capture, ControlError> {
+    ) -> Result<Answer, ControlError> {
         let id = match port {
             Some("gateway") => self.net.gateway_port(),
             Some(name) => self.port_id_by_name(name),
             None => None,
         };
-        if port.is_some() && id.is_none() {
-            return Err(ControlError::NoSuchPort {
-                name: port.unwrap_or_default().to_owned(),
-                network: self.name.clone(),
-            });
+        if let (Some(name), None) = (port, id) {
+            let (name, network) = (name.to_owned(), self.name.clone());
+            return Err(ControlError::NoSuchPort { name, network });
         }
-        if self.captures.len() >= 8 {
-            return Err("too many captures running (8)".into());
-        }
-        let c = Capture::new(id, count).map_err(|e| e.to_string())?;
+        let a = self.captures.start(token, id, count)?;
         log!(
             "capture started on {} ({})",
             port.unwrap_or("every port"),
             count.map_or_else(|| "until stopped".to_owned(), |n| format!("{n} frames"))
         );
-        Ok(c)
-    }
-
-    /// Flushes the captures' output once per loop turn; ends the ones whose reader left
-    /// or whose `--count` is reached.
-    fn flush_captures(&mut self) {
-        let mut i = 0;
-        while i < self.captures.len() {
-            let (token, c) = &self.captures[i];
-            let token = *token;
-            let ended = match self.control.flush(token) {
-                Ok(true) => c.done(),
-                Ok(false) => false,
-                Err(_) => true,
-            };
-            if ended {
-                let (_, c) = self.captures.swap_remove(i);
-                self.control.close(token);
-                log!(
-                    "capture ended: {} frames, {} dropped (slow reader)",
-                    c.captured,
-                    c.dropped
-                );
-            } else {
-                i += 1;
-            }
-        }
+        Ok(a)
     }
 }
 
@@ -640,7 +565,7 @@ struct Driver<'a> {
     devs: &'a mut Devices,
     uplink: Option<&'a mut PacketPort>,
     uplink_tx_errors: &'a mut u64,
-    captures: &'a mut Vec<(Token, Capture)>,
+    captures: &'a mut Captures<PortId>,
     control: &'a mut Server,
     host: Option<&'a mut GatewayHost>,
 }
@@ -664,16 +589,7 @@ impl vnet_network::Io for Driver<'_> {
 
     /// Hands the frame to the captures that want it.
     fn observe(&mut self, port: PortId, ingress: bool, frame: &[u8]) {
-        for (token, c) in self.captures.iter_mut() {
-            if !c.wants(port, ingress) {
-                continue;
-            }
-            let Some(out) = self.control.outbuf(*token) else {
-                continue;
-            };
-            c.record(frame, out.len());
-            c.take(out);
-        }
+        self.captures.observe(self.control, port, ingress, frame);
     }
 
     fn dhcp_event(&mut self, ev: &vnet_dhcp::Event) {

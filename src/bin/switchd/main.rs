@@ -74,7 +74,6 @@ fn init_logging(level: &str) -> Result<()> {
 }
 
 mod daemon;
-mod error;
 
 /// Runs one vnet virtual network: a user-space learning switch whose ports are TAP
 /// devices, managed with `switchctl`. Without --config or --network it runs libvirt's

@@ -35,15 +35,12 @@ impl Daemon {
             Err(e) => Response::err(e.to_string()),
         };
         Answer::Reply(match req {
-            Request::Capture { port, count } => match self.start_capture(port.as_deref(), count) {
-                Ok(mut c) => {
-                    let mut head = Vec::new();
-                    c.take(&mut head);
-                    self.captures.push((token, c));
-                    return Answer::Stream(Response::ok(&serde_json::Value::Null), head);
+            Request::Capture { port, count } => {
+                match self.start_capture(token, port.as_deref(), count) {
+                    Ok(a) => return a,
+                    Err(e) => Response::err(e.to_string()),
                 }
-                Err(e) => Response::err(e.to_string()),
-            },
+            }
             Request::PortAdd(a) => match self.add_port(&a) {
                 Ok(info) => Response::ok(&info),
                 Err(e) => Response::err(e.to_string()),

@@ -22,10 +22,6 @@ impl Daemon {
     }
 
     pub(super) fn add_port(&mut self, req: &PortAdd) -> Result<PortInfo, ControlError> {
-        let kind = req.kind.unwrap_or(PortKind::Tap);
-        if req.secure && req.trusted {
-            return Err("a port is either --secure or --trusted".into());
-        }
         // the portgroup named, else the network's default one
         let pg = match &req.portgroup {
             Some(n) => Some(self.network.portgroup(n).ok_or_else(|| {
@@ -35,78 +31,20 @@ impl Daemon {
         };
         let secure = req.secure || (!req.trusted && self.network.port_security_in(pg));
         let portgroup = pg.map(|g| g.name.clone());
-        if let Some(n) = &req.name {
-            if n.is_empty()
-                || n.len() > 64
-                || n.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(format!(
-                    "port name {n:?} must be 1 to 64 characters without white space"
-                )
-                .into());
-            }
-            if self.port_id_by_name(n).is_some() {
-                return Err(ControlError::PortNameInUse(n.clone()));
-            }
-        }
-        if req.ifname.is_some()
-            && req.netns.is_none()
-            && req.name.is_some()
-            && req.ifname != req.name
+        if let Some(n) = req
+            .name
+            .as_ref()
+            .filter(|n| self.port_id_by_name(n).is_some())
         {
-            return Err("--ifname without --netns: give only --name (the interface name)".into());
+            return Err(ControlError::PortNameInUse(n.clone()));
         }
-        let mac = match &req.mac {
-            None => None,
-            Some(m) => {
-                let mac: MacAddr = m.parse().map_err(|e| format!("{e}"))?;
-                if !mac.is_unicast() {
-                    return Err(
-                        format!("MAC address {mac} is not a unicast station address").into(),
-                    );
-                }
-                Some(mac.octets())
-            }
-        };
-        let ifname = req.ifname.clone().or_else(|| req.name.clone());
-        if let Some(i) = &ifname {
-            vnet_ports::validate_ifname(i).map_err(|e| e.to_string())?;
-        }
-        let dev: Box<dyn vnet_ports::Port> = match kind {
-            PortKind::Netdev => {
-                if req.attach || req.persistent || mac.is_some() {
-                    return Err(
-                        "a netdev port takes no --attach, --persistent or --mac: the interface exists"
-                            .into(),
-                    );
-                }
-                let Some(ifname) = ifname else {
-                    return Err("a netdev port needs the interface to attach to".into());
-                };
-                let mut opts = PacketOptions::new(&ifname);
-                opts.netns = req.netns.as_deref().map(NetnsRef::new);
-                opts.promiscuous = true;
-                Box::new(PacketPort::open(&opts)?)
-            }
-            _ => {
-                let mut opts = TapOptions::default();
-                opts.name = ifname;
-                opts.netns = req.netns.as_deref().map(NetnsRef::new);
-                opts.persistent = req.persistent;
-                // an existing TAP keeps the MAC it has (its guest may be using it)
-                opts.mac = if req.attach { None } else { mac };
-                if req.attach {
-                    // a TAP made beforehand (possibly for an unprivileged switchd): use it as it is
-                    opts.attach_existing = true;
-                    opts.up = false;
-                }
-                opts.offloads = !req.no_offloads;
-                Box::new(Tap::create(&opts)?)
-            }
-        };
+        let Opened { dev, mac } = vnet_host::open_port(req).map_err(|e| match e {
+            PortAddError::Open(e) => ControlError::from(e),
+            e => ControlError::Invalid(e.to_string()),
+        })?;
         let isolated = req.isolated || self.network.ports_isolated();
         let persistent = req.persistent && dev.as_tap().is_some();
-        let security = secure.then(|| vnet_switch::PortSecurity::new(mac.map(MacAddr)));
+        let security = secure.then(|| vnet_switch::PortSecurity::new(mac));
         let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security, portgroup)?;
         if security.is_some() {
             self.refresh_port_security();
@@ -272,29 +210,13 @@ impl Daemon {
             return;
         }
         let cfg = g.config().clone();
-        let mut opts = TapOptions::default();
-        opts.name = Some(bridge.to_owned());
-        opts.mac = Some(cfg.mac.0);
-        let tap = match Tap::create(&opts) {
+        let tap = match vnet_host::open_host_port(bridge, &cfg) {
             Ok(t) => t,
             Err(e) => {
-                log!(
-                    "no host port: cannot create {bridge} ({e}{}); the host reaches guests only through NAT port forwards",
-                    std::error::Error::source(&e)
-                        .map(|s| format!(": {s}"))
-                        .unwrap_or_default()
-                );
+                log!("no host port: {e}; the host reaches guests only through NAT port forwards");
                 return;
             }
         };
-        if let Err(e) = tap.set_ipv4(cfg.ip, cfg.prefix) {
-            log!(
-                "no host port: cannot give {bridge} the address {}/{}: {e}",
-                cfg.ip,
-                cfg.prefix
-            );
-            return;
-        }
         // not learning: the gateway's MAC stays on the gateway port
         match self.add_dev(None, Box::new(tap), false, false) {
             Ok(p) => {

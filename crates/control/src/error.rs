@@ -1,11 +1,17 @@
 //! Why a control request failed: what `switchctl` prints after `error:`.
 
-/// The failure of a control request.
+/// The failure of a control request; its `Display` is the response's error text.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ControlError {
+#[non_exhaustive]
+pub enum ControlError {
     /// No port of the network has that name.
     #[error("no port named {name:?} in network {network:?}")]
-    NoSuchPort { name: String, network: String },
+    NoSuchPort {
+        /// The name asked for.
+        name: String,
+        /// The network asked.
+        network: String,
+    },
     /// Another port has that name.
     #[error("port name {0:?} is in use")]
     PortNameInUse(String),

@@ -1,0 +1,118 @@
+//! Opening the device a `port-add` asks for, and the host's own port on the segment.
+
+use vnet_control::{PortAdd, PortKind};
+use vnet_gateway::GatewayConfig;
+use vnet_ports::{NetnsRef, PacketOptions, PacketPort, Port, Tap, TapOptions};
+use vnet_switch::MacAddr;
+
+/// Why a `port-add` was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortAddError {
+    /// The request's arguments are wrong or do not go together.
+    #[error("{0}")]
+    Invalid(String),
+    /// The device could not be made or attached.
+    #[error("{0}")]
+    Open(#[from] vnet_ports::Error),
+}
+
+/// A `port-add`'s device, opened.
+#[derive(Debug)]
+pub struct Opened {
+    /// The device.
+    pub dev: Box<dyn Port>,
+    /// The MAC the request gave the guest (port security pins it).
+    pub mac: Option<MacAddr>,
+}
+
+/// Checks what a `port-add` asks for on its own (the network's checks, such as the
+/// portgroup and whether the name is taken, are the caller's) and opens its device: a
+/// TAP made (or attached to, `--attach`), in a namespace with `--netns`, or an existing
+/// interface through AF_PACKET (`netdev`, promiscuous).
+pub fn open_port(req: &PortAdd) -> Result<Opened, PortAddError> {
+    let invalid = |s: &str| Err(PortAddError::Invalid(s.to_owned()));
+    if req.secure && req.trusted {
+        return invalid("a port is either --secure or --trusted");
+    }
+    if let Some(n) = &req.name {
+        if n.is_empty() || n.len() > 64 || n.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            let why = format!("port name {n:?} must be 1 to 64 characters without white space");
+            return Err(PortAddError::Invalid(why));
+        }
+    }
+    if req.ifname.is_some() && req.netns.is_none() && req.name.is_some() && req.ifname != req.name {
+        return invalid("--ifname without --netns: give only --name (the interface name)");
+    }
+    let mac = match &req.mac {
+        None => None,
+        Some(m) => {
+            let mac: MacAddr = m
+                .parse()
+                .map_err(|e| PortAddError::Invalid(format!("{e}")))?;
+            if !mac.is_unicast() {
+                let why = format!("MAC address {mac} is not a unicast station address");
+                return Err(PortAddError::Invalid(why));
+            }
+            Some(mac)
+        }
+    };
+    let ifname = req.ifname.clone().or_else(|| req.name.clone());
+    if let Some(i) = &ifname {
+        vnet_ports::validate_ifname(i).map_err(|e| PortAddError::Invalid(e.to_string()))?;
+    }
+    let netns = req.netns.as_deref().map(NetnsRef::new);
+    let dev: Box<dyn Port> = match req.kind.unwrap_or(PortKind::Tap) {
+        PortKind::Netdev => {
+            if req.attach || req.persistent || mac.is_some() {
+                return invalid(
+                    "a netdev port takes no --attach, --persistent or --mac: the interface exists",
+                );
+            }
+            let Some(ifname) = ifname else {
+                return invalid("a netdev port needs the interface to attach to");
+            };
+            let mut opts = PacketOptions::new(&ifname);
+            opts.netns = netns;
+            opts.promiscuous = true;
+            Box::new(PacketPort::open(&opts)?)
+        }
+        _ => {
+            let mut opts = TapOptions::default();
+            opts.name = ifname;
+            opts.netns = netns;
+            opts.persistent = req.persistent;
+            // an existing TAP keeps the MAC it has (its guest may be using it)
+            opts.mac = if req.attach { None } else { mac.map(|m| m.0) };
+            if req.attach {
+                // a TAP made beforehand (possibly for an unprivileged switchd): as it is
+                opts.attach_existing = true;
+                opts.up = false;
+            }
+            opts.offloads = !req.no_offloads;
+            Box::new(Tap::create(&opts)?)
+        }
+    };
+    Ok(Opened { dev, mac })
+}
+
+/// The host's port on the segment: a TAP named `bridge` (`<bridge name>`) with the
+/// gateway's MAC and address, so the host and the gateway are one identity to guests
+/// (`vnet_gateway::Gateway::host_claim` splits what each answers). The error says why
+/// not (no privilege, the name taken by libvirt's own `virbr0`).
+pub fn open_host_port(bridge: &str, gw: &GatewayConfig) -> Result<Tap, String> {
+    let mut opts = TapOptions::default();
+    opts.name = Some(bridge.to_owned());
+    opts.mac = Some(gw.mac.0);
+    let tap = Tap::create(&opts).map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+        format!("cannot create {bridge} ({e}{})", cause.unwrap_or_default())
+    })?;
+    tap.set_ipv4(gw.ip, gw.prefix).map_err(|e| {
+        format!(
+            "cannot give {bridge} the address {}/{}: {e}",
+            gw.ip, gw.prefix
+        )
+    })?;
+    Ok(tap)
+}
