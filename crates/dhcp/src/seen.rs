@@ -95,6 +95,9 @@ impl SeenTable {
         claim: Claim,
         port_bound: usize,
     ) -> Vec<(Ipv4Addr, ClaimEviction)> {
+        if self.refresh(ip, claim) {
+            return Vec::new();
+        }
         self.remove(ip);
         self.claims.insert(ip, claim);
         let key = (claim.until, ip);
@@ -124,6 +127,34 @@ impl SeenTable {
             evicted.push((old, ClaimEviction::PerPort));
         }
         evicted
+    }
+
+    /// Extends the hold of `ip`'s claim when the same station on the same port claims it
+    /// again (every ARP request of a guest does), in place: no index entry is dropped
+    /// and made again, so a refresh allocates nothing and no bound changes. False when
+    /// the claim is new or changes hands.
+    fn refresh(&mut self, ip: Ipv4Addr, claim: Claim) -> bool {
+        let Some(c) = self
+            .claims
+            .get_mut(&ip)
+            .filter(|c| c.mac == claim.mac && c.port == claim.port)
+        else {
+            return false;
+        };
+        let (old, key) = ((c.until, ip), (claim.until, ip));
+        c.until = claim.until;
+        self.ends.remove(&old);
+        self.ends.insert(key);
+        if let Some(s) = self.by_port.get_mut(&claim.port) {
+            s.remove(&old);
+            s.insert(key);
+        }
+        if let Some(v) = self.by_mac.get_mut(&claim.mac) {
+            v.retain(|k| *k != old);
+            let at = v.partition_point(|k| *k < key);
+            v.insert(at, key);
+        }
+        true
     }
 
     /// Forgets the claims whose hold ended at or before `now`.

@@ -12,7 +12,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{dns, icmp, tcp, udp};
 use smoltcp::wire::{DnsQueryType, IpAddress, IpEndpoint};
 use vnet_network::{Event, PortConfig};
-use vnet_switch::{DropReason, MacAddr, PortSecurity};
+use vnet_switch::{DropReason, MacAddr, PortId, PortSecurity};
 
 const GW: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
@@ -109,6 +109,22 @@ fn dhcp_lease_is_handed_over_before_the_ack_leaves() {
             .iter()
             .any(|e| matches!(e, Event::LeaseGranted(l) if l.ip == ip)),
         "no lease-granted event: {events:?}"
+    );
+    let granted = events
+        .iter()
+        .find(|e| e.kind() == "lease-granted")
+        .map(|e| e.describe(|id| format!("port {id}")));
+    let mac = MacAddr(h.guests[g].mac);
+    assert_eq!(granted, Some(format!("{ip} {mac} alpha")));
+    let moved = Event::MacMoved {
+        mac,
+        from: PortId(1),
+        to: PortId(2),
+        moves: 3,
+    };
+    assert_eq!(
+        moved.describe(|id| format!("vm{id}")),
+        format!("{mac} moved from vm1 to vm2 (3 moves)")
     );
 }
 
