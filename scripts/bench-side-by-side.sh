@@ -21,7 +21,11 @@
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
 #   SWITCHD_BASE  a second switchd binary (say, one built from before a refactor): its TCP, UDP
 #              and ping runs are interleaved with SWITCHD's in the same invocation, and the ratio
-#              of the two is printed (a refactor's "no regression", measured side by side)
+#              of the two is printed (a refactor's "no regression", measured side by side). The
+#              two take turns going first (odd runs SWITCHD, even runs the base), so neither
+#              always runs in the other's wake; use an even RUNS
+#   PARTS      what to run besides the TCP, UDP and ping runs (default "four memory core": the
+#              4-guest aggregate, memory, the core microbench); "" for an A/B of binaries
 #
 # Runs as root. Everything it creates (namespaces, interfaces, processes, temp dir) is removed on
 # exit, also on failure or Ctrl-C. Addresses 10.77.0.0/24 live only inside its own namespaces.
@@ -305,6 +309,16 @@ if [ -n "$SWITCHD_BASE" ]; then
   names=(vnet vnetbase "${names[@]:1}")
   udp_names=(vnet vnetbase bridge vde vnetbusy)
 fi
+PARTS=${PARTS-four memory core}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
+# the order of run $1 over the names that follow: with a base binary, it goes first on even runs
+in_order() {
+  local r=$1
+  shift
+  local a=("$@")
+  if [ -n "$SWITCHD_BASE" ] && ((r % 2 == 0)); then a[0]=vnetbase a[1]=vnet; fi
+  echo "${a[@]}"
+}
 
 setup_vnet "${prefix[vnet]}"
 vnet_pid=${switchd_pids[-1]}
@@ -320,11 +334,13 @@ setup_vnet "${prefix[vnetmixed]}" "" --no-offloads
 setup_vnet "${prefix[vnetbusy]}" "" "" "--busy-poll 20000"
 start_server "${prefix[vnetbusy]}"
 [ -n "$SWITCHD_BASE" ] && setup_vnet "${prefix[vnetbase]}" "" "" "" "$SWITCHD_BASE"
-setup_vnet4 "${t}q"
-vnet4_pid=${switchd_pids[-1]}
-setup_bridge4 "${t}r"
-start_servers4 "${t}q"
-start_servers4 "${t}r"
+if part four; then
+  setup_vnet4 "${t}q"
+  vnet4_pid=${switchd_pids[-1]}
+  setup_bridge4 "${t}r"
+  start_servers4 "${t}q"
+  start_servers4 "${t}r"
+fi
 for s in "${names[@]}"; do
   start_server "${prefix[$s]}"
   printf '%-30s vm1 eth0: %s\n' "${label[$s]}" "$(offloads "${prefix[$s]}")"
@@ -333,7 +349,7 @@ echo
 
 declare -A samples=()
 for ((r = 1; r <= RUNS; r++)); do
-  for s in "${names[@]}"; do
+  for s in $(in_order "$r" "${names[@]}"); do
     run_iperf "${prefix[$s]}" >"$tmp/result" || die "run $r of $s failed"
     read -r bps retr <"$tmp/result" || die "run $r of $s gave no result"
     samples[$s]="${samples[$s]:-} $bps"
@@ -365,7 +381,7 @@ print(int(t[len(t) // 2]), int(t[int(len(t) * 0.99) - 1]))'
 }
 declare -A udp=() p50=() p99=()
 for ((r = 1; r <= RUNS; r++)); do
-  for s in "${udp_names[@]}"; do
+  for s in $(in_order "$r" "${udp_names[@]}"); do
     pps=$(run_udp "${prefix[$s]}") || die "UDP run $r of $s failed"
     udp[$s]="${udp[$s]:-} $pps"
     read -r a b < <(run_ping "${prefix[$s]}")
@@ -409,6 +425,7 @@ echo
 
 # several TCP streams at once through four guests: vm1 -> vm2 and vm3 -> vm4, 2 streams each
 declare -A agg=() cpu=() busy=()
+part four &&
 for ((r = 1; r <= RUNS; r++)); do
   for s in vnet4 bridge4; do
     if [ "$s" = vnet4 ]; then
@@ -426,6 +443,7 @@ for ((r = 1; r <= RUNS; r++)); do
     sleep 1
   done
 done
+part four &&
 python3 - "${agg[vnet4]}" "${agg[bridge4]}" "${cpu[vnet4]}" "${busy[vnet4]}" "${busy[bridge4]}" <<'PY'
 import statistics, sys
 m = lambda v: statistics.median(float(x) for x in v.split())
@@ -436,6 +454,7 @@ PY
 echo
 
 # memory: switchd with two idle ports (measured before the runs), then per extra port
+if part memory; then
 extra=32
 rss_before=$(rss_kib "$vnet_pid")
 for ((i = 0; i < extra; i++)); do
@@ -450,10 +469,11 @@ if [ -z "${SWITCHD_GIVEN:-}" ]; then
   cargo test -q -p vnet-switch --release --test memory -- --nocapture 2>/dev/null | grep '^switch core' || true
 fi
 echo
+fi
 
 # the core microbench (criterion): known-unicast decisions per second by FDB size; after
 # the runs, once every namespace is idle (skipped with SWITCHD given or BENCH_CORE=0)
-if [ -z "${SWITCHD_GIVEN:-}" ] && [ "${BENCH_CORE:-1}" != 0 ]; then
+if part core && [ -z "${SWITCHD_GIVEN:-}" ] && [ "${BENCH_CORE:-1}" != 0 ]; then
   cargo bench -q --bench switch_core -- --noplot 2>/dev/null >"$tmp/criterion" || true
   python3 - "$tmp/criterion" <<'PY'
 import re, sys
