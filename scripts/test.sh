@@ -17,7 +17,7 @@ declare -A need=(
   [ethtool]=ethtool [vde_switch]=vde2 [sysctl]=procps [ss]=iproute2
   [busybox]=busybox [dhclient]=isc-dhcp-client [dhcpcd]=dhcpcd-base [python3]=python3-minimal
   [dig]=bind9-dnsutils [dnsmasq]=dnsmasq-base [curl]=curl [setpriv]=util-linux
-  [qemu-system-x86_64]=qemu-system-x86 [xz]=xz-utils [prlimit]=util-linux
+  [qemu-system-x86_64]=qemu-system-x86 [xz]=xz-utils [prlimit]=util-linux [rdisc6]=ndisc6
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -583,6 +583,35 @@ impl Network {
                 ));
             }
         }
+        let v6: Vec<&IpDef> = self
+            .ips
+            .iter()
+            .filter(|ip| ip.family() == IpFamily::V6)
+            .collect();
+        for ip in v6.iter().filter(|ip| ip.dhcp.is_some()) {
+            w.push(format!(
+                "<ip family='ipv6' address='{}'><dhcp> is kept but not honoured yet: there is \
+                 no DHCPv6 server; guests configure by SLAAC from the router advertisements",
+                ip.address
+            ));
+        }
+        if !v6.is_empty() && self.ips.iter().all(|ip| ip.family() == IpFamily::V6) {
+            w.push(
+                "<ip family='ipv6'> without an IPv4 <ip> beside it is kept but not honoured yet: \
+                 the gateway needs an IPv4 address (guests still reach each other over IPv6)"
+                    .to_owned(),
+            );
+        }
+        if !v6.is_empty()
+            && self.forward.mode.has_own_bridge()
+            && self.forward.mode != ForwardMode::None
+        {
+            w.push(format!(
+                "<forward mode='{}'> does not carry IPv6 off the network yet: guests get \
+                 addresses and a default route, and \"no route\" for what is off the segment",
+                self.forward.mode.as_str()
+            ));
+        }
         for opt in &self.dnsmasq_options {
             w.push(format!(
                 "<dnsmasq:option value='{opt}'> is kept but not honoured: vnet does not run dnsmasq"

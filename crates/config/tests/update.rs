@@ -629,7 +629,12 @@ fn commands_and_sections_parse_from_virsh_names() {
 #[test]
 fn warnings_follow_updates() {
     let mut net = nat();
-    assert!(net.warnings().is_empty(), "{:?}", net.warnings());
+    // nat-network has IPv6 addresses, which NAT mode does not carry off the network yet
+    let base = net.warnings().to_vec();
+    assert!(
+        base.len() == 1 && base[0].contains("does not carry IPv6"),
+        "{base:?}"
+    );
     net.update(
         C::AddLast,
         S::Portgroup,
@@ -646,7 +651,7 @@ fn warnings_follow_updates() {
     );
     net.update(C::Delete, S::Portgroup, None, "<portgroup name='alison'/>")
         .unwrap();
-    assert!(net.warnings().is_empty());
+    assert_eq!(net.warnings(), base);
 }
 
 #[test]

@@ -203,6 +203,10 @@ pub struct GatewayInfo {
     /// `dropped_<reason>`, `pool_exhausted`, `other_server`.
     #[serde(default)]
     pub dhcp_stats: BTreeMap<String, u64>,
+    /// IPv6 counters by name (router solicitations and advertisements, neighbor
+    /// solicitations, echo replies, no-route errors, drops); empty without IPv6.
+    #[serde(default)]
+    pub ipv6: BTreeMap<String, u64>,
 }
 
 /// Arguments of [`Request::NetUpdate`] (virsh `net-update`).

@@ -348,6 +348,17 @@ pub fn render(net: &NetInfo, ports: &[PortInfo]) -> String {
             gw.get_or_create(&labels(&[("network", n), ("kind", kind)]))
                 .inc_by(v);
         }
+        if !g.ipv6.is_empty() {
+            let v6 = counter_family(
+                &mut reg,
+                "vnet_ipv6_events",
+                "The gateway's IPv6 counters (neighbor discovery, router advertisements), by kind",
+            );
+            for (kind, v) in &g.ipv6 {
+                v6.get_or_create(&labels(&[("network", n), ("kind", kind)]))
+                    .inc_by(*v);
+            }
+        }
         gauge_family(&mut reg, "vnet_dhcp_leases", "Active DHCP leases")
             .get_or_create(&l)
             .set(gauge_value(g.leases as u64));

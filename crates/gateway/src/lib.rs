@@ -11,7 +11,9 @@
 //!   ([`Gateway::dns_mut`]`.poll_upstream()`), their answers come back through
 //!   [`Gateway::handle_dns_upstream`];
 //! - the sender of every ARP packet it sees is reported to the DHCP server
-//!   ([`Server::note_in_use`]), so addresses guests configured by hand are not offered.
+//!   ([`Server::note_in_use`]), so addresses guests configured by hand are not offered;
+//! - IPv6 ([`ndp`]): neighbor discovery for its link-local and `<ip family='ipv6'>`
+//!   addresses, router advertisements (SLAAC, DNS server, search domain), ICMPv6 echo.
 //!
 //! Sans-IO: frames and the time ([`Now`]) come in ([`Gateway::handle_frame`]), frames to
 //! inject into the switch go out ([`Gateway::poll_transmit`]). It owns no socket and
@@ -56,7 +58,10 @@ pub const MAX_QUEUED: usize = 256;
 /// Bound on the gateway's neighbour table (guest address → MAC, for late DNS answers).
 pub const MAX_NEIGHBOURS: usize = 4096;
 
+pub mod ndp;
 pub mod tcp;
+
+pub use ndp::{Ipv6Config, Ipv6Prefix, NdpStats};
 
 const DNS_PORT: u16 = 53;
 const DHCP_SERVER_PORT: u16 = 67;
@@ -74,6 +79,8 @@ pub struct GatewayConfig {
     pub prefix: u8,
     /// The network's IP MTU (1500 unless the network has `<mtu>`).
     pub mtu: u16,
+    /// The IPv6 side: what router advertisements say (`None`: no IPv6 on the gateway).
+    pub ipv6: Option<Ipv6Config>,
 }
 
 /// The time, as the gateway's services want it: the wall clock for DHCP leases, a
@@ -154,6 +161,8 @@ pub struct Gateway {
     dns: Option<vnet_dns::Server>,
     tcp: Option<tcp::TcpService>,
     nat: Option<vnet_nat::Nat>,
+    /// The IPv6 side (neighbor discovery, router advertisements, echo).
+    ndp: Option<ndp::Ndp>,
     /// Guest address → MAC, from ARP and from frames sent to the gateway (bounded).
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
     out: VecDeque<Vec<u8>>,
@@ -182,12 +191,17 @@ impl Gateway {
                 now,
             )
         });
+        let ndp = cfg
+            .ipv6
+            .clone()
+            .map(|v6| ndp::Ndp::new(cfg.mac, v6, cfg.mtu));
         Self {
             cfg,
             dhcp,
             dns,
             tcp,
             nat: None,
+            ndp,
             neighbours: HashMap::new(),
             out: VecDeque::new(),
             stats: GatewayStats::default(),
@@ -233,6 +247,11 @@ impl Gateway {
         self.nat.as_mut()
     }
 
+    /// The IPv6 side, if the network has IPv6 addresses.
+    pub fn ndp(&self) -> Option<&ndp::Ndp> {
+        self.ndp.as_ref()
+    }
+
     /// The DNS server, if any.
     pub fn dns(&self) -> Option<&vnet_dns::Server> {
         self.dns.as_ref()
@@ -274,7 +293,8 @@ impl Gateway {
         let dns = self.dns.as_ref().and_then(vnet_dns::Server::poll_timeout);
         let tcp = self.tcp.as_mut().and_then(|t| t.poll_at(now.mono));
         let nat = self.nat.as_mut().and_then(|n| n.poll_timeout(now.mono));
-        [dns, tcp, nat].into_iter().flatten().min()
+        let ndp = self.ndp.as_ref().map(|n| n.poll_timeout(now.mono));
+        [dns, tcp, nat, ndp].into_iter().flatten().min()
     }
 
     /// DNS timers (upstream timeouts, cache) and TCP timers.
@@ -287,6 +307,9 @@ impl Gateway {
         }
         if let Some(n) = self.nat.as_mut() {
             n.handle_timeout(now.mono);
+        }
+        if let Some(f) = self.ndp.as_mut().and_then(|n| n.handle_timeout(now.mono)) {
+            self.push(f);
         }
         self.flush_dns(now);
     }
@@ -367,7 +390,10 @@ impl Gateway {
             return;
         };
         let dst = eth.dst_addr();
-        if dst != self.cfg.mac && !dst.is_broadcast() {
+        // IPv6 multicast (33:33:..): router solicitations, neighbor solicitations for
+        // the gateway's addresses (their solicited-node groups)
+        let v6_group = self.ndp.is_some() && dst.0[..2] == [0x33, 0x33];
+        if dst != self.cfg.mac && !dst.is_broadcast() && !v6_group {
             self.stats.ignored += 1;
             return;
         }
@@ -375,6 +401,14 @@ impl Gateway {
         match eth.ethertype() {
             WireEtherType::Arp => self.handle_arp(now, eth.payload(), frame),
             WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
+            WireEtherType::Ipv6 => match self.ndp.as_mut() {
+                Some(n) => {
+                    if let Some(f) = n.handle(now.mono, src, dst, eth.payload()) {
+                        self.push(f);
+                    }
+                }
+                None => self.stats.ignored += 1,
+            },
             _ => self.stats.ignored += 1,
         }
     }
@@ -432,6 +466,28 @@ impl Gateway {
                     Claim::Gateway
                 } else {
                     Claim::Host
+                }
+            }
+            // neighbor discovery to the gateway's MAC: the gateway answers for its
+            // addresses, the host kernel for its own (the link-local they share: the
+            // same answer twice); echo to the gateway's addresses, and what is to be
+            // routed, is the gateway's; the rest (connections to the host) the host's
+            WireEtherType::Ipv6 => {
+                let Some(n) = self.ndp.as_ref() else {
+                    return Claim::Host;
+                };
+                let Ok(ip) = etherparse::Ipv6Slice::from_slice(eth.payload()) else {
+                    return Claim::Gateway;
+                };
+                let icmp = (ip.payload().ip_number == IpNumber::IPV6_ICMP)
+                    .then(|| ip.payload().payload.first().copied())
+                    .flatten();
+                let dst = ip.header().destination_addr();
+                match icmp {
+                    Some(133..=136) => Claim::Both,
+                    Some(128) => Claim::Gateway,
+                    _ if !n.is_ours(dst) => Claim::Gateway,
+                    _ => Claim::Host,
                 }
             }
             _ => Claim::Host,

@@ -12,6 +12,7 @@ fn gateway() -> Gateway {
             ip: Ipv4Addr::new(192, 168, 122, 1),
             prefix: 24,
             mtu: 1500,
+            ipv6: None,
         },
         None,
         None,

@@ -241,6 +241,13 @@ impl GatewayHost {
                 }
                 m
             }),
+            ipv6: gw
+                .ndp()
+                .map(|n| {
+                    let c = n.stats();
+                    c.counters().map(|(k, v)| (k.to_owned(), v)).collect()
+                })
+                .unwrap_or_default(),
             dns: gw.dns().is_some(),
             dns_stats: gw
                 .dns()

@@ -69,7 +69,7 @@ use vnet_ports::VNET_HDR_LEN;
 use vnet_switch::{Switch, Verdict};
 
 pub use vnet_dhcp::Lease;
-pub use vnet_gateway::{Gateway, GatewayConfig, Now};
+pub use vnet_gateway::{Gateway, GatewayConfig, Ipv6Config, Ipv6Prefix, Now};
 pub use vnet_ports::FrameBuf;
 pub use vnet_switch::{MacAddr, PortConfig, PortId};
 
@@ -247,11 +247,34 @@ pub fn gateway_config(net: &vnet_config::Network) -> Option<GatewayConfig> {
         .mtu()
         .and_then(|m| u16::try_from(m).ok())
         .unwrap_or(1500);
+    let prefixes: Vec<Ipv6Prefix> = net
+        .ips()
+        .iter()
+        .filter_map(|ip| match ip.address {
+            IpAddr::V6(addr) => Some(Ipv6Prefix {
+                addr,
+                len: ip.prefix_len(),
+            }),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
+    let ipv6 = (!prefixes.is_empty()).then(|| Ipv6Config {
+        prefixes,
+        // an isolated network is no way out: its gateway is not a default router
+        router_lifetime: if net.forward_mode() == ForwardMode::None {
+            0
+        } else {
+            1800
+        },
+        dns: vnet_dns::DnsConfig::from_network(net).is_some(),
+        domain: net.domain().map(|d| d.name.clone()),
+    });
     Some(GatewayConfig {
         mac,
         ip,
         prefix,
         mtu,
+        ipv6,
     })
 }
 

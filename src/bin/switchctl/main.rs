@@ -527,6 +527,7 @@ fn stats(args: &Args, store: &Store, net: &str, port: Option<&str>) -> Result<()
             "ports": ports,
             "dhcp": gw.map(|g| &g.dhcp_stats),
             "dns": gw.map(|g| &g.dns_stats),
+            "ipv6": gw.map(|g| &g.ipv6),
             "nat": gw.and_then(|g| g.nat.as_ref()),
             "router": info.router,
         }));
@@ -567,6 +568,7 @@ fn stats(args: &Args, store: &Store, net: &str, port: Option<&str>) -> Result<()
     if port.is_none() {
         section("DHCP", gw.map(|g| &g.dhcp_stats));
         section("DNS", gw.map(|g| &g.dns_stats));
+        section("IPv6", gw.map(|g| &g.ipv6));
         section("NAT", gw.and_then(|g| g.nat.as_ref()));
         section("Router", info.router.as_ref());
     }

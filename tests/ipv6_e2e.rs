@@ -1,0 +1,140 @@
+//! IPv6 on the segment, with kernel guests in namespaces: SLAAC from the gateway's router
+//! advertisements (prefix, default route, DNS server and search list), neighbor
+//! discovery and ping to the gateway, guest-to-guest IPv6, and "no route" for what the
+//! gateway cannot route.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Net;
+use vnet_testkit::{wait_for, Netns};
+
+const XML: &str = "<network>
+  <name>v6</name>
+  <forward mode='nat'/>
+  <domain name='v6test'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp>
+  </ip>
+  <ip family='ipv6' address='fd00:77::1' prefix='64'/>
+</network>";
+
+/// A guest on a TAP port with IPv6 on its `eth0` (test namespaces start with it off).
+fn v6_guest(net: &Net, prefix: &str, mac: &str) -> Netns {
+    let g = net.add_bare_guest(prefix, mac);
+    for key in ["lo", "eth0"] {
+        g.run_ok(
+            "sysctl",
+            &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=0")],
+        );
+    }
+    g
+}
+
+/// The guest's global IPv6 address in `prefix` on eth0 once SLAAC made it (DAD done).
+fn slaac_address(g: &Netns, prefix: &str) -> Option<String> {
+    let out = g.run_ok(
+        "ip",
+        &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"],
+    );
+    if out.contains("tentative") {
+        return None;
+    }
+    out.split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .filter(|a| a.starts_with(prefix))
+        .map(str::to_owned)
+}
+
+#[test]
+fn guests_configure_by_slaac_and_reach_the_gateway_and_each_other() {
+    let net = Net::start_with(Some(XML));
+    let vm1 = v6_guest(&net, "v6a", "52:54:00:60:00:01");
+    let vm2 = v6_guest(&net, "v6b", "52:54:00:60:00:02");
+    let mut addrs = Vec::new();
+    for g in [&vm1, &vm2] {
+        let mut addr = None;
+        let ok = wait_for(Duration::from_secs(20), || {
+            addr = slaac_address(g, "fd00:77::");
+            addr.is_some()
+        });
+        assert!(
+            ok,
+            "no SLAAC address: {}\n{}",
+            g.run_ok("ip", &["-6", "addr"]),
+            net.log()
+        );
+        addrs.push(addr.unwrap_or_default());
+    }
+    // EUI-64 from the MAC
+    assert_eq!(addrs[0], "fd00:77::5054:ff:fe60:1");
+    let route = vm1.run_ok("ip", &["-6", "route", "show", "default"]);
+    let gw_ll = "fe80::5054:ff:fe";
+    assert!(
+        route.contains("proto ra") && route.contains(&format!("via {gw_ll}")),
+        "default route: {route}"
+    );
+
+    // the gateway: its global address and its link-local, by neighbor discovery
+    vm1.run_ok("ping", &["-6", "-c", "2", "-W", "2", "fd00:77::1"]);
+    let ll = route
+        .split_whitespace()
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    vm1.run_ok("ping", &["-6", "-c", "1", "-W", "2", &format!("{ll}%eth0")]);
+    let neigh = vm1.run_ok("ip", &["-6", "neigh", "show", "fd00:77::1"]);
+    assert!(
+        neigh.contains("router"),
+        "the gateway says it is a router: {neigh}"
+    );
+
+    // guest to guest
+    vm1.run_ok("ping", &["-6", "-c", "2", "-W", "2", &addrs[1]]);
+
+    // the DNS server and search list, as a router-discovery client reads them
+    let rd = vm2.run_ok("rdisc6", &["-1", "-w", "2000", "eth0"]);
+    assert!(rd.contains("fd00:77::1"), "RDNSS: {rd}");
+    assert!(rd.contains("v6test"), "DNSSL: {rd}");
+    assert!(rd.contains("fd00:77::/64"), "prefix: {rd}");
+
+    // what the gateway counted, as `switchctl stats` shows it
+    let st = net.ctl_json(&["stats", &net.name]);
+    let v6 = &st["ipv6"];
+    for k in [
+        "router_solicitations",
+        "router_adverts",
+        "neighbor_solicitations",
+        "echo_replies",
+    ] {
+        assert!(v6[k].as_u64().unwrap_or(0) > 0, "{k}: {v6}");
+    }
+
+    // off the segment: told at once, not left to time out
+    let out = vm1.run("ping", &["-6", "-c", "1", "-W", "2", "2001:db8::1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("No route"), "ping off the segment: {text}");
+}
+
+#[test]
+fn an_isolated_network_advertises_its_prefix_but_no_default_route() {
+    let xml = "<network><name>v6i</name>
+      <ip address='10.78.0.1' netmask='255.255.255.0'/>
+      <ip family='ipv6' address='fd00:78::1' prefix='64'/></network>";
+    let net = Net::start_with(Some(xml));
+    let vm = v6_guest(&net, "v6i", "52:54:00:60:00:03");
+    let ok = wait_for(Duration::from_secs(20), || {
+        slaac_address(&vm, "fd00:78::").is_some()
+    });
+    assert!(ok, "no SLAAC address: {}", net.log());
+    let route = vm.run_ok("ip", &["-6", "route", "show", "default"]);
+    assert!(
+        route.trim().is_empty(),
+        "a default route on an isolated network: {route}"
+    );
+    vm.run_ok("ping", &["-6", "-c", "1", "-W", "2", "fd00:78::1"]);
+}
