@@ -1,7 +1,7 @@
 //! IPv6 on the segment, with kernel guests in namespaces: SLAAC from the gateway's router
 //! advertisements (prefix, default route, DNS server and search list), neighbor
-//! discovery and ping to the gateway, guest-to-guest IPv6, and "no route" for what the
-//! gateway cannot route.
+//! discovery and ping to the gateway, guest-to-guest IPv6, DNS over IPv6 (AAAA, PTR),
+//! and "no route" for what the gateway cannot route.
 
 mod common;
 
@@ -18,6 +18,7 @@ const XML: &str = "<network>
     <dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp>
   </ip>
   <ip family='ipv6' address='fd00:77::1' prefix='64'/>
+  <dns><host ip='fd00:77::99'><hostname>srv6</hostname></host></dns>
 </network>";
 
 /// A guest on a TAP port with IPv6 on its `eth0` (test namespaces start with it off).
@@ -101,6 +102,15 @@ fn guests_configure_by_slaac_and_reach_the_gateway_and_each_other() {
     assert!(rd.contains("fd00:77::1"), "RDNSS: {rd}");
     assert!(rd.contains("v6test"), "DNSSL: {rd}");
     assert!(rd.contains("fd00:77::/64"), "prefix: {rd}");
+
+    // DNS over IPv6 at the advertised server: AAAA and the reverse name
+    let dig = |args: &[&str]| {
+        let mut a = vec!["@fd00:77::1", "+short", "+time=2", "+tries=1"];
+        a.extend_from_slice(args);
+        vm1.run_ok("dig", &a).trim().to_owned()
+    };
+    assert_eq!(dig(&["AAAA", "srv6.v6test"]), "fd00:77::99");
+    assert_eq!(dig(&["-x", "fd00:77::99"]), "srv6.v6test.");
 
     // what the gateway counted, as `switchctl stats` shows it
     let st = net.ctl_json(&["stats", &net.name]);

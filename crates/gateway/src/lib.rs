@@ -27,7 +27,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::SystemTime;
 
 use etherparse::{
@@ -165,6 +165,9 @@ pub struct Gateway {
     ndp: Option<ndp::Ndp>,
     /// Guest address → MAC, from ARP and from frames sent to the gateway (bounded).
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
+    /// IPv6 DNS clients → their MAC and the gateway address they asked (bounded), for
+    /// answers that come later (forwarded queries).
+    neighbours6: HashMap<Ipv6Addr, ([u8; 6], Ipv6Addr)>,
     out: VecDeque<Vec<u8>>,
     stats: GatewayStats,
     /// The switch port the frame being handled came from, when the driver says
@@ -203,6 +206,7 @@ impl Gateway {
             nat: None,
             ndp,
             neighbours: HashMap::new(),
+            neighbours6: HashMap::new(),
             out: VecDeque::new(),
             stats: GatewayStats::default(),
             ingress: None,
@@ -319,15 +323,18 @@ impl Gateway {
     fn flush_dns(&mut self, now: Now) {
         while let Some(a) = self.dns.as_mut().and_then(vnet_dns::Server::poll_answer) {
             match a.transport {
-                Transport::Udp => {
-                    let SocketAddr::V4(client) = a.client else {
-                        continue;
-                    };
-                    match self.neighbours.get(client.ip()).copied() {
+                Transport::Udp => match a.client {
+                    SocketAddr::V4(client) => match self.neighbours.get(client.ip()).copied() {
                         Some(mac) => self.push_dns_udp(mac, client, &a.payload),
                         None => self.stats.dns_no_neighbour += 1,
-                    }
-                }
+                    },
+                    SocketAddr::V6(client) => match self.neighbours6.get(client.ip()).copied() {
+                        Some((mac, server)) => {
+                            self.push_dns_udp6(mac, server, client, &a.payload);
+                        }
+                        None => self.stats.dns_no_neighbour += 1,
+                    },
+                },
                 Transport::Tcp => {
                     if let Some(t) = self.tcp.as_mut() {
                         t.send_to(now.mono, a.client, &a.payload);
@@ -401,14 +408,20 @@ impl Gateway {
         match eth.ethertype() {
             WireEtherType::Arp => self.handle_arp(now, eth.payload(), frame),
             WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
-            WireEtherType::Ipv6 => match self.ndp.as_mut() {
-                Some(n) => {
-                    if let Some(f) = n.handle(now.mono, src, dst, eth.payload()) {
-                        self.push(f);
-                    }
+            WireEtherType::Ipv6 => {
+                if let Some((client, server, query)) = self.dns6_query(eth.payload()) {
+                    self.handle_dns_udp6(now, src.0, client, server, query);
+                    return;
                 }
-                None => self.stats.ignored += 1,
-            },
+                match self.ndp.as_mut() {
+                    Some(n) => {
+                        if let Some(f) = n.handle(now.mono, src, dst, eth.payload()) {
+                            self.push(f);
+                        }
+                    }
+                    None => self.stats.ignored += 1,
+                }
+            }
             _ => self.stats.ignored += 1,
         }
     }
@@ -483,7 +496,12 @@ impl Gateway {
                     .then(|| ip.payload().payload.first().copied())
                     .flatten();
                 let dst = ip.header().destination_addr();
+                let dns = ip.payload().ip_number == IpNumber::UDP
+                    && self.dns.is_some()
+                    && UdpSlice::from_slice(ip.payload().payload)
+                        .is_ok_and(|u| u.destination_port() == DNS_PORT);
                 match icmp {
+                    _ if dns && n.is_ours(dst) => Claim::Gateway,
                     Some(133..=136) => Claim::Both,
                     Some(128) => Claim::Gateway,
                     _ if !n.is_ours(dst) => Claim::Gateway,
@@ -659,6 +677,68 @@ impl Gateway {
         }
         // a query may also end others (an upstream found looping, ...)
         self.flush_dns(now);
+    }
+
+    /// A DNS query over UDP to one of the gateway's IPv6 addresses: the client, the
+    /// address it asked, the query.
+    fn dns6_query<'a>(&self, packet: &'a [u8]) -> Option<(SocketAddrV6, Ipv6Addr, &'a [u8])> {
+        let (ndp, _) = (self.ndp.as_ref()?, self.dns.as_ref()?);
+        let ip = etherparse::Ipv6Slice::from_slice(packet).ok()?;
+        let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+        if ip.payload().ip_number != IpNumber::UDP
+            || !ndp.is_ours(dst)
+            || ip.is_payload_fragmented()
+        {
+            return None;
+        }
+        let udp = UdpSlice::from_slice(ip.payload().payload).ok()?;
+        if udp.destination_port() != DNS_PORT || src.is_unspecified() || src.is_multicast() {
+            return None;
+        }
+        Some((
+            SocketAddrV6::new(src, udp.source_port(), 0, 0),
+            dst,
+            udp.payload(),
+        ))
+    }
+
+    fn handle_dns_udp6(
+        &mut self,
+        now: Now,
+        mac: [u8; 6],
+        client: SocketAddrV6,
+        server: Ipv6Addr,
+        payload: &[u8],
+    ) {
+        let Some(dns) = self.dns.as_mut() else {
+            return;
+        };
+        self.stats.dns_udp_in += 1;
+        let answer = dns.handle_query(now.mono, SocketAddr::V6(client), Transport::Udp, payload);
+        if self.neighbours6.len() >= MAX_NEIGHBOURS && !self.neighbours6.contains_key(client.ip()) {
+            self.neighbours6.clear();
+        }
+        self.neighbours6.insert(*client.ip(), (mac, server));
+        if let Some(answer) = answer {
+            self.push_dns_udp6(mac, server, client, &answer);
+        }
+        self.flush_dns(now);
+    }
+
+    fn push_dns_udp6(
+        &mut self,
+        mac: [u8; 6],
+        server: Ipv6Addr,
+        client: SocketAddrV6,
+        payload: &[u8],
+    ) {
+        let builder = PacketBuilder::ethernet2(self.cfg.mac.0, mac)
+            .ipv6(server.octets(), client.ip().octets(), TTL)
+            .udp(DNS_PORT, client.port());
+        let mut frame = Vec::with_capacity(builder.size(payload.len()));
+        if builder.write(&mut frame, payload).is_ok() && self.push(frame) {
+            self.stats.dns_udp_out += 1;
+        }
     }
 
     fn service_tcp(&mut self, now: Now) {
