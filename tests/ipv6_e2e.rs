@@ -148,3 +148,120 @@ fn an_isolated_network_advertises_its_prefix_but_no_default_route() {
     );
     vm.run_ok("ping", &["-6", "-c", "1", "-W", "2", "fd00:78::1"]);
 }
+
+/// A router advertisement for 2001:db8:bad::/64 (SLAAC) from `mac`'s link-local, as a
+/// rogue router (a guest running radvd, a crafted packet) sends it.
+fn rogue_ra(mac: [u8; 6]) -> Vec<u8> {
+    use etherparse::icmpv6::RouterAdvertisementHeader;
+    use etherparse::{Icmpv6Type, PacketBuilder};
+    let ll = [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 2,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
+    let all_nodes = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let mut p = vec![0u8; 8];
+    p.extend_from_slice(&[3, 4, 64, 0xc0]);
+    p.extend_from_slice(&3600u32.to_be_bytes());
+    p.extend_from_slice(&3600u32.to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(&[
+        0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let ra = Icmpv6Type::RouterAdvertisement(RouterAdvertisementHeader {
+        cur_hop_limit: 64,
+        managed_address_config: false,
+        other_config: false,
+        router_lifetime: 1800,
+    });
+    let b = PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, 1])
+        .ipv6(ll, all_nodes, 255)
+        .icmpv6(ra);
+    let mut f = Vec::new();
+    b.write(&mut f, &p).expect("build the RA");
+    f
+}
+
+/// Sends `frame` out of the guest's eth0 as it is (an AF_PACKET socket).
+fn send_raw(g: &Netns, frame: &[u8]) {
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    let py = "import socket,sys\ns=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n\
+              s.bind(('eth0',0))\nfor _ in range(3): s.send(bytes.fromhex(sys.argv[1]))";
+    g.run_ok("python3", &["-c", py, &hex]);
+}
+
+#[test]
+fn ra_guard_drops_a_guests_router_advertisements_on_a_protected_port() {
+    let net = Net::start_with(Some(XML));
+    let victim = v6_guest(&net, "v6v", "52:54:00:60:00:10");
+    let ok = wait_for(Duration::from_secs(20), || {
+        slaac_address(&victim, "fd00:77::").is_some()
+    });
+    assert!(ok, "no SLAAC address: {}", net.log());
+    // the rogue router on a protected port: its advertisement never reaches the victim
+    let rogue = Netns::new("v6r");
+    net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        rogue.name(),
+        "--ifname",
+        "eth0",
+        "--mac",
+        "52:54:00:60:00:11",
+        "--name",
+        "rogue",
+        "--secure",
+    ]);
+    rogue.run_ok("ip", &["link", "set", "eth0", "up"]);
+    send_raw(&rogue, &rogue_ra([0x52, 0x54, 0, 0x60, 0, 0x11]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        slaac_address(&victim, "2001:db8:bad:").is_none(),
+        "the rogue prefix got through"
+    );
+    let ports = net.ctl_json(&["port-list", &net.name]);
+    let drops = ports
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "rogue"))
+        .map(|p| p["counters"]["drops"]["rogue-router"].as_u64().unwrap_or(0));
+    assert_eq!(drops, Some(3), "{ports}");
+    // the same advertisement from an unprotected port is taken (what RA guard prevents)
+    let open = Netns::new("v6o");
+    net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        open.name(),
+        "--ifname",
+        "eth0",
+        "--mac",
+        "52:54:00:60:00:12",
+        "--name",
+        "open",
+    ]);
+    open.run_ok("ip", &["link", "set", "eth0", "up"]);
+    send_raw(&open, &rogue_ra([0x52, 0x54, 0, 0x60, 0, 0x12]));
+    let taken = wait_for(Duration::from_secs(10), || {
+        slaac_address(&victim, "2001:db8:bad:").is_some()
+    });
+    assert!(
+        taken,
+        "an unprotected port's advertisement should reach the victim"
+    );
+}

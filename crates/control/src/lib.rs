@@ -244,7 +244,8 @@ pub enum PortKind {
 pub struct PortSecurityInfo {
     /// Its MAC (none until it sent a frame, when none was given).
     pub mac: Option<String>,
-    /// Its IPv4 addresses (leased or reserved).
+    /// The addresses it may send from: IPv4 (leased or reserved), then the IPv6 ones it
+    /// claimed by duplicate address detection.
     pub addrs: Vec<String>,
 }
 

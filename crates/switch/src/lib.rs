@@ -147,17 +147,62 @@ fn flood_burst(rate: u32) -> u32 {
 /// Addresses a protected port may send from, at most this many IPv4 ones.
 pub const MAX_PORT_ADDRS: usize = 8;
 
+/// IPv6 addresses a protected port may send from (besides its MAC's link-local), at
+/// most this many: learned from its duplicate address detection, the newest kept.
+pub const MAX_PORT_ADDRS6: usize = 8;
+
 /// Port security, what libvirt's `clean-traffic` filter gives: the port may send only
 /// from its MAC (the given one, or the first it uses), IPv4 only from its addresses
 /// (leased or reserved; `0.0.0.0` only for DHCP requests), ARP only naming itself, and
-/// no DHCP server replies. Frames of other kinds (IPv6, ...) are checked for the MAC
-/// only.
+/// no DHCP server replies. IPv6 only from its MAC's link-local address and the
+/// addresses it claimed with duplicate address detection (SLAAC, DHCPv6, any other
+/// link-local; `::` only for ICMPv6), neighbor advertisements only for those, and no
+/// router advertisements or redirects (RA guard, RFC 6105) or DHCPv6 server messages.
+/// Frames of other kinds are checked for the MAC only.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortSecurity {
     /// The port's MAC; `None` until the port sends its first frame.
     pub mac: Option<MacAddr>,
     addrs: [[u8; 4]; MAX_PORT_ADDRS],
     n: u8,
+    addrs6: [[u8; 16]; MAX_PORT_ADDRS6],
+    n6: u8,
+    /// Where the next claimed IPv6 address goes once the list is full (the oldest).
+    next6: u8,
+}
+
+/// The target of a duplicate address detection probe (a neighbor solicitation from
+/// `::`, RFC 4862 §5.4.2) in `frame`, if it is one.
+fn dad_target(frame: &[u8]) -> Option<[u8; 16]> {
+    let p = frame.get(14..)?;
+    let probe = frame.get(12..14)? == [0x86, 0xdd]
+        && p.get(6) == Some(&58)
+        && p.get(8..24)? == [0; 16]
+        && p.get(40) == Some(&135);
+    probe.then(|| p.get(48..64)?.try_into().ok()).flatten()
+}
+
+/// The modified EUI-64 link-local address of `mac` (RFC 4291 appendix A).
+fn link_local(mac: MacAddr) -> [u8; 16] {
+    let m = mac.0;
+    [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ]
 }
 
 impl PortSecurity {
@@ -191,9 +236,96 @@ impl PortSecurity {
             .any(|a| a[..] == *ip)
     }
 
+    /// The IPv6 addresses the port claimed (duplicate address detection), oldest first
+    /// until the list wrapped.
+    pub fn addrs6(&self) -> impl Iterator<Item = std::net::Ipv6Addr> + '_ {
+        self.addrs6[..usize::from(self.n6)]
+            .iter()
+            .map(|a| std::net::Ipv6Addr::from(*a))
+    }
+
+    /// Whether the port claimed IPv6 address `ip`.
+    pub fn holds6(&self, ip: &[u8]) -> bool {
+        self.addrs6[..usize::from(self.n6)]
+            .iter()
+            .any(|a| a[..] == *ip)
+    }
+
+    fn allows6(&self, ip: &[u8]) -> bool {
+        self.holds6(ip) || self.mac.is_some_and(|m| link_local(m)[..] == *ip)
+    }
+
+    fn claim6(&mut self, ip: [u8; 16]) {
+        if self.holds6(&ip) {
+            return;
+        }
+        if usize::from(self.n6) < MAX_PORT_ADDRS6 {
+            self.addrs6[usize::from(self.n6)] = ip;
+            self.n6 += 1;
+        } else {
+            let at = usize::from(self.next6) % MAX_PORT_ADDRS6;
+            self.addrs6[at] = ip;
+            self.next6 = u8::try_from((at + 1) % MAX_PORT_ADDRS6).unwrap_or(0);
+        }
+    }
+
+    /// Checks an IPv6 packet `p` (the Ethernet payload). `taken`: its duplicate
+    /// address detection probe (if it is one) is for an address another port holds.
+    fn check6(&mut self, p: &[u8], taken: bool) -> Option<DropReason> {
+        let (Some(&next), Some(sip)) = (p.get(6), p.get(8..24)) else {
+            return Some(DropReason::SpoofedIp);
+        };
+        // one hop-by-hop options header (MLD reports carry one) before the upper layer
+        let (proto, l4) = match next {
+            0 => (
+                p.get(40).copied(),
+                p.get(41).map(|l| 40 + (usize::from(*l) + 1) * 8),
+            ),
+            n => (Some(n), Some(40)),
+        };
+        let upper = l4.and_then(|o| p.get(o..)).unwrap_or_default();
+        let unspecified = sip == [0; 16];
+        match (proto, upper.first()) {
+            // router advertisement, redirect: only the gateway routes
+            (Some(58), Some(134 | 137)) => return Some(DropReason::RogueRouter),
+            (Some(58), Some(136)) => {
+                let target = upper.get(8..24).unwrap_or_default();
+                if !self.allows6(target) {
+                    return Some(DropReason::SpoofedNd);
+                }
+            }
+            (Some(58), Some(135)) if unspecified => {
+                let Some(target) = upper.get(8..24).and_then(|t| <[u8; 16]>::try_from(t).ok())
+                else {
+                    return Some(DropReason::SpoofedNd);
+                };
+                if taken {
+                    return Some(DropReason::SpoofedNd);
+                }
+                self.claim6(target);
+                return None;
+            }
+            // DHCPv6 server or relay messages come from port 547
+            (Some(17), _) if upper.get(..2) == Some(&[0x02, 0x23]) => {
+                return Some(DropReason::RogueDhcp)
+            }
+            _ => {}
+        }
+        if unspecified {
+            // :: only for neighbor discovery and MLD (ICMPv6)
+            return (proto != Some(58)).then_some(DropReason::SpoofedIp);
+        }
+        (!self.allows6(sip)).then_some(DropReason::SpoofedIp)
+    }
+
     /// Checks a frame (already known to be at least a header long) against the
     /// protection; `None` if it may pass.
-    fn check(&mut self, src: MacAddr, eth: &wire::EthernetFrame<&[u8]>) -> Option<DropReason> {
+    fn check(
+        &mut self,
+        src: MacAddr,
+        eth: &wire::EthernetFrame<&[u8]>,
+        taken6: bool,
+    ) -> Option<DropReason> {
         match self.mac {
             None => self.mac = Some(src),
             Some(m) if m != src => return Some(DropReason::SpoofedMac),
@@ -233,6 +365,7 @@ impl PortSecurity {
                     Some(DropReason::SpoofedIp)
                 }
             }
+            wire::EtherType::Ipv6 => self.check6(p, taken6),
             _ => None,
         }
     }
@@ -285,15 +418,20 @@ pub enum DropReason {
     SpoofedIp,
     /// A protected port sent ARP naming another sender.
     SpoofedArp,
-    /// A protected port sent a DHCP server message (UDP from port 67).
+    /// A protected port sent a DHCP server message (UDP from port 67, DHCPv6 from 547).
     RogueDhcp,
     /// The port flooded more frames than its flood rate limit allows.
     FloodLimited,
+    /// A protected port sent an IPv6 router advertisement or redirect (RA guard).
+    RogueRouter,
+    /// A protected port sent a neighbor advertisement for an address not its own, or
+    /// probed (duplicate address detection) for an address another port holds.
+    SpoofedNd,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::Runt,
         Self::ZeroSource,
         Self::MulticastSource,
@@ -306,6 +444,8 @@ impl DropReason {
         Self::SpoofedArp,
         Self::RogueDhcp,
         Self::FloodLimited,
+        Self::RogueRouter,
+        Self::SpoofedNd,
     ];
 
     /// A short stable name, for counters and logs.
@@ -323,6 +463,8 @@ impl DropReason {
             Self::SpoofedArp => "spoofed-arp",
             Self::RogueDhcp => "rogue-dhcp",
             Self::FloodLimited => "flood-limited",
+            Self::RogueRouter => "rogue-router",
+            Self::SpoofedNd => "spoofed-nd",
         }
     }
 
@@ -340,6 +482,8 @@ impl DropReason {
             Self::SpoofedArp => 9,
             Self::RogueDhcp => 10,
             Self::FloodLimited => 11,
+            Self::RogueRouter => 12,
+            Self::SpoofedNd => 13,
         }
     }
 }
@@ -549,6 +693,16 @@ impl Switch {
         &self.fdb
     }
 
+    /// Whether a protected port other than `except` claimed IPv6 address `ip`.
+    fn held6_elsewhere(&self, except: PortId, ip: &[u8; 16]) -> bool {
+        self.ports.iter().enumerate().any(|(i, p)| {
+            i != except.index()
+                && p.as_ref()
+                    .and_then(|p| p.config.security.as_ref())
+                    .is_some_and(|s| s.holds6(ip) || s.mac.is_some_and(|m| link_local(m) == *ip))
+        })
+    }
+
     fn port(&self, id: PortId) -> Option<&Port> {
         self.ports.get(id.index())?.as_ref()
     }
@@ -564,6 +718,12 @@ impl Switch {
     /// delivery that fails is reported with [`Switch::count_tx_failure`].
     pub fn handle_frame(&mut self, now: Instant, ingress: PortId, frame: &[u8]) -> Verdict {
         let len = frame.len() as u64;
+        // a protected port's duplicate address detection: does another port hold the
+        // address? (rare frames; looked at before the ingress port is borrowed)
+        let taken6 = self
+            .port(ingress)
+            .is_some_and(|p| p.config.security.is_some())
+            && dad_target(frame).is_some_and(|t| self.held6_elsewhere(ingress, &t));
         let Some(port) = self.ports.get_mut(ingress.index()).and_then(Option::as_mut) else {
             self.unknown_port_drops += 1;
             return Verdict::Drop(DropReason::UnknownPort);
@@ -583,7 +743,7 @@ impl Switch {
             return Self::drop_on(port, DropReason::ZeroSource);
         }
         if let Some(sec) = port.config.security.as_mut() {
-            if let Some(reason) = sec.check(src, &eth) {
+            if let Some(reason) = sec.check(src, &eth, taken6) {
                 return Self::drop_on(port, reason);
             }
         }

@@ -524,3 +524,127 @@ fn floods_are_rate_limited_per_port() {
     free.add_port(PortConfig::default()).unwrap();
     assert_eq!(flooded(&mut free, p, t, 10_000), 10_000);
 }
+
+/// An IPv6 packet from `src` (MAC) / `ip` to all-nodes, `next` header, `upper` after the
+/// fixed header (checksums are not the switch's business).
+fn ip6(src: MacAddr, ip: [u8; 16], next: u8, upper: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x60, 0, 0, 0];
+    p.extend_from_slice(&u16::try_from(upper.len()).unwrap().to_be_bytes());
+    p.extend_from_slice(&[next, 255]);
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&[0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    p.extend_from_slice(upper);
+    frame(MacAddr([0x33, 0x33, 0, 0, 0, 1]), src, 0x86dd, &p)
+}
+
+/// An ICMPv6 message of `kind` whose body starts with `target` (NS, NA).
+fn nd(kind: u8, target: [u8; 16]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&target);
+    m
+}
+
+#[test]
+fn a_protected_port_sends_ipv6_only_from_what_it_claimed() {
+    let mut sw = Switch::new(Config::default());
+    let t0 = Instant::ZERO;
+    let sec = |m| PortConfig::default().with_security(Some(PortSecurity::new(Some(m))));
+    let guest = sw.add_port(sec(mac(1))).unwrap();
+    let other = sw.add_port(sec(mac(2))).unwrap();
+    let open = sw.add_port(PortConfig::default()).unwrap();
+    let dropped = |sw: &mut Switch, port, f: &[u8]| match sw.handle_frame(t0, port, f) {
+        Verdict::Drop(r) => Some(r),
+        _ => None,
+    };
+    let ll1 = link_local(mac(1));
+    let slaac: [u8; 16] = "fd00::5054:ff:fe00:1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let stable: [u8; 16] = "fd00::1234:5678"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let unspecified = [0u8; 16];
+    // its MAC's link-local passes at once; another address only once probed for
+    assert_eq!(
+        dropped(&mut sw, guest, &ip6(mac(1), ll1, 17, &[0; 8])),
+        None
+    );
+    assert_eq!(
+        dropped(&mut sw, guest, &ip6(mac(1), stable, 17, &[0; 8])),
+        Some(DropReason::SpoofedIp)
+    );
+    let dad = |t| ip6(mac(1), unspecified, 58, &nd(135, t));
+    assert_eq!(dropped(&mut sw, guest, &dad(stable)), None);
+    assert_eq!(dropped(&mut sw, guest, &dad(slaac)), None);
+    assert_eq!(
+        dropped(&mut sw, guest, &ip6(mac(1), stable, 17, &[0; 8])),
+        None
+    );
+    assert_eq!(
+        dropped(&mut sw, guest, &ip6(mac(1), slaac, 58, &nd(136, slaac))),
+        None
+    );
+    let claimed: Vec<_> = sw
+        .port_config(guest)
+        .unwrap()
+        .security
+        .unwrap()
+        .addrs6()
+        .collect();
+    assert_eq!(claimed.len(), 2);
+    // RA guard, redirects, DHCPv6 server messages, advertisements for others' addresses
+    for (f, why) in [
+        (
+            ip6(mac(1), ll1, 58, &nd(134, [0; 16])),
+            DropReason::RogueRouter,
+        ),
+        (
+            ip6(mac(1), ll1, 58, &nd(137, [0; 16])),
+            DropReason::RogueRouter,
+        ),
+        (
+            ip6(mac(1), ll1, 17, &[0x02, 0x23, 0x02, 0x22, 0, 8, 0, 0]),
+            DropReason::RogueDhcp,
+        ),
+        (
+            ip6(mac(1), ll1, 58, &nd(136, link_local(mac(2)))),
+            DropReason::SpoofedNd,
+        ),
+        (ip6(mac(1), unspecified, 17, &[0; 8]), DropReason::SpoofedIp),
+    ] {
+        assert_eq!(dropped(&mut sw, guest, &f), Some(why));
+    }
+    // the other port cannot probe for (so cannot take) the guest's addresses
+    let grab = ip6(mac(2), unspecified, 58, &nd(135, slaac));
+    assert_eq!(dropped(&mut sw, other, &grab), Some(DropReason::SpoofedNd));
+    assert_eq!(
+        dropped(&mut sw, other, &ip6(mac(2), slaac, 17, &[0; 8])),
+        Some(DropReason::SpoofedIp)
+    );
+    // an MLD report (hop-by-hop header first) from :: passes
+    let mut hbh = vec![58, 0, 5, 2, 0, 0, 1, 0];
+    hbh.extend_from_slice(&[143, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        dropped(&mut sw, guest, &ip6(mac(1), unspecified, 0, &hbh)),
+        None
+    );
+    // all of it passes on an unprotected port
+    for f in [
+        ip6(mac(3), ll1, 58, &nd(134, [0; 16])),
+        ip6(mac(3), slaac, 17, &[0x02, 0x23, 0x02, 0x22, 0, 8, 0, 0]),
+        ip6(mac(3), unspecified, 58, &nd(135, slaac)),
+    ] {
+        assert_eq!(dropped(&mut sw, open, &f), None);
+    }
+    // the claimed list is bounded; the oldest claims go first
+    for i in 0..20u8 {
+        let mut a = stable;
+        a[15] = i;
+        assert_eq!(dropped(&mut sw, guest, &dad(a)), None);
+    }
+    let sec = sw.port_config(guest).unwrap().security.unwrap();
+    assert_eq!(sec.addrs6().count(), MAX_PORT_ADDRS6);
+    assert!(!sec.holds6(&slaac));
+}

@@ -274,7 +274,11 @@ impl Daemon {
             portgroup: p.portgroup.clone(),
             security: security.map(|sec| vnet_control::PortSecurityInfo {
                 mac: sec.mac.map(|m| m.to_string()),
-                addrs: sec.addrs().map(|a| a.to_string()).collect(),
+                addrs: sec
+                    .addrs()
+                    .map(|a| a.to_string())
+                    .chain(sec.addrs6().map(|a| a.to_string()))
+                    .collect(),
             }),
             macs: self.net.switch().fdb().port_len(id),
             io: p.io(),
