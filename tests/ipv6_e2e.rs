@@ -97,6 +97,21 @@ fn guests_configure_by_slaac_and_reach_the_gateway_and_each_other() {
     // guest to guest
     vm1.run_ok("ping", &["-6", "-c", "2", "-W", "2", &addrs[1]]);
 
+    // the host, through its port with the gateway's addresses (as on libvirt's virbr0)
+    let host_ok = wait_for(Duration::from_secs(10), || {
+        net.host
+            .run("ping", &["-6", "-c", "1", "-W", "1", &addrs[0]])
+            .status
+            .success()
+    });
+    let host_addrs = net.host.run_ok("ip", &["-6", "addr"]);
+    assert!(
+        host_ok,
+        "the host cannot reach a guest over IPv6: {host_addrs}\n{}",
+        net.log()
+    );
+    assert!(!host_addrs.contains("dadfailed"), "{host_addrs}");
+
     // the DNS server and search list, as a router-discovery client reads them
     let rd = vm2.run_ok("rdisc6", &["-1", "-w", "2000", "eth0"]);
     assert!(rd.contains("fd00:77::1"), "RDNSS: {rd}");

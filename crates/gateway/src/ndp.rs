@@ -260,6 +260,12 @@ impl Ndp {
         dst_mac: MacAddr,
         packet: &[u8],
     ) -> Option<Vec<u8>> {
+        if src_mac == self.mac {
+            // the host port's kernel shares the gateway's identity (its duplicate
+            // address detection for the shared addresses must not fail), or a spoofer
+            self.stats.ignored += 1;
+            return None;
+        }
         let Ok(ip) = Ipv6Slice::from_slice(packet) else {
             self.stats.malformed += 1;
             return None;

@@ -97,7 +97,7 @@ pub fn open_port(req: &PortAdd) -> Result<Opened, PortAddError> {
 }
 
 /// The host's port on the segment: a TAP named `bridge` (`<bridge name>`) with the
-/// gateway's MAC and address, so the host and the gateway are one identity to guests
+/// gateway's MAC and addresses (IPv4, and IPv6 when the network has some), so the host and the gateway are one identity to guests
 /// (`vnet_gateway::Gateway::host_claim` splits what each answers). The error says why
 /// not (no privilege, the name taken by libvirt's own `virbr0`).
 pub fn open_host_port(bridge: &str, gw: &GatewayConfig) -> Result<Tap, String> {
@@ -114,5 +114,36 @@ pub fn open_host_port(bridge: &str, gw: &GatewayConfig) -> Result<Tap, String> {
             gw.ip, gw.prefix
         )
     })?;
+    if let Some(v6) = &gw.ipv6 {
+        // as libvirt sets its bridge: IPv6 on, and the host does not configure itself
+        // from the gateway's own router advertisements; router behaviour on it
+        // (`forwarding` of one interface forwards nothing by itself), so the host's
+        // neighbor advertisements for the shared addresses say "router" as the
+        // gateway's do (an advertisement without it would make guests drop their
+        // default route, RFC 4861 §7.2.5)
+        let keys = [
+            ("disable_ipv6", "0"),
+            ("accept_ra", "0"),
+            ("autoconf", "0"),
+            ("forwarding", "1"),
+        ];
+        for (key, value) in keys {
+            let path = format!("/proc/sys/net/ipv6/conf/{bridge}/{key}");
+            if let Err(e) = std::fs::write(&path, value) {
+                tracing::warn!("host port: cannot set {path} to {value}: {e}");
+            }
+        }
+        for p in &v6.prefixes {
+            if let Err(e) = tap.add_ipv6(p.addr, p.len) {
+                let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+                tracing::warn!(
+                    "host port: cannot give {bridge} the address {}/{} ({e}{}); the host reaches guests over IPv4 only",
+                    p.addr,
+                    p.len,
+                    cause.unwrap_or_default()
+                );
+            }
+        }
+    }
     Ok(tap)
 }

@@ -264,6 +264,16 @@ impl Tap {
         })
     }
 
+    /// Adds IPv6 address `addr`/`prefix` to the device (the namespace it was opened
+    /// in; IPv6 must be enabled on it).
+    pub fn add_ipv6(&self, addr: std::net::Ipv6Addr, prefix: u8) -> Result<(), Error> {
+        sys::add_ipv6(&self.name, addr.octets(), prefix).map_err(|source| Error::Ioctl {
+            op: "SIOCSIFADDR (IPv6)",
+            name: self.name.clone(),
+            source,
+        })
+    }
+
     /// Reads one frame (virtio-net header and Ethernet frame) into `buf`.
     ///
     /// Returns the Ethernet frame's length; `WouldBlock` when no frame is queued.

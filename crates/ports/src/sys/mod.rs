@@ -369,6 +369,33 @@ pub(crate) fn set_ipv4(name: &str, addr: [u8; 4], mask: [u8; 4]) -> io::Result<(
     Ok(())
 }
 
+/// Adds IPv6 address `addr`/`prefix` to interface `name` in the calling thread's
+/// network namespace (`SIOCSIFADDR` on an `AF_INET6` socket, with an `in6_ifreq`).
+pub(crate) fn add_ipv6(name: &str, addr: [u8; 16], prefix: u8) -> io::Result<()> {
+    let ifindex = if_index(name)?;
+    // SAFETY: socket has no memory preconditions.
+    let raw =
+        check(unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: socket just returned this descriptor and nothing else owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: in6_ifreq is a plain C struct (an address and two integers); all-zero
+    // bytes are a valid value of it.
+    let mut req: libc::in6_ifreq = unsafe { std::mem::zeroed() };
+    req.ifr6_addr.s6_addr = addr;
+    req.ifr6_prefixlen = u32::from(prefix);
+    req.ifr6_ifindex = ifindex;
+    // SAFETY: the ioctl reads the live in6_ifreq, whose exact type SIOCSIFADDR expects
+    // on an AF_INET6 socket.
+    check(unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFADDR,
+            &mut req as *mut libc::in6_ifreq,
+        )
+    })?;
+    Ok(())
+}
+
 /// `AF_INET` (2), as `sockaddr_in.sin_family` holds it.
 const AF_INET_FAMILY: u16 = 2;
 const _: () = assert!(libc::AF_INET == 2);
