@@ -71,6 +71,36 @@ fn script(name: &str, others: &[&str]) -> String {
     s
 }
 
+/// [`script`], with IPv6 checks before the end: a SLAAC address from the gateway's
+/// advertisements (`V6ADDR`), then a ping of the gateway's IPv6 address (`PINGED6`).
+fn script6(name: &str, others: &[&str]) -> String {
+    let mut s = script(name, others);
+    let end = format!("echo {CHECKS_DONE}; sleep 600\n");
+    s.truncate(s.len() - end.len());
+    s.push_str(&format!(
+        "for i in $(seq 30); do a=$(ip -6 addr show dev eth0 | awk '/inet6 {V6_PREFIX}/ && !/tentative/ {{print $2}}'); [ -n \"$a\" ] && {{ echo \"V6ADDR $a\"; break; }}; sleep 1; done\n\
+         for i in $(seq 10); do ping -6 -c 1 -W 2 {V6_GATEWAY} >/dev/null 2>&1 && {{ echo PINGED6; break; }}; sleep 1; done\n"
+    ));
+    s.push_str(&end);
+    s
+}
+
+/// The IPv6 prefix of the QEMU test's network (beside libvirt's default IPv4 one) and
+/// its gateway.
+const V6_PREFIX: &str = "fd00:7a::";
+const V6_GATEWAY: &str = "fd00:7a::1";
+
+/// libvirt's default network with an IPv6 `<ip>` beside its IPv4 one.
+const DUAL_STACK: &str = "<network>
+  <name>default</name>
+  <forward mode='nat'/>
+  <bridge name='virbr0' stp='on' delay='0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'>
+    <dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp>
+  </ip>
+  <ip family='ipv6' address='fd00:7a::1' prefix='64'/>
+</network>";
+
 /// What a guest prints when its checks are over (it then waits to be killed).
 const CHECKS_DONE: &str = "VNET-GUEST: checks done";
 
@@ -111,7 +141,7 @@ fn md5(path: &Path) -> String {
 
 #[test]
 fn stream_dgram_and_tap_guests_lease_resolve_ping_each_other_and_fetch_through_nat() {
-    let mut net = Net::start();
+    let mut net = Net::start_with(Some(DUAL_STACK));
     let files = net.dir.path().join("www");
     std::fs::create_dir_all(&files).expect("www");
     let blob: Vec<u8> = (0..4u32 << 20)
@@ -136,7 +166,7 @@ fn stream_dgram_and_tap_guests_lease_resolve_ping_each_other_and_fetch_through_n
             .collect::<Vec<_>>()
     };
     let boot = |name: &str, netdev: String, mac: &str, netns: Option<&str>| {
-        let initrd = image.with_script(d, &script(name, &others(name)));
+        let initrd = image.with_script(d, &script6(name, &others(name)));
         let args = virtio_net(&netdev, mac);
         let log = d.join(format!("{name}.log"));
         match netns {
@@ -186,6 +216,10 @@ fn stream_dgram_and_tap_guests_lease_resolve_ping_each_other_and_fetch_through_n
         );
         assert!(log.contains("PINGED nsguest"), "{name}:\n{log}");
         assert!(log.contains(&format!("HTTP {want}")), "{name}:\n{log}");
+        assert!(
+            log.contains(&format!("V6ADDR {V6_PREFIX}")) && log.contains("PINGED6"),
+            "{name} got no IPv6 beside IPv4:\n{log}"
+        );
         for o in others(name) {
             assert!(
                 log.contains(&format!("SEES {o} ")),
