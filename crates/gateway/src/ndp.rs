@@ -93,6 +93,10 @@ const INTERVAL: Duration = Duration::from_secs(300);
 const PREFIX_LIFETIME: u32 = 3600;
 /// RDNSS and DNSSL lifetime, seconds (RFC 8106 §5.1: at least 3 × MaxRtrAdvInterval).
 const DNS_LIFETIME: u32 = 1800;
+/// The shortest time between two multicast advertisements answering solicitations
+/// (RFC 4861 §6.2.6 MIN_DELAY_BETWEEN_RAS): a guest soliciting from `::` in a loop does
+/// not make the gateway flood the segment.
+const MIN_DELAY_BETWEEN_RAS: Duration = Duration::from_secs(3);
 /// ICMPv6 errors sent per second at most (RFC 4443 §2.4 (f)).
 const ERRORS_PER_SEC: u32 = 10;
 /// What of the offending packet an error carries: the IPv6 minimum MTU less the
@@ -168,6 +172,8 @@ pub struct Ndp {
     adverts_sent: u8,
     /// The current second of the error rate limit, and errors sent in it.
     errors: (Option<Instant>, u32),
+    /// When the last multicast advertisement answering a solicitation left.
+    last_multicast: Option<Instant>,
     stats: NdpStats,
 }
 
@@ -182,6 +188,7 @@ impl Ndp {
             next_advert: None,
             adverts_sent: 0,
             errors: (None, 0),
+            last_multicast: None,
             stats: NdpStats::default(),
         }
     }
@@ -297,6 +304,13 @@ impl Ndp {
                 }
                 self.stats.router_solicitations += 1;
                 if src.is_unspecified() {
+                    let recent = self
+                        .last_multicast
+                        .is_some_and(|t| now.saturating_duration_since(t) < MIN_DELAY_BETWEEN_RAS);
+                    if recent {
+                        return None;
+                    }
+                    self.last_multicast = Some(now);
                     self.router_advert(multicast_mac(ALL_NODES), ALL_NODES)
                 } else {
                     self.router_advert(src_mac.0, src)
@@ -697,6 +711,28 @@ mod tests {
         assert!(n
             .handle(now + Duration::from_secs(1), GUEST, GW, &f[14..])
             .is_some());
+    }
+
+    #[test]
+    fn solicitations_from_the_unspecified_address_get_a_multicast_answer_every_3_s() {
+        let mut n = ndp();
+        // RS from :: to ff02::2 (the captured one's destination), no options
+        let all_routers: [u8; 16] = RS[38..54].try_into().unwrap();
+        let b = PacketBuilder::ethernet2(GUEST.0, multicast_mac(ALL_NODES))
+            .ipv6([0; 16], all_routers, 255)
+            .icmpv6(Icmpv6Type::RouterSolicitation);
+        let mut f = Vec::new();
+        b.write(&mut f, &[]).unwrap();
+        let t = Instant::now();
+        assert!(n.handle(t, GUEST, GW, &f[14..]).is_some());
+        assert!(n
+            .handle(t + Duration::from_secs(1), GUEST, GW, &f[14..])
+            .is_none());
+        let later = n
+            .handle(t + MIN_DELAY_BETWEEN_RAS, GUEST, GW, &f[14..])
+            .expect("again");
+        assert_eq!(parse(&later).2, ALL_NODES);
+        assert_eq!(n.stats().router_solicitations, 3);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The network in memory: DHCP, DNS, NAT (TCP, UDP, ICMP), a port forward, port
-//! security and the host-port split, with smoltcp guests and virtual time. No
+//! security, the host-port split and IPv6 router discovery with RA guard, with smoltcp
+//! guests and virtual time. No
 //! privilege, no device, no socket.
 
 mod common;
@@ -434,4 +435,117 @@ fn the_host_port_takes_what_the_gateway_does_not_serve() {
         h.guests[g].sockets.get::<tcp::Socket>(handle).state(),
         tcp::State::SynSent
     );
+}
+
+/// An ICMPv6 router solicitation (`ra: false`) or advertisement (`ra: true`, with a
+/// prefix) from `mac`'s link-local address to the all-routers or all-nodes group.
+fn ndp_frame(mac: [u8; 6], ra: bool) -> Vec<u8> {
+    use etherparse::icmpv6::RouterAdvertisementHeader;
+    use etherparse::{Icmpv6Type, PacketBuilder};
+    let ll = [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 2,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
+    let group = if ra { 1 } else { 2 };
+    let dst = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, group];
+    let (kind, payload) = if ra {
+        let mut p = vec![0u8; 8];
+        p.extend_from_slice(&[3, 4, 64, 0xc0, 0, 0, 14, 16, 0, 0, 14, 16, 0, 0, 0, 0]);
+        p.extend_from_slice(&[
+            0x20, 0x01, 0x0d, 0xb8, 0x0b, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ]);
+        let h = RouterAdvertisementHeader {
+            cur_hop_limit: 64,
+            managed_address_config: false,
+            other_config: false,
+            router_lifetime: 1800,
+        };
+        (Icmpv6Type::RouterAdvertisement(h), p)
+    } else {
+        (Icmpv6Type::RouterSolicitation, Vec::new())
+    };
+    let b = PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 0, 0, group])
+        .ipv6(ll, dst, 255)
+        .icmpv6(kind);
+    let mut f = Vec::new();
+    b.write(&mut f, &payload).unwrap();
+    f
+}
+
+/// Whether `f` is an ICMPv6 router advertisement.
+fn is_ra(f: &[u8]) -> bool {
+    f.len() > 54 && f[12..14] == [0x86, 0xdd] && f[20] == 58 && f[54] == 134
+}
+
+#[test]
+fn router_discovery_and_ra_guard_through_the_network() {
+    let def = vnet_config::Network::from_xml(
+        "<network><name>v6</name><forward mode='nat'/><mac address='52:54:00:0a:0b:0c'/>
+         <ip address='192.168.122.1' netmask='255.255.255.0'/>
+         <ip family='ipv6' address='fd00:1::1' prefix='64'/></network>",
+    )
+    .unwrap();
+    let mut h = Harness::new(&def);
+    let open = h.add_guest(0x21, PortConfig::default());
+    let mac = MacAddr([0x52, 0x54, 0, 0, 0, 0x22]);
+    let secure = h.add_guest(
+        0x22,
+        PortConfig::default().with_security(Some(PortSecurity::new(Some(mac)))),
+    );
+    // the unsolicited advertisements at start reach every guest; drain them
+    h.step(Duration::from_millis(10));
+    for g in [open, secure] {
+        assert!(
+            h.guests[g].wire.rx.drain(..).any(|f| is_ra(&f)),
+            "guest {g}: no RA at start"
+        );
+    }
+    // a solicitation is answered on the soliciting guest's port only
+    h.guests[open]
+        .wire
+        .tx
+        .push_back(ndp_frame([0x52, 0x54, 0, 0, 0, 0x21], false));
+    h.step(Duration::from_millis(10));
+    let answer: Vec<Vec<u8>> = h.guests[open]
+        .wire
+        .rx
+        .drain(..)
+        .filter(|f| is_ra(f))
+        .collect();
+    assert_eq!(answer.len(), 1);
+    assert_eq!(
+        &answer[0][..6],
+        &[0x52, 0x54, 0, 0, 0, 0x21],
+        "unicast to the guest"
+    );
+    assert!(!h.guests[secure].wire.rx.iter().any(|f| is_ra(f)));
+    // RA guard: the protected guest's advertisement goes nowhere; the open one's passes
+    h.guests[secure].wire.tx.push_back(ndp_frame(mac.0, true));
+    h.step(Duration::from_millis(10));
+    assert!(!h.guests[open].wire.rx.drain(..).any(|f| is_ra(&f)));
+    let port = h.guests[secure].port;
+    let drops = h.net.switch().port_counters(port).unwrap().drops;
+    assert_eq!(drops.get(DropReason::RogueRouter), 1);
+    h.guests[open]
+        .wire
+        .tx
+        .push_back(ndp_frame([0x52, 0x54, 0, 0, 0, 0x21], true));
+    h.step(Duration::from_millis(10));
+    assert!(h.guests[secure].wire.rx.drain(..).any(|f| is_ra(&f)));
+    let v6 = h.net.gateway().unwrap().ndp().unwrap().stats();
+    assert_eq!(v6.router_solicitations, 1);
 }

@@ -1,7 +1,8 @@
 //! A whole network (the libvirt default one: switch, gateway with DHCP, DNS and NAT)
 //! allocates nothing per frame on the guest-to-guest path in steady state: a counting
 //! global allocator watches a million frames through `Network::handle_frame` (known
-//! unicast, ARP broadcasts the gateway also sees, runts) after a warm-up.
+//! unicast over IPv4 and IPv6, ARP broadcasts the gateway also sees, runts) after a
+//! warm-up.
 
 use std::alloc::System;
 use std::time::Duration;
@@ -45,6 +46,39 @@ fn unicast(from: u8, to: u8) -> Vec<u8> {
     f
 }
 
+/// An IPv6 UDP datagram from guest `from`'s link-local address to guest `to`'s.
+fn unicast6(from: u8, to: u8) -> Vec<u8> {
+    let ll = |i: u8| {
+        let m = mac(i);
+        [
+            0xfe,
+            0x80,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            m[0] ^ 2,
+            m[1],
+            m[2],
+            0xff,
+            0xfe,
+            m[3],
+            m[4],
+            m[5],
+        ]
+    };
+    let mut f = mac(to).to_vec();
+    f.extend_from_slice(&mac(from));
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 16, 17, 64]);
+    f.extend_from_slice(&ll(from));
+    f.extend_from_slice(&ll(to));
+    f.extend_from_slice(&[0x13, 0x88, 0x13, 0x88, 0, 16, 0, 0]);
+    f.resize(14 + 40 + 16, 0);
+    f
+}
+
 /// A broadcast ARP request from guest `from` for guest `to`'s address.
 fn arp(from: u8, to: u8) -> Vec<u8> {
     let mut f = vec![0xff; 6];
@@ -70,6 +104,7 @@ fn a_million_frames_through_the_default_network_allocate_nothing() {
     let n = 16u8;
     let frames: Vec<Vec<u8>> = (0..n).map(|i| unicast(i, (i * 5 + 3) % n)).collect();
     let arps: Vec<Vec<u8>> = (0..n).map(|i| arp(i, (i + 1) % n)).collect();
+    let frames6: Vec<Vec<u8>> = (0..n).map(|i| unicast6(i, (i * 5 + 3) % n)).collect();
     let runt = vec![0u8; 10];
     let mut buf = FrameBuf::new();
     let mut io = Count(0);
@@ -80,6 +115,10 @@ fn a_million_frames_through_the_default_network_allocate_nothing() {
             let port = ports[i % 4];
             buf.set_frame(&frames[i]);
             net.handle_frame(*now, port, &mut buf, io);
+            if r % 10 == 0 {
+                buf.set_frame(&frames6[i]);
+                net.handle_frame(*now, port, &mut buf, io);
+            }
             if r % 100 == 0 {
                 buf.set_frame(&arps[i]);
                 net.handle_frame(*now, port, &mut buf, io);
