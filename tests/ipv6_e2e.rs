@@ -280,3 +280,135 @@ fn ra_guard_drops_a_guests_router_advertisements_on_a_protected_port() {
         "an unprotected port's advertisement should reach the victim"
     );
 }
+
+const DHCP6_XML: &str = "<network>
+  <name>v6d</name>
+  <forward mode='nat'/>
+  <domain name='v6test'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'/>
+  <ip family='ipv6' address='fd00:79::1' prefix='64'>
+    <dhcp><range start='fd00:79::1:10' end='fd00:79::1:ff'/></dhcp>
+  </ip>
+</network>";
+
+/// `dhclient -6` in `g` once; what its script saw (`ip6=… dns6=… search=…`).
+fn dhclient6(net: &Net, g: &Netns, tag: &str) -> String {
+    let dir = net.dir.path();
+    let out = dir.join(format!("dhclient6-{tag}.env"));
+    let script = dir.join(format!("dhclient6-{tag}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$reason\" in\n  BOUND6|RENEW6|REBIND6)\n    \
+             ip -6 addr add \"$new_ip6_address/$new_ip6_prefixlen\" dev \"$interface\" nodad\n    \
+             echo \"ip6=$new_ip6_address dns6=$new_dhcp6_name_servers search=$new_dhcp6_domain_search reason=$reason\" > {}\n    ;;\nesac\nexit 0\n",
+            out.display()
+        ),
+    )
+    .expect("script");
+    std::process::Command::new("chmod")
+        .arg("0755")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let lf = dir.join(format!("dhclient6-{tag}.leases"));
+    let pf = dir.join(format!("dhclient6-{tag}.pid"));
+    let (s, l, p) = (
+        script.display().to_string(),
+        lf.display().to_string(),
+        pf.display().to_string(),
+    );
+    let _ = g.run(
+        "timeout",
+        &[
+            "20", "dhclient", "-6", "-1", "-sf", &s, "-lf", &l, "-pf", &p, "eth0",
+        ],
+    );
+    if let Ok(pid) = std::fs::read_to_string(&pf) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+    std::fs::read_to_string(&out).unwrap_or_default()
+}
+
+#[test]
+fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
+    let net = Net::start_with(Some(DHCP6_XML));
+    let vm = v6_guest(&net, "v6d", "52:54:00:60:00:20");
+    // the advertisements say "managed": no SLAAC address in the prefix
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        slaac_address(&vm, "fd00:79::5054").is_none(),
+        "SLAAC on a managed prefix"
+    );
+    let got = dhclient6(&net, &vm, "a");
+    assert!(
+        got.contains("ip6=fd00:79::1:"),
+        "dhclient -6: {got:?}\n{}",
+        net.log()
+    );
+    assert!(got.contains("dns6=fd00:79::1"), "{got}");
+    assert!(got.contains("v6test"), "{got}");
+    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
+    assert!(
+        leases.contains("ipv6") && leases.contains("fd00:79::1:"),
+        "{leases}"
+    );
+    // renewing (a second run with the same lease file) keeps the address
+    let again = dhclient6(&net, &vm, "a");
+    let addr = |s: &str| s.split_whitespace().next().map(str::to_owned);
+    assert_eq!(addr(&again), addr(&got), "{again}");
+    let ip = got
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix("ip6="))
+        .unwrap_or_default()
+        .to_owned();
+    vm.run_ok("ping", &["-6", "-c", "1", "-W", "2", "fd00:79::1"]);
+    assert!(vm.run_ok("ip", &["-6", "addr"]).contains(&ip));
+
+    // dhcpcd starts DHCPv6 because the advertisements say "managed"
+    let vm2 = v6_guest(&net, "v6e", "52:54:00:60:00:21");
+    let script = net.dir.path().join("dhcpcd6.sh");
+    let out = net.dir.path().join("dhcpcd6.env");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ -n \"$new_dhcp6_ia_na1_ia_addr1\" ] && echo \"ip6=$new_dhcp6_ia_na1_ia_addr1 dns6=$new_dhcp6_name_servers reason=$reason\" > {}\nexit 0\n",
+            out.display()
+        ),
+    )
+    .expect("script");
+    std::process::Command::new("chmod")
+        .arg("0755")
+        .arg(&script)
+        .status()
+        .expect("chmod");
+    let _ = vm2.run(
+        "timeout",
+        &[
+            "30",
+            "dhcpcd",
+            "-6",
+            "-1",
+            "-B",
+            "-t",
+            "20",
+            "-c",
+            &script.to_string_lossy(),
+            "eth0",
+        ],
+    );
+    let _ = vm2.run("dhcpcd", &["-x", "eth0"]);
+    let got2 = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        got2.contains("ip6=fd00:79::1:"),
+        "dhcpcd -6: {got2:?}\n{}",
+        net.log()
+    );
+    assert!(got2.contains("dns6=fd00:79::1"), "{got2}");
+    assert_ne!(
+        got2.split_whitespace().next(),
+        got.split_whitespace().next(),
+        "one address each"
+    );
+}

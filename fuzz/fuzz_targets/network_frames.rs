@@ -35,9 +35,11 @@ impl Io for Host {
     fn nat(&mut self, nat: &mut vnet_nat::Nat, now: std::time::Instant) {
         while let Some(a) = nat.poll_action() {
             match a {
-                vnet_nat::Action::Open { flow, proto: vnet_nat::Proto::Tcp, .. } => {
-                    nat.opened(now, flow, Ok(()))
-                }
+                vnet_nat::Action::Open {
+                    flow,
+                    proto: vnet_nat::Proto::Tcp,
+                    ..
+                } => nat.opened(now, flow, Ok(())),
                 vnet_nat::Action::Datagram { data, .. } => nat.recycle(data),
                 _ => {}
             }
@@ -57,8 +59,7 @@ fuzz_target!(|ops: Vec<Op>| {
         net.add_port(PortConfig::default()).unwrap(),
         net.add_port(PortConfig::default()).unwrap(),
         net.add_port(
-            PortConfig::default()
-                .with_security(Some(vnet_switch::PortSecurity::new(Some(mac)))),
+            PortConfig::default().with_security(Some(vnet_switch::PortSecurity::new(Some(mac)))),
         )
         .unwrap(),
     ];

@@ -62,7 +62,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 }
             }
             Op::AddPort { isolated, learning } => {
-                let _ = sw.add_port(PortConfig::default().with_isolated(isolated).with_learning(learning));
+                let _ = sw.add_port(
+                    PortConfig::default()
+                        .with_isolated(isolated)
+                        .with_learning(learning),
+                );
             }
             Op::RemovePort { port } => {
                 let _ = sw.remove_port(PortId(u16::from(port % 8)));

@@ -590,8 +590,9 @@ impl Network {
             .collect();
         for ip in v6.iter().filter(|ip| ip.dhcp.is_some()) {
             w.push(format!(
-                "<ip family='ipv6' address='{}'><dhcp> is kept but not honoured yet: there is \
-                 no DHCPv6 server; guests configure by SLAAC from the router advertisements",
+                "<ip family='ipv6' address='{}'><dhcp>: DHCPv6 leases are kept in memory only \
+                 (a restart forgets them; a client renewing gets its address back while it is \
+                 free); net-event does not report them yet",
                 ip.address
             ));
         }

@@ -66,6 +66,7 @@ pub mod db;
 mod event;
 mod seen;
 mod server;
+pub mod v6;
 
 #[cfg(test)]
 mod tests;

@@ -163,6 +163,8 @@ pub struct Gateway {
     nat: Option<vnet_nat::Nat>,
     /// The IPv6 side (neighbor discovery, router advertisements, echo).
     ndp: Option<ndp::Ndp>,
+    /// The DHCPv6 server (UDP port 547), when an IPv6 `<ip>` has a `<dhcp>`.
+    dhcp6: Option<vnet_dhcp::v6::Server6>,
     /// Guest address → MAC, from ARP and from frames sent to the gateway (bounded).
     neighbours: HashMap<Ipv4Addr, [u8; 6]>,
     /// IPv6 DNS clients → their MAC and the gateway address they asked (bounded), for
@@ -205,6 +207,7 @@ impl Gateway {
             tcp,
             nat: None,
             ndp,
+            dhcp6: None,
             neighbours: HashMap::new(),
             neighbours6: HashMap::new(),
             out: VecDeque::new(),
@@ -254,6 +257,18 @@ impl Gateway {
     /// The IPv6 side, if the network has IPv6 addresses.
     pub fn ndp(&self) -> Option<&ndp::Ndp> {
         self.ndp.as_ref()
+    }
+
+    /// Gives the gateway a DHCPv6 server (it needs the IPv6 side: without it, none).
+    pub fn set_dhcp6(&mut self, server: vnet_dhcp::v6::Server6) {
+        if self.ndp.is_some() {
+            self.dhcp6 = Some(server);
+        }
+    }
+
+    /// The DHCPv6 server, if any.
+    pub fn dhcp6(&self) -> Option<&vnet_dhcp::v6::Server6> {
+        self.dhcp6.as_ref()
     }
 
     /// The DNS server, if any.
@@ -411,6 +426,9 @@ impl Gateway {
             WireEtherType::Ipv6 => {
                 if let Some((client, server, query)) = self.dns6_query(eth.payload()) {
                     self.handle_dns_udp6(now, src.0, client, server, query);
+                    return;
+                }
+                if self.handle_dhcp6(now, src, eth.payload()) {
                     return;
                 }
                 match self.ndp.as_mut() {
@@ -700,6 +718,43 @@ impl Gateway {
             dst,
             udp.payload(),
         ))
+    }
+
+    /// A DHCPv6 client message (UDP 546 → 547, to the servers' group or the gateway):
+    /// answered from the gateway's link-local address to the client's. True when it
+    /// was one.
+    fn handle_dhcp6(&mut self, now: Now, src_mac: MacAddr, packet: &[u8]) -> bool {
+        const ALL_DHCP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+        let (Some(server), Some(ndp)) = (self.dhcp6.as_mut(), self.ndp.as_ref()) else {
+            return false;
+        };
+        let Ok(ip) = etherparse::Ipv6Slice::from_slice(packet) else {
+            return false;
+        };
+        let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+        if ip.payload().ip_number != IpNumber::UDP || (dst != ALL_DHCP && !ndp.is_ours(dst)) {
+            return false;
+        }
+        let Ok(udp) = UdpSlice::from_slice(ip.payload().payload) else {
+            return false;
+        };
+        if udp.destination_port() != 547 {
+            return false;
+        }
+        let Some(reply) = server.handle(now.wall, udp.payload()) else {
+            return true;
+        };
+        if src.is_unspecified() || src.is_multicast() {
+            return true;
+        }
+        let builder = PacketBuilder::ethernet2(self.cfg.mac.0, src_mac.0)
+            .ipv6(ndp.link_local().octets(), src.octets(), TTL)
+            .udp(547, udp.source_port());
+        let mut frame = Vec::with_capacity(builder.size(reply.len()));
+        if builder.write(&mut frame, &reply).is_ok() {
+            self.push(frame);
+        }
+        true
     }
 
     fn handle_dns_udp6(

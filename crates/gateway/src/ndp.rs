@@ -24,6 +24,9 @@ pub struct Ipv6Prefix {
     pub addr: Ipv6Addr,
     /// The prefix length (64 for SLAAC to work).
     pub len: u8,
+    /// Advertised for SLAAC (the A flag): when the prefix has no DHCPv6 range, as
+    /// dnsmasq's `ra-only`; with one, addresses come from DHCPv6 ("managed").
+    pub autonomous: bool,
 }
 
 /// The IPv6 side of the gateway.
@@ -38,6 +41,8 @@ pub struct Ipv6Config {
     pub dns: bool,
     /// The search domain advertised (DNSSL), the network's `<domain>`.
     pub domain: Option<String>,
+    /// A DHCPv6 server hands out addresses: the M and O flags are set.
+    pub managed: bool,
 }
 
 /// Counters of the gateway's IPv6 side.
@@ -429,8 +434,9 @@ impl Ndp {
             p.extend_from_slice(&u32::from(self.mtu).to_be_bytes());
         }
         for pre in &self.cfg.prefixes {
-            // L (on-link) and A (autonomous: SLAAC)
-            p.extend_from_slice(&[3, 4, pre.len, 0xc0]);
+            // L (on-link), and A (autonomous: SLAAC) unless DHCPv6 hands out the addresses
+            let flags = if pre.autonomous { 0xc0 } else { 0x80 };
+            p.extend_from_slice(&[3, 4, pre.len, flags]);
             p.extend_from_slice(&PREFIX_LIFETIME.to_be_bytes());
             p.extend_from_slice(&PREFIX_LIFETIME.to_be_bytes());
             p.extend_from_slice(&[0; 4]);
@@ -454,8 +460,8 @@ impl Ndp {
         }
         let ra = Icmpv6Type::RouterAdvertisement(RouterAdvertisementHeader {
             cur_hop_limit: 64,
-            managed_address_config: false,
-            other_config: false,
+            managed_address_config: self.cfg.managed,
+            other_config: self.cfg.managed,
             router_lifetime: self.cfg.router_lifetime,
         });
         let f = self.frame(to_mac, self.link_local, to, 255, ra, &p)?;
@@ -553,10 +559,12 @@ mod tests {
             prefixes: vec![Ipv6Prefix {
                 addr: "fd00:1::1".parse().unwrap(),
                 len: 64,
+                autonomous: true,
             }],
             router_lifetime: 1800,
             dns: true,
             domain: Some("example".into()),
+            managed: false,
         };
         Ndp::new(GW, cfg, 1500)
     }

@@ -228,7 +228,13 @@ impl GatewayHost {
             dhcp_out: st.dhcp_out,
             dhcp_dropped: st.dhcp_dropped,
             malformed: st.malformed,
-            dhcp_stats: gw.dhcp().map(dhcp_stats_map).unwrap_or_default(),
+            dhcp_stats: {
+                let mut m = gw.dhcp().map(dhcp_stats_map).unwrap_or_default();
+                if let Some(s6) = gw.dhcp6() {
+                    m.extend(s6.stats().counters().map(|(k, v)| (k.to_owned(), v)));
+                }
+                m
+            },
             nat: gw.nat().map(|n| {
                 let mut m: BTreeMap<String, u64> = n
                     .stats()
@@ -289,7 +295,47 @@ impl GatewayHost {
                 }),
             })
             .collect();
-        rows.sort_by(|a, b| a.mac.cmp(&b.mac));
+        // the prefix length of the IPv6 <ip> a lease is in
+        let prefix6 = |ip: std::net::Ipv6Addr| {
+            let inside = |p: &&vnet_gateway::Ipv6Prefix| {
+                let m = u128::MAX.checked_shl(128 - u32::from(p.len)).unwrap_or(0);
+                u128::from(p.addr) & m == u128::from(ip) & m
+            };
+            gw.ndp()
+                .and_then(|n| n.config().prefixes.iter().find(inside).map(|p| p.len))
+                .unwrap_or(64)
+        };
+        for l in gw
+            .dhcp6()
+            .into_iter()
+            .flat_map(vnet_dhcp::v6::Server6::leases)
+        {
+            // the MAC a DUID-LLT (type 1) or DUID-LL (type 3) of Ethernet carries
+            let mac = match l.duid.as_slice() {
+                [0, 1, 0, 1, _, _, _, _, m @ ..] | [0, 3, 0, 1, m @ ..] if m.len() == 6 => {
+                    <[u8; 6]>::try_from(m).ok().map(MacAddr)
+                }
+                _ => None,
+            };
+            rows.push(LeaseRow {
+                expiry: l.expires.map(|t| {
+                    t.duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                }),
+                mac: mac.map(|m| m.to_string()).unwrap_or_default(),
+                protocol: "ipv6".to_owned(),
+                ip: format!("{}/{}", l.ip, prefix6(l.ip)),
+                hostname: l.hostname.clone(),
+                client_id: Some(
+                    l.duid
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                ),
+            });
+        }
+        rows.sort_by(|a, b| (&a.protocol, &a.mac).cmp(&(&b.protocol, &b.mac)));
         rows
     }
 

@@ -254,6 +254,11 @@ pub fn gateway_config(net: &vnet_config::Network) -> Option<GatewayConfig> {
             IpAddr::V6(addr) => Some(Ipv6Prefix {
                 addr,
                 len: ip.prefix_len(),
+                // SLAAC unless this <ip> hands out addresses by DHCPv6
+                autonomous: ip
+                    .dhcp
+                    .as_ref()
+                    .is_none_or(|d| d.ranges.is_empty() && d.hosts.is_empty()),
             }),
             IpAddr::V4(_) => None,
         })
@@ -268,6 +273,8 @@ pub fn gateway_config(net: &vnet_config::Network) -> Option<GatewayConfig> {
         },
         dns: vnet_dns::DnsConfig::from_network(net).is_some(),
         domain: net.domain().map(|d| d.name.clone()),
+        managed: vnet_dhcp::v6::Config6::from_network(net, mac.0, None)
+            .is_some_and(|c| c.stateful()),
     });
     Some(GatewayConfig {
         mac,
@@ -360,6 +367,13 @@ impl Network {
             for (ip, name) in &names {
                 dns.set_lease_name(*ip, name);
             }
+        }
+        let dns6 = gw
+            .ndp()
+            .filter(|n| n.config().dns)
+            .map(vnet_gateway::ndp::Ndp::dns_addr);
+        if let Some(c6) = vnet_dhcp::v6::Config6::from_network(net, cfg.mac.0, dns6) {
+            gw.set_dhcp6(vnet_dhcp::v6::Server6::new(c6));
         }
         if net.forward_mode() == ForwardMode::Nat {
             let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, cfg.ip, cfg.prefix);

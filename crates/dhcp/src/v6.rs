@@ -1,0 +1,640 @@
+//! The sans-IO DHCPv6 server (RFC 8415): addresses (IA_NA) from the `<range>`s of an
+//! `<ip family='ipv6'><dhcp>`, `<host id='DUID' name ip>` reservations with their lease
+//! times, and the DNS servers (option 23) and domain list (option 24); what dnsmasq
+//! serves for a libvirt network with an IPv6 range.
+//!
+//! The UDP payload and the time come in ([`Server6::handle`]), the reply payload goes
+//! out. Leases are kept in memory: after a restart a client renewing or rebinding an
+//! address that is still free gets it again.
+//!
+//! # No-panic contract
+//!
+//! [`Server6::handle`] takes any bytes: messages are decoded by `dhcproto` (which
+//! reports errors), every count saturates, and a message that does not make sense is
+//! counted in [`Stats6`] and not answered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
+use std::time::SystemTime;
+
+use dhcproto::v6::{
+    DhcpOption, DhcpOptions, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, IANA,
+};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder, Name};
+use vnet_config::{IpFamily, Network};
+
+use crate::config::LeaseDuration;
+
+/// Bound on the addresses leased at once (each range is bounded by its size too).
+pub const MAX_LEASES6: usize = 4096;
+
+/// A `<host>` of an IPv6 `<dhcp>`: a reserved address, for a DUID or a name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host6 {
+    /// The client's DUID (`id`), as bytes.
+    pub duid: Option<Vec<u8>>,
+    /// `name`: sent to nobody (DHCPv6 names are the client's), kept for the leases table.
+    pub name: Option<String>,
+    /// The reserved address.
+    pub ip: Ipv6Addr,
+    /// Its lease time.
+    pub lease: LeaseDuration,
+}
+
+/// What the DHCPv6 server hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config6 {
+    /// The server's DUID (DUID-LL of the gateway's MAC, RFC 8415 §11.4).
+    pub server_duid: Vec<u8>,
+    /// Address ranges and their lease times, in order.
+    pub ranges: Vec<(Ipv6Addr, Ipv6Addr, LeaseDuration)>,
+    /// Reservations.
+    pub hosts: Vec<Host6>,
+    /// DNS servers (option 23).
+    pub dns: Vec<Ipv6Addr>,
+    /// Domain search list (option 24): the network's `<domain>`.
+    pub domain: Option<String>,
+}
+
+/// The bytes of a libvirt DUID (`0:4:7e:7d:…`, hex bytes separated by colons).
+pub fn parse_duid(s: &str) -> Option<Vec<u8>> {
+    s.split(':')
+        .map(|b| {
+            u8::from_str_radix(b, 16)
+                .ok()
+                .filter(|_| (1..=2).contains(&b.len()))
+        })
+        .collect()
+}
+
+impl Config6 {
+    /// The DHCPv6 side of `net`: its IPv6 `<ip>` with a `<dhcp>`, the DNS server the
+    /// gateway is at (`dns`), the server DUID from the gateway's MAC. `None` without one.
+    pub fn from_network(net: &Network, mac: [u8; 6], dns: Option<Ipv6Addr>) -> Option<Self> {
+        let dhcp = net
+            .ips()
+            .iter()
+            .find_map(|ip| match (ip.family(), &ip.dhcp) {
+                (IpFamily::V6, Some(d)) => Some(d),
+                _ => None,
+            })?;
+        let ranges: Vec<_> = dhcp
+            .ranges
+            .iter()
+            .filter_map(|r| match (r.start, r.end) {
+                (IpAddr::V6(s), IpAddr::V6(e)) => Some((s, e, r.lease_time().into())),
+                _ => None,
+            })
+            .collect();
+        let hosts = dhcp
+            .hosts
+            .iter()
+            .filter_map(|h| match h.ip {
+                IpAddr::V6(ip) => Some(Host6 {
+                    duid: h.id.as_deref().and_then(parse_duid),
+                    name: h.name.clone(),
+                    ip,
+                    lease: h.lease_time().into(),
+                }),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        let mut server_duid = vec![0, 3, 0, 1];
+        server_duid.extend_from_slice(&mac);
+        Some(Self {
+            server_duid,
+            ranges,
+            hosts,
+            dns: dns.into_iter().collect(),
+            domain: net.domain().map(|d| d.name.clone()),
+        })
+    }
+
+    /// Whether the server has addresses to hand out (routers then advertise "managed").
+    pub fn stateful(&self) -> bool {
+        !self.ranges.is_empty() || !self.hosts.is_empty()
+    }
+}
+
+/// One address leased to one client's IA_NA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease6 {
+    /// The address.
+    pub ip: Ipv6Addr,
+    /// The client's DUID.
+    pub duid: Vec<u8>,
+    /// The IA's identifier.
+    pub iaid: u32,
+    /// The reservation's name, if any.
+    pub hostname: Option<String>,
+    /// When it ends (`None`: never).
+    pub expires: Option<SystemTime>,
+}
+
+/// Counters of the DHCPv6 server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats6 {
+    /// Messages taken (any type).
+    pub received: u64,
+    /// Replies sent (ADVERTISE, REPLY).
+    pub sent: u64,
+    /// Addresses granted or extended.
+    pub granted: u64,
+    /// Addresses released or declined.
+    pub released: u64,
+    /// IAs answered with NoAddrsAvail.
+    pub no_addrs: u64,
+    /// Messages dropped: undecodable, a server's or relay's type, no client id, a server
+    /// id that is not ours (or one where there must be none).
+    pub dropped: u64,
+}
+
+impl Stats6 {
+    /// Every counter by name.
+    pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("v6_received", self.received),
+            ("v6_sent", self.sent),
+            ("v6_granted", self.granted),
+            ("v6_released", self.released),
+            ("v6_no_addrs", self.no_addrs),
+            ("v6_dropped", self.dropped),
+        ]
+        .into_iter()
+    }
+}
+
+/// The DHCPv6 server. See the module doc.
+#[derive(Debug)]
+pub struct Server6 {
+    cfg: Config6,
+    leases: BTreeMap<Ipv6Addr, Lease6>,
+    by_client: HashMap<(Vec<u8>, u32), Ipv6Addr>,
+    stats: Stats6,
+}
+
+impl Server6 {
+    /// A server with no leases.
+    pub fn new(cfg: Config6) -> Self {
+        Self {
+            cfg,
+            leases: BTreeMap::new(),
+            by_client: HashMap::new(),
+            stats: Stats6::default(),
+        }
+    }
+
+    /// What it serves.
+    pub fn config(&self) -> &Config6 {
+        &self.cfg
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats6 {
+        self.stats
+    }
+
+    /// The active leases, by address.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease6> {
+        self.leases.values()
+    }
+
+    /// A client message (the UDP payload to port 547) at `now`; the reply payload, if
+    /// it is answered.
+    pub fn handle(&mut self, now: SystemTime, payload: &[u8]) -> Option<Vec<u8>> {
+        self.stats.received = self.stats.received.saturating_add(1);
+        self.expire(now);
+        let reply = Message::decode(&mut Decoder::new(payload))
+            .ok()
+            .and_then(|m| self.answer(now, &m));
+        match &reply {
+            Some(r) => {
+                let mut out = Vec::new();
+                if r.encode(&mut Encoder::new(&mut out)).is_err() {
+                    self.stats.dropped += 1;
+                    return None;
+                }
+                self.stats.sent = self.stats.sent.saturating_add(1);
+                Some(out)
+            }
+            None => {
+                self.stats.dropped = self.stats.dropped.saturating_add(1);
+                None
+            }
+        }
+    }
+
+    fn answer(&mut self, now: SystemTime, m: &Message) -> Option<Message> {
+        let client = match m.opts().get(OptionCode::ClientId) {
+            Some(DhcpOption::ClientId(id)) if !id.is_empty() => id.clone(),
+            _ => return None,
+        };
+        let server = match m.opts().get(OptionCode::ServerId) {
+            Some(DhcpOption::ServerId(id)) => Some(id.as_slice()),
+            _ => None,
+        };
+        let ours = server == Some(self.cfg.server_duid.as_slice());
+        use MessageType as T;
+        // RFC 8415 §16: which messages carry a server id
+        let (kind, commit) = match m.msg_type() {
+            T::Solicit if server.is_none() => {
+                let rapid = m.opts().get(OptionCode::RapidCommit).is_some();
+                (if rapid { T::Reply } else { T::Advertise }, rapid)
+            }
+            T::Request | T::Renew if ours => (T::Reply, true),
+            T::Rebind | T::Confirm if server.is_none() => (T::Reply, true),
+            T::Release | T::Decline if ours => (T::Reply, false),
+            T::InformationRequest if server.is_none() || ours => (T::Reply, false),
+            _ => return None,
+        };
+        let mut opts = DhcpOptions::new();
+        opts.insert(DhcpOption::ServerId(self.cfg.server_duid.clone()));
+        opts.insert(DhcpOption::ClientId(client.clone()));
+        if commit && m.opts().get(OptionCode::RapidCommit).is_some() {
+            opts.insert(DhcpOption::RapidCommit);
+        }
+        let ias = m.opts().iter().filter_map(|o| match o {
+            DhcpOption::IANA(ia) => Some(ia.clone()),
+            _ => None,
+        });
+        match m.msg_type() {
+            T::Release | T::Decline => {
+                for ia in ias {
+                    if let Some(ip) = self.by_client.remove(&(client.clone(), ia.id)) {
+                        self.leases.remove(&ip);
+                        self.stats.released += 1;
+                    }
+                }
+                opts.insert(status(Status::Success, "done"));
+            }
+            T::Confirm => {
+                let on_link = ias
+                    .flat_map(|ia| addrs_of(&ia).collect::<Vec<_>>())
+                    .all(|a| self.on_link(a));
+                let (s, text) = if on_link {
+                    (Status::Success, "on link")
+                } else {
+                    (Status::NotOnLink, "not on this link")
+                };
+                opts.insert(status(s, text));
+            }
+            T::InformationRequest => {}
+            _ => {
+                let rebind = m.msg_type() == T::Rebind;
+                for ia in ias {
+                    opts.insert(DhcpOption::IANA(self.ia(now, &client, &ia, commit, rebind)));
+                }
+            }
+        }
+        if !self.cfg.dns.is_empty() {
+            opts.insert(DhcpOption::DomainNameServers(self.cfg.dns.clone()));
+        }
+        if let Some(d) = self
+            .cfg
+            .domain
+            .as_deref()
+            .and_then(|d| Name::from_ascii(d).ok())
+        {
+            opts.insert(DhcpOption::DomainSearchList(vec![d]));
+        }
+        let mut reply = Message::new_with_id(kind, m.xid());
+        reply.set_opts(opts);
+        Some(reply)
+    }
+
+    /// The answer to one IA_NA: its address (granted when `commit`), or NoAddrsAvail.
+    fn ia(
+        &mut self,
+        now: SystemTime,
+        client: &[u8],
+        ia: &IANA,
+        commit: bool,
+        rebind: bool,
+    ) -> IANA {
+        let key = (client.to_vec(), ia.id);
+        let asked = addrs_of(ia).find(|a| self.available(*a, &key));
+        let picked = self
+            .by_client
+            .get(&key)
+            .copied()
+            .or_else(|| self.reservation(client).map(|h| h.ip))
+            .or(asked)
+            .or_else(|| self.first_free(&key));
+        let Some(ip) = picked.filter(|ip| self.available(*ip, &key)) else {
+            self.stats.no_addrs += 1;
+            let mut opts = DhcpOptions::new();
+            opts.insert(status(Status::NoAddrsAvail, "no addresses available"));
+            if rebind {
+                // RFC 8415 §18.3.5: the addresses asked for, with lifetimes 0
+                for a in addrs_of(ia) {
+                    opts.insert(DhcpOption::IAAddr(IAAddr {
+                        addr: a,
+                        preferred_life: 0,
+                        valid_life: 0,
+                        opts: DhcpOptions::new(),
+                    }));
+                }
+            }
+            return IANA {
+                id: ia.id,
+                t1: 0,
+                t2: 0,
+                opts,
+            };
+        };
+        let host = self.reservation(client).filter(|h| h.ip == ip).cloned();
+        let lease = host
+            .as_ref()
+            .map_or_else(|| self.range_lease(ip), |h| h.lease);
+        let secs = match lease {
+            LeaseDuration::Finite(d) => u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1),
+            LeaseDuration::Infinite => u32::MAX,
+        };
+        if commit {
+            if let Some(old) = self.by_client.insert(key.clone(), ip) {
+                if old != ip {
+                    self.leases.remove(&old);
+                }
+            }
+            let expires = match lease {
+                LeaseDuration::Finite(d) => now.checked_add(d),
+                LeaseDuration::Infinite => None,
+            };
+            self.leases.insert(
+                ip,
+                Lease6 {
+                    ip,
+                    duid: client.to_vec(),
+                    iaid: ia.id,
+                    hostname: host.and_then(|h| h.name),
+                    expires,
+                },
+            );
+            self.stats.granted += 1;
+        }
+        let mut opts = DhcpOptions::new();
+        opts.insert(DhcpOption::IAAddr(IAAddr {
+            addr: ip,
+            preferred_life: secs,
+            valid_life: secs,
+            opts: DhcpOptions::new(),
+        }));
+        let (t1, t2) = if secs == u32::MAX {
+            (u32::MAX, u32::MAX)
+        } else {
+            (secs / 2, secs / 5 * 4)
+        };
+        IANA {
+            id: ia.id,
+            t1,
+            t2,
+            opts,
+        }
+    }
+
+    fn reservation(&self, client: &[u8]) -> Option<&Host6> {
+        self.cfg
+            .hosts
+            .iter()
+            .find(|h| h.duid.as_deref() == Some(client))
+    }
+
+    /// Whether `ip` may go to client `key`: in a range or reserved for it, not leased
+    /// to another client, not reserved for another DUID.
+    fn available(&self, ip: Ipv6Addr, key: &(Vec<u8>, u32)) -> bool {
+        let in_range = self
+            .cfg
+            .ranges
+            .iter()
+            .any(|(s, e, _)| (*s..=*e).contains(&ip));
+        let reserved = self.cfg.hosts.iter().find(|h| h.ip == ip);
+        let for_us = reserved.is_some_and(|h| h.duid.as_deref() == Some(key.0.as_slice()));
+        let other_host = reserved.is_some_and(|h| h.duid.as_deref() != Some(key.0.as_slice()));
+        let leased_to_other = self
+            .leases
+            .get(&ip)
+            .is_some_and(|l| (l.duid.as_slice(), l.iaid) != (key.0.as_slice(), key.1));
+        (in_range || for_us)
+            && !other_host
+            && !leased_to_other
+            && (self.leases.contains_key(&ip) || self.leases.len() < MAX_LEASES6)
+    }
+
+    fn first_free(&self, key: &(Vec<u8>, u32)) -> Option<Ipv6Addr> {
+        for (s, e, _) in &self.cfg.ranges {
+            let (mut a, end) = (u128::from(*s), u128::from(*e));
+            // a bounded walk: past the lease bound every address is as full
+            let mut tries = 0;
+            while a <= end && tries <= MAX_LEASES6 + self.cfg.hosts.len() {
+                let ip = Ipv6Addr::from(a);
+                if self.available(ip, key) {
+                    return Some(ip);
+                }
+                a += 1;
+                tries += 1;
+            }
+        }
+        None
+    }
+
+    fn range_lease(&self, ip: Ipv6Addr) -> LeaseDuration {
+        self.cfg
+            .ranges
+            .iter()
+            .find(|(s, e, _)| (*s..=*e).contains(&ip))
+            .map_or(LeaseDuration::DEFAULT, |r| r.2)
+    }
+
+    fn on_link(&self, ip: Ipv6Addr) -> bool {
+        self.cfg
+            .ranges
+            .iter()
+            .any(|(s, e, _)| (*s..=*e).contains(&ip))
+            || self.cfg.hosts.iter().any(|h| h.ip == ip)
+    }
+
+    /// Forgets the leases that ended at or before `now`.
+    pub fn expire(&mut self, now: SystemTime) {
+        let ended: Vec<Ipv6Addr> = self
+            .leases
+            .values()
+            .filter(|l| l.expires.is_some_and(|t| t <= now))
+            .map(|l| l.ip)
+            .collect();
+        for ip in ended {
+            if let Some(l) = self.leases.remove(&ip) {
+                self.by_client.remove(&(l.duid, l.iaid));
+            }
+        }
+    }
+}
+
+fn status(s: Status, msg: &str) -> DhcpOption {
+    DhcpOption::StatusCode(StatusCode {
+        status: s,
+        msg: msg.to_owned(),
+    })
+}
+
+/// The addresses an IA_NA asks for (its IAADDR options).
+fn addrs_of(ia: &IANA) -> impl Iterator<Item = Ipv6Addr> + '_ {
+    ia.opts.iter().filter_map(|o| match o {
+        DhcpOption::IAAddr(a) => Some(a.addr),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SOLICIT from ISC dhclient 4.4 (`dhclient -6`, MAC 52:54:00:12:34:56): client id
+    /// DUID-LLT, ORO (DNS, domain list, FQDN, SNTP), elapsed time, IA_NA 0x123456.
+    const SOLICIT: [u8; 56] = [
+        0x01, 0xbf, 0x74, 0x05, 0x00, 0x01, 0x00, 0x0e, 0x00, 0x01, 0x00, 0x01, 0x32, 0xa5, 0xd0,
+        0x44, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56, 0x00, 0x06, 0x00, 0x08, 0x00, 0x17, 0x00, 0x18,
+        0x00, 0x27, 0x00, 0x1f, 0x00, 0x08, 0x00, 0x02, 0x00, 0x00, 0x00, 0x03, 0x00, 0x0c, 0x00,
+        0x12, 0x34, 0x56, 0x00, 0x00, 0x0e, 0x10, 0x00, 0x00, 0x15, 0x18,
+    ];
+    const GW_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x0a, 0x0b, 0x0c];
+
+    fn ip(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn server() -> Server6 {
+        let mut server_duid = vec![0, 3, 0, 1];
+        server_duid.extend_from_slice(&GW_MAC);
+        Server6::new(Config6 {
+            server_duid,
+            ranges: vec![(ip("fd00::1:10"), ip("fd00::1:12"), LeaseDuration::DEFAULT)],
+            hosts: vec![Host6 {
+                duid: parse_duid("0:3:0:1:0:16:3e:11:22:33"),
+                name: Some("peter".into()),
+                ip: ip("fd00::1:22"),
+                lease: LeaseDuration::Finite(std::time::Duration::from_secs(600)),
+            }],
+            dns: vec![ip("fd00::1")],
+            domain: Some("example".into()),
+        })
+    }
+
+    fn decode(b: &[u8]) -> Message {
+        Message::decode(&mut Decoder::new(b)).unwrap()
+    }
+
+    fn encode(m: &Message) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.encode(&mut Encoder::new(&mut out)).unwrap();
+        out
+    }
+
+    /// The address the reply's IA_NA carries, and its valid lifetime.
+    fn granted(m: &Message) -> Option<(Ipv6Addr, u32)> {
+        m.opts().iter().find_map(|o| match o {
+            DhcpOption::IANA(ia) => ia.opts.iter().find_map(|o| match o {
+                DhcpOption::IAAddr(a) => Some((a.addr, a.valid_life)),
+                _ => None,
+            }),
+            _ => None,
+        })
+    }
+
+    /// `m` turned into `kind`, with the server's id.
+    fn follow(s: &Server6, m: &Message, kind: MessageType) -> Vec<u8> {
+        let mut next = m.clone();
+        next.set_msg_type(kind);
+        next.opts_mut()
+            .insert(DhcpOption::ServerId(s.config().server_duid.clone()));
+        encode(&next)
+    }
+
+    #[test]
+    fn solicit_request_renew_release_with_dhclients_bytes() {
+        let mut s = server();
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let adv = decode(&s.handle(t, &SOLICIT).expect("an advertise"));
+        assert_eq!(adv.msg_type(), MessageType::Advertise);
+        assert_eq!(adv.xid(), [0xbf, 0x74, 0x05]);
+        assert_eq!(granted(&adv), Some((ip("fd00::1:10"), 3600)));
+        assert!(matches!(
+            adv.opts().get(OptionCode::DomainNameServers),
+            Some(DhcpOption::DomainNameServers(d)) if d == &[ip("fd00::1")]
+        ));
+        assert!(s.leases().next().is_none(), "an advertise commits nothing");
+        let sol = decode(&SOLICIT);
+        let reply = decode(
+            &s.handle(t, &follow(&s, &sol, MessageType::Request))
+                .unwrap(),
+        );
+        assert_eq!(reply.msg_type(), MessageType::Reply);
+        assert_eq!(granted(&reply), Some((ip("fd00::1:10"), 3600)));
+        assert_eq!(s.leases().count(), 1);
+        // renew keeps the address
+        let renew = decode(&s.handle(t, &follow(&s, &sol, MessageType::Renew)).unwrap());
+        assert_eq!(granted(&renew).map(|g| g.0), Some(ip("fd00::1:10")));
+        // a request with another server's id is not ours to answer
+        let mut other = sol.clone();
+        other.set_msg_type(MessageType::Request);
+        other
+            .opts_mut()
+            .insert(DhcpOption::ServerId(vec![0, 3, 0, 1, 1, 2, 3, 4, 5, 6]));
+        assert!(s.handle(t, &encode(&other)).is_none());
+        // release frees it
+        assert!(s
+            .handle(t, &follow(&s, &sol, MessageType::Release))
+            .is_some());
+        assert_eq!(s.leases().count(), 0);
+        assert_eq!(s.stats().released, 1);
+    }
+
+    #[test]
+    fn a_reserved_duid_gets_its_address_and_the_pool_runs_out_cleanly() {
+        let mut s = server();
+        let t = SystemTime::UNIX_EPOCH;
+        let mut sol = decode(&SOLICIT);
+        sol.opts_mut().insert(DhcpOption::RapidCommit);
+        sol.opts_mut().insert(DhcpOption::ClientId(
+            parse_duid("0:3:0:1:0:16:3e:11:22:33").unwrap(),
+        ));
+        let r = decode(&s.handle(t, &encode(&sol)).unwrap());
+        assert_eq!(r.msg_type(), MessageType::Reply, "rapid commit");
+        assert_eq!(granted(&r), Some((ip("fd00::1:22"), 600)));
+        assert_eq!(
+            s.leases()
+                .next()
+                .and_then(|l| l.hostname.clone())
+                .as_deref(),
+            Some("peter")
+        );
+        // three clients fill the three-address range; the fourth gets NoAddrsAvail
+        for n in 0..4u8 {
+            let mut c = decode(&SOLICIT);
+            c.opts_mut().insert(DhcpOption::RapidCommit);
+            c.opts_mut()
+                .insert(DhcpOption::ClientId(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, n]));
+            let r = decode(&s.handle(t, &encode(&c)).unwrap());
+            assert_eq!(granted(&r).is_some(), n < 3, "client {n}");
+        }
+        assert_eq!(s.stats().no_addrs, 1);
+        // leases end
+        s.expire(t + std::time::Duration::from_secs(3601));
+        assert_eq!(s.leases().count(), 0);
+    }
+
+    #[test]
+    fn garbage_and_server_messages_are_dropped() {
+        let mut s = server();
+        let t = SystemTime::UNIX_EPOCH;
+        for bad in [&SOLICIT[..3], &[0xff; 40][..], &[]] {
+            assert!(s.handle(t, bad).is_none());
+        }
+        let mut adv = decode(&SOLICIT);
+        adv.set_msg_type(MessageType::Advertise);
+        assert!(s.handle(t, &encode(&adv)).is_none());
+        assert_eq!(s.stats().dropped, 4);
+        assert_eq!(parse_duid("0:4:7e:7d"), Some(vec![0, 4, 0x7e, 0x7d]));
+        assert_eq!(parse_duid("0:4:zz"), None);
+    }
+}
