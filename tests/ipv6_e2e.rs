@@ -332,7 +332,7 @@ fn dhclient6(net: &Net, g: &Netns, tag: &str) -> String {
 
 #[test]
 fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
-    let net = Net::start_with(Some(DHCP6_XML));
+    let mut net = Net::start_with(Some(DHCP6_XML));
     let vm = v6_guest(&net, "v6d", "52:54:00:60:00:20");
     // the advertisements say "managed": no SLAAC address in the prefix
     std::thread::sleep(Duration::from_secs(3));
@@ -365,6 +365,23 @@ fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
         .to_owned();
     vm.run_ok("ping", &["-6", "-c", "1", "-W", "2", "fd00:79::1"]);
     assert!(vm.run_ok("ip", &["-6", "addr"]).contains(&ip));
+    assert!(
+        net.log().contains(&format!("DHCPREPLY({}) {ip}", net.name)),
+        "{}",
+        net.log()
+    );
+
+    // kill -9 and a restart keep the lease: listed at once, renewed to the same address
+    net.stop(true);
+    net.launch();
+    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
+    assert!(
+        leases.contains(&ip),
+        "after kill -9: {leases}\n{}",
+        net.log()
+    );
+    let after = dhclient6(&net, &vm, "a");
+    assert_eq!(addr(&after), addr(&got), "{after}");
 
     // dhcpcd starts DHCPv6 because the advertisements say "managed"
     let vm2 = v6_guest(&net, "v6e", "52:54:00:60:00:21");

@@ -590,9 +590,8 @@ impl Network {
             .collect();
         for ip in v6.iter().filter(|ip| ip.dhcp.is_some()) {
             w.push(format!(
-                "<ip family='ipv6' address='{}'><dhcp>: DHCPv6 leases are kept in memory only \
-                 (a restart forgets them; a client renewing gets its address back while it is \
-                 free); net-event does not report them yet",
+                "<ip family='ipv6' address='{}'><dhcp>: DHCPv6 leases are not reported by \
+                 net-event yet (they are logged and kept in the lease database)",
                 ip.address
             ));
         }

@@ -23,6 +23,10 @@
 //!   A grant replaces any earlier lease of the same address and any other lease of
 //!   the same client (same client identifier, else same MAC without one).
 //! - `remove <mac> <ip>` ends the lease of `<ip>` if `<mac>` holds it.
+//! - `grant6 <expires> <duid> <iaid> <ip6> <hostname>` records a DHCPv6 lease: the
+//!   client's DUID in lowercase hex, the IA's id in decimal, the IPv6 address; it
+//!   replaces any earlier lease of the address and any other of the same DUID and IA.
+//! - `remove6 <duid> <iaid> <ip6>` ends that DHCPv6 lease if the DUID and IA hold it.
 //! - Blank lines and other lines starting with `#` are ignored.
 //!
 //! Replaying the records in order gives the leases. Expired leases are returned too:
@@ -42,11 +46,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::event::{Lease, Mac};
+use crate::v6::Lease6;
 
 /// The first line of a lease database.
 pub const HEADER: &str = "# vnet leases v1";
@@ -90,6 +95,8 @@ pub struct LeaseDb {
     len: u64,
     /// The leases the log holds (the replay of its records).
     live: BTreeMap<Ipv4Addr, Lease>,
+    /// The DHCPv6 leases the log holds.
+    live6: BTreeMap<Ipv6Addr, Lease6>,
     /// The number of records in the log.
     records: usize,
 }
@@ -123,6 +130,7 @@ impl LeaseDb {
                 file: File::create(path).map_err(io_err("create"))?,
                 len: 0,
                 live: BTreeMap::new(),
+                live6: BTreeMap::new(),
                 records: 0,
             };
             db.append(&format!("{HEADER}\n"))?;
@@ -141,6 +149,7 @@ impl LeaseDb {
             }
         })?;
         let mut live = BTreeMap::new();
+        let mut live6 = BTreeMap::new();
         let mut records = 0;
         for (i, line) in text.lines().enumerate() {
             let parse_err = |reason: String| DbError::Parse {
@@ -162,6 +171,15 @@ impl LeaseDb {
             match parse_record(line).map_err(parse_err)? {
                 Record::Grant(lease) => apply_grant(&mut live, lease),
                 Record::Remove(mac, ip) => apply_remove(&mut live, mac, ip),
+                Record::Grant6(lease) => apply_grant6(&mut live6, lease),
+                Record::Remove6(duid, iaid, ip) => {
+                    if live6
+                        .get(&ip)
+                        .is_some_and(|l| l.duid == duid && l.iaid == iaid)
+                    {
+                        live6.remove(&ip);
+                    }
+                }
             }
             records += 1;
         }
@@ -180,6 +198,7 @@ impl LeaseDb {
                 file,
                 len: good_len as u64,
                 live,
+                live6,
                 records,
             },
             leases,
@@ -206,6 +225,35 @@ impl LeaseDb {
         self.maybe_compact()
     }
 
+    /// Records a DHCPv6 grant (or renewal) durably: returns after fsync.
+    pub fn grant6(&mut self, lease: &Lease6) -> Result<(), DbError> {
+        self.append(&grant6_line(lease))?;
+        apply_grant6(&mut self.live6, lease.clone());
+        self.records += 1;
+        self.maybe_compact()
+    }
+
+    /// Records the end of a DHCPv6 lease durably. Does nothing if the DUID and IA do
+    /// not hold `ip` in the database.
+    pub fn remove6(&mut self, duid: &[u8], iaid: u32, ip: Ipv6Addr) -> Result<(), DbError> {
+        if self
+            .live6
+            .get(&ip)
+            .is_none_or(|l| l.duid != duid || l.iaid != iaid)
+        {
+            return Ok(());
+        }
+        self.append(&format!("remove6 {} {iaid} {ip}\n", hex(duid)))?;
+        self.live6.remove(&ip);
+        self.records += 1;
+        self.maybe_compact()
+    }
+
+    /// The DHCPv6 leases the database holds, by address.
+    pub fn leases6(&self) -> impl Iterator<Item = &Lease6> {
+        self.live6.values()
+    }
+
     /// Rewrites the file as a snapshot of `leases` (temp file, fsync, rename, fsync
     /// dir). [`grant`](Self::grant) and [`remove`](Self::remove) call it themselves
     /// when the log grows past [`compaction_due`](Self::compaction_due).
@@ -223,6 +271,10 @@ impl LeaseDb {
         for l in live.values() {
             text.push_str(&grant_line(l));
         }
+        // the DHCPv6 leases are kept as they are
+        for l in self.live6.values() {
+            text.push_str(&grant6_line(l));
+        }
         let mut f = File::create(&tmp).map_err(io_err("create"))?;
         f.write_all(text.as_bytes()).map_err(io_err("write"))?;
         f.sync_all().map_err(io_err("sync"))?;
@@ -238,7 +290,7 @@ impl LeaseDb {
                 source,
             })?;
         self.len = text.len() as u64;
-        self.records = live.len();
+        self.records = live.len() + self.live6.len();
         self.live = live;
         Ok(())
     }
@@ -255,7 +307,8 @@ impl LeaseDb {
 
     /// Whether the log holds more than twice as many records as live leases plus 64.
     pub fn compaction_due(&self) -> bool {
-        self.records > self.live.len().saturating_mul(2).saturating_add(64)
+        let live = self.live.len().saturating_add(self.live6.len());
+        self.records > live.saturating_mul(2).saturating_add(64)
     }
 
     /// The database file.
@@ -295,6 +348,54 @@ impl LeaseDb {
 enum Record {
     Grant(Lease),
     Remove([u8; 6], Ipv4Addr),
+    Grant6(Lease6),
+    Remove6(Vec<u8>, u32, Ipv6Addr),
+}
+
+fn parse_expiry(s: &str) -> Result<Option<SystemTime>, String> {
+    match s {
+        "never" => Ok(None),
+        s => {
+            let secs: u64 = s.parse().map_err(|_| format!("bad expiry '{s}'"))?;
+            SystemTime::UNIX_EPOCH
+                .checked_add(Duration::from_secs(secs))
+                .map(Some)
+                .ok_or_else(|| format!("expiry '{s}' out of range"))
+        }
+    }
+}
+
+fn parse_ip6(s: &str) -> Result<Ipv6Addr, String> {
+    s.parse().map_err(|_| format!("bad address '{s}'"))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn apply_grant6(live: &mut BTreeMap<Ipv6Addr, Lease6>, lease: Lease6) {
+    live.retain(|ip, l| *ip != lease.ip && (l.duid != lease.duid || l.iaid != lease.iaid));
+    live.insert(lease.ip, lease);
+}
+
+fn grant6_line(l: &Lease6) -> String {
+    let expires = match l.expires {
+        None => "never".to_owned(),
+        Some(t) => t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string(),
+    };
+    let hostname = l.hostname.as_deref().map_or_else(|| "-".to_owned(), escape);
+    format!(
+        "grant6 {expires} {} {} {} {hostname}\n",
+        hex(&l.duid),
+        l.iaid,
+        l.ip
+    )
 }
 
 fn parse_record(line: &str) -> Result<Record, String> {
@@ -327,7 +428,22 @@ fn parse_record(line: &str) -> Result<Record, String> {
             }))
         }
         ["remove", mac, ip] => Ok(Record::Remove(parse_mac(mac)?, parse_ip(ip)?)),
-        [kind, ..] if *kind == "grant" || *kind == "remove" => {
+        ["grant6", expires, duid, iaid, ip, hostname] => Ok(Record::Grant6(Lease6 {
+            ip: parse_ip6(ip)?,
+            duid: parse_hex(duid)?,
+            iaid: iaid.parse().map_err(|_| format!("bad IAID '{iaid}'"))?,
+            hostname: match *hostname {
+                "-" => None,
+                s => Some(unescape(s)?),
+            },
+            expires: parse_expiry(expires)?,
+        })),
+        ["remove6", duid, iaid, ip] => Ok(Record::Remove6(
+            parse_hex(duid)?,
+            iaid.parse().map_err(|_| format!("bad IAID '{iaid}'"))?,
+            parse_ip6(ip)?,
+        )),
+        [kind, ..] if ["grant", "remove", "grant6", "remove6"].contains(kind) => {
             Err(format!("wrong number of fields for '{kind}'"))
         }
         _ => Err("unknown record".into()),
@@ -490,6 +606,43 @@ mod tests {
             hostname: None,
             expires: expires.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s)),
         }
+    }
+
+    #[test]
+    fn dhcpv6_leases_share_the_log_and_survive_reopen_and_compaction() {
+        let dir = TempDir::new("v6");
+        let path = dir.0.join("default.leases");
+        let (mut db, _) = LeaseDb::open(&path).unwrap();
+        let l6 = |n: u8, iaid: u32| Lease6 {
+            ip: format!("fd00::1:{n}").parse().unwrap(),
+            duid: vec![
+                0, 1, 0, 1, 0x32, 0xa5, 0xd0, 0x44, 0x52, 0x54, 0, 0x12, 0x34, n,
+            ],
+            iaid,
+            hostname: (n == 1).then(|| "peter".into()),
+            expires: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600)),
+        };
+        db.grant(&lease(10, None)).unwrap();
+        db.grant6(&l6(1, 7)).unwrap();
+        db.grant6(&l6(2, 7)).unwrap();
+        db.remove6(&l6(2, 7).duid, 8, l6(2, 7).ip).unwrap(); // another IA: no record
+        db.remove6(&l6(2, 7).duid, 7, l6(2, 7).ip).unwrap();
+        drop(db);
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("grant6 1767225600 0001000132a5d044525400123401 7 fd00::1:1 peter\n"),
+            "{text}"
+        );
+        let (mut db, v4) = LeaseDb::open(&path).unwrap();
+        assert_eq!(v4, vec![lease(10, None)]);
+        assert_eq!(db.leases6().cloned().collect::<Vec<_>>(), vec![l6(1, 7)]);
+        // a compaction of the IPv4 leases keeps the IPv6 ones
+        db.compact(&[]).unwrap();
+        drop(db);
+        let (db, v4) = LeaseDb::open(&path).unwrap();
+        assert!(v4.is_empty());
+        assert_eq!(db.leases6().count(), 1);
+        assert_eq!(db.records(), 1);
     }
 
     #[test]

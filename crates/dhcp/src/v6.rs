@@ -4,16 +4,20 @@
 //! serves for a libvirt network with an IPv6 range.
 //!
 //! The UDP payload and the time come in ([`Server6::handle`]), the reply payload goes
-//! out. Leases are kept in memory: after a restart a client renewing or rebinding an
-//! address that is still free gets it again.
+//! out, and lease changes come out of [`Server6::poll_event`] for the driver to persist
+//! (the [`LeaseDb`](crate::LeaseDb) takes them beside the IPv4 leases) before the reply
+//! is sent. A restarted server takes its leases back ([`Server6::with_leases`]).
 //!
 //! # No-panic contract
 //!
-//! [`Server6::handle`] takes any bytes: messages are decoded by `dhcproto` (which
-//! reports errors), every count saturates, and a message that does not make sense is
-//! counted in [`Stats6`] and not answered.
+//! [`Server6::handle`] takes any bytes. Before `dhcproto` decodes a message, its option
+//! lengths are checked ([`decodable`]): `dhcproto` 0.15 subtracts fixed sizes from
+//! option lengths without checking (a status code, vendor or authentication option too
+//! short for its own header overflows), which the fuzz target found. Every count
+//! saturates, and a message that does not make sense is counted in [`Stats6`] and not
+//! answered.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::SystemTime;
 
@@ -27,6 +31,43 @@ use crate::config::LeaseDuration;
 
 /// Bound on the addresses leased at once (each range is bounded by its size too).
 pub const MAX_LEASES6: usize = 4096;
+
+/// Bound on the events waiting in [`Server6::poll_event`] (the oldest are dropped).
+const MAX_EVENTS6: usize = 1024;
+
+/// A change of the DHCPv6 leases, for the log and the lease database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event6 {
+    /// A lease was granted or renewed (REPLY to REQUEST, RENEW, REBIND, or a SOLICIT
+    /// with rapid commit).
+    Granted(Lease6),
+    /// The client released or declined it.
+    Released(Lease6),
+    /// It ended.
+    Expired(Lease6),
+}
+
+impl Event6 {
+    /// A dnsmasq-style log line for network `network`: `DHCPREPLY(net) addr duid name`.
+    pub fn log_line(&self, network: &str) -> String {
+        let (what, l) = match self {
+            Self::Granted(l) => ("DHCPREPLY", l),
+            Self::Released(l) => ("DHCPRELEASE", l),
+            Self::Expired(l) => ("DHCPEXPIRED", l),
+        };
+        let duid: Vec<String> = l.duid.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{what}({network}) {} {}{}",
+            l.ip,
+            duid.join(":"),
+            l.hostname
+                .as_deref()
+                .map(|h| format!(" {h}"))
+                .unwrap_or_default()
+        )
+    }
+}
 
 /// A `<host>` of an IPv6 `<dhcp>`: a reserved address, for a DUID or a name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,18 +212,51 @@ pub struct Server6 {
     cfg: Config6,
     leases: BTreeMap<Ipv6Addr, Lease6>,
     by_client: HashMap<(Vec<u8>, u32), Ipv6Addr>,
+    events: VecDeque<Event6>,
     stats: Stats6,
 }
 
 impl Server6 {
     /// A server with no leases.
     pub fn new(cfg: Config6) -> Self {
-        Self {
+        Self::with_leases(cfg, Vec::new())
+    }
+
+    /// A server that takes back `leases` (from the lease database): those whose address
+    /// is still in a range or reserved for the client, at most [`MAX_LEASES6`].
+    pub fn with_leases(cfg: Config6, leases: Vec<Lease6>) -> Self {
+        let mut s = Self {
             cfg,
             leases: BTreeMap::new(),
             by_client: HashMap::new(),
+            events: VecDeque::new(),
             stats: Stats6::default(),
+        };
+        for l in leases {
+            let key = (l.duid.clone(), l.iaid);
+            if s.available(l.ip, &key) && !s.by_client.contains_key(&key) {
+                s.by_client.insert(key, l.ip);
+                s.leases.insert(l.ip, l);
+            }
         }
+        s
+    }
+
+    /// The next lease change, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event6> {
+        self.events.pop_front()
+    }
+
+    fn push_event(&mut self, e: Event6) {
+        if self.events.len() >= MAX_EVENTS6 {
+            self.events.pop_front();
+        }
+        self.events.push_back(e);
+    }
+
+    /// When the next lease ends, if one does.
+    pub fn poll_timeout(&self) -> Option<SystemTime> {
+        self.leases.values().filter_map(|l| l.expires).min()
     }
 
     /// What it serves.
@@ -205,8 +279,9 @@ impl Server6 {
     pub fn handle(&mut self, now: SystemTime, payload: &[u8]) -> Option<Vec<u8>> {
         self.stats.received = self.stats.received.saturating_add(1);
         self.expire(now);
-        let reply = Message::decode(&mut Decoder::new(payload))
-            .ok()
+        let reply = decodable(payload)
+            .then(|| Message::decode(&mut Decoder::new(payload)).ok())
+            .flatten()
             .and_then(|m| self.answer(now, &m));
         match &reply {
             Some(r) => {
@@ -262,7 +337,9 @@ impl Server6 {
             T::Release | T::Decline => {
                 for ia in ias {
                     if let Some(ip) = self.by_client.remove(&(client.clone(), ia.id)) {
-                        self.leases.remove(&ip);
+                        if let Some(l) = self.leases.remove(&ip) {
+                            self.push_event(Event6::Released(l));
+                        }
                         self.stats.released += 1;
                     }
                 }
@@ -361,16 +438,15 @@ impl Server6 {
                 LeaseDuration::Finite(d) => now.checked_add(d),
                 LeaseDuration::Infinite => None,
             };
-            self.leases.insert(
+            let l = Lease6 {
                 ip,
-                Lease6 {
-                    ip,
-                    duid: client.to_vec(),
-                    iaid: ia.id,
-                    hostname: host.and_then(|h| h.name),
-                    expires,
-                },
-            );
+                duid: client.to_vec(),
+                iaid: ia.id,
+                hostname: host.and_then(|h| h.name),
+                expires,
+            };
+            self.leases.insert(ip, l.clone());
+            self.push_event(Event6::Granted(l));
             self.stats.granted += 1;
         }
         let mut opts = DhcpOptions::new();
@@ -464,10 +540,56 @@ impl Server6 {
             .collect();
         for ip in ended {
             if let Some(l) = self.leases.remove(&ip) {
-                self.by_client.remove(&(l.duid, l.iaid));
+                self.by_client.remove(&(l.duid.clone(), l.iaid));
+                self.push_event(Event6::Expired(l));
             }
         }
     }
+}
+
+/// Whether `payload` is a client message (SOLICIT, REQUEST, CONFIRM, RENEW, REBIND,
+/// RELEASE, DECLINE, INFORMATION-REQUEST) whose options, down into the IAs, are each
+/// long enough for what `dhcproto` reads of them, with no relayed message inside.
+pub fn decodable(payload: &[u8]) -> bool {
+    fn options_ok(mut b: &[u8], depth: u8) -> bool {
+        while !b.is_empty() {
+            let (Some(c), Some(l)) = (b.get(0..2), b.get(2..4)) else {
+                return false;
+            };
+            let code = u16::from_be_bytes([c[0], c[1]]);
+            let len = usize::from(u16::from_be_bytes([l[0], l[1]]));
+            let Some(body) = b.get(4..4 + len) else {
+                return false;
+            };
+            let nested = |head: usize| {
+                depth < 4
+                    && body
+                        .get(head..)
+                        .is_some_and(|rest| options_ok(rest, depth + 1))
+            };
+            let ok = match code {
+                // IA_NA, IA_PD: id, T1, T2; IA_TA: id; IAADDR: address, lifetimes;
+                // IAPREFIX: lifetimes, length, prefix
+                3 | 25 => nested(12),
+                4 => nested(4),
+                5 => nested(24),
+                26 => nested(25),
+                // a relayed message: never from a client
+                9 => false,
+                11 => len >= 11,
+                13 => len >= 2,
+                16 | 17 => len >= 4,
+                _ => true,
+            };
+            if !ok {
+                return false;
+            }
+            b = b.get(4 + len..).unwrap_or_default();
+        }
+        true
+    }
+    matches!(payload.first(), Some(1 | 3 | 4 | 5 | 6 | 8 | 9 | 11))
+        && payload.get(4..).is_some_and(|o| options_ok(o, 0))
 }
 
 fn status(s: Status, msg: &str) -> DhcpOption {
@@ -633,7 +755,20 @@ mod tests {
         let mut adv = decode(&SOLICIT);
         adv.set_msg_type(MessageType::Advertise);
         assert!(s.handle(t, &encode(&adv)).is_none());
-        assert_eq!(s.stats().dropped, 4);
+        // options too short for what the decoder reads of them (a status code of 0
+        // bytes, inside an IA too), and a relayed message inside a client's
+        let mut short = SOLICIT.to_vec();
+        short.extend_from_slice(&[0, 13, 0, 0]);
+        let mut nested = SOLICIT[..4].to_vec();
+        nested.extend_from_slice(&[0, 3, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 1]);
+        let mut relayed = SOLICIT.to_vec();
+        relayed.extend_from_slice(&[0, 9, 0, 4, 1, 0, 0, 0]);
+        for bad in [short, nested, relayed] {
+            assert!(!decodable(&bad));
+            assert!(s.handle(t, &bad).is_none());
+        }
+        assert!(decodable(&SOLICIT));
+        assert_eq!(s.stats().dropped, 7);
         assert_eq!(parse_duid("0:4:7e:7d"), Some(vec![0, 4, 0x7e, 0x7d]));
         assert_eq!(parse_duid("0:4:zz"), None);
     }

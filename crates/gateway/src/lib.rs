@@ -271,6 +271,11 @@ impl Gateway {
         self.dhcp6.as_ref()
     }
 
+    /// The DHCPv6 server, if any, for its events and timeouts.
+    pub fn dhcp6_mut(&mut self) -> Option<&mut vnet_dhcp::v6::Server6> {
+        self.dhcp6.as_mut()
+    }
+
     /// The DNS server, if any.
     pub fn dns(&self) -> Option<&vnet_dns::Server> {
         self.dns.as_ref()

@@ -39,6 +39,8 @@ pub struct GatewayHost {
     network: String,
     /// The host sockets of NAT flows (NAT mode only).
     nat_host: Option<NatHost>,
+    /// The DHCPv6 leases the database held at start, until the network takes them.
+    loaded6: Vec<vnet_dhcp::v6::Lease6>,
 }
 
 /// The DHCP server's counters by name, for `net-info`, `stats` and metrics.
@@ -80,8 +82,13 @@ impl GatewayHost {
         let db_path = state_dir
             .join("leases")
             .join(format!("{}.leases", net.name()));
-        let (db, leases) = match ServerConfig::from_network(net) {
-            Some(_) => {
+        let mut loaded6 = Vec::new();
+        let v6 = vnet_dhcp::v6::Config6::from_network(net, cfg.mac.0, None).is_some();
+        let (db, leases) = match ServerConfig::from_network(net)
+            .map(|_| ())
+            .or(v6.then_some(()))
+        {
+            Some(()) => {
                 if let Some(dir) = db_path.parent() {
                     vnet_control::store::create_private_dir(dir)
                         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -90,12 +97,18 @@ impl GatewayHost {
                     what: format!("opening the lease database {}", db_path.display()),
                     source: e,
                 })?;
+                loaded6 = db.leases6().cloned().collect();
                 tracing::info!(
-                    "DHCP on {}/{}: {} lease(s) loaded from {}",
+                    "DHCP on {}/{}: {} lease(s) loaded from {}{}",
                     cfg.ip,
                     cfg.prefix,
                     leases.len(),
-                    db_path.display()
+                    db_path.display(),
+                    if v6 {
+                        format!(", {} DHCPv6 lease(s)", loaded6.len())
+                    } else {
+                        String::new()
+                    }
                 );
                 (Some(db), leases)
             }
@@ -135,6 +148,7 @@ impl GatewayHost {
             resolv_checked: std::time::Instant::now(),
             network: net.name().to_owned(),
             nat_host,
+            loaded6,
         };
         Ok((host, leases))
     }
@@ -364,6 +378,28 @@ impl GatewayHost {
         };
         if let Some(Err(e)) = r {
             tracing::info!("lease database {}: {e}", self.db_path.display());
+        }
+    }
+
+    /// The DHCPv6 leases loaded at start, for the network's `Options::leases6`.
+    pub fn take_leases6(&mut self) -> Vec<vnet_dhcp::v6::Lease6> {
+        std::mem::take(&mut self.loaded6)
+    }
+
+    /// Logs a DHCPv6 lease change and persists it (called by the network before the
+    /// reply that follows it is sent).
+    pub fn dhcp6_event(&mut self, ev: &vnet_dhcp::v6::Event6) {
+        use vnet_dhcp::v6::Event6;
+        tracing::info!("{}", ev.log_line(&self.network));
+        let r = match ev {
+            Event6::Granted(l) => self.db.as_mut().map(|db| db.grant6(l)),
+            Event6::Released(l) | Event6::Expired(l) => {
+                self.db.as_mut().map(|db| db.remove6(&l.duid, l.iaid, l.ip))
+            }
+            _ => None,
+        };
+        if let Some(Err(e)) = r {
+            tracing::warn!("lease database {}: {e}", self.db_path.display());
         }
     }
 

@@ -102,6 +102,12 @@ pub trait Io {
         let _ = (port, ingress, frame);
     }
 
+    /// A DHCPv6 event: the lease it carries is to be persisted here, before the reply
+    /// that follows it is transmitted; it may be logged.
+    fn dhcp6_event(&mut self, ev: &vnet_dhcp::v6::Event6) {
+        let _ = ev;
+    }
+
     /// A DHCP event: a grant, release or expiry is to be persisted here, before the
     /// reply that follows it is transmitted; every event may be logged.
     fn dhcp_event(&mut self, ev: &vnet_dhcp::Event) {
@@ -212,6 +218,8 @@ pub struct Options {
     pub switch: vnet_switch::Config,
     /// The leases the DHCP server starts with (from the driver's lease database).
     pub leases: Vec<Lease>,
+    /// The leases the DHCPv6 server starts with (from the same database).
+    pub leases6: Vec<vnet_dhcp::v6::Lease6>,
     /// The NAT's bounds.
     pub nat_limits: vnet_nat::Limits,
     /// At most this many DHCP clients per port (`None`: no bound per port).
@@ -342,7 +350,11 @@ impl Network {
     /// route/open modes needs the host's routes: the driver adds it
     /// ([`Network::set_router`]); so are the host port, the NAT's port forwards (host
     /// sockets) and the DNS server's system resolvers.
-    pub fn from_config(net: &vnet_config::Network, opts: Options, now: Now) -> Result<Self, Error> {
+    pub fn from_config(
+        net: &vnet_config::Network,
+        mut opts: Options,
+        now: Now,
+    ) -> Result<Self, Error> {
         let mut network = Self::new(opts.switch.clone(), now);
         let Some(cfg) = gateway_config(net) else {
             return match net.forward_mode() {
@@ -373,7 +385,8 @@ impl Network {
             .filter(|n| n.config().dns)
             .map(vnet_gateway::ndp::Ndp::dns_addr);
         if let Some(c6) = vnet_dhcp::v6::Config6::from_network(net, cfg.mac.0, dns6) {
-            gw.set_dhcp6(vnet_dhcp::v6::Server6::new(c6));
+            let leases6 = std::mem::take(&mut opts.leases6);
+            gw.set_dhcp6(vnet_dhcp::v6::Server6::with_leases(c6, leases6));
         }
         if net.forward_mode() == ForwardMode::Nat {
             let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, cfg.ip, cfg.prefix);
@@ -513,6 +526,9 @@ impl Network {
             Some((_, g)) => (
                 g.dhcp()
                     .and_then(vnet_dhcp::Server::poll_timeout)
+                    .into_iter()
+                    .chain(g.dhcp6().and_then(vnet_dhcp::v6::Server6::poll_timeout))
+                    .min()
                     .map(|t| t.duration_since(now.wall).unwrap_or(Duration::ZERO)),
                 g.poll_timeout(now)
                     .map(|t| t.saturating_duration_since(now.mono)),
@@ -539,6 +555,11 @@ impl Network {
             if let Some(s) = g.dhcp_mut() {
                 if s.poll_timeout().is_some_and(|t| t <= now.wall) {
                     s.handle_timeout(now.wall);
+                }
+            }
+            if let Some(s) = g.dhcp6_mut() {
+                if s.poll_timeout().is_some_and(|t| t <= now.wall) {
+                    s.expire(now.wall);
                 }
             }
             if g.poll_timeout(now).is_some_and(|t| t <= now.mono) {
@@ -700,6 +721,11 @@ impl Network {
             return false;
         };
         let mut names: Vec<(Ipv4Addr, Option<String>)> = Vec::new();
+        if let Some(server) = g.dhcp6_mut() {
+            while let Some(ev) = server.poll_event() {
+                io.dhcp6_event(&ev);
+            }
+        }
         if let Some(server) = g.dhcp_mut() {
             while let Some(ev) = server.poll_event() {
                 io.dhcp_event(&ev);

@@ -119,12 +119,13 @@ impl Daemon {
                     .registry()
                     .try_clone()
                     .context("cloning the poller's registry")?;
-                let (host, leases) =
+                let (mut host, leases) =
                     GatewayHost::open(&cfg, &network, store.state_dir(), registry)?;
                 let mut opts = Options::new(leases, random_seed());
                 opts.switch = config;
                 opts.nat_limits = nat_limits;
                 opts.dhcp_port_cap = dhcp_port_cap;
+                opts.leases6 = host.take_leases6();
                 let net = Net::from_config(&network, opts, clock)
                     .map_err(|e| anyhow::anyhow!("network {name:?}: {e}"))?;
                 if let Some(id) = net.gateway_port() {
@@ -595,6 +596,12 @@ impl vnet_network::Io for Driver<'_> {
     fn dhcp_event(&mut self, ev: &vnet_dhcp::Event) {
         if let Some(h) = self.host.as_mut() {
             h.dhcp_event(ev);
+        }
+    }
+
+    fn dhcp6_event(&mut self, ev: &vnet_dhcp::v6::Event6) {
+        if let Some(h) = self.host.as_mut() {
+            h.dhcp6_event(ev);
         }
     }
 
