@@ -24,13 +24,16 @@ const XML: &str = "<network>
 /// A guest on a TAP port with IPv6 on its `eth0` (test namespaces start with it off).
 fn v6_guest(net: &Net, prefix: &str, mac: &str) -> Netns {
     let g = net.add_bare_guest(prefix, mac);
-    for key in ["lo", "eth0"] {
-        g.run_ok(
-            "sysctl",
-            &["-qw", &format!("net.ipv6.conf.{key}.disable_ipv6=0")],
-        );
-    }
+    enable_v6(&g);
     g
+}
+
+/// Turns IPv6 on in `g` (`lo`, `eth0`).
+fn enable_v6(g: &Netns) {
+    for key in ["lo", "eth0"] {
+        let k = format!("net.ipv6.conf.{key}.disable_ipv6=0");
+        g.run_ok("sysctl", &["-qw", &k]);
+    }
 }
 
 /// The guest's global IPv6 address in `prefix` on eth0 once SLAAC made it (DAD done).
@@ -287,12 +290,24 @@ const DHCP6_XML: &str = "<network>
   <domain name='v6test'/>
   <ip address='192.168.122.1' netmask='255.255.255.0'/>
   <ip family='ipv6' address='fd00:79::1' prefix='64'>
-    <dhcp><range start='fd00:79::1:10' end='fd00:79::1:ff'/></dhcp>
+    <dhcp>
+      <range start='fd00:79::1:10' end='fd00:79::1:ff'/>
+      <host id='0:3:0:1:52:54:0:60:0:22' name='resv' ip='fd00:79::1:99'/>
+    </dhcp>
   </ip>
 </network>";
 
-/// `dhclient -6` in `g` once; what its script saw (`ip6=… dns6=… search=…`).
+/// `dhclient -6` in `g` once, after its link-local address is ready (dhclient cannot
+/// bind to a tentative one); what its script saw (`ip6=… dns6=… search=…`).
 fn dhclient6(net: &Net, g: &Netns, tag: &str) -> String {
+    let ready = wait_for(Duration::from_secs(10), || {
+        let ll = g.run_ok(
+            "ip",
+            &["-6", "addr", "show", "dev", "eth0", "scope", "link"],
+        );
+        ll.contains("inet6") && !ll.contains("tentative")
+    });
+    assert!(ready, "no link-local address");
     let dir = net.dir.path();
     let out = dir.join(format!("dhclient6-{tag}.env"));
     let script = dir.join(format!("dhclient6-{tag}.sh"));
@@ -371,18 +386,6 @@ fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
         net.log()
     );
 
-    // kill -9 and a restart keep the lease: listed at once, renewed to the same address
-    net.stop(true);
-    net.launch();
-    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
-    assert!(
-        leases.contains(&ip),
-        "after kill -9: {leases}\n{}",
-        net.log()
-    );
-    let after = dhclient6(&net, &vm, "a");
-    assert_eq!(addr(&after), addr(&got), "{after}");
-
     // dhcpcd starts DHCPv6 because the advertisements say "managed"
     let vm2 = v6_guest(&net, "v6e", "52:54:00:60:00:21");
     let script = net.dir.path().join("dhcpcd6.sh");
@@ -428,4 +431,64 @@ fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
         got.split_whitespace().next(),
         "one address each"
     );
+
+    // a client whose DUID a <host id> names gets the reserved address, and its name
+    // resolves to it (AAAA and PTR)
+    let vm3 = v6_guest(&net, "v6f", "52:54:00:60:00:22");
+    // DUID-LL of 52:54:00:60:00:22, as dhclient reads it from its lease file
+    let lf = net.dir.path().join("dhclient6-r.leases");
+    std::fs::write(
+        &lf,
+        "default-duid \"\\000\\003\\000\\001RT\\000`\\000\\042\";\n",
+    )
+    .expect("duid");
+    let got3 = dhclient6(&net, &vm3, "r");
+    assert!(
+        got3.contains("ip6=fd00:79::1:99 "),
+        "reserved: {got3:?}\n{}",
+        net.log()
+    );
+    let dig = |args: &[&str]| {
+        let mut a = vec!["@fd00:79::1", "+short", "+time=2", "+tries=1"];
+        a.extend_from_slice(args);
+        vm3.run_ok("dig", &a).trim().to_owned()
+    };
+    assert_eq!(dig(&["AAAA", "resv.v6test"]), "fd00:79::1:99");
+    assert_eq!(dig(&["-x", "fd00:79::1:99"]), "resv.v6test.");
+    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
+    assert!(
+        leases.contains("resv") && leases.contains("52:54:00:60:00:22"),
+        "{leases}"
+    );
+
+    // kill -9 and a restart keep the leases: listed at once, and a guest whose
+    // (persistent) TAP the restart re-attached renews to the same address
+    let vmp = Netns::new("v6p");
+    net.ctl_json(&[
+        "port-add",
+        &net.name,
+        "tap",
+        "--netns",
+        vmp.name(),
+        "--ifname",
+        "eth0",
+        "--mac",
+        "52:54:00:60:00:23",
+        "--persistent",
+    ]);
+    vmp.run_ok("ip", &["link", "set", "eth0", "up"]);
+    enable_v6(&vmp);
+    let before = dhclient6(&net, &vmp, "p");
+    assert!(before.contains("ip6=fd00:79::1:"), "{before}");
+    net.stop(true);
+    net.launch();
+    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
+    assert!(
+        leases.contains(&ip),
+        "after kill -9: {leases}\n{}",
+        net.log()
+    );
+    let after = dhclient6(&net, &vmp, "p");
+    assert_eq!(addr(&after), addr(&before), "{after}\n{}", net.log());
+    let _ = vmp.run("ip", &["link", "del", "eth0"]);
 }
