@@ -382,13 +382,7 @@ fn apply_grant6(live: &mut BTreeMap<Ipv6Addr, Lease6>, lease: Lease6) {
 }
 
 fn grant6_line(l: &Lease6) -> String {
-    let expires = match l.expires {
-        None => "never".to_owned(),
-        Some(t) => t
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .to_string(),
-    };
+    let expires = expiry_field(l.expires);
     let hostname = l.hostname.as_deref().map_or_else(|| "-".to_owned(), escape);
     format!(
         "grant6 {expires} {} {} {} {hostname}\n",
@@ -402,17 +396,7 @@ fn parse_record(line: &str) -> Result<Record, String> {
     let fields: Vec<&str> = line.split(' ').collect();
     match fields.as_slice() {
         ["grant", expires, mac, ip, hostname, client_id] => {
-            let expires = match *expires {
-                "never" => None,
-                s => {
-                    let secs: u64 = s.parse().map_err(|_| format!("bad expiry '{s}'"))?;
-                    Some(
-                        SystemTime::UNIX_EPOCH
-                            .checked_add(Duration::from_secs(secs))
-                            .ok_or_else(|| format!("expiry '{s}' out of range"))?,
-                    )
-                }
-            };
+            let expires = parse_expiry(expires)?;
             Ok(Record::Grant(Lease {
                 mac: parse_mac(mac)?,
                 client_id: match *client_id {
@@ -462,14 +446,19 @@ fn apply_remove(live: &mut BTreeMap<Ipv4Addr, Lease>, mac: [u8; 6], ip: Ipv4Addr
     }
 }
 
-fn grant_line(l: &Lease) -> String {
-    let expires = match l.expires {
+/// An expiry as a record writes it: seconds since the Unix epoch, or `never`.
+fn expiry_field(t: Option<SystemTime>) -> String {
+    match t {
         None => "never".to_owned(),
         Some(t) => t
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .to_string(),
-    };
+    }
+}
+
+fn grant_line(l: &Lease) -> String {
+    let expires = expiry_field(l.expires);
     let hostname = l.hostname.as_deref().map_or_else(|| "-".to_owned(), escape);
     let client_id = match l.client_id.as_deref() {
         None | Some([]) => "-".to_owned(),

@@ -113,25 +113,7 @@ const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 
 /// The link-local address of `mac` (modified EUI-64, RFC 4291 appendix A).
 pub fn link_local(mac: MacAddr) -> Ipv6Addr {
-    let m = mac.0;
-    Ipv6Addr::from([
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        m[0] ^ 0x02,
-        m[1],
-        m[2],
-        0xff,
-        0xfe,
-        m[3],
-        m[4],
-        m[5],
-    ])
+    mac.ipv6_link_local()
 }
 
 /// The Ethernet address of IPv6 multicast group `group` (RFC 2464 §7).

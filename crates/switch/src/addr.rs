@@ -21,6 +21,22 @@ impl MacAddr {
         Some(Self(b))
     }
 
+    /// The IPv6 link-local address made from this MAC (modified EUI-64, RFC 4291
+    /// appendix A): `fe80::` with the universal/local bit flipped and `ff:fe` inserted.
+    pub const fn ipv6_link_local(&self) -> std::net::Ipv6Addr {
+        let m = self.0;
+        std::net::Ipv6Addr::new(
+            0xfe80,
+            0,
+            0,
+            0,
+            u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+            u16::from_be_bytes([m[2], 0xff]),
+            u16::from_be_bytes([0xfe, m[3]]),
+            u16::from_be_bytes([m[4], m[5]]),
+        )
+    }
+
     /// The address octets.
     pub const fn octets(&self) -> [u8; 6] {
         self.0

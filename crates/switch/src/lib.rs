@@ -182,27 +182,9 @@ fn dad_target(frame: &[u8]) -> Option<[u8; 16]> {
     probe.then(|| p.get(48..64)?.try_into().ok()).flatten()
 }
 
-/// The modified EUI-64 link-local address of `mac` (RFC 4291 appendix A).
+/// The modified EUI-64 link-local address of `mac`, as bytes.
 fn link_local(mac: MacAddr) -> [u8; 16] {
-    let m = mac.0;
-    [
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        m[0] ^ 0x02,
-        m[1],
-        m[2],
-        0xff,
-        0xfe,
-        m[3],
-        m[4],
-        m[5],
-    ]
+    mac.ipv6_link_local().octets()
 }
 
 impl PortSecurity {
