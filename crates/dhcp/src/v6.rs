@@ -13,7 +13,9 @@
 //! [`Server6::handle`] takes any bytes. Before `dhcproto` decodes a message, its option
 //! lengths are checked ([`decodable`]): `dhcproto` 0.15 subtracts fixed sizes from
 //! option lengths without checking (a status code, vendor or authentication option too
-//! short for its own header overflows), which the fuzz target found. Every count
+//! short for its own header overflows), and reads fixed-size options (preference,
+//! elapsed time, server unicast, ...) whatever their length field says, running into the
+//! next option; the fuzz target found both. Every count
 //! saturates, and a message that does not make sense is counted in [`Stats6`] and not
 //! answered.
 
@@ -579,6 +581,13 @@ pub fn decodable(payload: &[u8]) -> bool {
                 11 => len >= 11,
                 13 => len >= 2,
                 16 | 17 => len >= 4,
+                // fixed sizes the decoder reads whatever the length says (a wrong length
+                // makes it read into the next option)
+                7 | 19 => len == 1,
+                8 => len == 2,
+                12 => len == 16,
+                14 | 20 => len == 0,
+                32 => len == 4,
                 _ => true,
             };
             if !ok {
@@ -763,12 +772,18 @@ mod tests {
         nested.extend_from_slice(&[0, 3, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 1]);
         let mut relayed = SOLICIT.to_vec();
         relayed.extend_from_slice(&[0, 9, 0, 4, 1, 0, 0, 0]);
-        for bad in [short, nested, relayed] {
+        // a server-unicast option of 12 bytes (the decoder reads 16) followed by a
+        // server id: what the fuzz target found in CI
+        let mut desync = SOLICIT.to_vec();
+        desync.extend_from_slice(&[0, 12, 0, 12, 0, 0x12, 0x34, 0x56, 0, 0, 0x0e, 0x10]);
+        desync.extend_from_slice(&[0, 0, 0x15, 0x18, 0, 2, 0, 10, 0, 0x10, 0, 1, 0x52, 0x5d]);
+        desync.extend_from_slice(&[0, 0x0a, 0x0b, 0x0c]);
+        for bad in [short, nested, relayed, desync] {
             assert!(!decodable(&bad));
             assert!(s.handle(t, &bad).is_none());
         }
         assert!(decodable(&SOLICIT));
-        assert_eq!(s.stats().dropped, 7);
+        assert_eq!(s.stats().dropped, 8);
         assert_eq!(parse_duid("0:4:7e:7d"), Some(vec![0, 4, 0x7e, 0x7d]));
         assert_eq!(parse_duid("0:4:zz"), None);
     }
