@@ -19,7 +19,7 @@
 //! saturates, and a message that does not make sense is counted in [`Stats6`] and not
 //! answered.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::time::SystemTime;
 
@@ -31,8 +31,9 @@ use vnet_config::{IpFamily, Network};
 
 use crate::config::LeaseDuration;
 
-/// Bound on the addresses leased at once (each range is bounded by its size too).
-pub const MAX_LEASES6: usize = 4096;
+/// Bound on the addresses leased at once (each range is bounded by its size too): as many
+/// as the largest IPv4 pool (a /16).
+pub const MAX_LEASES6: usize = 65536;
 
 /// Bound on the events waiting in [`Server6::poll_event`] (the oldest are dropped).
 const MAX_EVENTS6: usize = 1024;
@@ -214,6 +215,11 @@ pub struct Server6 {
     cfg: Config6,
     leases: BTreeMap<Ipv6Addr, Lease6>,
     by_client: HashMap<(Vec<u8>, u32), Ipv6Addr>,
+    /// The finite leases by their end, for expiry without a walk over every lease.
+    ends: BTreeSet<(SystemTime, Ipv6Addr)>,
+    /// Where the search for a free address resumes in each range (after the last one
+    /// handed out), so handing out addresses does not walk the range from its start.
+    cursors: Vec<u128>,
     events: VecDeque<Event6>,
     stats: Stats6,
 }
@@ -227,18 +233,24 @@ impl Server6 {
     /// A server that takes back `leases` (from the lease database): those whose address
     /// is still in a range or reserved for the client, at most [`MAX_LEASES6`].
     pub fn with_leases(cfg: Config6, leases: Vec<Lease6>) -> Self {
+        let cursors = cfg
+            .ranges
+            .iter()
+            .map(|(start, _, _)| u128::from(*start))
+            .collect();
         let mut s = Self {
             cfg,
             leases: BTreeMap::new(),
             by_client: HashMap::new(),
+            ends: BTreeSet::new(),
+            cursors,
             events: VecDeque::new(),
             stats: Stats6::default(),
         };
         for l in leases {
             let key = (l.duid.clone(), l.iaid);
             if s.available(l.ip, &key) && !s.by_client.contains_key(&key) {
-                s.by_client.insert(key, l.ip);
-                s.leases.insert(l.ip, l);
+                s.insert_lease(l);
             }
         }
         s
@@ -258,7 +270,36 @@ impl Server6 {
 
     /// When the next lease ends, if one does.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        self.leases.values().filter_map(|l| l.expires).min()
+        self.ends.first().map(|(t, _)| *t)
+    }
+
+    /// Records `l` in the tables, replacing the address's lease and the client's other
+    /// address in that IA.
+    fn insert_lease(&mut self, l: Lease6) {
+        let key = (l.duid.clone(), l.iaid);
+        if let Some(old) = self.by_client.get(&key).copied() {
+            if old != l.ip {
+                self.remove_lease(old);
+            }
+        }
+        self.remove_lease(l.ip);
+        if let Some(t) = l.expires {
+            self.ends.insert((t, l.ip));
+        }
+        self.by_client.insert(key, l.ip);
+        self.leases.insert(l.ip, l);
+    }
+
+    /// Takes the lease of `ip` out of the tables.
+    fn remove_lease(&mut self, ip: Ipv6Addr) -> Option<Lease6> {
+        let l = self.leases.remove(&ip)?;
+        if let Some(t) = l.expires {
+            self.ends.remove(&(t, ip));
+        }
+        if self.by_client.get(&(l.duid.clone(), l.iaid)) == Some(&ip) {
+            self.by_client.remove(&(l.duid.clone(), l.iaid));
+        }
+        Some(l)
     }
 
     /// What it serves.
@@ -338,8 +379,8 @@ impl Server6 {
         match m.msg_type() {
             T::Release | T::Decline => {
                 for ia in ias {
-                    if let Some(ip) = self.by_client.remove(&(client.clone(), ia.id)) {
-                        if let Some(l) = self.leases.remove(&ip) {
+                    if let Some(ip) = self.by_client.get(&(client.clone(), ia.id)).copied() {
+                        if let Some(l) = self.remove_lease(ip) {
                             self.push_event(Event6::Released(l));
                         }
                         self.stats.released += 1;
@@ -393,13 +434,18 @@ impl Server6 {
     ) -> IANA {
         let key = (client.to_vec(), ia.id);
         let asked = addrs_of(ia).find(|a| self.available(*a, &key));
+        let mut cursor = None;
         let picked = self
             .by_client
             .get(&key)
             .copied()
             .or_else(|| self.reservation(client).map(|h| h.ip))
             .or(asked)
-            .or_else(|| self.first_free(&key));
+            .or_else(|| {
+                let (ip, r, next) = self.first_free(&key)?;
+                cursor = Some((r, next));
+                Some(ip)
+            });
         let Some(ip) = picked.filter(|ip| self.available(*ip, &key)) else {
             self.stats.no_addrs += 1;
             let mut opts = DhcpOptions::new();
@@ -431,9 +477,9 @@ impl Server6 {
             LeaseDuration::Infinite => u32::MAX,
         };
         if commit {
-            if let Some(old) = self.by_client.insert(key.clone(), ip) {
-                if old != ip {
-                    self.leases.remove(&old);
+            if let Some((r, next)) = cursor {
+                if let Some(c) = self.cursors.get_mut(r) {
+                    *c = next;
                 }
             }
             let expires = match lease {
@@ -447,7 +493,7 @@ impl Server6 {
                 hostname: host.and_then(|h| h.name),
                 expires,
             };
-            self.leases.insert(ip, l.clone());
+            self.insert_lease(l.clone());
             self.push_event(Event6::Granted(l));
             self.stats.granted += 1;
         }
@@ -499,18 +545,35 @@ impl Server6 {
             && (self.leases.contains_key(&ip) || self.leases.len() < MAX_LEASES6)
     }
 
-    fn first_free(&self, key: &(Vec<u8>, u32)) -> Option<Ipv6Addr> {
-        for (s, e, _) in &self.cfg.ranges {
-            let (mut a, end) = (u128::from(*s), u128::from(*e));
-            // a bounded walk: past the lease bound every address is as full
-            let mut tries = 0;
-            while a <= end && tries <= MAX_LEASES6 + self.cfg.hosts.len() {
+    /// A free address, from where the last grant's search of each range stopped
+    /// (wrapping around once), with its range and where the next search starts. At most `MAX_LEASES6` + reservations + 1 addresses are looked at
+    /// per range: past the lease bound nothing is free anyway.
+    fn first_free(&self, key: &(Vec<u8>, u32)) -> Option<(Ipv6Addr, usize, u128)> {
+        if self.leases.len() >= MAX_LEASES6 {
+            return None;
+        }
+        let limit = MAX_LEASES6 + self.cfg.hosts.len() + 1;
+        for r in 0..self.cfg.ranges.len() {
+            let (s, e, _) = self.cfg.ranges[r];
+            let (start, end) = (u128::from(s), u128::from(e));
+            if start > end {
+                continue;
+            }
+            let mut a = self
+                .cursors
+                .get(r)
+                .copied()
+                .unwrap_or(start)
+                .clamp(start, end);
+            let size = usize::try_from(end - start)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1);
+            for _ in 0..limit.min(size) {
                 let ip = Ipv6Addr::from(a);
+                a = if a >= end { start } else { a + 1 };
                 if self.available(ip, key) {
-                    return Some(ip);
+                    return Some((ip, r, a));
                 }
-                a += 1;
-                tries += 1;
             }
         }
         None
@@ -534,15 +597,12 @@ impl Server6 {
 
     /// Forgets the leases that ended at or before `now`.
     pub fn expire(&mut self, now: SystemTime) {
-        let ended: Vec<Ipv6Addr> = self
-            .leases
-            .values()
-            .filter(|l| l.expires.is_some_and(|t| t <= now))
-            .map(|l| l.ip)
-            .collect();
-        for ip in ended {
-            if let Some(l) = self.leases.remove(&ip) {
-                self.by_client.remove(&(l.duid.clone(), l.iaid));
+        while let Some(&(t, ip)) = self.ends.first() {
+            if t > now {
+                break;
+            }
+            self.ends.pop_first();
+            if let Some(l) = self.remove_lease(ip) {
                 self.push_event(Event6::Expired(l));
             }
         }
