@@ -588,13 +588,6 @@ impl Network {
             .iter()
             .filter(|ip| ip.family() == IpFamily::V6)
             .collect();
-        for ip in v6.iter().filter(|ip| ip.dhcp.is_some()) {
-            w.push(format!(
-                "<ip family='ipv6' address='{}'><dhcp>: DHCPv6 leases are not reported by \
-                 net-event yet (they are logged and kept in the lease database)",
-                ip.address
-            ));
-        }
         if !v6.is_empty() && self.ips.iter().all(|ip| ip.family() == IpFamily::V6) {
             w.push(
                 "<ip family='ipv6'> without an IPv4 <ip> beside it is kept but not honoured yet: \

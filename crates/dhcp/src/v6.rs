@@ -38,6 +38,13 @@ pub const MAX_LEASES6: usize = 65536;
 /// Bound on the events waiting in [`Server6::poll_event`] (the oldest are dropped).
 const MAX_EVENTS6: usize = 1024;
 
+/// How long a declined address is kept from clients (someone else uses it): the IPv4
+/// server's default quarantine.
+pub const DECLINE_QUARANTINE6: std::time::Duration = crate::config::DEFAULT_DECLINE_QUARANTINE;
+
+/// Bound on the addresses in quarantine at once (the oldest leave first).
+const MAX_DECLINED6: usize = 1024;
+
 /// A change of the DHCPv6 leases, for the log and the lease database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -217,6 +224,8 @@ pub struct Server6 {
     by_client: HashMap<(Vec<u8>, u32), Ipv6Addr>,
     /// The finite leases by their end, for expiry without a walk over every lease.
     ends: BTreeSet<(SystemTime, Ipv6Addr)>,
+    /// Declined addresses and when their quarantine ends.
+    declined: BTreeMap<Ipv6Addr, SystemTime>,
     /// Where the search for a free address resumes in each range (after the last one
     /// handed out), so handing out addresses does not walk the range from its start.
     cursors: Vec<u128>,
@@ -243,6 +252,7 @@ impl Server6 {
             leases: BTreeMap::new(),
             by_client: HashMap::new(),
             ends: BTreeSet::new(),
+            declined: BTreeMap::new(),
             cursors,
             events: VecDeque::new(),
             stats: Stats6::default(),
@@ -384,6 +394,9 @@ impl Server6 {
                             self.push_event(Event6::Released(l));
                         }
                         self.stats.released += 1;
+                        if m.msg_type() == T::Decline {
+                            self.quarantine(now, ip);
+                        }
                     }
                 }
                 opts.insert(status(Status::Success, "done"));
@@ -524,8 +537,24 @@ impl Server6 {
             .find(|h| h.duid.as_deref() == Some(client))
     }
 
+    /// Keeps `ip` from every client until its quarantine ends.
+    fn quarantine(&mut self, now: SystemTime, ip: Ipv6Addr) {
+        if self.declined.len() >= MAX_DECLINED6 {
+            let oldest = self
+                .declined
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(a, _)| *a);
+            if let Some(a) = oldest {
+                self.declined.remove(&a);
+            }
+        }
+        let until = now.checked_add(DECLINE_QUARANTINE6).unwrap_or(now);
+        self.declined.insert(ip, until);
+    }
+
     /// Whether `ip` may go to client `key`: in a range or reserved for it, not leased
-    /// to another client, not reserved for another DUID.
+    /// to another client, not reserved for another DUID, not in quarantine.
     fn available(&self, ip: Ipv6Addr, key: &(Vec<u8>, u32)) -> bool {
         let in_range = self
             .cfg
@@ -542,6 +571,7 @@ impl Server6 {
         (in_range || for_us)
             && !other_host
             && !leased_to_other
+            && !self.declined.contains_key(&ip)
             && (self.leases.contains_key(&ip) || self.leases.len() < MAX_LEASES6)
     }
 
@@ -597,6 +627,7 @@ impl Server6 {
 
     /// Forgets the leases that ended at or before `now`.
     pub fn expire(&mut self, now: SystemTime) {
+        self.declined.retain(|_, until| *until > now);
         while let Some(&(t, ip)) = self.ends.first() {
             if t > now {
                 break;
@@ -812,6 +843,44 @@ mod tests {
         // leases end
         s.expire(t + std::time::Duration::from_secs(3601));
         assert_eq!(s.leases().count(), 0);
+    }
+
+    #[test]
+    fn a_declined_address_is_kept_from_everyone_until_its_quarantine_ends() {
+        let mut s = server();
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let rapid = |n: u8| {
+            let mut c = decode(&SOLICIT);
+            c.opts_mut().insert(DhcpOption::RapidCommit);
+            c.opts_mut()
+                .insert(DhcpOption::ClientId(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, n]));
+            c
+        };
+        let first = rapid(1);
+        let got = granted(&decode(&s.handle(t, &encode(&first)).unwrap()))
+            .unwrap()
+            .0;
+        assert!(s
+            .handle(t, &follow(&s, &first, MessageType::Decline))
+            .is_some());
+        // the next client gets another address, not the declined one
+        let next = granted(&decode(&s.handle(t, &encode(&rapid(2))).unwrap()))
+            .unwrap()
+            .0;
+        assert_ne!(next, got);
+        let events: Vec<Event6> = std::iter::from_fn(|| s.poll_event()).collect();
+        assert!(matches!(
+            events.as_slice(),
+            [Event6::Granted(_), Event6::Released(_), Event6::Granted(_)]
+        ));
+        // after the quarantine it is free again: the three-address range fills up with it
+        let later = t + DECLINE_QUARANTINE6 + std::time::Duration::from_secs(1);
+        let more: Vec<_> = (3..5)
+            .filter_map(|n| granted(&decode(&s.handle(later, &encode(&rapid(n))).unwrap())))
+            .map(|g| g.0)
+            .collect();
+        assert_eq!(more.len(), 2);
+        assert!(more.contains(&got), "{more:?}");
     }
 
     #[test]

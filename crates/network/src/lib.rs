@@ -156,6 +156,8 @@ pub enum Event {
     /// A bound was hit: the FDB, the NAT flow table, the DHCP pool or the router's ARP
     /// queue.
     BoundHit(String),
+    /// A DHCPv6 lease changed (granted or renewed, released or declined, expired).
+    Lease6(vnet_dhcp::v6::Event6),
 }
 
 impl Event {
@@ -168,6 +170,9 @@ impl Event {
             Self::LeaseExpired(_) => "lease-expired",
             Self::MacMoved { .. } => "mac-moved",
             Self::BoundHit(_) => "bound-hit",
+            Self::Lease6(vnet_dhcp::v6::Event6::Granted(_)) => "lease-granted",
+            Self::Lease6(vnet_dhcp::v6::Event6::Expired(_)) => "lease-expired",
+            Self::Lease6(_) => "lease-released",
         }
     }
 
@@ -191,6 +196,17 @@ impl Event {
                 format!("{mac} moved from {from} to {to}{}", n.unwrap_or_default())
             }
             Self::BoundHit(d) => d.clone(),
+            Self::Lease6(e) => {
+                let (vnet_dhcp::v6::Event6::Granted(l)
+                | vnet_dhcp::v6::Event6::Released(l)
+                | vnet_dhcp::v6::Event6::Expired(l)) = e
+                else {
+                    return String::new();
+                };
+                let duid: Vec<String> = l.duid.iter().map(|b| format!("{b:02x}")).collect();
+                let host = l.hostname.as_deref().map(|h| format!(" {h}"));
+                format!("{} {}{}", l.ip, duid.join(":"), host.unwrap_or_default())
+            }
         }
     }
 }
@@ -724,6 +740,7 @@ impl Network {
         if let Some(server) = g.dhcp6_mut() {
             while let Some(ev) = server.poll_event() {
                 io.dhcp6_event(&ev);
+                Self::push_event(&mut self.events, Event::Lease6(ev));
             }
         }
         if let Some(server) = g.dhcp_mut() {

@@ -1,6 +1,6 @@
 //! The network in memory: DHCP, DNS, NAT (TCP, UDP, ICMP), a port forward, port
-//! security, the host-port split and IPv6 router discovery with RA guard, with smoltcp
-//! guests and virtual time. No
+//! security, the host-port split, IPv6 router discovery with RA guard and a DHCPv6
+//! lease (persisted before its REPLY leaves), with smoltcp guests and virtual time. No
 //! privilege, no device, no socket.
 
 mod common;
@@ -548,4 +548,78 @@ fn router_discovery_and_ra_guard_through_the_network() {
     assert!(h.guests[secure].wire.rx.drain(..).any(|f| is_ra(&f)));
     let v6 = h.net.gateway().unwrap().ndp().unwrap().stats();
     assert_eq!(v6.router_solicitations, 1);
+}
+
+#[test]
+fn a_dhcpv6_lease_is_handed_over_and_reported() {
+    let def = vnet_config::Network::from_xml(
+        "<network><name>v6d</name><forward mode='nat'/><mac address='52:54:00:0a:0b:0c'/>
+         <ip address='192.168.122.1' netmask='255.255.255.0'/>
+         <ip family='ipv6' address='fd00:1::1' prefix='64'>
+           <dhcp><range start='fd00:1::1:10' end='fd00:1::1:20'/></dhcp>
+         </ip></network>",
+    )
+    .unwrap();
+    let mut h = Harness::new(&def);
+    let g = h.add_guest(0x31, PortConfig::default());
+    let mac = [0x52, 0x54, 0, 0, 0, 0x31];
+    // a SOLICIT with rapid commit: client id DUID-LL, IA_NA 1
+    let mut sol = vec![1, 0x12, 0x34, 0x56, 0, 1, 0, 10, 0, 3, 0, 1];
+    sol.extend_from_slice(&mac);
+    sol.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+    sol.extend_from_slice(&[0, 14, 0, 0]);
+    let ll = [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 2,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ];
+    let servers = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2];
+    let b = etherparse::PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 1, 0, 2])
+        .ipv6(ll, servers, 1)
+        .udp(546, 547);
+    let mut f = Vec::new();
+    b.write(&mut f, &sol).unwrap();
+    h.step(Duration::from_millis(10));
+    h.guests[g].wire.rx.clear();
+    h.guests[g].wire.tx.push_back(f);
+    h.step(Duration::from_millis(10));
+    // the lease was handed over to be persisted before the REPLY left for the guest
+    let persisted = h
+        .host
+        .log
+        .iter()
+        .position(|e| matches!(e, Entry::Persisted6(_)));
+    let replied = h
+        .host
+        .log
+        .iter()
+        .position(|e| *e == Entry::Dhcp6Reply(h.guests[g].port));
+    assert!(
+        matches!((persisted, replied), (Some(p), Some(r)) if p < r),
+        "{persisted:?} {replied:?}"
+    );
+    let events: Vec<Event> = std::iter::from_fn(|| h.net.poll_event()).collect();
+    let granted = events
+        .iter()
+        .find(|e| e.kind() == "lease-granted")
+        .expect("an event");
+    assert!(
+        granted
+            .describe(|p| p.to_string())
+            .starts_with("fd00:1::1:1"),
+        "{granted:?}"
+    );
 }

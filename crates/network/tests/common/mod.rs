@@ -116,6 +116,10 @@ pub(crate) enum Entry {
     Persisted(Ipv4Addr),
     /// A DHCP ACK left the network by a port.
     DhcpAck(PortId),
+    /// A DHCPv6 lease grant was handed over to be persisted.
+    Persisted6(std::net::Ipv6Addr),
+    /// A DHCPv6 REPLY left the network by a port.
+    Dhcp6Reply(PortId),
 }
 
 /// The network's outside, in memory. Remote hosts beyond the NAT: TCP port 7 echoes,
@@ -131,6 +135,15 @@ pub(crate) struct Host {
     pub(crate) opened: Vec<(Proto, SocketAddrV4)>,
     /// Queries forwarded to upstream DNS servers.
     pub(crate) queries: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+/// An IPv6/UDP frame from port 547 carrying a DHCPv6 REPLY (type 7).
+fn is_dhcp6_reply(frame: &[u8]) -> bool {
+    frame.len() > 62
+        && frame[12..14] == [0x86, 0xdd]
+        && frame[20] == 17
+        && frame[54..56] == 547u16.to_be_bytes()
+        && frame[62] == 7
 }
 
 fn is_dhcp_ack(frame: &[u8]) -> bool {
@@ -151,6 +164,9 @@ impl Io for Host {
             if is_dhcp_ack(f) {
                 log.push(Entry::DhcpAck(port));
             }
+            if is_dhcp6_reply(f) {
+                log.push(Entry::Dhcp6Reply(port));
+            }
             out.push(f.to_vec());
         })
         .is_ok()
@@ -159,6 +175,12 @@ impl Io for Host {
     fn dhcp_event(&mut self, ev: &vnet_dhcp::Event) {
         if let vnet_dhcp::Event::LeaseGranted(l) = ev {
             self.log.push(Entry::Persisted(l.ip));
+        }
+    }
+
+    fn dhcp6_event(&mut self, ev: &vnet_dhcp::v6::Event6) {
+        if let vnet_dhcp::v6::Event6::Granted(l) = ev {
+            self.log.push(Entry::Persisted6(l.ip));
         }
     }
 
