@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::clients::write_script;
 use common::Net;
 use vnet_testkit::{wait_for, Netns};
 
@@ -172,24 +173,7 @@ fn an_isolated_network_advertises_its_prefix_but_no_default_route() {
 fn rogue_ra(mac: [u8; 6]) -> Vec<u8> {
     use etherparse::icmpv6::RouterAdvertisementHeader;
     use etherparse::{Icmpv6Type, PacketBuilder};
-    let ll = [
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        mac[0] ^ 2,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ];
+    let ll = vnet_switch::MacAddr(mac).ipv6_link_local().octets();
     let all_nodes = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     let mut p = vec![0u8; 8];
     p.extend_from_slice(&[3, 4, 64, 0xc0]);
@@ -310,22 +294,16 @@ fn dhclient6(net: &Net, g: &Netns, tag: &str) -> String {
     assert!(ready, "no link-local address");
     let dir = net.dir.path();
     let out = dir.join(format!("dhclient6-{tag}.env"));
-    let script = dir.join(format!("dhclient6-{tag}.sh"));
-    std::fs::write(
-        &script,
-        format!(
+    let script = write_script(
+        dir,
+        &format!("dhclient6-{tag}.sh"),
+        &format!(
             "#!/bin/sh\ncase \"$reason\" in\n  BOUND6|RENEW6|REBIND6)\n    \
              ip -6 addr add \"$new_ip6_address/$new_ip6_prefixlen\" dev \"$interface\" nodad\n    \
              echo \"ip6=$new_ip6_address dns6=$new_dhcp6_name_servers search=$new_dhcp6_domain_search reason=$reason\" > {}\n    ;;\nesac\nexit 0\n",
             out.display()
         ),
-    )
-    .expect("script");
-    std::process::Command::new("chmod")
-        .arg("0755")
-        .arg(&script)
-        .status()
-        .expect("chmod");
+    );
     let lf = dir.join(format!("dhclient6-{tag}.leases"));
     let pf = dir.join(format!("dhclient6-{tag}.pid"));
     let (s, l, p) = (
@@ -388,21 +366,15 @@ fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
 
     // dhcpcd starts DHCPv6 because the advertisements say "managed"
     let vm2 = v6_guest(&net, "v6e", "52:54:00:60:00:21");
-    let script = net.dir.path().join("dhcpcd6.sh");
     let out = net.dir.path().join("dhcpcd6.env");
-    std::fs::write(
-        &script,
-        format!(
+    let script = write_script(
+        net.dir.path(),
+        "dhcpcd6.sh",
+        &format!(
             "#!/bin/sh\n[ -n \"$new_dhcp6_ia_na1_ia_addr1\" ] && echo \"ip6=$new_dhcp6_ia_na1_ia_addr1 dns6=$new_dhcp6_name_servers reason=$reason\" > {}\nexit 0\n",
             out.display()
         ),
-    )
-    .expect("script");
-    std::process::Command::new("chmod")
-        .arg("0755")
-        .arg(&script)
-        .status()
-        .expect("chmod");
+    );
     let _ = vm2.run(
         "timeout",
         &[

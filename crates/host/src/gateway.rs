@@ -84,11 +84,9 @@ impl GatewayHost {
             .join(format!("{}.leases", net.name()));
         let mut loaded6 = Vec::new();
         let v6 = vnet_dhcp::v6::Config6::from_network(net, cfg.mac.0, None).is_some();
-        let (db, leases) = match ServerConfig::from_network(net)
-            .map(|_| ())
-            .or(v6.then_some(()))
-        {
-            Some(()) => {
+        // one database for both families, when either serves DHCP
+        let (db, leases) = match ServerConfig::from_network(net).is_some() || v6 {
+            true => {
                 if let Some(dir) = db_path.parent() {
                     vnet_control::store::create_private_dir(dir)
                         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -112,7 +110,7 @@ impl GatewayHost {
                 );
                 (Some(db), leases)
             }
-            None => (None, Vec::new()),
+            false => (None, Vec::new()),
         };
         let upstream = match vnet_dns::DnsConfig::from_network(net) {
             Some(_) => Some(

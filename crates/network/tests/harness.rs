@@ -442,24 +442,7 @@ fn the_host_port_takes_what_the_gateway_does_not_serve() {
 fn ndp_frame(mac: [u8; 6], ra: bool) -> Vec<u8> {
     use etherparse::icmpv6::RouterAdvertisementHeader;
     use etherparse::{Icmpv6Type, PacketBuilder};
-    let ll = [
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        mac[0] ^ 2,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ];
+    let ll = MacAddr(mac).ipv6_link_local().octets();
     let group = if ra { 1 } else { 2 };
     let dst = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, group];
     let (kind, payload) = if ra {
@@ -568,24 +551,7 @@ fn a_dhcpv6_lease_is_handed_over_and_reported() {
     sol.extend_from_slice(&mac);
     sol.extend_from_slice(&[0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
     sol.extend_from_slice(&[0, 14, 0, 0]);
-    let ll = [
-        0xfe,
-        0x80,
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        mac[0] ^ 2,
-        mac[1],
-        mac[2],
-        0xff,
-        0xfe,
-        mac[3],
-        mac[4],
-        mac[5],
-    ];
+    let ll = MacAddr(mac).ipv6_link_local().octets();
     let servers = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2];
     let b = etherparse::PacketBuilder::ethernet2(mac, [0x33, 0x33, 0, 1, 0, 2])
         .ipv6(ll, servers, 1)

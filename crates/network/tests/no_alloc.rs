@@ -48,27 +48,7 @@ fn unicast(from: u8, to: u8) -> Vec<u8> {
 
 /// An IPv6 UDP datagram from guest `from`'s link-local address to guest `to`'s.
 fn unicast6(from: u8, to: u8) -> Vec<u8> {
-    let ll = |i: u8| {
-        let m = mac(i);
-        [
-            0xfe,
-            0x80,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            m[0] ^ 2,
-            m[1],
-            m[2],
-            0xff,
-            0xfe,
-            m[3],
-            m[4],
-            m[5],
-        ]
-    };
+    let ll = |i: u8| vnet_switch::MacAddr(mac(i)).ipv6_link_local().octets();
     let mut f = mac(to).to_vec();
     f.extend_from_slice(&mac(from));
     f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 16, 17, 64]);

@@ -702,10 +702,13 @@ impl Switch {
         let len = frame.len() as u64;
         // a protected port's duplicate address detection: does another port hold the
         // address? (rare frames; looked at before the ingress port is borrowed)
-        let taken6 = self
-            .port(ingress)
-            .is_some_and(|p| p.config.security.is_some())
-            && dad_target(frame).is_some_and(|t| self.held6_elsewhere(ingress, &t));
+        // (the frame's bytes first: for anything but a DAD probe that is one compare of
+        // the EtherType, with no port lookup)
+        let taken6 = dad_target(frame).is_some_and(|t| {
+            self.port(ingress)
+                .is_some_and(|p| p.config.security.is_some())
+                && self.held6_elsewhere(ingress, &t)
+        });
         let Some(port) = self.ports.get_mut(ingress.index()).and_then(Option::as_mut) else {
             self.unknown_port_drops += 1;
             return Verdict::Drop(DropReason::UnknownPort);
