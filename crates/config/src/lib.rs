@@ -588,12 +588,15 @@ impl Network {
             .iter()
             .filter(|ip| ip.family() == IpFamily::V6)
             .collect();
-        if !v6.is_empty() && self.ips.iter().all(|ip| ip.family() == IpFamily::V6) {
-            w.push(
-                "<ip family='ipv6'> without an IPv4 <ip> beside it is kept but not honoured yet: \
-                 the gateway needs an IPv4 address (guests still reach each other over IPv6)"
-                    .to_owned(),
-            );
+        if !v6.is_empty()
+            && self.ips.iter().all(|ip| ip.family() == IpFamily::V6)
+            && matches!(self.forward.mode, ForwardMode::Route | ForwardMode::Open)
+        {
+            w.push(format!(
+                "<forward mode='{}'> routes IPv4 only: an IPv6-only network of this mode \
+                 does not start (its uplink needs an IPv4 <ip>)",
+                self.forward.mode.as_str()
+            ));
         }
         if !v6.is_empty()
             && self.forward.mode.has_own_bridge()

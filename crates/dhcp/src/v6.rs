@@ -24,7 +24,8 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::SystemTime;
 
 use dhcproto::v6::{
-    DhcpOption, DhcpOptions, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, IANA,
+    DhcpOption, DhcpOptions, IAAddr, Message, MessageType, OptionCode, Status, StatusCode,
+    UnknownOption, IANA,
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder, Name};
 use vnet_config::{IpFamily, Network};
@@ -84,7 +85,8 @@ impl Event6 {
 pub struct Host6 {
     /// The client's DUID (`id`), as bytes.
     pub duid: Option<Vec<u8>>,
-    /// `name`: sent to nobody (DHCPv6 names are the client's), kept for the leases table.
+    /// `name`: the lease's name (served in DNS, told the client in a Client FQDN
+    /// option); without a `duid`, the host name of the client it is for.
     pub name: Option<String>,
     /// The reserved address.
     pub ip: Ipv6Addr,
@@ -105,6 +107,18 @@ pub struct Config6 {
     pub dns: Vec<Ipv6Addr>,
     /// Domain search list (option 24): the network's `<domain>`.
     pub domain: Option<String>,
+}
+
+impl Host6 {
+    /// Whether this is a reservation by name only (no `id`) for host name `name` (its
+    /// first label, case-insensitive).
+    fn is_named(&self, name: Option<&str>) -> bool {
+        let first = |n: &str| n.split('.').next().unwrap_or_default().to_ascii_lowercase();
+        match (&self.duid, &self.name, name) {
+            (None, Some(h), Some(n)) => !n.is_empty() && first(h) == first(n),
+            _ => false,
+        }
+    }
 }
 
 /// The bytes of a libvirt DUID (`0:4:7e:7d:…`, hex bytes separated by colons).
@@ -259,7 +273,7 @@ impl Server6 {
         };
         for l in leases {
             let key = (l.duid.clone(), l.iaid);
-            if s.available(l.ip, &key) && !s.by_client.contains_key(&key) {
+            if s.available(l.ip, &key, l.hostname.as_deref()) && !s.by_client.contains_key(&key) {
                 s.insert_lease(l);
             }
         }
@@ -376,6 +390,13 @@ impl Server6 {
             T::InformationRequest if server.is_none() || ours => (T::Reply, false),
             _ => return None,
         };
+        // the host name the client sent (Client FQDN, RFC 4704): a name reservation
+        // matches it, and the lease carries it
+        let name = m
+            .opts()
+            .iter()
+            .find_map(client_fqdn)
+            .and_then(|(_, label)| label);
         let mut opts = DhcpOptions::new();
         opts.insert(DhcpOption::ServerId(self.cfg.server_duid.clone()));
         opts.insert(DhcpOption::ClientId(client.clone()));
@@ -416,8 +437,24 @@ impl Server6 {
             _ => {
                 let rebind = m.msg_type() == T::Rebind;
                 for ia in ias {
-                    opts.insert(DhcpOption::IANA(self.ia(now, &client, &ia, commit, rebind)));
+                    let ia = self.ia(now, &client, name.as_deref(), &ia, commit, rebind);
+                    opts.insert(DhcpOption::IANA(ia));
                 }
+            }
+        }
+        if let Some(fqdn) = m.opts().iter().find_map(client_fqdn) {
+            // RFC 4704 §4.2: the name the server uses for the client, with S set (the
+            // server serves its AAAA record) and O when the client asked otherwise
+            let served = self
+                .reservation(&client, name.as_deref())
+                .and_then(|h| h.name.as_deref())
+                .or(name.as_deref());
+            if let Some(label) = served {
+                let flags = 0x01 | if fqdn.0 & 0x01 == 0 { 0x02 } else { 0 };
+                opts.insert(DhcpOption::Unknown(UnknownOption::new(
+                    OptionCode::ClientFqdn,
+                    fqdn_option(flags, label, self.cfg.domain.as_deref()),
+                )));
             }
         }
         if !self.cfg.dns.is_empty() {
@@ -436,30 +473,32 @@ impl Server6 {
         Some(reply)
     }
 
-    /// The answer to one IA_NA: its address (granted when `commit`), or NoAddrsAvail.
+    /// The answer to one IA_NA of the client with DUID `client` and host name `name`:
+    /// its address (granted when `commit`), or NoAddrsAvail.
     fn ia(
         &mut self,
         now: SystemTime,
         client: &[u8],
+        name: Option<&str>,
         ia: &IANA,
         commit: bool,
         rebind: bool,
     ) -> IANA {
         let key = (client.to_vec(), ia.id);
-        let asked = addrs_of(ia).find(|a| self.available(*a, &key));
+        let asked = addrs_of(ia).find(|a| self.available(*a, &key, name));
         let mut cursor = None;
         let picked = self
             .by_client
             .get(&key)
             .copied()
-            .or_else(|| self.reservation(client).map(|h| h.ip))
+            .or_else(|| self.reservation(client, name).map(|h| h.ip))
             .or(asked)
             .or_else(|| {
-                let (ip, r, next) = self.first_free(&key)?;
+                let (ip, r, next) = self.first_free(&key, name)?;
                 cursor = Some((r, next));
                 Some(ip)
             });
-        let Some(ip) = picked.filter(|ip| self.available(*ip, &key)) else {
+        let Some(ip) = picked.filter(|ip| self.available(*ip, &key, name)) else {
             self.stats.no_addrs += 1;
             let mut opts = DhcpOptions::new();
             opts.insert(status(Status::NoAddrsAvail, "no addresses available"));
@@ -481,7 +520,10 @@ impl Server6 {
                 opts,
             };
         };
-        let host = self.reservation(client).filter(|h| h.ip == ip).cloned();
+        let host = self
+            .reservation(client, name)
+            .filter(|h| h.ip == ip)
+            .cloned();
         let lease = host
             .as_ref()
             .map_or_else(|| self.range_lease(ip), |h| h.lease);
@@ -503,7 +545,7 @@ impl Server6 {
                 ip,
                 duid: client.to_vec(),
                 iaid: ia.id,
-                hostname: host.and_then(|h| h.name),
+                hostname: host.and_then(|h| h.name).or(name.map(str::to_owned)),
                 expires,
             };
             self.insert_lease(l.clone());
@@ -530,11 +572,15 @@ impl Server6 {
         }
     }
 
-    fn reservation(&self, client: &[u8]) -> Option<&Host6> {
-        self.cfg
-            .hosts
+    /// The reservation of the client with DUID `client` and host name `name`: by DUID,
+    /// else a `<host name ip>` without an id whose name is the client's (dnsmasq's
+    /// `dhcp-host=name,[addr]`).
+    fn reservation(&self, client: &[u8], name: Option<&str>) -> Option<&Host6> {
+        let hosts = &self.cfg.hosts;
+        hosts
             .iter()
             .find(|h| h.duid.as_deref() == Some(client))
+            .or_else(|| hosts.iter().find(|h| h.is_named(name)))
     }
 
     /// Keeps `ip` from every client until its quarantine ends.
@@ -553,17 +599,21 @@ impl Server6 {
         self.declined.insert(ip, until);
     }
 
-    /// Whether `ip` may go to client `key`: in a range or reserved for it, not leased
-    /// to another client, not reserved for another DUID, not in quarantine.
-    fn available(&self, ip: Ipv6Addr, key: &(Vec<u8>, u32)) -> bool {
+    /// Whether `ip` may go to client `key` (with host name `name`): in a range or
+    /// reserved for it, not leased to another client, not reserved for another DUID or
+    /// name, not in quarantine.
+    fn available(&self, ip: Ipv6Addr, key: &(Vec<u8>, u32), name: Option<&str>) -> bool {
         let in_range = self
             .cfg
             .ranges
             .iter()
             .any(|(s, e, _)| (*s..=*e).contains(&ip));
         let reserved = self.cfg.hosts.iter().find(|h| h.ip == ip);
-        let for_us = reserved.is_some_and(|h| h.duid.as_deref() == Some(key.0.as_slice()));
-        let other_host = reserved.is_some_and(|h| h.duid.as_deref() != Some(key.0.as_slice()));
+        let for_us = reserved.is_some_and(|h| match &h.duid {
+            Some(d) => *d == key.0,
+            None => h.is_named(name),
+        });
+        let other_host = reserved.is_some() && !for_us;
         let leased_to_other = self
             .leases
             .get(&ip)
@@ -578,7 +628,11 @@ impl Server6 {
     /// A free address, from where the last grant's search of each range stopped
     /// (wrapping around once), with its range and where the next search starts. At most `MAX_LEASES6` + reservations + 1 addresses are looked at
     /// per range: past the lease bound nothing is free anyway.
-    fn first_free(&self, key: &(Vec<u8>, u32)) -> Option<(Ipv6Addr, usize, u128)> {
+    fn first_free(
+        &self,
+        key: &(Vec<u8>, u32),
+        name: Option<&str>,
+    ) -> Option<(Ipv6Addr, usize, u128)> {
         if self.leases.len() >= MAX_LEASES6 {
             return None;
         }
@@ -601,7 +655,7 @@ impl Server6 {
             for _ in 0..limit.min(size) {
                 let ip = Ipv6Addr::from(a);
                 a = if a >= end { start } else { a + 1 };
-                if self.available(ip, key) {
+                if self.available(ip, key, name) {
                     return Some((ip, r, a));
                 }
             }
@@ -690,6 +744,48 @@ pub fn decodable(payload: &[u8]) -> bool {
     }
     matches!(payload.first(), Some(1 | 3 | 4 | 5 | 6 | 8 | 9 | 11))
         && payload.get(4..).is_some_and(|o| options_ok(o, 0))
+}
+
+/// A Client FQDN option (39, RFC 4704 §4): its flags, and the host name label it
+/// carries (the first label of the name, if it is a valid host name).
+fn client_fqdn(o: &DhcpOption) -> Option<(u8, Option<String>)> {
+    let DhcpOption::Unknown(u) = o else {
+        return None;
+    };
+    if u.code() != OptionCode::ClientFqdn {
+        return None;
+    }
+    let (&flags, name) = u.data().split_first()?;
+    let label = name.split_first().and_then(|(&len, rest)| {
+        let label = rest.get(..usize::from(len))?;
+        let ok = (1..=63).contains(&label.len())
+            && label[0] != b'-'
+            && label
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+        ok.then(|| String::from_utf8_lossy(label).into_owned())
+    });
+    Some((flags, label))
+}
+
+/// The data of a Client FQDN option: `flags`, then `label.domain` in DNS wire format
+/// (`label` alone, partial, without a domain).
+fn fqdn_option(flags: u8, label: &str, domain: Option<&str>) -> Vec<u8> {
+    let mut out = vec![flags];
+    let label = label.split('.').next().unwrap_or_default();
+    let labels = std::iter::once(label).chain(
+        domain
+            .into_iter()
+            .flat_map(|d| d.trim_end_matches('.').split('.')),
+    );
+    for l in labels.filter(|l| !l.is_empty() && l.len() <= 63) {
+        out.push(u8::try_from(l.len()).unwrap_or(63));
+        out.extend_from_slice(l.as_bytes());
+    }
+    if domain.is_some() {
+        out.push(0);
+    }
+    out
 }
 
 fn status(s: Status, msg: &str) -> DhcpOption {

@@ -1,6 +1,6 @@
 //! What the server needs from a network definition, and how it is read from one.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use vnet_config::{ForwardMode, IpFamily, Network};
@@ -177,8 +177,10 @@ impl Default for Limits {
 /// Everything the DNS server needs from the network definition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DnsConfig {
-    /// The gateway address (the first IPv4 `<ip address>`), where guests send queries.
-    pub server_ip: Ipv4Addr,
+    /// The gateway address where guests send queries: the first IPv4 `<ip address>`,
+    /// or the first IPv6 one on an IPv6-only network (its other addresses are in
+    /// `subnets`).
+    pub server_ip: IpAddr,
     /// Its prefix length.
     pub prefix: u8,
     /// All of the network's `<ip>`s. Queries are answered only for clients inside one
@@ -219,13 +221,15 @@ pub struct DnsConfig {
 impl DnsConfig {
     /// A configuration for a server at `server_ip/prefix` with no local data, no
     /// domain, plain names forwarded, not isolated, and the default [`Limits`].
-    pub fn new(server_ip: Ipv4Addr, prefix: u8) -> Self {
+    pub fn new(server_ip: impl Into<IpAddr>, prefix: u8) -> Self {
+        let server_ip = server_ip.into();
+        let prefix = prefix.min(if server_ip.is_ipv4() { 32 } else { 128 });
         Self {
             server_ip,
-            prefix: prefix.min(32),
+            prefix,
             subnets: vec![Subnet {
-                addr: IpAddr::V4(server_ip),
-                prefix: prefix.min(32),
+                addr: server_ip,
+                prefix,
             }],
             domain: None,
             local_only: false,
@@ -242,7 +246,7 @@ impl DnsConfig {
         }
     }
 
-    /// From a libvirt network; `None` when it has `<dns enable='no'>`, no IPv4 `<ip>`,
+    /// From a libvirt network; `None` when it has `<dns enable='no'>`, no `<ip>`,
     /// or a forward mode without a bridge of its own (bridge, where libvirt runs no
     /// dnsmasq).
     ///
@@ -254,11 +258,12 @@ impl DnsConfig {
         if !net.dns().enabled() || !net.forward_mode().has_own_bridge() {
             return None;
         }
-        let first = net.ips().iter().find(|ip| ip.family() == IpFamily::V4)?;
-        let IpAddr::V4(server_ip) = first.address else {
-            return None;
-        };
-        let mut c = Self::new(server_ip, first.prefix_len());
+        let first = net
+            .ips()
+            .iter()
+            .find(|ip| ip.family() == IpFamily::V4)
+            .or_else(|| net.ips().first())?;
+        let mut c = Self::new(first.address, first.prefix_len());
         c.subnets = net
             .ips()
             .iter()
@@ -345,7 +350,7 @@ impl DnsConfig {
     /// Whether `ip` may use the server: inside one of the network's subnets.
     pub fn is_guest(&self, ip: IpAddr) -> bool {
         let primary = Subnet {
-            addr: IpAddr::V4(self.server_ip),
+            addr: self.server_ip,
             prefix: self.prefix,
         };
         primary.contains(ip) || self.subnets.iter().any(|s| s.contains(ip))
@@ -353,8 +358,6 @@ impl DnsConfig {
 
     /// Whether `ip` is one of the server's own addresses (an upstream there is a loop).
     pub fn is_own_address(&self, ip: IpAddr) -> bool {
-        ip == IpAddr::V4(self.server_ip)
-            || ip.is_unspecified()
-            || self.subnets.iter().any(|s| s.addr == ip)
+        ip == self.server_ip || ip.is_unspecified() || self.subnets.iter().any(|s| s.addr == ip)
     }
 }

@@ -1,7 +1,7 @@
 //! What the server reports for logging.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Formats an upstream as dnsmasq does: `192.0.2.1#53`.
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +73,7 @@ pub enum Event {
     /// A lease's host name is not served.
     LeaseNameIgnored {
         /// The lease's address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// The name the client sent.
         hostname: String,
         /// Why.

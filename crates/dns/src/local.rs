@@ -150,10 +150,11 @@ pub(crate) struct LocalData {
     domain_key: Option<String>,
     names: HashMap<String, Owner>,
     ptrs: HashMap<IpAddr, (Name, RecordSource)>,
-    /// Lease address → host name label, as the client sent it.
-    leases: BTreeMap<Ipv4Addr, String>,
-    /// Lowercase label → lease address.
-    lease_by_name: HashMap<String, Ipv4Addr>,
+    /// Lease address (DHCP or DHCPv6) → host name label, as the client sent it.
+    leases: BTreeMap<IpAddr, String>,
+    /// Lowercase label → its lease addresses: one per family (a dual-stack guest
+    /// holds its name by DHCP and by DHCPv6).
+    lease_by_name: HashMap<String, [Option<IpAddr>; 2]>,
     max_leases: usize,
 }
 
@@ -222,7 +223,7 @@ impl LocalData {
     pub(crate) fn reconfigure(&mut self, config: &DnsConfig) {
         let old = std::mem::replace(self, Self::new(config));
         for (ip, name) in old.leases {
-            if config.is_guest(IpAddr::V4(ip)) {
+            if config.is_guest(ip) {
                 let _ = self.set_lease(ip, &name);
             }
         }
@@ -274,8 +275,9 @@ impl LocalData {
 
     /// Serves `hostname` for the lease of `ip`. The name must be a host name label
     /// (letters, digits, `-`, `_`; at most 63 bytes), or `label.<domain>`. A name
-    /// held by another lease moves to this one (the newest lease wins, as in dnsmasq).
-    pub(crate) fn set_lease(&mut self, ip: Ipv4Addr, hostname: &str) -> Result<(), LeaseNameError> {
+    /// held by another lease of the same family moves to this one (the newest lease
+    /// wins, as in dnsmasq).
+    pub(crate) fn set_lease(&mut self, ip: IpAddr, hostname: &str) -> Result<(), LeaseNameError> {
         let Some(label) = self.lease_label(hostname) else {
             self.remove_lease(ip);
             return Err(LeaseNameError::Invalid);
@@ -285,18 +287,24 @@ impl LocalData {
             return Err(LeaseNameError::TableFull);
         }
         self.remove_lease(ip);
-        if let Some(other) = self.lease_by_name.insert(lower, ip) {
+        let held = self.lease_by_name.entry(lower).or_default();
+        if let Some(other) = held[family(ip)].replace(ip) {
             self.leases.remove(&other);
         }
         self.leases.insert(ip, label);
         Ok(())
     }
 
-    pub(crate) fn remove_lease(&mut self, ip: Ipv4Addr) {
+    pub(crate) fn remove_lease(&mut self, ip: IpAddr) {
         if let Some(old) = self.leases.remove(&ip) {
             let lower = old.to_ascii_lowercase();
-            if self.lease_by_name.get(&lower) == Some(&ip) {
-                self.lease_by_name.remove(&lower);
+            if let Some(held) = self.lease_by_name.get_mut(&lower) {
+                if held[family(ip)] == Some(ip) {
+                    held[family(ip)] = None;
+                }
+                if held == &[None, None] {
+                    self.lease_by_name.remove(&lower);
+                }
             }
         }
     }
@@ -326,8 +334,8 @@ impl LocalData {
         ok.then(|| label.to_owned())
     }
 
-    /// The lease address of a name key: a plain label or `label.<domain>`.
-    fn lease_for(&self, k: &str) -> Option<Ipv4Addr> {
+    /// The lease addresses of a name key: a plain label or `label.<domain>`.
+    fn lease_for(&self, k: &str) -> Option<[Option<IpAddr>; 2]> {
         let label = if k.contains('.') {
             let dk = self.domain_key.as_deref()?;
             k.strip_suffix(dk)?.strip_suffix('.')?
@@ -345,8 +353,7 @@ impl LocalData {
         if let Some(t) = self.ptrs.get(&ip) {
             return Some(t.clone());
         }
-        let IpAddr::V4(v4) = ip else { return None };
-        let label = fqdn(self.leases.get(&v4)?)?;
+        let label = fqdn(self.leases.get(&ip)?)?;
         let name = self.qualify(&label).unwrap_or(label);
         Some((name, RecordSource::Lease))
     }
@@ -381,7 +388,7 @@ impl LocalData {
         let values = owner
             .into_iter()
             .flat_map(|o| o.records.iter().map(|(v, _)| v.clone()))
-            .chain(lease.map(Value::A));
+            .chain(lease.into_iter().flatten().flatten().map(address));
         for v in values {
             if any || v.rtype() == qtype {
                 out.push(Record::from_rdata(qname.clone(), ttl, v.rdata()));
@@ -415,14 +422,14 @@ impl LocalData {
                 }
                 rows.push(RecordRow {
                     name: display_name(name),
-                    rtype: "A".into(),
+                    rtype: address(*ip).rtype().to_string(),
                     value: ip.to_string(),
                     source: RecordSource::Lease,
                 });
             }
-            if !self.ptrs.contains_key(&IpAddr::V4(*ip)) {
+            if !self.ptrs.contains_key(ip) {
                 rows.push(ptr_row(
-                    IpAddr::V4(*ip),
+                    *ip,
                     full.as_ref().unwrap_or(&plain),
                     RecordSource::Lease,
                 ));
@@ -441,6 +448,11 @@ fn ptr_row(ip: IpAddr, target: &Name, source: RecordSource) -> RecordRow {
         value: display_name(target),
         source,
     }
+}
+
+/// The slot of `ip`'s family in a name's lease addresses.
+fn family(ip: IpAddr) -> usize {
+    usize::from(ip.is_ipv6())
 }
 
 fn address(ip: IpAddr) -> Value {

@@ -9,7 +9,7 @@
 //! does not make sense is a [`DropReason`], counted in [`Stats`].
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -482,13 +482,14 @@ impl Server {
         self.rebuild();
     }
 
-    /// A DHCP lease with host name `hostname` was granted or renewed for `ip`: serve
-    /// `hostname` and `hostname.<domain>` (A) and the PTR record of `ip`. The name must
-    /// be a host name label (letters, digits, `-`, `_`), or `label.<domain>`; a name
-    /// held by another address moves here. Names of `<dns><host>` and reservations
-    /// win over lease names.
-    pub fn set_lease_name(&mut self, ip: Ipv4Addr, hostname: &str) {
-        let reason = if !self.config.is_guest(IpAddr::V4(ip)) {
+    /// A DHCP or DHCPv6 lease with host name `hostname` was granted or renewed for
+    /// `ip`: serve `hostname` and `hostname.<domain>` (A or AAAA) and the PTR record of
+    /// `ip`. The name must be a host name label (letters, digits, `-`, `_`), or
+    /// `label.<domain>`; a name held by another address of the same family moves here.
+    /// Names of `<dns><host>` and reservations win over lease names.
+    pub fn set_lease_name(&mut self, ip: impl Into<IpAddr>, hostname: &str) {
+        let ip = ip.into();
+        let reason = if !self.config.is_guest(ip) {
             "the address is not on the network"
         } else {
             match self.local.set_lease(ip, hostname) {
@@ -506,8 +507,8 @@ impl Server {
     }
 
     /// The lease of `ip` was released or expired: its name is no longer served.
-    pub fn remove_lease_name(&mut self, ip: Ipv4Addr) {
-        self.local.remove_lease(ip);
+    pub fn remove_lease_name(&mut self, ip: impl Into<IpAddr>) {
+        self.local.remove_lease(ip.into());
     }
 
     /// Handles a query from a guest: `client` is its address and port, `payload` the

@@ -311,15 +311,28 @@ fn config_from_network_with_everything() {
 }
 
 #[test]
-fn no_config_without_dns_or_ipv4_or_own_bridge() {
+fn no_config_without_dns_or_address_or_own_bridge() {
     for xml in [
         "<network><name>n</name><dns enable='no'/><ip address='10.1.0.1' prefix='16'/></network>",
-        "<network><name>n</name><ip family='ipv6' address='fd00::1' prefix='64'/></network>",
+        "<network><name>n</name></network>",
         "<network><name>n</name><forward mode='bridge'/><bridge name='br0'/></network>",
     ] {
         let net = vnet_config::Network::from_xml(xml).unwrap();
         assert_eq!(DnsConfig::from_network(&net), None, "{xml}");
     }
+}
+
+#[test]
+fn an_ipv6_only_network_is_served_on_its_first_address() {
+    let xml = "<network><name>n</name><ip family='ipv6' address='fd00::1' prefix='64'/>\
+               <ip family='ipv6' address='fd01::1' prefix='64'/></network>";
+    let net = vnet_config::Network::from_xml(xml).unwrap();
+    let c = DnsConfig::from_network(&net).unwrap();
+    assert_eq!(c.server_ip, "fd00::1".parse::<IpAddr>().unwrap());
+    assert_eq!(c.prefix, 64);
+    assert!(c.is_guest("fd01::99".parse().unwrap()));
+    assert!(!c.is_guest("fd02::99".parse().unwrap()));
+    assert!(c.is_own_address("fd01::1".parse().unwrap()));
 }
 
 // ----- local data -----

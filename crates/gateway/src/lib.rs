@@ -73,9 +73,10 @@ const TTL: u8 = 64;
 pub struct GatewayConfig {
     /// The gateway's MAC address (the network's `<mac address>`).
     pub mac: MacAddr,
-    /// The gateway's address (the network's IPv4 `<ip address>`).
-    pub ip: Ipv4Addr,
-    /// The subnet's prefix length.
+    /// The gateway's IPv4 address (the network's first IPv4 `<ip address>`; `None`: an
+    /// IPv6-only network, where the gateway answers no ARP and no IPv4).
+    pub ip: Option<Ipv4Addr>,
+    /// The IPv4 subnet's prefix length.
     pub prefix: u8,
     /// The network's IP MTU (1500 unless the network has `<mtu>`).
     pub mtu: u16,
@@ -104,18 +105,36 @@ impl Now {
 }
 
 impl GatewayConfig {
+    /// The gateway's addresses with their prefixes, for log lines:
+    /// `192.168.122.1/24, 2001:db8::1/64`.
+    pub fn addresses(&self) -> String {
+        let v4 = self.ip.map(|ip| format!("{ip}/{}", self.prefix));
+        let v6 = self
+            .ipv6
+            .iter()
+            .flat_map(|v6| v6.prefixes.iter())
+            .map(|p| format!("{}/{}", p.addr, p.len));
+        v4.into_iter().chain(v6).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The IPv4 address, or 0.0.0.0 on an IPv6-only network (whose gateway never takes
+    /// the IPv4 paths that use it).
+    fn ip4(&self) -> Ipv4Addr {
+        self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
     fn in_subnet(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX
             .checked_shl(32 - u32::from(self.prefix.min(32)))
             .unwrap_or(0);
-        u32::from(ip) & mask == u32::from(self.ip) & mask
+        self.ip.is_some() && u32::from(ip) & mask == u32::from(self.ip4()) & mask
     }
 
     fn broadcast(&self) -> Ipv4Addr {
         let mask = u32::MAX
             .checked_shl(32 - u32::from(self.prefix.min(32)))
             .unwrap_or(0);
-        Ipv4Addr::from(u32::from(self.ip) | !mask)
+        Ipv4Addr::from(u32::from(self.ip4()) | !mask)
     }
 }
 
@@ -186,20 +205,25 @@ impl Gateway {
         dns: Option<vnet_dns::Server>,
         now: std::time::Instant,
     ) -> Self {
+        let ndp = cfg
+            .ipv6
+            .clone()
+            .map(|v6| ndp::Ndp::new(cfg.mac, v6, cfg.mtu));
         let tcp = dns.as_ref().map(|_| {
+            let mut ip6 = Vec::new();
+            if let Some(n) = &ndp {
+                ip6.push((n.link_local(), 64));
+                ip6.extend(n.config().prefixes.iter().map(|p| (p.addr, p.len)));
+            }
             tcp::TcpService::new(
                 cfg.mac.0,
-                cfg.ip,
-                cfg.prefix,
+                cfg.ip.map(|ip| (ip, cfg.prefix)),
+                &ip6,
                 usize::from(cfg.mtu),
                 DNS_PORT,
                 now,
             )
         });
-        let ndp = cfg
-            .ipv6
-            .clone()
-            .map(|v6| ndp::Ndp::new(cfg.mac, v6, cfg.mtu));
         Self {
             cfg,
             dhcp,
@@ -374,7 +398,7 @@ impl Gateway {
     }
 
     fn learn_neighbour(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
-        if ip.is_unspecified() || ip == self.cfg.ip || !self.cfg.in_subnet(ip) {
+        if ip.is_unspecified() || Some(ip) == self.cfg.ip || !self.cfg.in_subnet(ip) {
             return;
         }
         if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&ip) {
@@ -387,7 +411,7 @@ impl Gateway {
 
     fn push_dns_udp(&mut self, mac: [u8; 6], client: SocketAddrV4, payload: &[u8]) {
         let builder = PacketBuilder::ethernet2(self.cfg.mac.0, mac)
-            .ipv4(self.cfg.ip.octets(), client.ip().octets(), TTL)
+            .ipv4(self.cfg.ip4().octets(), client.ip().octets(), TTL)
             .udp(DNS_PORT, client.port());
         let mut frame = Vec::with_capacity(builder.size(payload.len()));
         if builder.write(&mut frame, payload).is_ok() && self.push(frame) {
@@ -396,14 +420,18 @@ impl Gateway {
     }
 
     /// Queues a gratuitous ARP announcing the gateway's address and MAC (at start, so
-    /// guests and the switch learn where the gateway is).
+    /// guests and the switch learn where the gateway is). Nothing on an IPv6-only
+    /// network.
     pub fn announce(&mut self) {
+        let Some(ip) = self.cfg.ip else {
+            return;
+        };
         let arp = ArpEthIpv4Packet {
             operation: ArpOperation::REQUEST,
             sender_mac: self.cfg.mac.0,
-            sender_ipv4: self.cfg.ip.octets(),
+            sender_ipv4: ip.octets(),
             target_mac: [0; 6],
-            target_ipv4: self.cfg.ip.octets(),
+            target_ipv4: ip.octets(),
         };
         if self.push_arp(MacAddr::BROADCAST, &arp) {
             self.stats.gratuitous_arps += 1;
@@ -426,9 +454,15 @@ impl Gateway {
         }
         let src = eth.src_addr();
         match eth.ethertype() {
+            WireEtherType::Arp | WireEtherType::Ipv4 if self.cfg.ip.is_none() => {
+                self.stats.ignored += 1;
+            }
             WireEtherType::Arp => self.handle_arp(now, eth.payload(), frame),
             WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
             WireEtherType::Ipv6 => {
+                if self.tcp6(now, src, eth.payload(), frame) {
+                    return;
+                }
                 if let Some((client, server, query)) = self.dns6_query(eth.payload()) {
                     self.handle_dns_udp6(now, src.0, client, server, query);
                     return;
@@ -480,7 +514,7 @@ impl Gateway {
                 let Ok(ip) = Ipv4Slice::from_slice(eth.payload()) else {
                     return Claim::Gateway;
                 };
-                if ip.header().destination_addr() != self.cfg.ip {
+                if Some(ip.header().destination_addr()) != self.cfg.ip {
                     return Claim::Gateway;
                 }
                 if ip.is_payload_fragmented() {
@@ -519,10 +553,15 @@ impl Gateway {
                     .then(|| ip.payload().payload.first().copied())
                     .flatten();
                 let dst = ip.header().destination_addr();
-                let dns = ip.payload().ip_number == IpNumber::UDP
-                    && self.dns.is_some()
-                    && UdpSlice::from_slice(ip.payload().payload)
-                        .is_ok_and(|u| u.destination_port() == DNS_PORT);
+                let body = ip.payload().payload;
+                let dns = self.dns.is_some()
+                    && match ip.payload().ip_number {
+                        IpNumber::UDP => UdpSlice::from_slice(body)
+                            .is_ok_and(|u| u.destination_port() == DNS_PORT),
+                        IpNumber::TCP => TcpHeaderSlice::from_slice(body)
+                            .is_ok_and(|t| t.destination_port() == DNS_PORT),
+                        _ => false,
+                    };
                 match icmp {
                     _ if dns && n.is_ours(dst) => Claim::Gateway,
                     Some(133..=136) => Claim::Both,
@@ -583,13 +622,14 @@ impl Gateway {
         // are broadcast) names its sender. The DHCP server keeps those addresses out of
         // its offers to others (an ARP probe, sender 0.0.0.0, claims nothing).
         let sender = arp.sender_ipv4_addr();
-        if !sender.is_unspecified() && sender != self.cfg.ip {
+        let own = self.cfg.ip4();
+        if !sender.is_unspecified() && sender != own {
             if let Some(server) = self.dhcp.as_mut() {
                 server.note_in_use(now.wall, self.ingress, sender, arp.sender_mac);
             }
             self.learn_neighbour(sender, arp.sender_mac);
         }
-        if arp.operation == ArpOperation::REPLY && arp.target_ipv4_addr() == self.cfg.ip {
+        if arp.operation == ArpOperation::REPLY && arp.target_ipv4_addr() == own {
             // an answer to the NAT engine's own ARP request (a port forward to a guest
             // it has not seen yet)
             if let Some(nat) = self.nat.as_mut() {
@@ -597,19 +637,19 @@ impl Gateway {
                 return;
             }
         }
-        if arp.operation != ArpOperation::REQUEST || arp.target_ipv4_addr() != self.cfg.ip {
+        if arp.operation != ArpOperation::REQUEST || arp.target_ipv4_addr() != own {
             self.stats.ignored += 1;
             return;
         }
         // a gratuitous ARP from someone else claiming our address is not answered
-        if arp.sender_ipv4_addr() == self.cfg.ip {
+        if arp.sender_ipv4_addr() == own {
             self.stats.ignored += 1;
             return;
         }
         let reply = ArpEthIpv4Packet {
             operation: ArpOperation::REPLY,
             sender_mac: self.cfg.mac.0,
-            sender_ipv4: self.cfg.ip.octets(),
+            sender_ipv4: own.octets(),
             target_mac: arp.sender_mac,
             target_ipv4: arp.sender_ipv4,
         };
@@ -629,7 +669,7 @@ impl Gateway {
         }
         let hdr = ip.header();
         let (src_ip, dst_ip) = (hdr.source_addr(), hdr.destination_addr());
-        let to_us = dst_ip == self.cfg.ip;
+        let to_us = Some(dst_ip) == self.cfg.ip;
         let broadcast = dst_ip == Ipv4Addr::BROADCAST || dst_ip == self.cfg.broadcast();
         let body = ip.payload().payload;
         if to_us {
@@ -675,7 +715,7 @@ impl Gateway {
                 let dport = TcpHeaderSlice::from_slice(body).map(|t| t.destination_port());
                 if dport == Ok(DNS_PORT) && self.tcp.is_some() {
                     if let Some(t) = self.tcp.as_mut() {
-                        t.handle_frame(now.mono, frame, src_mac.0, src_ip);
+                        t.handle_frame(now.mono, frame, src_mac.0, src_ip.into());
                     }
                     self.service_tcp(now);
                 } else if let Some(nat) = self.nat.as_mut() {
@@ -723,6 +763,33 @@ impl Gateway {
             dst,
             udp.payload(),
         ))
+    }
+
+    /// A TCP segment for DNS on one of the gateway's IPv6 addresses: handed to the TCP
+    /// service. True when it was one.
+    fn tcp6(&mut self, now: Now, src_mac: MacAddr, packet: &[u8], frame: &[u8]) -> bool {
+        let (Some(ndp), Some(t)) = (self.ndp.as_ref(), self.tcp.as_mut()) else {
+            return false;
+        };
+        let Ok(ip) = etherparse::Ipv6Slice::from_slice(packet) else {
+            return false;
+        };
+        let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
+        if ip.payload().ip_number != IpNumber::TCP
+            || !ndp.is_ours(dst)
+            || ip.is_payload_fragmented()
+            || src.is_unspecified()
+            || src.is_multicast()
+        {
+            return false;
+        }
+        let dport = TcpHeaderSlice::from_slice(ip.payload().payload).map(|t| t.destination_port());
+        if dport != Ok(DNS_PORT) {
+            return false;
+        }
+        t.handle_frame(now.mono, frame, src_mac.0, src.into());
+        self.service_tcp(now);
+        true
     }
 
     /// A DHCPv6 client message (UDP 546 → 547, to the servers' group or the gateway):
@@ -820,7 +887,7 @@ impl Gateway {
             return;
         };
         let builder = PacketBuilder::ethernet2(self.cfg.mac.0, src_mac.0)
-            .ipv4(self.cfg.ip.octets(), src_ip.octets(), TTL)
+            .ipv4(self.cfg.ip4().octets(), src_ip.octets(), TTL)
             .icmpv4_echo_reply(echo.id, echo.seq);
         let mut frame = Vec::with_capacity(builder.size(icmp.payload().len()));
         if builder.write(&mut frame, icmp.payload()).is_ok() && self.push(frame) {
@@ -849,7 +916,7 @@ impl Gateway {
             _ => (Ipv4Addr::BROADCAST, MacAddr::BROADCAST),
         };
         let builder = PacketBuilder::ethernet2(self.cfg.mac.0, dst_mac.0)
-            .ipv4(self.cfg.ip.octets(), dst_ip.octets(), TTL)
+            .ipv4(self.cfg.ip4().octets(), dst_ip.octets(), TTL)
             .udp(DHCP_SERVER_PORT, DHCP_CLIENT_PORT);
         let mut frame = Vec::with_capacity(builder.size(reply.payload.len()));
         if builder.write(&mut frame, &reply.payload).is_ok() && self.push(frame) {

@@ -1,4 +1,5 @@
-//! TCP on the gateway address, for DNS over TCP (port 53), on a `smoltcp` interface.
+//! TCP on the gateway's addresses (IPv4 and IPv6), for DNS over TCP (port 53), on a
+//! `smoltcp` interface.
 //!
 //! The gateway has no kernel socket: TCP segments addressed to it arrive as Ethernet
 //! frames from the switch. They are fed to a `smoltcp` interface that owns a fixed set of
@@ -11,21 +12,26 @@
 //! at a time per connection (the next is read once the answer is sent).
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::phy::{Checksum, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
+    EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpEndpoint,
+    IpListenEndpoint, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
+    RawHardwareAddress,
 };
 
 /// Connections served at once.
 pub const MAX_CONNS: usize = 16;
 /// Connections one client address may hold at once.
 pub const MAX_CONNS_PER_CLIENT: usize = 4;
+/// Addresses the service listens on (the smoltcp interface's capacity).
+pub const MAX_ADDRS: usize = 8;
 /// A connection without traffic for this long is closed.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -99,7 +105,10 @@ pub(crate) struct TcpService {
     sockets: SocketSet<'static>,
     conns: Vec<Conn>,
     epoch: std::time::Instant,
-    ip: Ipv4Addr,
+    /// The gateway's IPv4 address, if it has one.
+    ip: Option<Ipv4Addr>,
+    /// An IPv6 address of the gateway's (the target of synthetic neighbor adverts).
+    ip6: Option<Ipv6Addr>,
     mac: EthernetAddress,
     port: u16,
     /// Connections reset because the client held too many.
@@ -119,11 +128,13 @@ impl std::fmt::Debug for TcpService {
 }
 
 impl TcpService {
-    /// Listens on `ip:port` with the gateway's `mac`; `mtu` is the network's IP MTU.
+    /// Listens on `port` of the gateway's addresses (`ip`: IPv4 with its prefix; `ip6`:
+    /// IPv6, with the link-local) with its `mac`; `mtu` is the network's IP MTU. Up to
+    /// [`MAX_ADDRS`] addresses are served.
     pub(crate) fn new(
         mac: [u8; 6],
-        ip: Ipv4Addr,
-        prefix: u8,
+        ip: Option<(Ipv4Addr, u8)>,
+        ip6: &[(Ipv6Addr, u8)],
         mtu: usize,
         port: u16,
         now: std::time::Instant,
@@ -135,7 +146,12 @@ impl TcpService {
         let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         let mut iface = Interface::new(config, &mut dev, SmolInstant::ZERO);
         iface.update_ip_addrs(|addrs| {
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), prefix.min(32)));
+            if let Some((ip, prefix)) = ip {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(ip), prefix.min(32)));
+            }
+            for (ip6, prefix) in ip6 {
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(*ip6), (*prefix).min(128)));
+            }
         });
         let mut s = Self {
             iface,
@@ -143,7 +159,8 @@ impl TcpService {
             sockets: SocketSet::new(Vec::new()),
             conns: Vec::new(),
             epoch: now,
-            ip,
+            ip: ip.map(|(a, _)| a),
+            ip6: ip6.first().map(|(a, _)| *a),
             mac: EthernetAddress(mac),
             port,
             refused: 0,
@@ -178,8 +195,10 @@ impl TcpService {
         c.inbuf.clear();
         let sock = self.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
         if sock.state() == tcp::State::Closed {
+            // any of the interface's addresses: the gateway hands over only segments
+            // for its own
             let _ = sock.listen(IpListenEndpoint {
-                addr: Some(IpAddress::Ipv4(self.ip)),
+                addr: None,
                 port: self.port,
             });
             sock.set_timeout(Some(SmolDuration::from_micros(
@@ -194,24 +213,31 @@ impl TcpService {
         now: std::time::Instant,
         frame: &[u8],
         src_mac: [u8; 6],
-        src_ip: Ipv4Addr,
+        src_ip: IpAddr,
     ) {
-        // Tell smoltcp where the client is (a synthetic ARP reply), so its answer needs
-        // no ARP round trip: the gateway has just seen the client's MAC.
-        self.dev.rx.push_back(self.arp_reply_from(src_mac, src_ip));
+        // Tell smoltcp where the client is (a synthetic ARP reply or neighbor advert),
+        // so its answer needs no resolution round trip: the gateway has just seen the
+        // client's MAC.
+        let hint = match src_ip {
+            IpAddr::V4(ip) => self.arp_reply_from(src_mac, ip),
+            IpAddr::V6(ip) => self.neighbor_advert_from(src_mac, ip),
+        };
+        if let Some(hint) = hint {
+            self.dev.rx.push_back(hint);
+        }
         self.dev.rx.push_back(frame.to_vec());
         let t = self.smol_now(now);
         self.iface.poll(t, &mut self.dev, &mut self.sockets);
     }
 
-    fn arp_reply_from(&self, mac: [u8; 6], ip: Ipv4Addr) -> Vec<u8> {
+    fn arp_reply_from(&self, mac: [u8; 6], ip: Ipv4Addr) -> Option<Vec<u8>> {
         let own = self.mac;
         let arp = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Reply,
             source_hardware_addr: EthernetAddress(mac),
             source_protocol_addr: ip,
             target_hardware_addr: own,
-            target_protocol_addr: self.ip,
+            target_protocol_addr: self.ip?,
         };
         let eth = EthernetRepr {
             src_addr: EthernetAddress(mac),
@@ -222,7 +248,42 @@ impl TcpService {
         let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
         eth.emit(&mut frame);
         arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-        buf
+        Some(buf)
+    }
+
+    /// An unsolicited neighbor advertisement from the client for its own address,
+    /// which smoltcp takes into its neighbor cache.
+    fn neighbor_advert_from(&self, mac: [u8; 6], ip: Ipv6Addr) -> Option<Vec<u8>> {
+        let own = self.ip6?;
+        let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::OVERRIDE,
+            target_addr: ip,
+            lladdr: Some(RawHardwareAddress::from_bytes(&mac)),
+        });
+        let ip_repr = Ipv6Repr {
+            src_addr: ip,
+            dst_addr: own,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: na.buffer_len(),
+            hop_limit: 255,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(mac),
+            dst_addr: self.mac,
+            ethertype: EthernetProtocol::Ipv6,
+        };
+        let mut buf = vec![0; eth.buffer_len() + ip_repr.buffer_len() + na.buffer_len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut frame);
+        let mut packet = Ipv6Packet::new_unchecked(frame.payload_mut());
+        ip_repr.emit(&mut packet);
+        na.emit(
+            &ip,
+            &own,
+            &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+            &ChecksumCapabilities::default(),
+        );
+        Some(buf)
     }
 
     /// Reads complete messages and answers them with `handler` (`None`: the answer comes
@@ -243,12 +304,12 @@ impl TcpService {
                 tcp::State::Established => {}
                 _ => continue,
             }
-            let Some(remote) = sock.remote_endpoint().and_then(endpoint_v4) else {
+            let Some(remote) = sock.remote_endpoint().map(socket_addr) else {
                 continue;
             };
             if self.conns[i].inbuf.is_empty() && sock.send_queue() == 0 {
-                let held = self.count_conns_of(*remote.ip());
-                if held > MAX_CONNS_PER_CLIENT && self.is_newest_of(i, *remote.ip()) {
+                let held = self.count_conns_of(remote.ip());
+                if held > MAX_CONNS_PER_CLIENT && self.is_newest_of(i, remote.ip()) {
                     self.sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
                     self.refused += 1;
                     continue;
@@ -278,7 +339,7 @@ impl TcpService {
                     continue;
                 }
                 let msg: Vec<u8> = c.inbuf.drain(..n + 2).skip(2).collect();
-                if let Some(answer) = handler(SocketAddr::V4(remote), &msg) {
+                if let Some(answer) = handler(remote, &msg) {
                     write_message(sock, &answer);
                 }
             }
@@ -287,40 +348,34 @@ impl TcpService {
         self.iface.poll(t, &mut self.dev, &mut self.sockets);
     }
 
-    fn count_conns_of(&self, ip: Ipv4Addr) -> usize {
+    fn count_conns_of(&self, ip: IpAddr) -> usize {
         self.conns
             .iter()
             .filter(|c| {
                 let s = self.sockets.get::<tcp::Socket<'_>>(c.handle);
                 s.is_active()
                     && s.remote_endpoint()
-                        .and_then(endpoint_v4)
-                        .is_some_and(|r| *r.ip() == ip)
+                        .is_some_and(|r| socket_addr(r).ip() == ip)
             })
             .count()
     }
 
     /// Whether connection `i` is the last of `ip`'s in the table (the one to refuse).
-    fn is_newest_of(&self, i: usize, ip: Ipv4Addr) -> bool {
+    fn is_newest_of(&self, i: usize, ip: IpAddr) -> bool {
         !self.conns.iter().skip(i + 1).any(|c| {
             let s = self.sockets.get::<tcp::Socket<'_>>(c.handle);
             s.is_active()
                 && s.remote_endpoint()
-                    .and_then(endpoint_v4)
-                    .is_some_and(|r| *r.ip() == ip)
+                    .is_some_and(|r| socket_addr(r).ip() == ip)
         })
     }
 
     /// Sends a late answer to the connection of `client`; false if it is gone.
     pub(crate) fn send_to(&mut self, now: std::time::Instant, client: SocketAddr, msg: &[u8]) {
-        let SocketAddr::V4(client) = client else {
-            self.lost_answers += 1;
-            return;
-        };
         let found = self.conns.iter().find(|c| {
             let s = self.sockets.get::<tcp::Socket<'_>>(c.handle);
             s.state() == tcp::State::Established
-                && s.remote_endpoint().and_then(endpoint_v4) == Some(client)
+                && s.remote_endpoint().map(socket_addr) == Some(client)
         });
         let Some(handle) = found.map(|c| c.handle) else {
             self.lost_answers += 1;
@@ -362,11 +417,10 @@ impl TcpService {
     }
 }
 
-fn endpoint_v4(e: IpEndpoint) -> Option<SocketAddrV4> {
+fn socket_addr(e: IpEndpoint) -> SocketAddr {
     match e.addr {
-        IpAddress::Ipv4(ip) => Some(SocketAddrV4::new(ip, e.port)),
-        #[allow(unreachable_patterns)]
-        _ => None,
+        IpAddress::Ipv4(ip) => SocketAddr::new(IpAddr::V4(ip), e.port),
+        IpAddress::Ipv6(ip) => SocketAddr::new(IpAddr::V6(ip), e.port),
     }
 }
 

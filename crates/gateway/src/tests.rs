@@ -9,7 +9,7 @@ fn gateway() -> Gateway {
     Gateway::new(
         GatewayConfig {
             mac: GW_MAC,
-            ip: Ipv4Addr::new(192, 168, 122, 1),
+            ip: Some(Ipv4Addr::new(192, 168, 122, 1)),
             prefix: 24,
             mtu: 1500,
             ipv6: None,

@@ -97,9 +97,8 @@ impl GatewayHost {
                 })?;
                 loaded6 = db.leases6().cloned().collect();
                 tracing::info!(
-                    "DHCP on {}/{}: {} lease(s) loaded from {}{}",
-                    cfg.ip,
-                    cfg.prefix,
+                    "DHCP on {}: {} lease(s) loaded from {}{}",
+                    cfg.addresses(),
                     leases.len(),
                     db_path.display(),
                     if v6 {
@@ -154,7 +153,7 @@ impl GatewayHost {
     /// Starts the DNS server on the host's resolvers (when it serves DNS).
     pub fn start(&mut self, gw: &mut Gateway) {
         if gw.dns().is_some() {
-            tracing::info!("DNS on {}:53 (UDP and TCP)", gw.config().ip);
+            tracing::info!("DNS on {} port 53 (UDP and TCP)", gw.config().addresses());
             self.reload_resolv_conf(gw, std::time::Instant::now());
         }
     }
@@ -230,7 +229,7 @@ impl GatewayHost {
         let st = gw.stats();
         let cfg = gw.config();
         GatewayInfo {
-            ip: cfg.ip.to_string(),
+            ip: cfg.ip.map_or_else(String::new, |ip| ip.to_string()),
             mac: cfg.mac.to_string(),
             dhcp: gw.dhcp().is_some(),
             leases: gw.dhcp().map_or(0, |s| s.leases().count()),

@@ -108,12 +108,10 @@ pub fn open_host_port(bridge: &str, gw: &GatewayConfig) -> Result<Tap, String> {
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
         format!("cannot create {bridge} ({e}{})", cause.unwrap_or_default())
     })?;
-    tap.set_ipv4(gw.ip, gw.prefix).map_err(|e| {
-        format!(
-            "cannot give {bridge} the address {}/{}: {e}",
-            gw.ip, gw.prefix
-        )
-    })?;
+    if let Some(ip) = gw.ip {
+        tap.set_ipv4(ip, gw.prefix)
+            .map_err(|e| format!("cannot give {bridge} the address {ip}/{}: {e}", gw.prefix))?;
+    }
     if let Some(v6) = &gw.ipv6 {
         // as libvirt sets its bridge: IPv6 on, and the host does not configure itself
         // from the gateway's own router advertisements; router behaviour on it

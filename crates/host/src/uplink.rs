@@ -68,7 +68,7 @@ pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Upli
     ) {
         return Ok(None);
     }
-    let Some(gw) = gw else {
+    let Some((gw, gw_ip)) = gw.and_then(|g| Some((g, g.ip?))) else {
         bail!(
             "network {:?}: mode {} needs an IPv4 <ip> (the gateway)",
             network.name(),
@@ -109,7 +109,7 @@ pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Upli
             via: r.via,
         })
         .collect();
-    let segment = Prefix::new(gw.ip, gw.prefix);
+    let segment = Prefix::new(gw_ip, gw.prefix);
     let behind_guests = network
         .routes()
         .iter()
@@ -122,7 +122,7 @@ pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Upli
         tracing::warn!(
             "net.ipv4.ip_forward is 1: the kernel may forward the same packets as \
              switchd (duplicates) where it has a route to {}/{}; set it to 0 in this namespace",
-            gw.ip,
+            gw_ip,
             gw.prefix
         );
     }
@@ -133,7 +133,7 @@ pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Upli
     );
     let router = Router::new(RouterConfig {
         gateway_mac: gw.mac.0,
-        gateway_ip: gw.ip,
+        gateway_ip: gw_ip,
         segment,
         behind_guests,
         uplink_mac: mac,

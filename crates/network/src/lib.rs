@@ -59,7 +59,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use vnet_config::ForwardMode;
@@ -256,17 +256,18 @@ impl Options {
     }
 }
 
-/// Where the gateway of `net` lives: its first IPv4 `<ip>`, with the network's MAC; none
-/// in bridge mode (the segment is the LAN's) or without an IPv4 address or MAC.
+/// Where the gateway of `net` lives: its first IPv4 `<ip>` and its IPv6 `<ip>`s, with the
+/// network's MAC; none in bridge mode (the segment is the LAN's), without a MAC, or
+/// without any address.
 pub fn gateway_config(net: &vnet_config::Network) -> Option<GatewayConfig> {
     if net.forward_mode() == ForwardMode::Bridge {
         return None;
     }
     let mac = MacAddr(net.mac_addr()?.0);
-    let (ip, prefix) = net.ips().iter().find_map(|ip| match ip.address {
+    let v4 = net.ips().iter().find_map(|ip| match ip.address {
         IpAddr::V4(a) => Some((a, ip.prefix_len())),
         IpAddr::V6(_) => None,
-    })?;
+    });
     let mtu = net
         .mtu()
         .and_then(|m| u16::try_from(m).ok())
@@ -287,6 +288,9 @@ pub fn gateway_config(net: &vnet_config::Network) -> Option<GatewayConfig> {
             IpAddr::V4(_) => None,
         })
         .collect();
+    if v4.is_none() && prefixes.is_empty() {
+        return None;
+    }
     let ipv6 = (!prefixes.is_empty()).then(|| Ipv6Config {
         prefixes,
         // an isolated network is no way out: its gateway is not a default router
@@ -302,8 +306,8 @@ pub fn gateway_config(net: &vnet_config::Network) -> Option<GatewayConfig> {
     });
     Some(GatewayConfig {
         mac,
-        ip,
-        prefix,
+        ip: v4.map(|(a, _)| a),
+        prefix: v4.map_or(0, |(_, p)| p),
         mtu,
         ipv6,
     })
@@ -402,10 +406,22 @@ impl Network {
             .map(vnet_gateway::ndp::Ndp::dns_addr);
         if let Some(c6) = vnet_dhcp::v6::Config6::from_network(net, cfg.mac.0, dns6) {
             let leases6 = std::mem::take(&mut opts.leases6);
-            gw.set_dhcp6(vnet_dhcp::v6::Server6::with_leases(c6, leases6));
+            let server = vnet_dhcp::v6::Server6::with_leases(c6, leases6);
+            let names6: Vec<(Ipv6Addr, String)> = server
+                .leases()
+                .filter(|l| !server.config().hosts.iter().any(|h| h.ip == l.ip))
+                .filter_map(|l| Some((l.ip, l.hostname.clone()?)))
+                .collect();
+            gw.set_dhcp6(server);
+            if let Some(dns) = gw.dns_mut() {
+                for (ip, name) in &names6 {
+                    dns.set_lease_name(*ip, name);
+                }
+            }
         }
-        if net.forward_mode() == ForwardMode::Nat {
-            let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, cfg.ip, cfg.prefix);
+        // NAT is IPv4 masquerade: an IPv6-only network has nothing for it
+        if let (ForwardMode::Nat, Some(ip)) = (net.forward_mode(), cfg.ip) {
+            let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, ip, cfg.prefix);
             nc.mtu = usize::from(cfg.mtu);
             nc.host_access = net.host_access();
             nc.limits = opts.nat_limits;
@@ -736,10 +752,21 @@ impl Network {
         let Some((_, g)) = self.gateway.as_mut() else {
             return false;
         };
-        let mut names: Vec<(Ipv4Addr, Option<String>)> = Vec::new();
+        let mut names: Vec<(IpAddr, Option<String>)> = Vec::new();
         if let Some(server) = g.dhcp6_mut() {
             while let Some(ev) = server.poll_event() {
                 io.dhcp6_event(&ev);
+                // a reservation's name is DNS data already (and may be any name)
+                let reserved = |ip| server.config().hosts.iter().any(|h| h.ip == ip);
+                match &ev {
+                    vnet_dhcp::v6::Event6::Granted(l) if !reserved(l.ip) => {
+                        names.push((l.ip.into(), l.hostname.clone()));
+                    }
+                    vnet_dhcp::v6::Event6::Released(l) | vnet_dhcp::v6::Event6::Expired(l) => {
+                        names.push((l.ip.into(), None));
+                    }
+                    _ => {}
+                }
                 Self::push_event(&mut self.events, Event::Lease6(ev));
             }
         }
@@ -748,10 +775,14 @@ impl Network {
                 io.dhcp_event(&ev);
                 let (name, event) = match ev {
                     vnet_dhcp::Event::LeaseGranted(l) => {
-                        ((l.ip, l.hostname.clone()), Event::LeaseGranted(l))
+                        ((l.ip.into(), l.hostname.clone()), Event::LeaseGranted(l))
                     }
-                    vnet_dhcp::Event::LeaseReleased(l) => ((l.ip, None), Event::LeaseReleased(l)),
-                    vnet_dhcp::Event::LeaseExpired(l) => ((l.ip, None), Event::LeaseExpired(l)),
+                    vnet_dhcp::Event::LeaseReleased(l) => {
+                        ((l.ip.into(), None), Event::LeaseReleased(l))
+                    }
+                    vnet_dhcp::Event::LeaseExpired(l) => {
+                        ((l.ip.into(), None), Event::LeaseExpired(l))
+                    }
                     _ => continue,
                 };
                 names.push(name);

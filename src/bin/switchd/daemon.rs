@@ -129,7 +129,7 @@ impl Daemon {
                 let net = Net::from_config(&network, opts, clock)
                     .map_err(|e| anyhow::anyhow!("network {name:?}: {e}"))?;
                 if let Some(id) = net.gateway_port() {
-                    log!("gateway {} ({}) on port {id}", cfg.ip, cfg.mac);
+                    log!("gateway {} ({}) on port {id}", cfg.addresses(), cfg.mac);
                 }
                 (net, Some(host))
             }

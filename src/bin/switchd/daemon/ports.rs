@@ -220,7 +220,7 @@ impl Daemon {
         // not learning: the gateway's MAC stays on the gateway port
         match self.add_dev(None, Box::new(tap), false, false) {
             Ok(p) => {
-                log!("host port {} ({}/{})", p.ifname, cfg.ip, cfg.prefix);
+                log!("host port {} ({})", p.ifname, cfg.addresses());
                 self.net.set_host_port(Some(PortId(p.id)));
             }
             Err(e) => log!("no host port: {e}"),
