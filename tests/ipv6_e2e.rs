@@ -284,6 +284,11 @@ const DHCP6_XML: &str = "<network>
 /// `dhclient -6` in `g` once, after its link-local address is ready (dhclient cannot
 /// bind to a tentative one); what its script saw (`ip6=… dns6=… search=…`).
 fn dhclient6(net: &Net, g: &Netns, tag: &str) -> String {
+    dhclient6_named(net, g, tag, None)
+}
+
+/// [`dhclient6`], sending a Client FQDN option with host name `name`.
+fn dhclient6_named(net: &Net, g: &Netns, tag: &str, name: Option<&str>) -> String {
     let ready = wait_for(Duration::from_secs(10), || {
         let ll = g.run_ok(
             "ip",
@@ -306,15 +311,19 @@ fn dhclient6(net: &Net, g: &Netns, tag: &str) -> String {
     );
     let lf = dir.join(format!("dhclient6-{tag}.leases"));
     let pf = dir.join(format!("dhclient6-{tag}.pid"));
-    let (s, l, p) = (
+    let cf = dir.join(format!("dhclient6-{tag}.conf"));
+    let conf = name.map_or_else(String::new, |n| format!("send fqdn.fqdn \"{n}\";\n"));
+    std::fs::write(&cf, conf).expect("dhclient.conf");
+    let (s, l, p, c) = (
         script.display().to_string(),
         lf.display().to_string(),
         pf.display().to_string(),
+        cf.display().to_string(),
     );
     let _ = g.run(
         "timeout",
         &[
-            "20", "dhclient", "-6", "-1", "-sf", &s, "-lf", &l, "-pf", &p, "eth0",
+            "20", "dhclient", "-6", "-1", "-cf", &c, "-sf", &s, "-lf", &l, "-pf", &p, "eth0",
         ],
     );
     if let Ok(pid) = std::fs::read_to_string(&pf) {
@@ -463,4 +472,60 @@ fn dhcpv6_hands_out_addresses_from_the_range_with_the_dns_server() {
     let after = dhclient6(&net, &vmp, "p");
     assert_eq!(addr(&after), addr(&before), "{after}\n{}", net.log());
     let _ = vmp.run("ip", &["link", "del", "eth0"]);
+}
+
+/// libvirt's IPv6-only network (its test suite's `dhcp6-network`, on a prefix of our
+/// own): no IPv4 anywhere.
+const V6_ONLY_XML: &str = "<network>
+  <name>v6o</name>
+  <forward mode='nat'/>
+  <domain name='v6only'/>
+  <ip family='ipv6' address='fd00:7a::1' prefix='64'>
+    <dhcp>
+      <range start='fd00:7a::1:10' end='fd00:7a::1:ff'/>
+      <host name='paul' ip='fd00:7a::1:21'/>
+    </dhcp>
+  </ip>
+</network>";
+
+#[test]
+fn an_ipv6_only_network_leases_by_name_and_resolves_over_udp_and_tcp() {
+    let net = Net::start_with(Some(V6_ONLY_XML));
+    let info = net.ctl_json(&["net-info", &net.name]).to_string();
+    // a client naming itself "paul" gets paul's reservation
+    let vm1 = v6_guest(&net, "v6o", "52:54:00:60:00:31");
+    let got = dhclient6_named(&net, &vm1, "o1", Some("paul"));
+    assert!(
+        got.contains("ip6=fd00:7a::1:21 "),
+        "by name: {got:?}\n{info}\n{}",
+        net.log()
+    );
+    assert!(got.contains("dns6=fd00:7a::1"), "{got}");
+    // another names itself "gamma": an address from the range, and the name in DNS
+    let vm2 = v6_guest(&net, "v6q", "52:54:00:60:00:32");
+    let got2 = dhclient6_named(&net, &vm2, "o2", Some("gamma"));
+    let ip2 = got2
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix("ip6="))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(ip2.starts_with("fd00:7a::1:"), "{got2:?}\n{}", net.log());
+    assert_ne!(ip2, "fd00:7a::1:21");
+    vm1.run_ok("ping", &["-6", "-c", "1", "-W", "2", "fd00:7a::1"]);
+    vm1.run_ok("ping", &["-6", "-c", "1", "-W", "2", &ip2]);
+    let dig = |args: &[&str]| {
+        let mut a = vec!["@fd00:7a::1", "+short", "+time=2", "+tries=1"];
+        a.extend_from_slice(args);
+        vm1.run_ok("dig", &a).trim().to_owned()
+    };
+    assert_eq!(dig(&["AAAA", "gamma.v6only"]), ip2, "{}", net.log());
+    assert_eq!(dig(&["+tcp", "AAAA", "gamma.v6only"]), ip2, "DNS over TCP");
+    assert_eq!(dig(&["+tcp", "-x", &ip2]), "gamma.v6only.");
+    assert_eq!(dig(&["AAAA", "paul.v6only"]), "fd00:7a::1:21");
+    let leases = net.ctl_json(&["net-dhcp-leases", &net.name]).to_string();
+    assert!(
+        leases.contains("gamma") && leases.contains("paul"),
+        "{leases}"
+    );
 }
