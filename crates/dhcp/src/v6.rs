@@ -36,6 +36,9 @@ use crate::config::LeaseDuration;
 /// as the largest IPv4 pool (a /16).
 pub const MAX_LEASES6: usize = 65536;
 
+/// An end for leases without one (infinite), when a port counts its clients.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
 /// Bound on the events waiting in [`Server6::poll_event`] (the oldest are dropped).
 const MAX_EVENTS6: usize = 1024;
 
@@ -190,7 +193,7 @@ pub struct Lease6 {
     pub duid: Vec<u8>,
     /// The IA's identifier.
     pub iaid: u32,
-    /// The reservation's name, if any.
+    /// Its name: the reservation's, else the host name the client sent (Client FQDN).
     pub hostname: Option<String>,
     /// When it ends (`None`: never).
     pub expires: Option<SystemTime>,
@@ -210,6 +213,9 @@ pub struct Stats6 {
     pub released: u64,
     /// IAs answered with NoAddrsAvail.
     pub no_addrs: u64,
+    /// Messages of new clients not answered: their port holds as many clients as
+    /// [`Server6::set_port_cap`] allows.
+    pub port_capped: u64,
     /// Messages dropped: undecodable, a server's or relay's type, no client id, a server
     /// id that is not ours (or one where there must be none).
     pub dropped: u64,
@@ -224,6 +230,7 @@ impl Stats6 {
             ("v6_granted", self.granted),
             ("v6_released", self.released),
             ("v6_no_addrs", self.no_addrs),
+            ("v6_port_capped", self.port_capped),
             ("v6_dropped", self.dropped),
         ]
         .into_iter()
@@ -245,6 +252,11 @@ pub struct Server6 {
     cursors: Vec<u128>,
     events: VecDeque<Event6>,
     stats: Stats6,
+    /// At most this many clients (DUIDs) per switch port ([`Server6::set_port_cap`]).
+    port_cap: Option<usize>,
+    /// The clients of each port and until when they count (their lease's end, or an
+    /// advertisement's hold): at most `port_cap` each.
+    by_port: HashMap<u32, Vec<(Vec<u8>, SystemTime)>>,
 }
 
 impl Server6 {
@@ -270,6 +282,8 @@ impl Server6 {
             cursors,
             events: VecDeque::new(),
             stats: Stats6::default(),
+            port_cap: None,
+            by_port: HashMap::new(),
         };
         for l in leases {
             let key = (l.duid.clone(), l.iaid);
@@ -344,12 +358,32 @@ impl Server6 {
     /// A client message (the UDP payload to port 547) at `now`; the reply payload, if
     /// it is answered.
     pub fn handle(&mut self, now: SystemTime, payload: &[u8]) -> Option<Vec<u8>> {
+        self.handle_from(now, None, payload)
+    }
+
+    /// Bounds the clients (DUIDs) one switch port may have leases or advertisements
+    /// for: past `cap`, SOLICITs, REQUESTs, RENEWs and REBINDs of new clients from that
+    /// port are not answered and are counted (`port_capped`), so a guest that makes up
+    /// DUIDs cannot take the pool. `None`: no bound (the default). The same cap as the
+    /// IPv4 server's ([`Server::set_port_cap`](crate::Server::set_port_cap)).
+    pub fn set_port_cap(&mut self, cap: Option<usize>) {
+        self.port_cap = cap;
+    }
+
+    /// [`handle`](Self::handle) for a message that arrived on switch port `port` (for
+    /// [`set_port_cap`](Self::set_port_cap)).
+    pub fn handle_from(
+        &mut self,
+        now: SystemTime,
+        port: Option<u32>,
+        payload: &[u8],
+    ) -> Option<Vec<u8>> {
         self.stats.received = self.stats.received.saturating_add(1);
         self.expire(now);
         let reply = decodable(payload)
             .then(|| Message::decode(&mut Decoder::new(payload)).ok())
             .flatten()
-            .and_then(|m| self.answer(now, &m));
+            .and_then(|m| self.answer(now, port, &m));
         match &reply {
             Some(r) => {
                 let mut out = Vec::new();
@@ -367,7 +401,7 @@ impl Server6 {
         }
     }
 
-    fn answer(&mut self, now: SystemTime, m: &Message) -> Option<Message> {
+    fn answer(&mut self, now: SystemTime, port: Option<u32>, m: &Message) -> Option<Message> {
         let client = match m.opts().get(OptionCode::ClientId) {
             Some(DhcpOption::ClientId(id)) if !id.is_empty() => id.clone(),
             _ => return None,
@@ -390,6 +424,14 @@ impl Server6 {
             T::InformationRequest if server.is_none() || ours => (T::Reply, false),
             _ => return None,
         };
+        let asks = matches!(m.msg_type(), T::Solicit | T::Request | T::Renew | T::Rebind);
+        let capped = port.zip(self.port_cap).filter(|_| asks);
+        if let Some((p, cap)) = capped {
+            if !self.port_admits(now, p, cap, &client) {
+                self.stats.port_capped = self.stats.port_capped.saturating_add(1);
+                return None;
+            }
+        }
         // the host name the client sent (Client FQDN, RFC 4704): a name reservation
         // matches it, and the lease carries it
         let name = m
@@ -468,9 +510,53 @@ impl Server6 {
         {
             opts.insert(DhcpOption::DomainSearchList(vec![d]));
         }
+        if let Some((p, _)) = capped {
+            self.note_client(now, p, &client, commit);
+        }
+        if let (Some(p), T::Release) = (port, m.msg_type()) {
+            if let Some(clients) = self.by_port.get_mut(&p) {
+                clients.retain(|(d, _)| *d != client);
+            }
+        }
         let mut reply = Message::new_with_id(kind, m.xid());
         reply.set_opts(opts);
         Some(reply)
+    }
+
+    /// Whether port `p` may serve client `duid`: it already counts, or the port has
+    /// fewer than `cap` clients.
+    fn port_admits(&mut self, now: SystemTime, p: u32, cap: usize, duid: &[u8]) -> bool {
+        let clients = self.by_port.entry(p).or_default();
+        clients.retain(|(_, until)| *until > now);
+        clients.iter().any(|(d, _)| d == duid) || clients.len() < cap
+    }
+
+    /// Counts `duid` on port `p`: for an advertisement's hold, or (`committed`) as long
+    /// as any lease granted now can last (the longest lease time configured).
+    fn note_client(&mut self, now: SystemTime, p: u32, duid: &[u8], committed: bool) {
+        let hold = now.checked_add(crate::OFFER_HOLD).unwrap_or(now);
+        let until = if committed {
+            let longest = self
+                .cfg
+                .ranges
+                .iter()
+                .map(|r| r.2)
+                .chain(self.cfg.hosts.iter().map(|h| h.lease))
+                .map(|l| match l {
+                    LeaseDuration::Finite(d) => d,
+                    LeaseDuration::Infinite => FOREVER,
+                })
+                .max()
+                .unwrap_or(FOREVER);
+            now.checked_add(longest).unwrap_or(now).max(hold)
+        } else {
+            hold
+        };
+        let clients = self.by_port.entry(p).or_default();
+        match clients.iter_mut().find(|(d, _)| d.as_slice() == duid) {
+            Some(c) => c.1 = c.1.max(until),
+            None => clients.push((duid.to_vec(), until)),
+        }
     }
 
     /// The answer to one IA_NA of the client with DUID `client` and host name `name`:
@@ -939,6 +1025,83 @@ mod tests {
         // leases end
         s.expire(t + std::time::Duration::from_secs(3601));
         assert_eq!(s.leases().count(), 0);
+    }
+
+    #[test]
+    fn a_port_gets_as_many_clients_as_its_cap_and_known_ones_renew() {
+        let mut s = server();
+        s.set_port_cap(Some(2));
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let client = |n: u8| {
+            let mut c = decode(&SOLICIT);
+            c.opts_mut().insert(DhcpOption::RapidCommit);
+            c.opts_mut()
+                .insert(DhcpOption::ClientId(vec![0, 3, 0, 1, 2, 0, 0, 0, 0, n]));
+            c
+        };
+        // port 1: two clients are served, the third (a made-up DUID) is not answered
+        for n in 0..3u8 {
+            let r = s.handle_from(t, Some(1), &encode(&client(n)));
+            assert_eq!(r.is_some(), n < 2, "client {n}");
+        }
+        assert_eq!(s.stats().port_capped, 1);
+        // the two renew; another port's client is served
+        for n in 0..2u8 {
+            let renew = follow(&s, &client(n), MessageType::Renew);
+            assert!(s.handle_from(t, Some(1), &renew).is_some(), "renew {n}");
+        }
+        assert!(s.handle_from(t, Some(2), &encode(&client(9))).is_some());
+        // a release makes room at once
+        let release = follow(&s, &client(0), MessageType::Release);
+        assert!(s.handle_from(t, Some(1), &release).is_some());
+        assert!(s.handle_from(t, Some(1), &encode(&client(5))).is_some());
+        // without a port (or a cap) nothing is bounded per port
+        assert!(s.handle(t, &encode(&client(7))).is_some());
+    }
+
+    #[test]
+    fn a_client_fqdn_names_the_lease_and_a_name_reservation_matches_it() {
+        let mut s = server();
+        s.cfg.hosts.push(Host6 {
+            duid: None,
+            name: Some("paul".into()),
+            ip: ip("fd00::1:21"),
+            lease: LeaseDuration::DEFAULT,
+        });
+        let t = SystemTime::UNIX_EPOCH;
+        let named = |duid: u8, name: &[u8]| {
+            let mut c = decode(&SOLICIT);
+            c.opts_mut().insert(DhcpOption::RapidCommit);
+            c.opts_mut()
+                .insert(DhcpOption::ClientId(vec![0, 3, 0, 1, 2, 0, 0, 0, 1, duid]));
+            // flags S; "Paul" as a partial name (one label, no root)
+            let mut data = vec![0x01, u8::try_from(name.len()).unwrap()];
+            data.extend_from_slice(name);
+            c.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::ClientFqdn,
+                data,
+            )));
+            encode(&c)
+        };
+        let r = decode(&s.handle(t, &named(1, b"Paul")).unwrap());
+        assert_eq!(granted(&r).map(|g| g.0), Some(ip("fd00::1:21")));
+        let fqdn = r.opts().iter().find_map(|o| match o {
+            DhcpOption::Unknown(u) if u.code() == OptionCode::ClientFqdn => Some(u.data()),
+            _ => None,
+        });
+        assert_eq!(fqdn, Some(&b"\x01\x04paul\x07example\x00"[..]));
+        // another client sending a name gets a range address and keeps its name
+        let r = decode(&s.handle(t, &named(2, b"gamma")).unwrap());
+        let got = granted(&r).map(|g| g.0).unwrap();
+        assert_eq!(got, ip("fd00::1:10"));
+        let l = s.leases().find(|l| l.ip == got).unwrap();
+        assert_eq!(l.hostname.as_deref(), Some("gamma"));
+        // a name that is not a host name is not taken
+        let r = decode(&s.handle(t, &named(3, b"bad name")).unwrap());
+        let got = granted(&r).map(|g| g.0).unwrap();
+        assert_eq!(s.leases().find(|l| l.ip == got).unwrap().hostname, None);
+        // without the name, paul's address is nobody else's
+        assert!(s.leases().all(|l| l.ip != ip("fd00::1:21") || l.duid[9] == 1));
     }
 
     #[test]

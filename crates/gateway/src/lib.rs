@@ -813,7 +813,7 @@ impl Gateway {
         if udp.destination_port() != 547 {
             return false;
         }
-        let Some(reply) = server.handle(now.wall, udp.payload()) else {
+        let Some(reply) = server.handle_from(now.wall, self.ingress, udp.payload()) else {
             return true;
         };
         if src.is_unspecified() || src.is_multicast() {

@@ -238,7 +238,8 @@ pub struct Options {
     pub leases6: Vec<vnet_dhcp::v6::Lease6>,
     /// The NAT's bounds.
     pub nat_limits: vnet_nat::Limits,
-    /// At most this many DHCP clients per port (`None`: no bound per port).
+    /// At most this many DHCP clients per port, and as many DHCPv6 clients (`None`: no
+    /// bound per port).
     pub dhcp_port_cap: Option<usize>,
     /// The seed of the DNS query ids and NAT port choices (a driver seeds it from the
     /// OS; tests fix it).
@@ -406,7 +407,8 @@ impl Network {
             .map(vnet_gateway::ndp::Ndp::dns_addr);
         if let Some(c6) = vnet_dhcp::v6::Config6::from_network(net, cfg.mac.0, dns6) {
             let leases6 = std::mem::take(&mut opts.leases6);
-            let server = vnet_dhcp::v6::Server6::with_leases(c6, leases6);
+            let mut server = vnet_dhcp::v6::Server6::with_leases(c6, leases6);
+            server.set_port_cap(opts.dhcp_port_cap);
             let names6: Vec<(Ipv6Addr, String)> = server
                 .leases()
                 .filter(|l| !server.config().hosts.iter().any(|h| h.ip == l.ip))

@@ -115,8 +115,9 @@ struct Args {
     /// NAT: bound on flows (TCP connections, UDP and ping flows) in the network.
     #[arg(long, default_value_t = 4096)]
     nat_max_flows: usize,
-    /// DHCP: bound on the clients (MACs) one port may have leases or offers for, so a
-    /// guest sending with random client MACs cannot take the pool. 0: no bound.
+    /// DHCP and DHCPv6: bound on the clients (MACs, DUIDs) one port may have leases or
+    /// offers for, so a guest sending with made-up client ids cannot take the pool. 0:
+    /// no bound.
     #[arg(long, value_name = "N", default_value_t = 32)]
     dhcp_max_clients_per_port: usize,
     /// Threads that write frames to TAP ports without offloads, off the main loop (a
