@@ -15,10 +15,19 @@
 # on a fresh server (empty lease database); the servers take turns (vnet, dnsmasq, ...).
 # leases/s = REPLYs to REQUESTs received / DURATION; the delays are perfdhcp's averages.
 #
-# Environment: DURATION (default 10), RATE (default 2000), CLIENTS (default 20000), ROUNDS
-# (default 3), SWITCHD, SWITCHCTL (default target/release/*, rebuilt first).
+# RS->RA: before perfdhcp, on the fresh server, rdisc6 (Debian ndisc6) sends SOLICITS router
+# solicitations one after the other (-1: each waits for its advertisement); tcpdump in the
+# client namespace timestamps both (kernel timestamps, microseconds), and each solicitation
+# is paired with the first advertisement to the client's link-local address after it (the
+# answers; unsolicited advertisements go to ff02::1). dnsmasq runs with --enable-ra, as
+# libvirt starts it for an IPv6 network.
 #
-# Runs as root. Installs kea-admin and dnsmasq-base with apt-get if they are missing.
+# Environment: DURATION (default 10), RATE (default 2000), CLIENTS (default 20000), ROUNDS
+# (default 3), SOLICITS (default 50), SWITCHD, SWITCHCTL (default target/release/*, rebuilt
+# first).
+#
+# Runs as root. Installs kea-admin, ndisc6, tcpdump and dnsmasq-base with apt-get if they
+# are missing.
 # Everything it creates (namespaces, veth, TAP, processes, temp dir) is removed on exit,
 # also on failure or Ctrl-C. Addresses fd00:79::/64 live only inside its own namespaces.
 set -euo pipefail
@@ -30,6 +39,7 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-2000}
 CLIENTS=${CLIENTS:-20000}
 ROUNDS=${ROUNDS:-3}
+SOLICITS=${SOLICITS:-50}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
 SWITCHCTL=${SWITCHCTL:-$root/target/release/switchctl}
@@ -39,12 +49,14 @@ die() { echo "bench-dhcp6: $*" >&2; exit 1; }
 source "$root/scripts/lib/common.sh"
 
 [ "$(id -u)" -eq 0 ] || die "creates namespaces and TAPs: run as root"
-for v in DURATION RATE CLIENTS ROUNDS; do
+for v in DURATION RATE CLIENTS ROUNDS SOLICITS; do
   [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
 done
 missing=()
 command -v perfdhcp >/dev/null 2>&1 || missing+=(kea-admin)
 command -v dnsmasq >/dev/null 2>&1 || missing+=(dnsmasq-base)
+command -v rdisc6 >/dev/null 2>&1 || missing+=(ndisc6)
+command -v tcpdump >/dev/null 2>&1 || missing+=(tcpdump)
 if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
@@ -111,6 +123,7 @@ start_server() {
     ip -n "$cl" link set eth0 up
     ip netns exec "$sv" dnsmasq --no-daemon --conf-file=/dev/null --port=0 \
       --interface="${t}x$n" --bind-interfaces --dhcp-range=fd00:79::1:0,fd00:79::1:ffff,64,1h \
+      --enable-ra \
       --dhcp-leasefile="$tmp/dnsmasq$n.leases" --dhcp-lease-max=70000 \
       --log-facility="$tmp/dnsmasq$n.log" --log-dhcp >"$tmp/dnsmasq$n.out" 2>&1 &
     server_pid=$!
@@ -118,6 +131,39 @@ start_server() {
   fi
   wait_for "the client's link-local address" v6_ready "$client"
   sleep 0.5
+}
+
+# RS->RA against the running server; prints "median_us max_us answered"
+measure_ra() {
+  local pcap=$tmp/ra.pcap tpid i
+  ip netns exec "$client" tcpdump -i eth0 -n -U --immediate-mode -w "$pcap" --time-stamp-precision=micro \
+    'icmp6 and (ip6[40] == 133 or ip6[40] == 134)' >"$tmp/tcpdump.out" 2>&1 &
+  tpid=$!
+  wait_for "tcpdump" grep -q listening "$tmp/tcpdump.out"
+  for ((i = 0; i < SOLICITS; i++)); do
+    ip netns exec "$client" rdisc6 -1 -q -w 1000 eth0 >/dev/null 2>&1 || true
+  done
+  sleep 1
+  stop_child "$tpid"
+  tcpdump -r "$pcap" -n -tt --time-stamp-precision=micro 2>/dev/null >"$tmp/ra.txt" || true
+  python3 - "$tmp/ra.txt" <<'PY'
+import re, statistics, sys
+lat, rs = [], None
+for line in open(sys.argv[1]):
+    m = re.match(r"([0-9.]+) IP6 (\S+) > (\S+): ICMP6, router (solicitation|advertisement)", line)
+    if not m:
+        continue
+    t, dst, kind = float(m.group(1)), m.group(3).rstrip(":"), m.group(4)
+    if kind == "solicitation":
+        rs = t
+    elif rs is not None and not dst.startswith("ff02"):
+        lat.append((t - rs) * 1e6)
+        rs = None
+if lat:
+    print(f"{statistics.median(lat):.0f} {max(lat):.0f} {len(lat)}")
+else:
+    print("nan nan 0")
+PY
 }
 
 # perfdhcp -6 against the running server; prints "leases/s solicit_ms request_ms"
@@ -143,12 +189,16 @@ echo "== DHCPv6 side by side: perfdhcp -6 -r $RATE -p $DURATION -R $CLIENTS, $RO
 echo "perfdhcp: $(perfdhcp -v 2>&1 | head -1)"
 echo "dnsmasq:  $(dnsmasq --version | head -1)"
 echo "switchd:  $("$SWITCHD" --version 2>&1 | head -1), git $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-declare -A lps=() sol=() req=()
+declare -A lps=() sol=() req=() ra=()
 n=0
 for ((r = 1; r <= ROUNDS; r++)); do
   for kind in vnet dnsmasq; do
     n=$((n + 1))
     start_server "$kind" "$n"
+    read -r rm rx ran < <(measure_ra)
+    ra[$kind]="${ra[$kind]:-} $rm"
+    printf 'round %d/%d  %-8s RS->RA median %s us, max %s us (%s of %d answered)\n' \
+      "$r" "$ROUNDS" "$kind" "$rm" "$rx" "$ran" "$SOLICITS"
     read -r l s q < <(measure)
     stop_child "$server_pid"
     server_pid=""
@@ -159,10 +209,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
       "$r" "$ROUNDS" "$kind" "$l" "$s" "$q"
   done
 done
-python3 - "${lps[vnet]}" "${lps[dnsmasq]}" "${sol[vnet]}" "${sol[dnsmasq]}" "${req[vnet]}" "${req[dnsmasq]}" <<'PY'
+python3 - "${lps[vnet]}" "${lps[dnsmasq]}" "${sol[vnet]}" "${sol[dnsmasq]}" "${req[vnet]}" "${req[dnsmasq]}" "${ra[vnet]}" "${ra[dnsmasq]}" <<'PY'
 import statistics, sys
 m = lambda v: statistics.median(float(x) for x in v.split())
-vl, dl, vs, ds, vr, dr = (m(x) for x in sys.argv[1:])
+vl, dl, vs, ds, vr, dr, va, da = (m(x) for x in sys.argv[1:])
+print(f"RS->RA median of the rounds' medians: vnet {va:.0f} us, dnsmasq {da:.0f} us")
 print(f"vnet     {vl:7.0f} leases/s  SOLICIT->ADVERTISE {vs:.3f} ms  REQUEST->REPLY {vr:.3f} ms (medians)")
 print(f"dnsmasq  {dl:7.0f} leases/s  SOLICIT->ADVERTISE {ds:.3f} ms  REQUEST->REPLY {dr:.3f} ms")
 print(f"vnet/dnsmasq leases/s {vl / dl if dl else float('nan'):.2f}")

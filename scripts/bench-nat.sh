@@ -45,6 +45,11 @@
 #   PATHS      which paths to measure (default "vnet slirp pasta kernel"; any subset)
 #   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
+#   SWITCHD_BASE  a second switchd binary (say, one built from before a change): path "base",
+#              a second network (192.168.124.0/24, guest .50) in the same host namespace, is
+#              measured in the same runs, interleaved with the others, and the vnet/base ratios
+#              are printed (a change's "no regression", side by side); PATHS then defaults to
+#              "vnet base"
 #   PASTA      pasta binary (default: pasta from PATH, Debian's passt package)
 #   The binaries are copied to this run's temp dir before anything is measured, so a rebuild
 #   of the checkout meanwhile cannot change them.
@@ -59,7 +64,14 @@ cd "$root"
 
 DURATION=${DURATION:-5}
 RUNS=${RUNS:-3}
-PATHS=${PATHS:-vnet slirp pasta kernel}
+SWITCHD_BASE=${SWITCHD_BASE:-}
+if [ -n "$SWITCHD_BASE" ]; then
+  PATHS=${PATHS:-vnet base}
+  ALL="vnet base slirp pasta kernel"
+else
+  PATHS=${PATHS:-vnet slirp pasta kernel}
+  ALL="vnet slirp pasta kernel"
+fi
 PINGS=${PINGS:-100}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
@@ -111,8 +123,8 @@ net=$t
 REMOTE=10.200.1.1
 
 ns_w=$t-w ns_h=$t-h ns_k=$t-k
-declare -A gns=([vnet]=$t-gv [slirp]=$t-gs [pasta]=$t-gp [kernel]=$t-gk)
-declare -A port=([vnet]=5201 [slirp]=5202 [pasta]=5203 [kernel]=5204)
+declare -A gns=([vnet]=$t-gv [base]=$t-gb [slirp]=$t-gs [pasta]=$t-gp [kernel]=$t-gk)
+declare -A port=([vnet]=5201 [slirp]=5202 [pasta]=5203 [kernel]=5204 [base]=5205)
 declare -A pid_of=()   # forwarding process of each user-space path
 namespaces=()          # created namespaces, deleted last
 children=()            # every background process started here
@@ -144,6 +156,13 @@ switchd_src=$SWITCHD
 SWITCHD=$tmp/bin/switchd
 SWITCHCTL=$tmp/bin/switchctl
 switchd_sum=$(sha256sum "$SWITCHD" | cut -c1-12)
+if [ -n "$SWITCHD_BASE" ]; then
+  [ -x "$SWITCHD_BASE" ] || die "no switchd at SWITCHD_BASE=$SWITCHD_BASE"
+  cp "$SWITCHD_BASE" "$tmp/bin/switchd-base"
+  base_src=$SWITCHD_BASE
+  SWITCHD_BASE=$tmp/bin/switchd-base
+  mkdir -p "$tmp/run-base" "$tmp/state-base"
+fi
 
 # CPU ticks (user + system, all threads) of a process so far
 cpu_ticks() {
@@ -153,7 +172,7 @@ hz=$(getconf CLK_TCK)
 
 # --- wan and host --------------------------------------------------------------------------------
 addns "$ns_w"; addns "$ns_h"; addns "$ns_k"
-for s in vnet slirp pasta kernel; do addns "${gns[$s]}"; done
+for s in $ALL; do addns "${gns[$s]}"; done
 
 ip -n "$ns_w" addr add $REMOTE/32 dev lo
 ip -n "$ns_w" link add "wh$$" type veth peer name "hw$$" netns "$ns_h"
@@ -164,11 +183,11 @@ ip -n "$ns_h" link set "hw$$" up
 ip -n "$ns_h" route add default via 10.98.0.2
 ip netns exec "$ns_h" sysctl -qw net.ipv4.ping_group_range="0 2147483647"
 
-for s in vnet slirp pasta kernel; do
+for s in $ALL; do
   ip netns exec "$ns_w" iperf3 -s -p "${port[$s]}" >"$tmp/server-$s.log" 2>&1 &
   children+=($!)
 done
-for s in vnet slirp pasta kernel; do
+for s in $ALL; do
   wait_for "iperf3 server on ${port[$s]}" \
     sh -c "ip netns exec '$ns_w' ss -Hltn 'sport = :${port[$s]}' | grep -q ."
 done
@@ -186,6 +205,24 @@ kill -0 "${pid_of[vnet]}" 2>/dev/null || die "switchd exited: $(cat "$tmp/switch
 ip -n "${gns[vnet]}" link set eth0 up
 ip -n "${gns[vnet]}" addr add 192.168.122.50/24 dev eth0
 ip -n "${gns[vnet]}" route add default via 192.168.122.1
+
+# --- vnet base: the other binary, a network of its own ---------------------------------------------
+if [ -n "$SWITCHD_BASE" ]; then
+  cat >"$tmp/base.xml" <<EOF
+<network><name>${net}b</name><forward mode='nat'/><bridge name='vbb$$'/>
+  <ip address='192.168.124.1' netmask='255.255.255.0'/></network>
+EOF
+  ip netns exec "$ns_h" "$SWITCHD_BASE" --name "${net}b" --config "$tmp/base.xml" \
+    --run-dir "$tmp/run-base" --state-dir "$tmp/state-base" >"$tmp/switchd-base.log" 2>&1 &
+  pid_of[base]=$!
+  children+=($!)
+  wait_for "base switchd control socket" test -S "$tmp/run-base/${net}b.ctl"
+  "$SWITCHCTL" --run-dir "$tmp/run-base" port-add "${net}b" tap --netns "${gns[base]}" \
+    --ifname eth0 >/dev/null
+  ip -n "${gns[base]}" link set eth0 up
+  ip -n "${gns[base]}" addr add 192.168.124.50/24 dev eth0
+  ip -n "${gns[base]}" route add default via 192.168.124.1
+fi
 
 # --- slirp4netns -----------------------------------------------------------------------------------
 ip netns exec "$ns_h" slirp4netns --configure --mtu=65520 --disable-host-loopback \
@@ -232,7 +269,7 @@ EOF
 nft_made=1
 
 # every guest reaches the remote (ICMP; a path without it still gets its TCP measured)
-for s in vnet slirp pasta kernel; do
+for s in $ALL; do
   ok=""
   for ((i = 0; i < 50; i++)); do
     if ip netns exec "${gns[$s]}" ping -c1 -W1 $REMOTE >/dev/null 2>&1; then ok=1; break; fi
@@ -258,14 +295,17 @@ echo "slirp4netns: $(slirp4netns --version 2>&1 | tr '\n' ' ')"
 echo "pasta:       $PASTA: package passt $pasta_pkg; --version: $pasta_ver"
 echo "nft:         $(nft --version 2>&1 | head -1)"
 echo "switchd:     $("$SWITCHD" --version 2>&1 | head -1) ($switchd_src, sha256 $switchd_sum...), checkout at git $git_rev"
+[ -n "$SWITCHD_BASE" ] &&
+  echo "base:        $("$SWITCHD_BASE" --version 2>&1 | head -1) ($base_src, sha256 $(sha256sum "$SWITCHD_BASE" | cut -c1-12)...)"
 echo "remote:      $REMOTE (iperf3 -s in $ns_w)"
 declare -A label=(
   [vnet]="vnet switchd NAT"
+  [base]="vnet base switchd NAT"
   [slirp]="slirp4netns (MTU 65520)"
   [pasta]="pasta (MTU 65520)"
   [kernel]="kernel veth + nft masq"
 )
-for s in vnet slirp pasta kernel; do
+for s in $ALL; do
   dev=$(ip -n "${gns[$s]}" -o route show default | awk '{print $5}')
   printf '%-24s guest %-6s mtu %-6s %s\n' "${label[$s]}" "$dev" \
     "$(ip -n "${gns[$s]}" -o link show "$dev" | sed -n 's/.* mtu \([0-9]*\).*/\1/p')" \
@@ -392,7 +432,7 @@ for ((r = 1; r <= RUNS; r++)); do
   fi
 done
 [ "$busy_n" -gt 0 ] &&
-  warn "$busy_n of $((RUNS * 12)) measurements overlapped a build or another benchmark ([also running])"
+  warn "$busy_n of $((RUNS * 3 * $(wc -w <<<"$PATHS"))) measurements overlapped a build or another benchmark ([also running])"
 echo
 
 # vnet's NAT counters after the runs, and anything switchd logged besides its start-up lines
@@ -415,12 +455,12 @@ echo
 
 # --- summary ---------------------------------------------------------------------------------------
 python3 - "$tmp/samples" "${label[vnet]}" "${label[slirp]}" "${label[pasta]}" "${label[kernel]}" \
-  "$PATHS" <<'EOF'
+  "$PATHS" "${label[base]}" <<'EOF'
 import statistics, sys
 lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
-names = ["vnet", "slirp", "pasta", "kernel"]
+names = ["vnet", "slirp", "pasta", "kernel", "base"]
 measured = sys.argv[6].split()
-labels = dict(zip(names, sys.argv[2:6]))
+labels = dict(zip(names, sys.argv[2:6] + sys.argv[7:8]))
 vals, cpus, fails = {}, {}, {}
 for f in lines:
     s, m = f[0], f[1]
@@ -463,11 +503,14 @@ for m, _ in metrics:
     row_kernel.append(ratio(med("vnet", m), med("kernel", m)))
 print("| vnet / best user-space peer | " + " | ".join(row_peer) + " |")
 print("| vnet / kernel | " + " | ".join(row_kernel) + " |")
+if "base" in measured:
+    print("| vnet / base | " + " | ".join(ratio(med("vnet", m), med("base", m)) for m, _ in metrics) + " |")
 print("(median of the runs, (min-max); ping: median over the runs of each run's average / median RTT; "
       "throughput ratios > 1 and RTT ratios < 1 favour vnet)")
 def cpu(s, m):
     v = cpus.get((s, m))
     return f"{statistics.median(v):.0f}" if v else "-"
 print("forwarder CPU during iperf3, median % of one core (up / down): " + ", ".join(
-    f"{labels[s]} {cpu(s, 'up')} / {cpu(s, 'down')}" for s in ("vnet", "slirp", "pasta")))
+    f"{labels[s]} {cpu(s, 'up')} / {cpu(s, 'down')}" for s in ("vnet", "base", "slirp", "pasta")
+    if s in measured))
 EOF
