@@ -1101,7 +1101,9 @@ mod tests {
         let got = granted(&r).map(|g| g.0).unwrap();
         assert_eq!(s.leases().find(|l| l.ip == got).unwrap().hostname, None);
         // without the name, paul's address is nobody else's
-        assert!(s.leases().all(|l| l.ip != ip("fd00::1:21") || l.duid[9] == 1));
+        assert!(s
+            .leases()
+            .all(|l| l.ip != ip("fd00::1:21") || l.duid[9] == 1));
     }
 
     #[test]

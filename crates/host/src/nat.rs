@@ -255,14 +255,16 @@ impl NatHost {
         Err(last)
     }
 
-    fn open(&mut self, flow: FlowId, proto: Proto, target: SocketAddrV4) -> io::Result<()> {
-        let addr = SocketAddr::V4(target);
+    fn open(&mut self, flow: FlowId, proto: Proto, addr: SocketAddr) -> io::Result<()> {
+        let domain = Domain::for_address(addr);
         let sock = match proto {
             Proto::Tcp => {
-                let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+                let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
                 s.set_nonblocking(true)?;
                 s.set_nodelay(true)?;
-                self.bind_source(&s, target)?;
+                if let SocketAddr::V4(target) = addr {
+                    self.bind_source(&s, target)?;
+                }
                 match s.connect(&addr.into()) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc_einprogress()) => {}
@@ -279,13 +281,20 @@ impl NatHost {
             }
             Proto::Udp | Proto::Icmp => {
                 let s = if proto == Proto::Udp {
-                    Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?
+                    Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?
+                } else if let SocketAddr::V6(_) = addr {
+                    // an ICMPv6 ping socket (the same net.ipv4.ping_group_range allows
+                    // it); no raw fallback for IPv6
+                    Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::ICMPV6))?
                 } else {
                     // an unprivileged ping socket where net.ipv4.ping_group_range allows
                     // it, else the shared raw socket
                     match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
                         Ok(s) => s,
                         Err(e) if matches!(e.raw_os_error(), Some(1 | 13)) => {
+                            let SocketAddr::V4(target) = addr else {
+                                return Err(e);
+                            };
                             let id = self.raw_icmp_id(flow)?;
                             self.socks.insert(
                                 flow,
@@ -300,7 +309,7 @@ impl NatHost {
                     }
                 };
                 s.set_nonblocking(true)?;
-                if proto == Proto::Udp {
+                if let (Proto::Udp, SocketAddr::V4(target)) = (proto, addr) {
                     self.bind_source(&s, target)?;
                 }
                 s.connect(&addr.into())?;
@@ -537,7 +546,7 @@ impl NatHost {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let Some(flow) = nat.accept_inbound(now, client, guest) else {
+                let Some(flow) = nat.accept_inbound(now, client.into(), guest.into()) else {
                     continue; // refused by the bounds: dropping the stream closes it
                 };
                 if self
@@ -564,7 +573,8 @@ impl NatHost {
                         continue;
                     };
                     let data = buf.get(..n).unwrap_or_default();
-                    if let Some(flow) = nat.inbound_datagram(now, client, guest, data) {
+                    if let Some(flow) = nat.inbound_datagram(now, client.into(), guest.into(), data)
+                    {
                         self.socks.entry(flow).or_insert(Sock::Inbound {
                             listener: idx,
                             client: from,

@@ -2,19 +2,23 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use etherparse::{
-    icmpv4::DestUnreachableHeader, Icmpv4Slice, Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket,
+    icmpv4::DestUnreachableHeader, icmpv6::DestUnreachableCode, Icmpv4Slice, Icmpv4Type,
+    Icmpv6Slice, Icmpv6Type, IpHeaders, NetSlice, PacketBuilder, PacketBuilderStep, SlicedPacket,
     TcpSlice, TransportSlice,
 };
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
+    EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpEndpoint,
+    IpListenEndpoint, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
+    RawHardwareAddress,
 };
 
 use crate::device::Queues;
@@ -33,8 +37,25 @@ const SWEEP: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Key {
     proto: Proto,
-    guest: SocketAddrV4,
-    remote: SocketAddrV4,
+    guest: SocketAddr,
+    remote: SocketAddr,
+}
+
+/// Why a guest is told its packet went nowhere.
+#[derive(Clone, Copy, Debug)]
+enum Unreachable {
+    /// The remote did not answer (ICMP host / ICMPv6 address unreachable).
+    Host,
+    /// A bound refused the flow (administratively prohibited).
+    Prohibited,
+}
+
+/// smoltcp's address for `ip`.
+fn smol(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(a) => IpAddress::Ipv4(a),
+        IpAddr::V6(a) => IpAddress::Ipv6(a),
+    }
 }
 
 #[derive(Debug)]
@@ -57,7 +78,7 @@ enum Kind {
 #[derive(Debug)]
 struct Flow {
     key: Key,
-    target: SocketAddrV4,
+    target: SocketAddr,
     kind: Kind,
     created: Instant,
     last: Instant,
@@ -94,13 +115,13 @@ pub struct Nat {
     sockets: SocketSet<'static>,
     flows: HashMap<FlowId, Flow>,
     by_key: HashMap<Key, FlowId>,
-    per_guest: HashMap<Ipv4Addr, GuestFlows>,
+    per_guest: HashMap<IpAddr, GuestFlows>,
     next: u64,
     actions: VecDeque<Action>,
     dirty: VecDeque<FlowId>,
     dirty_set: HashSet<FlowId>,
     /// Guest address → MAC, and when it was last fed to smoltcp as an ARP entry.
-    neighbours: HashMap<Ipv4Addr, ([u8; 6], Option<Instant>)>,
+    neighbours: HashMap<IpAddr, ([u8; 6], Option<Instant>)>,
     epoch: Instant,
     stats: Stats,
     /// Bytes of big TCP buffers held by flows (see [`Limits::tcp_memory`]).
@@ -157,6 +178,9 @@ impl Nat {
                 IpAddress::Ipv4(cfg.gateway_ip),
                 cfg.prefix.min(32),
             ));
+            for (ip6, len) in &cfg.ipv6 {
+                let _ = a.push(IpCidr::new(IpAddress::Ipv6(*ip6), (*len).min(128)));
+            }
         });
         iface.set_any_ip(true);
         Self {
@@ -322,17 +346,27 @@ impl Nat {
             self.stats.drop(DropReason::Malformed);
             return;
         };
-        let Some(NetSlice::Ipv4(ip)) = &p.net else {
-            self.stats.drop(DropReason::NotIpv4);
-            return;
+        let (src, dst, fragmented) = match &p.net {
+            Some(NetSlice::Ipv4(ip)) => (
+                IpAddr::V4(ip.header().source_addr()),
+                IpAddr::V4(ip.header().destination_addr()),
+                ip.is_payload_fragmented(),
+            ),
+            Some(NetSlice::Ipv6(ip)) if !self.cfg.ipv6.is_empty() => (
+                IpAddr::V6(ip.header().source_addr()),
+                IpAddr::V6(ip.header().destination_addr()),
+                ip.is_payload_fragmented(),
+            ),
+            _ => {
+                self.stats.drop(DropReason::NotIpv4);
+                return;
+            }
         };
-        if ip.is_payload_fragmented() {
+        if fragmented {
             self.stats.drop(DropReason::Fragment);
             return;
         }
-        let src = ip.header().source_addr();
-        let dst = ip.header().destination_addr();
-        if !self.cfg.in_subnet(src) || src == self.cfg.gateway_ip || src.is_unspecified() {
+        if !self.cfg.is_guest(src) {
             self.stats.drop(DropReason::ForeignSource);
             return;
         }
@@ -343,11 +377,12 @@ impl Nat {
             Some(TransportSlice::Tcp(tcp)) => self.tcp_in(now, src, dst, tcp, frame),
             Some(TransportSlice::Udp(udp)) => self.udp_in(
                 now,
-                SocketAddrV4::new(src, udp.source_port()),
-                SocketAddrV4::new(dst, udp.destination_port()),
+                SocketAddr::new(src, udp.source_port()),
+                SocketAddr::new(dst, udp.destination_port()),
                 udp.payload(),
             ),
             Some(TransportSlice::Icmpv4(icmp)) => self.icmp_in(now, src, dst, icmp),
+            Some(TransportSlice::Icmpv6(icmp)) => self.icmp6_in(now, src, dst, icmp),
             _ => self.stats.drop(DropReason::OtherTransport),
         }
     }
@@ -379,7 +414,7 @@ impl Nat {
                 // would take the next SYN to that remote from any guest.
                 let mut sock = tcp_socket(&self.cfg.limits, &mut self.tcp_memory);
                 let _ = sock.listen(IpListenEndpoint {
-                    addr: Some(IpAddress::Ipv4(*key.remote.ip())),
+                    addr: Some(smol(key.remote.ip())),
                     port: key.remote.port(),
                 });
                 let handle = self.sockets.add(sock);
@@ -390,9 +425,9 @@ impl Nat {
                 };
                 flow.last = now;
                 flow.handshake = Some(now);
-                self.feed(now, *key.guest.ip(), syn);
+                self.feed(now, key.guest.ip(), syn);
                 let s = self.sockets.get::<tcp::Socket<'_>>(handle);
-                let guest = IpEndpoint::new(IpAddress::Ipv4(*key.guest.ip()), key.guest.port());
+                let guest = IpEndpoint::new(smol(key.guest.ip()), key.guest.port());
                 if s.state() != tcp::State::SynReceived || s.remote_endpoint() != Some(guest) {
                     // smoltcp refused the SYN (SYN|FIN, port 0, a bad checksum)
                     self.stats.handshake_aborts += 1;
@@ -410,7 +445,7 @@ impl Nat {
                     }
                     OpenError::Unreachable => {
                         self.stats.unreachable += 1;
-                        self.send_icmp_error(key.guest, DestUnreachableHeader::Host, &syn);
+                        self.send_unreachable(key.guest, Unreachable::Host, &syn);
                     }
                 }
                 self.remove(id);
@@ -501,12 +536,20 @@ impl Nat {
         let key = flow.key;
         match flow.kind {
             Kind::Udp => self.send_udp(key.remote, key.guest, data),
-            Kind::Icmp => {
+            Kind::Icmp if key.guest.is_ipv4() => {
                 let Ok(icmp) = Icmpv4Slice::from_slice(data) else {
                     return;
                 };
                 if let Icmpv4Type::EchoReply(echo) = icmp.icmp_type() {
-                    self.send_echo_reply(*key.remote.ip(), key.guest, echo.seq, icmp.payload());
+                    self.send_echo_reply(key.remote.ip(), key.guest, echo.seq, icmp.payload());
+                }
+            }
+            Kind::Icmp => {
+                let Ok(icmp) = Icmpv6Slice::from_slice(data) else {
+                    return;
+                };
+                if let Icmpv6Type::EchoReply(echo) = icmp.icmp_type() {
+                    self.send_echo_reply(key.remote.ip(), key.guest, echo.seq, icmp.payload());
                 }
             }
             _ => {}
@@ -519,21 +562,24 @@ impl Nat {
     pub fn accept_inbound(
         &mut self,
         now: Instant,
-        client: SocketAddrV4,
-        guest: SocketAddrV4,
+        client: SocketAddr,
+        guest: SocketAddr,
     ) -> Option<FlowId> {
         let key = Key {
             proto: Proto::Tcp,
             guest,
             remote: client,
         };
-        if self.by_key.contains_key(&key) || !self.admit(*guest.ip()) {
+        if self.by_key.contains_key(&key)
+            || !self.admit(guest.ip())
+            || guest.is_ipv4() != client.is_ipv4()
+        {
             return None;
         }
         let mut sock = tcp_socket(&self.cfg.limits, &mut self.tcp_memory);
-        let remote = IpEndpoint::new(IpAddress::Ipv4(*guest.ip()), guest.port());
+        let remote = IpEndpoint::new(smol(guest.ip()), guest.port());
         let local = IpListenEndpoint {
-            addr: Some(IpAddress::Ipv4(*client.ip())),
+            addr: Some(smol(client.ip())),
             port: client.port(),
         };
         if sock.connect(self.iface.context(), remote, local).is_err() {
@@ -552,7 +598,7 @@ impl Nat {
             true,
         );
         self.stats.tcp_flows += 1;
-        self.feed_neighbour(now, *guest.ip());
+        self.feed_neighbour(now, guest.ip());
         self.poll(now);
         Some(id)
     }
@@ -563,10 +609,13 @@ impl Nat {
     pub fn inbound_datagram(
         &mut self,
         now: Instant,
-        client: SocketAddrV4,
-        guest: SocketAddrV4,
+        client: SocketAddr,
+        guest: SocketAddr,
         data: &[u8],
     ) -> Option<FlowId> {
+        if guest.is_ipv4() != client.is_ipv4() {
+            return None;
+        }
         let key = Key {
             proto: Proto::Udp,
             guest,
@@ -575,7 +624,7 @@ impl Nat {
         let id = match self.by_key.get(&key) {
             Some(id) => *id,
             None => {
-                if !self.admit(*guest.ip()) {
+                if !self.admit(guest.ip()) {
                     return None;
                 }
                 self.stats.udp_flows += 1;
@@ -592,18 +641,11 @@ impl Nat {
 
     // ---- guest traffic ----
 
-    fn tcp_in(
-        &mut self,
-        now: Instant,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        tcp: &TcpSlice<'_>,
-        frame: &[u8],
-    ) {
+    fn tcp_in(&mut self, now: Instant, src: IpAddr, dst: IpAddr, tcp: &TcpSlice<'_>, frame: &[u8]) {
         let key = Key {
             proto: Proto::Tcp,
-            guest: SocketAddrV4::new(src, tcp.source_port()),
-            remote: SocketAddrV4::new(dst, tcp.destination_port()),
+            guest: SocketAddr::new(src, tcp.source_port()),
+            remote: SocketAddr::new(dst, tcp.destination_port()),
         };
         if let Some(&id) = self.by_key.get(&key) {
             let Some(flow) = self.flows.get_mut(&id) else {
@@ -677,7 +719,7 @@ impl Nat {
         });
     }
 
-    fn udp_in(&mut self, now: Instant, guest: SocketAddrV4, remote: SocketAddrV4, payload: &[u8]) {
+    fn udp_in(&mut self, now: Instant, guest: SocketAddr, remote: SocketAddr, payload: &[u8]) {
         let key = Key {
             proto: Proto::Udp,
             guest,
@@ -696,10 +738,10 @@ impl Nat {
             self.stats.drop(DropReason::NoTarget);
             return;
         };
-        if !self.admit(*guest.ip()) {
+        if !self.admit(guest.ip()) {
             self.stats.refused_limit += 1;
             let orig = self.udp_original(guest, remote, payload);
-            self.send_icmp_error(guest, DestUnreachableHeader::FilterProhibited, &orig);
+            self.send_unreachable(guest, Unreachable::Prohibited, &orig);
             return;
         }
         self.stats.udp_flows += 1;
@@ -718,21 +760,42 @@ impl Nat {
         });
     }
 
-    fn icmp_in(&mut self, now: Instant, src: Ipv4Addr, dst: Ipv4Addr, icmp: &Icmpv4Slice<'_>) {
+    fn icmp_in(&mut self, now: Instant, src: IpAddr, dst: IpAddr, icmp: &Icmpv4Slice<'_>) {
         let Icmpv4Type::EchoRequest(echo) = icmp.icmp_type() else {
             self.stats.drop(DropReason::NotEchoRequest);
             return;
         };
+        self.echo_in(now, src, dst, 8, (echo.id, echo.seq), icmp.payload());
+    }
+
+    fn icmp6_in(&mut self, now: Instant, src: IpAddr, dst: IpAddr, icmp: &Icmpv6Slice<'_>) {
+        let Icmpv6Type::EchoRequest(echo) = icmp.icmp_type() else {
+            self.stats.drop(DropReason::NotEchoRequest);
+            return;
+        };
+        self.echo_in(now, src, dst, 128, (echo.id, echo.seq), icmp.payload());
+    }
+
+    /// An echo request (ICMP type 8, ICMPv6 type 128: `kind`) with `id` and `seq`.
+    fn echo_in(
+        &mut self,
+        now: Instant,
+        src: IpAddr,
+        dst: IpAddr,
+        kind: u8,
+        (id, seq): (u16, u16),
+        payload: &[u8],
+    ) {
         let key = Key {
             proto: Proto::Icmp,
-            guest: SocketAddrV4::new(src, echo.id),
-            remote: SocketAddrV4::new(dst, 0),
+            guest: SocketAddr::new(src, id),
+            remote: SocketAddr::new(dst, 0),
         };
         let mut data = self.dev.buffer();
-        data.extend_from_slice(&[8, 0, 0, 0]);
-        data.extend_from_slice(&echo.id.to_be_bytes());
-        data.extend_from_slice(&echo.seq.to_be_bytes());
-        data.extend_from_slice(icmp.payload());
+        data.extend_from_slice(&[kind, 0, 0, 0]);
+        data.extend_from_slice(&id.to_be_bytes());
+        data.extend_from_slice(&seq.to_be_bytes());
+        data.extend_from_slice(payload);
         let id = match self.by_key.get(&key) {
             Some(id) => *id,
             None => {
@@ -763,22 +826,26 @@ impl Nat {
 
     /// Where the host side of a flow to `remote` goes: the remote itself, or the
     /// host's loopback for the gateway's own address; `None` if it may not go out.
-    fn target_for(&self, remote: SocketAddrV4) -> Option<SocketAddrV4> {
-        let ip = *remote.ip();
-        if ip == self.cfg.gateway_ip {
+    fn target_for(&self, remote: SocketAddr) -> Option<SocketAddr> {
+        let ip = remote.ip();
+        if self.cfg.is_gateway(ip) {
+            let lo = match ip {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            };
             return self
                 .cfg
                 .host_access
-                .then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, remote.port()));
+                .then(|| SocketAddr::new(lo, remote.port()));
         }
         // the host's loopback only through the gateway address (host access): a guest
-        // packet addressed to 127.0.0.0/8 itself goes nowhere
-        if ip.is_broadcast()
-            || ip.is_multicast()
-            || ip.is_unspecified()
-            || ip.is_loopback()
-            || self.cfg.in_subnet(ip)
-        {
+        // packet addressed to 127.0.0.0/8 or ::1 itself goes nowhere
+        let nowhere = match ip {
+            IpAddr::V4(a) => a.is_broadcast() || self.cfg.in_subnet(a),
+            // link-local and unique-local-on-the-segment addresses are not routed
+            IpAddr::V6(a) => a.is_unicast_link_local() || self.cfg.in_prefix6(a),
+        };
+        if nowhere || ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() {
             return None;
         }
         Some(remote)
@@ -786,7 +853,7 @@ impl Nat {
 
     // ---- tables ----
 
-    fn admit(&self, guest: Ipv4Addr) -> bool {
+    fn admit(&self, guest: IpAddr) -> bool {
         let l = &self.cfg.limits;
         self.flows.len() < l.max_flows
             && self.per_guest.get(&guest).map_or(0, |g| g.flows) < l.max_flows_per_guest
@@ -796,7 +863,7 @@ impl Nat {
         &mut self,
         now: Instant,
         key: Key,
-        target: SocketAddrV4,
+        target: SocketAddr,
         kind: Kind,
         inbound: bool,
     ) -> FlowId {
@@ -819,7 +886,7 @@ impl Nat {
             bytes_out: 0,
             bytes_in: 0,
         };
-        let g = self.per_guest.entry(*key.guest.ip()).or_default();
+        let g = self.per_guest.entry(key.guest.ip()).or_default();
         g.flows += 1;
         g.half_open += usize::from(flow.half_open());
         self.by_key.insert(key, id);
@@ -832,13 +899,13 @@ impl Nat {
             return;
         };
         self.by_key.remove(&f.key);
-        if let Some(g) = self.per_guest.get_mut(f.key.guest.ip()) {
+        if let Some(g) = self.per_guest.get_mut(&f.key.guest.ip()) {
             g.flows = g.flows.saturating_sub(1);
             if f.half_open() {
                 g.half_open = g.half_open.saturating_sub(1);
             }
             if g.flows == 0 {
-                self.per_guest.remove(f.key.guest.ip());
+                self.per_guest.remove(&f.key.guest.ip());
             }
         }
         if let Kind::Tcp { handle, .. } = f.kind {
@@ -897,7 +964,7 @@ impl Nat {
             _ => {
                 let half_open = flow.half_open();
                 if flow.handshake.take().is_some() && half_open {
-                    if let Some(g) = self.per_guest.get_mut(flow.key.guest.ip()) {
+                    if let Some(g) = self.per_guest.get_mut(&flow.key.guest.ip()) {
                         g.half_open = g.half_open.saturating_sub(1);
                     }
                 }
@@ -912,7 +979,7 @@ impl Nat {
         }
     }
 
-    fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+    fn learn(&mut self, ip: IpAddr, mac: [u8; 6]) {
         if let Some(e) = self.neighbours.get_mut(&ip) {
             if e.0 != mac {
                 *e = (mac, None);
@@ -925,7 +992,7 @@ impl Nat {
         self.neighbours.insert(ip, (mac, None));
     }
 
-    fn guest_mac(&self, ip: Ipv4Addr) -> [u8; 6] {
+    fn guest_mac(&self, ip: IpAddr) -> [u8; 6] {
         self.neighbours.get(&ip).map_or([0xff; 6], |e| e.0)
     }
 
@@ -943,13 +1010,13 @@ impl Nat {
 
     /// Hands smoltcp a guest frame, telling it first (a synthetic ARP reply) where the
     /// guest is, so its answers need no ARP round trip.
-    fn feed(&mut self, now: Instant, guest: Ipv4Addr, frame: Vec<u8>) {
+    fn feed(&mut self, now: Instant, guest: IpAddr, frame: Vec<u8>) {
         self.feed_neighbour(now, guest);
         self.dev.rx.push_back(frame);
         self.poll(now);
     }
 
-    fn feed_neighbour(&mut self, now: Instant, guest: Ipv4Addr) {
+    fn feed_neighbour(&mut self, now: Instant, guest: IpAddr) {
         let Some(entry) = self.neighbours.get_mut(&guest) else {
             return;
         };
@@ -961,6 +1028,13 @@ impl Nat {
         }
         entry.1 = Some(now);
         let mac = entry.0;
+        let guest = match guest {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(a) => {
+                self.feed_neighbour6(mac, a);
+                return;
+            }
+        };
         let own = EthernetAddress(self.cfg.gateway_mac);
         let arp = ArpRepr::EthernetIpv4 {
             operation: ArpOperation::Reply,
@@ -981,11 +1055,72 @@ impl Nat {
         self.dev.rx.push_back(buf);
     }
 
+    /// The IPv6 form of the synthetic ARP reply: an unsolicited neighbor advertisement
+    /// from the guest for its own address, which smoltcp takes into its neighbor cache.
+    fn feed_neighbour6(&mut self, mac: [u8; 6], guest: Ipv6Addr) {
+        let Some(&(own, _)) = self.cfg.ipv6.first() else {
+            return;
+        };
+        let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags: NdiscNeighborFlags::OVERRIDE,
+            target_addr: guest,
+            lladdr: Some(RawHardwareAddress::from_bytes(&mac)),
+        });
+        let ip = Ipv6Repr {
+            src_addr: guest,
+            dst_addr: own,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: na.buffer_len(),
+            hop_limit: 255,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(mac),
+            dst_addr: EthernetAddress(self.cfg.gateway_mac),
+            ethertype: EthernetProtocol::Ipv6,
+        };
+        let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + na.buffer_len()];
+        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+        eth.emit(&mut f);
+        let mut packet = Ipv6Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut packet);
+        na.emit(
+            &guest,
+            &own,
+            &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+            &ChecksumCapabilities::default(),
+        );
+        self.dev.rx.push_back(buf);
+    }
+
+    /// The IP layer of a frame from `src` to the guest at `dst` (both of one family).
+    fn ip_to_guest(&self, src: IpAddr, dst: IpAddr) -> Option<PacketBuilderStep<IpHeaders>> {
+        let eth = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(dst));
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Some(eth.ipv4(s.octets(), d.octets(), TTL)),
+            (IpAddr::V6(s), IpAddr::V6(d)) => Some(eth.ipv6(s.octets(), d.octets(), TTL)),
+            _ => None,
+        }
+    }
+
+    /// The gateway's address of `guest`'s family (errors come from it).
+    fn gateway_for(&self, guest: IpAddr) -> IpAddr {
+        match guest {
+            IpAddr::V4(_) => IpAddr::V4(self.cfg.gateway_ip),
+            IpAddr::V6(_) => self
+                .cfg
+                .ipv6
+                .first()
+                .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |(a, _)| IpAddr::V6(*a)),
+        }
+    }
+
     // ---- frames built here ----
 
     fn send_rst(&mut self, key: Key, seq: u32, ack: u32) {
-        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*key.guest.ip()))
-            .ipv4(key.remote.ip().octets(), key.guest.ip().octets(), TTL)
+        let Some(ip) = self.ip_to_guest(key.remote.ip(), key.guest.ip()) else {
+            return;
+        };
+        let b = ip
             .tcp(key.remote.port(), key.guest.port(), seq, 0)
             .rst()
             .ack(ack);
@@ -995,50 +1130,79 @@ impl Nat {
         }
     }
 
-    /// ICMP destination unreachable from the gateway, quoting `orig` (an Ethernet frame
-    /// or an IP packet: the IP header and 8 bytes are quoted).
-    fn send_icmp_error(&mut self, guest: SocketAddrV4, code: DestUnreachableHeader, orig: &[u8]) {
-        let ip = if orig.len() > 14 && orig.get(12..14) == Some(&[0x08, 0x00]) {
+    /// Destination unreachable (ICMP, or ICMPv6 for an IPv6 guest) from the gateway,
+    /// quoting `orig` (an Ethernet frame or an IP packet): for IPv4 the IP header and 8
+    /// bytes, for IPv6 as much as fits in the minimum MTU (RFC 4443 §3.1).
+    fn send_unreachable(&mut self, guest: SocketAddr, why: Unreachable, orig: &[u8]) {
+        let ether = orig.get(12..14);
+        let ip = if orig.len() > 14 && matches!(ether, Some([0x08, 0x00] | [0x86, 0xdd])) {
             &orig[14..]
         } else {
             orig
         };
-        let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
-        let quoted = ip.get(..(ihl + 8).min(ip.len())).unwrap_or(ip);
-        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*guest.ip()))
-            .ipv4(self.cfg.gateway_ip.octets(), guest.ip().octets(), TTL)
-            .icmpv4(Icmpv4Type::DestinationUnreachable(code));
-        let mut frame = Vec::with_capacity(b.size(quoted.len()));
-        if b.write(&mut frame, quoted).is_ok() {
+        let from = self.gateway_for(guest.ip());
+        let Some(step) = self.ip_to_guest(from, guest.ip()) else {
+            return;
+        };
+        let mut frame = Vec::new();
+        let written = if guest.is_ipv4() {
+            let ihl = usize::from(ip.first().map_or(5, |b| b & 0x0f)) * 4;
+            let code = match why {
+                Unreachable::Host => DestUnreachableHeader::Host,
+                Unreachable::Prohibited => DestUnreachableHeader::FilterProhibited,
+            };
+            let quoted = ip.get(..(ihl + 8).min(ip.len())).unwrap_or(ip);
+            step.icmpv4(Icmpv4Type::DestinationUnreachable(code))
+                .write(&mut frame, quoted)
+        } else {
+            let code = match why {
+                Unreachable::Host => DestUnreachableCode::Address,
+                Unreachable::Prohibited => DestUnreachableCode::Prohibited,
+            };
+            let quoted = ip.get(..ip.len().min(1280 - 48)).unwrap_or(ip);
+            step.icmpv6(Icmpv6Type::DestinationUnreachable(code))
+                .write(&mut frame, quoted)
+        };
+        if written.is_ok() {
             self.dev.tx.push_back(frame);
         }
     }
 
     /// The IP packet a guest's UDP datagram was (for quoting in an ICMP error).
-    fn udp_original(&self, guest: SocketAddrV4, remote: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
-        let b = PacketBuilder::ipv4(guest.ip().octets(), remote.ip().octets(), TTL)
-            .udp(guest.port(), remote.port());
+    fn udp_original(&self, guest: SocketAddr, remote: SocketAddr, payload: &[u8]) -> Vec<u8> {
+        let ip = match (guest.ip(), remote.ip()) {
+            (IpAddr::V4(g), IpAddr::V4(r)) => PacketBuilder::ipv4(g.octets(), r.octets(), TTL),
+            (IpAddr::V6(g), IpAddr::V6(r)) => PacketBuilder::ipv6(g.octets(), r.octets(), TTL),
+            _ => return Vec::new(),
+        };
+        let b = ip.udp(guest.port(), remote.port());
         let mut v = Vec::new();
         let _ = b.write(&mut v, payload.get(..8).unwrap_or(payload));
         v
     }
 
-    fn send_udp(&mut self, from: SocketAddrV4, to: SocketAddrV4, data: &[u8]) {
-        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*to.ip()))
-            .ipv4(from.ip().octets(), to.ip().octets(), TTL)
-            .udp(from.port(), to.port());
+    fn send_udp(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let Some(ip) = self.ip_to_guest(from.ip(), to.ip()) else {
+            return;
+        };
+        let b = ip.udp(from.port(), to.port());
         let mut frame = self.dev.buffer();
         if b.write(&mut frame, data).is_ok() {
             self.dev.tx.push_back(frame);
         }
     }
 
-    fn send_echo_reply(&mut self, from: Ipv4Addr, to: SocketAddrV4, seq: u16, data: &[u8]) {
-        let b = PacketBuilder::ethernet2(self.cfg.gateway_mac, self.guest_mac(*to.ip()))
-            .ipv4(from.octets(), to.ip().octets(), TTL)
-            .icmpv4_echo_reply(to.port(), seq);
+    fn send_echo_reply(&mut self, from: IpAddr, to: SocketAddr, seq: u16, data: &[u8]) {
+        let Some(ip) = self.ip_to_guest(from, to.ip()) else {
+            return;
+        };
         let mut frame = self.dev.buffer();
-        if b.write(&mut frame, data).is_ok() {
+        let written = if to.is_ipv4() {
+            ip.icmpv4_echo_reply(to.port(), seq).write(&mut frame, data)
+        } else {
+            ip.icmpv6_echo_reply(to.port(), seq).write(&mut frame, data)
+        };
+        if written.is_ok() {
             self.dev.tx.push_back(frame);
         }
     }
@@ -1053,7 +1217,12 @@ const BIG_MSS: u16 = u16::MAX - 40;
 /// not fixed: smoltcp does not verify it (guests send partial checksums anyway).
 fn raise_mss(frame: &mut [u8]) {
     let Some(&vihl) = frame.get(14) else { return };
-    let tcp = 14 + usize::from(vihl & 0x0f) * 4;
+    let tcp = match vihl >> 4 {
+        4 => 14 + usize::from(vihl & 0x0f) * 4,
+        // IPv6 without extension headers (next header TCP); others keep their MSS
+        6 if frame.get(20) == Some(&6) => 14 + 40,
+        _ => return,
+    };
     let Some(&off) = frame.get(tcp + 12) else {
         return;
     };

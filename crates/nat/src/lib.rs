@@ -37,8 +37,12 @@
 //!   not finished within [`Limits::tcp_handshake_timeout`] is reset. So a guest's
 //!   half-open flow never takes another guest's connection to the same remote.
 //!
-//! Not done yet: IPv6, IP fragments (dropped), ICMP errors from the host side relayed
-//! to guests for UDP, TCP urgent data.
+//! - **IPv6** (`NatConfig::ipv6`, `<nat ipv6='yes'>`): the same flows for guests in
+//!   the network's IPv6 prefixes, from host IPv6 sockets (TCP, UDP, ICMPv6 echo over a
+//!   ping socket); errors as ICMPv6 destination unreachable; host access to `::1`.
+//!
+//! Not done yet: IP fragments (dropped), ICMP errors from the host side relayed to guests
+//! for UDP, TCP urgent data.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -50,7 +54,7 @@ mod engine;
 pub use engine::Nat;
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Configuration of the NAT engine.
@@ -62,6 +66,11 @@ pub struct NatConfig {
     pub gateway_ip: Ipv4Addr,
     /// The segment's prefix length.
     pub prefix: u8,
+    /// The gateway's IPv6 addresses with their prefix lengths, when the network
+    /// translates IPv6 too (`<nat ipv6='yes'>`): guest IPv6 from these prefixes leaves
+    /// through host sockets like IPv4, and a guest connecting to one of them reaches the
+    /// host's `::1` (host access). Empty: IPv4 only.
+    pub ipv6: Vec<(Ipv6Addr, u8)>,
     /// The segment's IP MTU.
     pub mtu: usize,
     /// Whether guests reach the host's loopback through the gateway address.
@@ -148,6 +157,7 @@ impl NatConfig {
             gateway_mac,
             gateway_ip,
             prefix,
+            ipv6: Vec::new(),
             mtu: 1500,
             host_access: true,
             guest_tso: true,
@@ -160,6 +170,34 @@ impl NatConfig {
             .checked_shl(32 - u32::from(self.prefix.min(32)))
             .unwrap_or(0);
         u32::from(ip) & mask == u32::from(self.gateway_ip) & mask
+    }
+
+    /// Whether `ip` is inside one of the IPv6 prefixes.
+    fn in_prefix6(&self, ip: Ipv6Addr) -> bool {
+        self.ipv6.iter().any(|(a, len)| {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from((*len).min(128)))
+                .unwrap_or(0);
+            u128::from(ip) & mask == u128::from(*a) & mask
+        })
+    }
+
+    /// Whether `ip` is one of the gateway's own addresses.
+    fn is_gateway(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => a == self.gateway_ip,
+            IpAddr::V6(a) => self.ipv6.iter().any(|(g, _)| *g == a),
+        }
+    }
+
+    /// Whether a guest may send from `ip`: inside the segment (IPv4) or one of the
+    /// translated prefixes (IPv6), and not the gateway's own or an unspecified address.
+    fn is_guest(&self, ip: IpAddr) -> bool {
+        let inside = match ip {
+            IpAddr::V4(a) => self.in_subnet(a),
+            IpAddr::V6(a) => self.in_prefix6(a),
+        };
+        inside && !ip.is_unspecified() && !self.is_gateway(ip)
     }
 }
 
@@ -200,8 +238,8 @@ pub enum Action {
         flow: FlowId,
         /// Its protocol.
         proto: Proto,
-        /// Where to connect.
-        target: SocketAddrV4,
+        /// Where to connect (IPv4 or IPv6, as the guest's flow).
+        target: SocketAddr,
     },
     /// Send a datagram on `flow`'s socket: a UDP payload, or an ICMP echo request
     /// (type 8 header and data; the kernel sets id and checksum).
@@ -248,11 +286,11 @@ pub struct FlowInfo {
     /// Its protocol.
     pub proto: Proto,
     /// The guest's end.
-    pub guest: SocketAddrV4,
+    pub guest: SocketAddr,
     /// The remote end, as the guest sees it.
-    pub remote: SocketAddrV4,
+    pub remote: SocketAddr,
     /// Where the host side goes (differs from `remote` for host access).
-    pub target: SocketAddrV4,
+    pub target: SocketAddr,
     /// Opened from outside (a port forward).
     pub inbound: bool,
     /// A short state name.
@@ -273,13 +311,14 @@ pub enum DropReason {
     Malformed,
     /// From a source outside the network's subnet, the gateway's own or 0.0.0.0.
     ForeignSource,
-    /// Not IPv4 (IPv6 is not translated yet).
+    /// Not IPv4, or IPv6 on a network that does not translate it (no
+    /// [`NatConfig::ipv6`] prefixes).
     NotIpv4,
     /// An IP fragment (not reassembled).
     Fragment,
     /// A transport other than TCP, UDP and ICMP.
     OtherTransport,
-    /// ICMP other than an echo request.
+    /// ICMP (or ICMPv6) other than an echo request.
     NotEchoRequest,
     /// To a destination the network does not translate (the host's loopback with host
     /// access off, a multicast or broadcast address, ...).

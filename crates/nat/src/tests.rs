@@ -1,7 +1,7 @@
 //! Engine tests with real frames (built with etherparse) and a fake clock.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -105,7 +105,7 @@ fn a_syn_opens_a_host_connection_and_is_answered_once_it_succeeds() {
     else {
         panic!("{a:?}");
     };
-    assert_eq!(*target, SocketAddrV4::new(REMOTE, 80));
+    assert_eq!(*target, SocketAddr::V4(SocketAddrV4::new(REMOTE, 80)));
     assert!(
         frames(&mut nat).is_empty(),
         "nothing for the guest before the connect"
@@ -289,7 +289,7 @@ fn icmp_echo_goes_out_and_the_reply_gets_the_guests_id_back() {
     else {
         panic!("{a:?}");
     };
-    assert_eq!(*target, SocketAddrV4::new(REMOTE, 0));
+    assert_eq!(*target, SocketAddr::V4(SocketAddrV4::new(REMOTE, 0)));
     assert_eq!(&data[..2], &[8, 0]);
     // the kernel's reply carries its own id; the guest gets 0x1234 back
     let reply = [0u8, 0, 0, 0, 0x99, 0x99, 0, 7, b'p', b'i', b'n', b'g', b'!'];
@@ -312,7 +312,10 @@ fn host_access_maps_the_gateway_to_loopback_or_is_refused() {
     let Some(Action::Open { target, .. }) = nat.poll_action() else {
         panic!()
     };
-    assert_eq!(target, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 22));
+    assert_eq!(
+        target,
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 22))
+    );
 
     let (mut nat, t0) = nat_with(|c| c.host_access = false);
     nat.handle_frame(t0, &syn(GUEST, 40006, GW, 22));
@@ -379,7 +382,7 @@ fn inbound_connections_are_opened_from_the_clients_address() {
     let _ = actions(&mut nat);
     let client = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 55000);
     let flow = nat
-        .accept_inbound(t0, client, SocketAddrV4::new(GUEST, 80))
+        .accept_inbound(t0, client.into(), SocketAddrV4::new(GUEST, 80).into())
         .expect("a flow");
     let f = frames(&mut nat);
     let synf = f
@@ -646,5 +649,247 @@ fn counters_name_every_field_once() {
         "dropped_no_target",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+}
+
+// ---- IPv6 (NAT66 through host sockets) ----
+
+const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x66, 0, 0, 0, 0, 0, 1);
+const GUEST6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x66, 0, 0, 0, 0, 0, 5);
+const REMOTE6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+
+fn nat6() -> (Nat, Instant) {
+    nat_with(|c| c.ipv6 = vec![(GW6, 64)])
+}
+
+/// A guest IPv6 frame: TCP with `flags` ("S", "A", "PA"), or none for UDP / echo.
+fn v6_tcp(
+    sport: u16,
+    dst: std::net::Ipv6Addr,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: &str,
+    data: &[u8],
+) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv6(GUEST6.octets(), dst.octets(), 64)
+        .tcp(sport, dport, seq, 64240);
+    if flags.contains('S') {
+        b = b.syn();
+    }
+    if flags.contains('A') {
+        b = b.ack(ack);
+    }
+    if flags.contains('P') {
+        b = b.psh();
+    }
+    let mut v = Vec::new();
+    b.write(&mut v, data).expect("write");
+    v
+}
+
+#[test]
+fn ipv6_tcp_goes_out_through_a_host_socket_and_data_flows_both_ways() {
+    let (mut nat, t0) = nat6();
+    nat.handle_frame(t0, &v6_tcp(40000, REMOTE6, 80, 1000, 0, "S", &[]));
+    let a = actions(&mut nat);
+    let [Action::Open {
+        flow,
+        proto: Proto::Tcp,
+        target,
+    }] = a.as_slice()
+    else {
+        panic!("{a:?}");
+    };
+    assert_eq!(*target, SocketAddr::new(REMOTE6.into(), 80));
+    let flow = *flow;
+    nat.opened(t0, flow, Ok(()));
+    let out = frames(&mut nat);
+    let (server_seq, dst) = out
+        .iter()
+        .find_map(|f| {
+            let p = SlicedPacket::from_ethernet(f).ok()?;
+            let Some(NetSlice::Ipv6(ip)) = &p.net else {
+                return None;
+            };
+            match p.transport? {
+                TransportSlice::Tcp(t) if t.syn() && t.ack() => {
+                    assert_eq!(t.acknowledgment_number(), 1001);
+                    assert_eq!(ip.header().source_addr(), REMOTE6);
+                    Some((t.sequence_number(), ip.header().destination_addr()))
+                }
+                _ => None,
+            }
+        })
+        .unwrap_or_else(|| panic!("a SYN-ACK over IPv6 from the remote's address: {out:?}"));
+    assert_eq!(dst, GUEST6);
+    nat.handle_frame(
+        t0,
+        &v6_tcp(40000, REMOTE6, 80, 1001, server_seq + 1, "PA", b"hello"),
+    );
+    let mut host = Mem {
+        to_read: b"world".to_vec(),
+        ..Mem::default()
+    };
+    nat.pump(t0, flow, &mut host);
+    assert_eq!(host.written, b"hello");
+    let sent: Vec<u8> = frames(&mut nat)
+        .iter()
+        .filter_map(|f| match SlicedPacket::from_ethernet(f).ok()?.transport? {
+            TransportSlice::Tcp(t) => Some(t.payload().to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(sent, b"world");
+    let info = &nat.flows(t0)[0];
+    assert_eq!(info.guest, SocketAddr::new(GUEST6.into(), 40000));
+}
+
+#[test]
+fn ipv6_refused_resets_and_unreachable_is_icmpv6_address_unreachable() {
+    let (mut nat, t0) = nat6();
+    nat.handle_frame(t0, &v6_tcp(40001, REMOTE6, 81, 1000, 0, "S", &[]));
+    let Some(Action::Open { flow, .. }) = nat.poll_action() else {
+        panic!()
+    };
+    nat.opened(t0, flow, Err(OpenError::Refused));
+    let rst = frames(&mut nat).iter().any(|f| {
+        matches!(SlicedPacket::from_ethernet(f).ok().and_then(|p| p.transport),
+            Some(TransportSlice::Tcp(t)) if t.rst())
+    });
+    assert!(rst, "a RST over IPv6");
+    nat.handle_frame(t0, &v6_tcp(40002, REMOTE6, 82, 1000, 0, "S", &[]));
+    let flow = actions(&mut nat)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Open { flow, .. } => Some(flow),
+            _ => None,
+        })
+        .unwrap();
+    nat.opened(t0, flow, Err(OpenError::Unreachable));
+    let out = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(NetSlice::Ipv6(ip)) = &p.net else {
+        panic!("{out:?}")
+    };
+    assert_eq!(ip.header().source_addr(), GW6);
+    let Some(TransportSlice::Icmpv6(icmp)) = p.transport else {
+        panic!()
+    };
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv6Type::DestinationUnreachable(
+            etherparse::icmpv6::DestUnreachableCode::Address
+        )
+    );
+}
+
+#[test]
+fn ipv6_udp_and_echo_flows_carry_replies_and_host_access_maps_to_the_v6_loopback() {
+    let (mut nat, t0) = nat6();
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv6(GUEST6.octets(), REMOTE6.octets(), 64)
+        .udp(5000, 53);
+    let mut f = Vec::new();
+    b.write(&mut f, b"query").unwrap();
+    nat.handle_frame(t0, &f);
+    let a = actions(&mut nat);
+    let Some(Action::Open {
+        flow,
+        proto: Proto::Udp,
+        target,
+    }) = a.first()
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(*target, SocketAddr::new(REMOTE6.into(), 53));
+    nat.datagram(t0, *flow, b"answer");
+    let out = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(TransportSlice::Udp(u)) = p.transport else {
+        panic!()
+    };
+    assert_eq!(
+        (u.source_port(), u.destination_port(), u.payload()),
+        (53, 5000, &b"answer"[..])
+    );
+
+    // ICMPv6 echo: the request goes out as type 128, the reply gets the guest's id back
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv6(GUEST6.octets(), REMOTE6.octets(), 64)
+        .icmpv6_echo_request(0x4242, 3);
+    let mut f = Vec::new();
+    b.write(&mut f, b"ping").unwrap();
+    nat.handle_frame(t0, &f);
+    let a = actions(&mut nat);
+    let (
+        Some(Action::Open {
+            flow,
+            proto: Proto::Icmp,
+            ..
+        }),
+        Some(Action::Datagram { data, .. }),
+    ) = (a.first(), a.get(1))
+    else {
+        panic!("{a:?}")
+    };
+    assert_eq!(data[0], 128);
+    // the host's reply, as an ICMPv6 ping socket reads it (its own id, checksum)
+    let mut reply = vec![129, 0, 0, 0, 0x00, 0x07, 0, 3];
+    reply.extend_from_slice(b"ping");
+    nat.datagram(t0, *flow, &reply);
+    let out = frames(&mut nat);
+    let p = SlicedPacket::from_ethernet(&out[0]).unwrap();
+    let Some(TransportSlice::Icmpv6(icmp)) = p.transport else {
+        panic!("{out:?}")
+    };
+    let etherparse::Icmpv6Type::EchoReply(echo) = icmp.icmp_type() else {
+        panic!()
+    };
+    assert_eq!((echo.id, echo.seq), (0x4242, 3));
+
+    // the gateway's own IPv6 address: the host's ::1 (host access)
+    nat.handle_frame(t0, &v6_tcp(40003, GW6, 22, 1000, 0, "S", &[]));
+    let a = actions(&mut nat);
+    let Some(Action::Open { target, .. }) = a.first() else {
+        panic!("{a:?}")
+    };
+    assert_eq!(
+        *target,
+        SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), 22)
+    );
+}
+
+#[test]
+fn ipv6_is_not_translated_without_prefixes_or_from_outside_them() {
+    let (mut nat, t0) = nat_with(|_| {});
+    nat.handle_frame(t0, &v6_tcp(40000, REMOTE6, 80, 1000, 0, "S", &[]));
+    assert!(actions(&mut nat).is_empty());
+    assert_eq!(nat.stats().dropped_for(DropReason::NotIpv4), 1);
+    let (mut nat, t0) = nat6();
+    let b = PacketBuilder::ethernet2(GUEST_MAC, GW_MAC)
+        .ipv6(
+            [0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5],
+            REMOTE6.octets(),
+            64,
+        )
+        .udp(5000, 53);
+    let mut f = Vec::new();
+    b.write(&mut f, b"x").unwrap();
+    nat.handle_frame(t0, &f);
+    assert!(actions(&mut nat).is_empty());
+    assert_eq!(nat.stats().dropped_for(DropReason::ForeignSource), 1);
+    // link-local and segment destinations go nowhere
+    for dst in ["fe80::1", "fd00:66::9", "ff02::1"] {
+        let dst: std::net::Ipv6Addr = dst.parse().unwrap();
+        nat.handle_frame(t0, &v6_tcp(40000, dst, 80, 1000, 0, "S", &[]));
+        assert!(
+            !actions(&mut nat)
+                .iter()
+                .any(|a| matches!(a, Action::Open { .. })),
+            "{dst}"
+        );
     }
 }

@@ -250,7 +250,7 @@ fn nat_carries_tcp_udp_and_icmp() {
     assert!(h
         .host
         .opened
-        .contains(&(vnet_nat::Proto::Tcp, SocketAddrV4::new(REMOTE, 7))));
+        .contains(&(vnet_nat::Proto::Tcp, SocketAddrV4::new(REMOTE, 7).into())));
 
     // a refused connect resets the guest's connection
     let refused = connect(&mut h, g, REMOTE, 9, 40_001);
@@ -306,7 +306,7 @@ fn a_port_forward_reaches_the_guest() {
     let now = h.now();
     let nat = h.net.gateway_mut().unwrap().nat_mut().unwrap();
     let flow = nat
-        .accept_inbound(now.mono, client, SocketAddrV4::new(ip, 8080))
+        .accept_inbound(now.mono, client.into(), SocketAddrV4::new(ip, 8080).into())
         .expect("admitted");
     h.host.protos.insert(flow, vnet_nat::Proto::Tcp);
     h.host.streams.insert(

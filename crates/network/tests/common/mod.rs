@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -132,7 +132,7 @@ pub(crate) struct Host {
     pub(crate) streams: HashMap<FlowId, Mem>,
     pub(crate) protos: HashMap<FlowId, Proto>,
     /// Where the NAT opened host sockets to.
-    pub(crate) opened: Vec<(Proto, SocketAddrV4)>,
+    pub(crate) opened: Vec<(Proto, SocketAddr)>,
     /// Queries forwarded to upstream DNS servers.
     pub(crate) queries: Vec<(SocketAddr, Vec<u8>)>,
 }
