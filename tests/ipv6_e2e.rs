@@ -529,3 +529,274 @@ fn an_ipv6_only_network_leases_by_name_and_resolves_over_udp_and_tcp() {
         "{leases}"
     );
 }
+
+/// NAT66: `<nat ipv6='yes'/>` with one SLAAC prefix and one DHCPv6 prefix.
+const NAT6_XML: &str = "<network>
+  <name>n6</name>
+  <forward mode='nat'><nat ipv6='yes'/></forward>
+  <ip address='192.168.122.1' netmask='255.255.255.0'/>
+  <ip family='ipv6' address='fd00:88::1' prefix='64'/>
+  <ip family='ipv6' address='fd00:89::1' prefix='64'>
+    <dhcp><range start='fd00:89::100' end='fd00:89::1ff'/></dhcp>
+  </ip>
+</network>";
+
+/// The wan's IPv6 address and the host's (switchd's namespace) on the same link.
+const WAN6: &str = "2001:db8:98::2";
+const UPLINK6: &str = "2001:db8:98::1";
+
+fn sysctl(ns: &Netns, kv: &str) {
+    ns.run_ok("sysctl", &["-qw", kv]);
+}
+
+/// The wan namespace on a veth from switchd's namespace, with IPv6 on both ends; the
+/// host namespace allows ping sockets (for ICMPv6 echo through NAT).
+fn wan6(net: &Net) -> (Netns, vnet_testkit::Veth) {
+    for kv in [
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.default.disable_ipv6=0",
+        "net.ipv4.ping_group_range=0 2147483647",
+    ] {
+        sysctl(&net.host, kv);
+    }
+    let (wan, veth) = net.wan("w6", "10.98.0.1", "10.98.0.2");
+    for kv in [
+        "net.ipv6.conf.all.disable_ipv6=0",
+        "net.ipv6.conf.default.disable_ipv6=0",
+    ] {
+        sysctl(&wan, kv);
+    }
+    sysctl(
+        &net.host,
+        &format!("net.ipv6.conf.{}.disable_ipv6=0", veth.a()),
+    );
+    sysctl(&wan, &format!("net.ipv6.conf.{}.disable_ipv6=0", veth.b()));
+    net.host.run_ok(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{UPLINK6}/64"),
+            "dev",
+            veth.a(),
+            "nodad",
+        ],
+    );
+    wan.run_ok(
+        "ip",
+        &[
+            "-6",
+            "addr",
+            "add",
+            &format!("{WAN6}/64"),
+            "dev",
+            veth.b(),
+            "nodad",
+        ],
+    );
+    (wan, veth)
+}
+
+fn py6(ns: &Netns, code: &str) -> std::process::Output {
+    ns.run("python3", &["-c", code])
+}
+
+fn wait_port6(ns: &Netns, port: u16) {
+    let probe = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6)\ns.settimeout(0.2)\ns.connect(('{WAN6}',{port}))"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || py6(ns, &probe).status.success()),
+        "wan server on port {port} did not start"
+    );
+}
+
+#[test]
+fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
+    let net = Net::start_with(Some(NAT6_XML));
+    let (wan, _veth) = wan6(&net);
+    let vm = v6_guest(&net, "n6a", "52:54:00:66:00:01");
+    assert!(
+        wait_for(Duration::from_secs(10), || slaac_address(&vm, "fd00:88::")
+            .is_some()),
+        "no SLAAC address: {}",
+        vm.run_ok("ip", &["-6", "addr"])
+    );
+    let route = vm.run_ok("ip", &["-6", "route", "show", "default"]);
+    assert!(route.contains("via fe80::"), "{route}");
+
+    // a 100 MB file over HTTP, checked by sha256; the server sees the host's address
+    let dir = net.dir.path().join("www6");
+    std::fs::create_dir_all(&dir).expect("www");
+    let file = dir.join("big.bin");
+    let st = std::process::Command::new("head")
+        .args(["-c", "100M", "/dev/urandom"])
+        .stdout(std::fs::File::create(&file).expect("big.bin"))
+        .status()
+        .expect("head");
+    assert!(st.success());
+    let log = net.dir.path().join("http6.log");
+    let mut http = wan.cmd(
+        "python3",
+        &["-m", "http.server", "8000", "--bind", WAN6, "--directory"],
+    );
+    http.arg(&dir)
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let _http = vnet_testkit::ChildGuard::spawn(http);
+    wait_port6(&wan, 8000);
+    let out = vm.run(
+        "sh",
+        &[
+            "-c",
+            &format!("curl -sS -g --max-time 120 'http://[{WAN6}]:8000/big.bin' | sha256sum"),
+        ],
+    );
+    let want = std::process::Command::new("sha256sum")
+        .arg(&file)
+        .output()
+        .expect("sha256sum");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next(),
+        String::from_utf8_lossy(&want.stdout)
+            .split_whitespace()
+            .next(),
+        "download over NAT66: {}\n{}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        net.log(),
+        net.ctl_json(&["net-info", &net.name]),
+        net.ctl_json(&["nat-flows", &net.name]),
+    );
+    let served = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(served.contains(UPLINK6), "{served}");
+
+    // iperf3 -6 both ways
+    let _iperf = wan.spawn("iperf3", &["-s", "-B", WAN6, "-p", "5201"]);
+    wait_port6(&wan, 5201);
+    for reverse in [false, true] {
+        let mut a = vec!["-6", "-c", WAN6, "-p", "5201", "-t", "2", "-J"];
+        if reverse {
+            a.push("-R");
+        }
+        let out = vm.run("iperf3", &a);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let bps = v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
+        assert!(
+            bps > 0.0,
+            "iperf3 -6 reverse={reverse}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eprintln!(
+            "iperf3 -6 through NAT66, reverse={reverse}: {:.2} Gbit/s",
+            bps / 1e9
+        );
+    }
+
+    // UDP: the wan sees the host's address
+    let _echo = wan.spawn(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(('{WAN6}',7007))\n\
+                 while True:\n    d,a=s.recvfrom(2048)\n    s.sendto(d.upper()+a[0].encode(),a)\n"
+            ),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = py6(
+        &vm,
+        &format!(
+            "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+             s.sendto(b'hello',('{WAN6}',7007))\nprint(s.recvfrom(2048)[0].decode())"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("HELLO{UPLINK6}"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ping -6 a wan host
+    let ping = vm.run("ping", &["-6", "-c", "2", "-W", "2", WAN6]);
+    assert!(
+        ping.status.success(),
+        "ping -6 through NAT66: {}\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        net.log()
+    );
+
+    // a refused port: "connection refused" at once
+    let t = std::time::Instant::now();
+    let out = py6(
+        &vm,
+        &format!(
+            "import socket\ns=socket.socket(socket.AF_INET6)\ns.settimeout(10)\n\
+             try:\n    s.connect(('{WAN6}',9))\nexcept ConnectionRefusedError:\n    print('refused')\n"
+        ),
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refused");
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // 500 concurrent IPv6 connections
+    let _srv = wan.spawn(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import asyncio\n\
+                 async def h(r,w):\n    d=await r.read(100)\n    w.write(d)\n    await w.drain()\n    w.close()\n\
+                 async def m():\n    s=await asyncio.start_server(h,'{WAN6}',7100,backlog=1024)\n    await s.serve_forever()\n\
+                 asyncio.run(m())\n"
+            ),
+        ],
+    );
+    wait_port6(&wan, 7100);
+    let out = py6(
+        &vm,
+        &format!(
+            "import asyncio\n\
+             async def c(i):\n    r,w=await asyncio.open_connection('{WAN6}',7100)\n    w.write(b'x%d'%i)\n    await w.drain()\n    d=await r.read(100)\n    w.close()\n    return d==b'x%d'%i\n\
+             async def m():\n    return await asyncio.gather(*[c(i) for i in range(500)])\n\
+             print(sum(asyncio.run(asyncio.wait_for(m(),60))))\n"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "500",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        net.log()
+    );
+    let flows = net.ctl_json(&["nat-flows", &net.name]).to_string();
+    assert!(flows.contains(WAN6), "{flows}");
+
+    // a guest configured by DHCPv6 (the managed prefix) goes out too
+    let vm2 = v6_guest(&net, "n6b", "52:54:00:66:00:02");
+    let got = dhclient6(&net, &vm2, "n6");
+    assert!(got.contains("ip6=fd00:89::1"), "{got}\n{}", net.log());
+    let ip2 = got
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.strip_prefix("ip6="))
+        .unwrap_or_default()
+        .to_owned();
+    let out = py6(
+        &vm2,
+        &format!(
+            "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(('{ip2}',0))\ns.settimeout(3)\n\
+             s.sendto(b'dhcp',('{WAN6}',7007))\nprint(s.recvfrom(2048)[0].decode())"
+        ),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("DHCP{UPLINK6}"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -233,6 +233,12 @@ impl Network {
         self.metadata.as_deref()
     }
 
+    /// `<forward mode='nat'><nat ipv6='yes'/>`: the network masquerades IPv6 too.
+    pub fn nat_ipv6(&self) -> bool {
+        self.forward.mode == ForwardMode::Nat
+            && self.forward.nat.as_ref().and_then(|n| n.ipv6) == Some(true)
+    }
+
     /// `<network ipv6='yes'>`: guests may talk IPv6 to each other without an IPv6 `<ip>`.
     pub fn ipv6_without_gateway(&self) -> bool {
         self.ipv6_no_gateway
@@ -601,10 +607,17 @@ impl Network {
         if !v6.is_empty()
             && self.forward.mode.has_own_bridge()
             && self.forward.mode != ForwardMode::None
+            && !self.nat_ipv6()
         {
+            let hint = if self.forward.mode == ForwardMode::Nat {
+                " (<nat ipv6='yes'/> masquerades it; libvirt routes it instead)"
+            } else {
+                ""
+            };
             w.push(format!(
-                "<forward mode='{}'> does not carry IPv6 off the network yet: guests get \
-                 addresses and a default route, and \"no route\" for what is off the segment",
+                "<forward mode='{}'> does not carry IPv6 off the network yet{hint}: guests \
+                 get addresses and a default route, and \"no route\" for what is off the \
+                 segment",
                 self.forward.mode.as_str()
             ));
         }

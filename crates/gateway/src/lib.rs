@@ -463,6 +463,9 @@ impl Gateway {
                 if self.tcp6(now, src, eth.payload(), frame) {
                     return;
                 }
+                if dst == self.cfg.mac && self.nat6(now, eth.payload(), frame) {
+                    return;
+                }
                 if let Some((client, server, query)) = self.dns6_query(eth.payload()) {
                     self.handle_dns_udp6(now, src.0, client, server, query);
                     return;
@@ -763,6 +766,38 @@ impl Gateway {
             dst,
             udp.payload(),
         ))
+    }
+
+    /// IPv6 for the NAT engine, when it translates IPv6 (`<nat ipv6='yes'>`): packets to
+    /// addresses off the segment, and TCP or UDP to the gateway's own addresses on ports
+    /// its services do not own (host access). True when it took the packet.
+    fn nat6(&mut self, now: Now, packet: &[u8], frame: &[u8]) -> bool {
+        let (Some(ndp), Some(nat)) = (self.ndp.as_ref(), self.nat.as_mut()) else {
+            return false;
+        };
+        if nat.config().ipv6.is_empty() {
+            return false;
+        }
+        let Ok(ip) = etherparse::Ipv6Slice::from_slice(packet) else {
+            return false;
+        };
+        let dst = ip.header().destination_addr();
+        let on_link = ndp.config().prefixes.iter().any(|p| {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(p.len.min(128)))
+                .unwrap_or(0);
+            u128::from(dst) & mask == u128::from(p.addr) & mask
+        });
+        let transport = matches!(ip.payload().ip_number, IpNumber::TCP | IpNumber::UDP);
+        let take = if ndp.is_ours(dst) {
+            transport
+        } else {
+            !dst.is_multicast() && !on_link && !dst.is_unicast_link_local()
+        };
+        if take {
+            nat.handle_frame(now.mono, frame);
+        }
+        take
     }
 
     /// A TCP segment for DNS on one of the gateway's IPv6 addresses: handed to the TCP

@@ -1,7 +1,7 @@
 //! Engine tests with real frames (built with etherparse) and a fake clock.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use etherparse::{Icmpv4Type, NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
@@ -654,9 +654,9 @@ fn counters_name_every_field_once() {
 
 // ---- IPv6 (NAT66 through host sockets) ----
 
-const GW6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x66, 0, 0, 0, 0, 0, 1);
-const GUEST6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x66, 0, 0, 0, 0, 0, 5);
-const REMOTE6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
+const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x66, 0, 0, 0, 0, 0, 1);
+const GUEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x66, 0, 0, 0, 0, 0, 5);
+const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7);
 
 fn nat6() -> (Nat, Instant) {
     nat_with(|c| c.ipv6 = vec![(GW6, 64)])
@@ -665,7 +665,7 @@ fn nat6() -> (Nat, Instant) {
 /// A guest IPv6 frame: TCP with `flags` ("S", "A", "PA"), or none for UDP / echo.
 fn v6_tcp(
     sport: u16,
-    dst: std::net::Ipv6Addr,
+    dst: Ipv6Addr,
     dport: u16,
     seq: u32,
     ack: u32,
@@ -858,7 +858,7 @@ fn ipv6_udp_and_echo_flows_carry_replies_and_host_access_maps_to_the_v6_loopback
     };
     assert_eq!(
         *target,
-        SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), 22)
+        SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 22)
     );
 }
 
@@ -883,7 +883,7 @@ fn ipv6_is_not_translated_without_prefixes_or_from_outside_them() {
     assert_eq!(nat.stats().dropped_for(DropReason::ForeignSource), 1);
     // link-local and segment destinations go nowhere
     for dst in ["fe80::1", "fd00:66::9", "ff02::1"] {
-        let dst: std::net::Ipv6Addr = dst.parse().unwrap();
+        let dst: Ipv6Addr = dst.parse().unwrap();
         nat.handle_frame(t0, &v6_tcp(40000, dst, 80, 1000, 0, "S", &[]));
         assert!(
             !actions(&mut nat)

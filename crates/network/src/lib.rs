@@ -421,9 +421,18 @@ impl Network {
                 }
             }
         }
-        // NAT is IPv4 masquerade: an IPv6-only network has nothing for it
-        if let (ForwardMode::Nat, Some(ip)) = (net.forward_mode(), cfg.ip) {
-            let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, ip, cfg.prefix);
+        // IPv4 masquerade, and IPv6 too with <nat ipv6='yes'> (an IPv6-only network
+        // without it has nothing for NAT)
+        let nat6: Vec<(Ipv6Addr, u8)> = match (&cfg.ipv6, net.nat_ipv6()) {
+            (Some(v6), true) => v6.prefixes.iter().map(|p| (p.addr, p.len)).collect(),
+            _ => Vec::new(),
+        };
+        if net.forward_mode() == ForwardMode::Nat && (cfg.ip.is_some() || !nat6.is_empty()) {
+            // no IPv4 address: a /32 of 0.0.0.0, which no guest can send from
+            let ip = cfg.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            let prefix = if cfg.ip.is_some() { cfg.prefix } else { 32 };
+            let mut nc = vnet_nat::NatConfig::new(cfg.mac.0, ip, prefix);
+            nc.ipv6 = nat6;
             nc.mtu = usize::from(cfg.mtu);
             nc.host_access = net.host_access();
             nc.limits = opts.nat_limits;

@@ -64,47 +64,68 @@ impl FrameBuf {
         self.len = n;
     }
 
-    /// Marks a TCP/IPv4 frame as checksum-offloaded, as a guest kernel with offloads
-    /// sends it: a partial checksum (the TCP checksum field set to the pseudo-header
-    /// sum, `VIRTIO_NET_HDR_F_NEEDS_CSUM`), and, when it is longer than `mtu` (the IP MTU
-    /// of the segment), a TSO super-frame of segments of the MSS that fits `mtu`. A
+    /// Marks a TCP frame (IPv4, or IPv6 without extension headers) as
+    /// checksum-offloaded, as a guest kernel with offloads sends it: a partial checksum
+    /// (the TCP checksum field set to the pseudo-header sum,
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`), and, when it is longer than `mtu` (the IP MTU of
+    /// the segment), a TSO super-frame of segments of the MSS that fits `mtu`. A
     /// receiving kernel takes it as it is; one that forwards it completes or segments
     /// it. Only for ports that take virtio-net headers. Returns whether it did.
     pub fn offload_tcp(&mut self, mtu: usize) -> bool {
         let f = self.frame();
-        if f.len() < 14 + 40 || f.get(12..14) != Some(&[0x08, 0x00][..]) {
-            return false;
-        }
-        let Some(&vihl) = f.get(14) else { return false };
-        let ihl = usize::from(vihl & 0x0f) * 4;
-        if vihl >> 4 != 4 || ihl < 20 || f.get(14 + 9) != Some(&6) {
-            return false;
-        }
-        // fragments are left alone
-        if f.get(20..22)
-            .is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) & 0x3fff != 0)
-        {
-            return false;
-        }
+        // (IP header length, IP packet length, pseudo-header sum without the TCP
+        // length, GSO type)
+        let (ihl, total, mut sum, gso_type) = match f.get(12..14) {
+            Some([0x08, 0x00]) => {
+                let Some(&vihl) = f.get(14) else { return false };
+                let ihl = usize::from(vihl & 0x0f) * 4;
+                if vihl >> 4 != 4 || ihl < 20 || f.get(14 + 9) != Some(&6) {
+                    return false;
+                }
+                // fragments are left alone
+                if f.get(20..22)
+                    .is_some_and(|b| u16::from_be_bytes([b[0], b[1]]) & 0x3fff != 0)
+                {
+                    return false;
+                }
+                let Some(total) = f
+                    .get(16..18)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                else {
+                    return false;
+                };
+                (ihl, total, words(f.get(26..34)), VirtioNetHdr::GSO_TCPV4)
+            }
+            Some([0x86, 0xdd]) => {
+                // next header TCP right after the fixed header (no extension headers)
+                if f.get(14).map(|v| v >> 4) != Some(6) || f.get(20) != Some(&6) {
+                    return false;
+                }
+                let Some(payload) = f
+                    .get(18..20)
+                    .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                else {
+                    return false;
+                };
+                (
+                    40,
+                    40 + payload,
+                    words(f.get(22..54)),
+                    VirtioNetHdr::GSO_TCPV6,
+                )
+            }
+            _ => return false,
+        };
         let tcp = 14 + ihl;
         let Some(&off) = f.get(tcp + 12) else {
             return false;
         };
         let thl = usize::from(off >> 4) * 4;
-        let Some(total) = f
-            .get(16..18)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        else {
-            return false;
-        };
         if thl < 20 || total < ihl + thl || mtu <= ihl + thl || f.len() < 14 + total {
             return false;
         }
         // the pseudo-header sum: addresses, protocol, TCP length
-        let mut sum: u32 = 6 + u32::try_from(total - ihl).unwrap_or(0);
-        for i in (26..34).step_by(2) {
-            sum += u32::from(u16::from_be_bytes([f[i], f[i + 1]]));
-        }
+        sum += 6 + u32::try_from(total - ihl).unwrap_or(0);
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
@@ -123,7 +144,7 @@ impl FrameBuf {
         self.set_vnet_hdr(&VirtioNetHdr {
             flags: VirtioNetHdr::F_NEEDS_CSUM,
             gso_type: if gso {
-                VirtioNetHdr::GSO_TCPV4
+                gso_type
             } else {
                 VirtioNetHdr::GSO_NONE
             },
@@ -190,4 +211,12 @@ impl FrameBuf {
     pub(crate) fn set_len(&mut self, n: usize) {
         self.len = n.min(MAX_FRAME_LEN);
     }
+}
+
+/// The sum of the big-endian 16-bit words of `b` (addresses of a pseudo-header).
+fn words(b: Option<&[u8]>) -> u32 {
+    b.unwrap_or_default()
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum()
 }
