@@ -42,7 +42,12 @@
 #   DURATION   iperf3 -t seconds (default 5)
 #   RUNS       runs per path (default 3)
 #   PINGS      echo requests per ping run (default 100)
-#   PATHS      which paths to measure (default "vnet slirp pasta kernel"; any subset)
+#   PATHS      which paths to measure (default "vnet slirp pasta kernel vnet6 pasta6 kernel6";
+#              any subset). The IPv6 paths (iperf3 and ping to $REMOTE6 on the wan host's lo):
+#              vnet6, the vnet guest's fd00:88::50 through the same switchd's NAT66
+#              (<nat ipv6='yes'/>, prefix fd00:88::/64); pasta6, pasta -6 in a guest of its
+#              own (the host's 2001:db8:98::1); kernel6, the router namespace forwarding
+#              IPv6 with an nftables ip6 masquerade rule (guest fd00:77::50)
 #   SWITCHD    switchd binary   (default target/release/switchd, rebuilt first)
 #   SWITCHCTL  switchctl binary (default target/release/switchctl)
 #   SWITCHD_BASE  a second switchd binary (say, one built from before a change): path "base",
@@ -69,9 +74,13 @@ if [ -n "$SWITCHD_BASE" ]; then
   PATHS=${PATHS:-vnet base}
   ALL="vnet base slirp pasta kernel"
 else
-  PATHS=${PATHS:-vnet slirp pasta kernel}
+  PATHS=${PATHS:-vnet slirp pasta kernel vnet6 pasta6 kernel6}
   ALL="vnet slirp pasta kernel"
 fi
+# the IPv6 paths are set up only when measured
+V6=""
+for s in $PATHS; do case $s in *6) V6=1 ;; esac; done
+[ -n "$V6" ] && ALL="$ALL vnet6 pasta6 kernel6"
 PINGS=${PINGS:-100}
 SWITCHD_GIVEN=${SWITCHD:-}
 SWITCHD=${SWITCHD:-$root/target/release/switchd}
@@ -121,14 +130,21 @@ t=nb$$
 tmp=""
 net=$t
 REMOTE=10.200.1.1
+REMOTE6=2001:db8:200::1
 
 ns_w=$t-w ns_h=$t-h ns_k=$t-k
-declare -A gns=([vnet]=$t-gv [base]=$t-gb [slirp]=$t-gs [pasta]=$t-gp [kernel]=$t-gk)
-declare -A port=([vnet]=5201 [slirp]=5202 [pasta]=5203 [kernel]=5204 [base]=5205)
+declare -A gns=([vnet]=$t-gv [base]=$t-gb [slirp]=$t-gs [pasta]=$t-gp [kernel]=$t-gk
+  [vnet6]=$t-gv [pasta6]=$t-gp6 [kernel6]=$t-gk6)
+declare -A port=([vnet]=5201 [slirp]=5202 [pasta]=5203 [kernel]=5204 [base]=5205
+  [vnet6]=5206 [pasta6]=5207 [kernel6]=5208)
+# where each path's iperf3 and ping go
+declare -A remote_of=([vnet]=10.200.1.1 [base]=10.200.1.1 [slirp]=10.200.1.1 [pasta]=10.200.1.1
+  [kernel]=10.200.1.1 [vnet6]=2001:db8:200::1 [pasta6]=2001:db8:200::1 [kernel6]=2001:db8:200::1)
 declare -A pid_of=()   # forwarding process of each user-space path
 namespaces=()          # created namespaces, deleted last
 children=()            # every background process started here
 nft_made=""
+nft6_made=""
 
 cleanup() {
   local rc=$? i ns
@@ -137,6 +153,7 @@ cleanup() {
   # newest first: iperf3 clients/servers, pasta, slirp4netns, switchd (removes its TAP)
   for ((i = ${#children[@]} - 1; i >= 0; i--)); do stop_child "${children[$i]}"; done
   [ -n "$nft_made" ] && ip netns exec "$ns_k" nft delete table ip "$t" 2>/dev/null
+  [ -n "$nft6_made" ] && ip netns exec "$ns_k" nft delete table ip6 "$t" 2>/dev/null
   # deleting a namespace deletes its veth ends and TAPs
   for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null; done
   [ -n "$tmp" ] && rm -rf "$tmp"
@@ -172,7 +189,16 @@ hz=$(getconf CLK_TCK)
 
 # --- wan and host --------------------------------------------------------------------------------
 addns "$ns_w"; addns "$ns_h"; addns "$ns_k"
-for s in $ALL; do addns "${gns[$s]}"; done
+for s in $ALL; do
+  [ "$s" = vnet6 ] || addns "${gns[$s]}"
+done
+if [ -n "$V6" ]; then
+  # IPv6 on in every namespace before anything listens (iperf3 -s binds [::] then)
+  for ns in "$ns_w" "$ns_h" "$ns_k" "${gns[vnet]}" "${gns[pasta6]}" "${gns[kernel6]}"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 \
+      net.ipv6.conf.default.disable_ipv6=0
+  done
+fi
 
 ip -n "$ns_w" addr add $REMOTE/32 dev lo
 ip -n "$ns_w" link add "wh$$" type veth peer name "hw$$" netns "$ns_h"
@@ -194,8 +220,18 @@ done
 WAIT_TENTHS=50 wait_for "the wan host from the host namespace" ip netns exec "$ns_h" ping -c1 -W1 $REMOTE
 
 # --- vnet ------------------------------------------------------------------------------------------
-ip netns exec "$ns_h" "$SWITCHD" --name "$net" --run-dir "$tmp/run" --state-dir "$tmp/state" \
-  >"$tmp/switchd.log" 2>&1 &
+# libvirt's default network; with the IPv6 paths, plus an IPv6 prefix it masquerades
+vnet_config=()
+if [ -n "$V6" ]; then
+  cat >"$tmp/vnet.xml" <<EOF
+<network><name>$net</name><forward mode='nat'><nat ipv6='yes'/></forward><bridge name='virbr0'/>
+  <ip address='192.168.122.1' netmask='255.255.255.0'/>
+  <ip family='ipv6' address='fd00:88::1' prefix='64'/></network>
+EOF
+  vnet_config=(--config "$tmp/vnet.xml")
+fi
+ip netns exec "$ns_h" "$SWITCHD" --name "$net" "${vnet_config[@]}" --run-dir "$tmp/run" \
+  --state-dir "$tmp/state" >"$tmp/switchd.log" 2>&1 &
 pid_of[vnet]=$!
 children+=($!)
 wait_for "switchd control socket" test -S "$tmp/run/$net.ctl"
@@ -268,14 +304,62 @@ table ip $t {
 EOF
 nft_made=1
 
+# --- IPv6 paths: vnet NAT66, pasta -6, the kernel's ip6 masquerade ------------------------------
+if [ -n "$V6" ]; then
+  ip -n "$ns_w" -6 addr add $REMOTE6/128 dev lo
+  for ifc in "wh$$:$ns_w" "hw$$:$ns_h"; do
+    ip netns exec "${ifc#*:}" sysctl -qw "net.ipv6.conf.${ifc%%:*}.disable_ipv6=0"
+  done
+  ip -n "$ns_w" -6 addr add 2001:db8:98::2/64 dev "wh$$" nodad
+  ip -n "$ns_h" -6 addr add 2001:db8:98::1/64 dev "hw$$" nodad
+  ip -n "$ns_h" -6 route add default via 2001:db8:98::2
+  # vnet: the same network and guest as the IPv4 path, its IPv6 prefix masqueraded
+  ip netns exec "${gns[vnet]}" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 net.ipv6.conf.eth0.accept_ra=0
+  ip -n "${gns[vnet]}" -6 addr add fd00:88::50/64 dev eth0 nodad
+  ip -n "${gns[vnet]}" -6 route add default via fd00:88::1
+  # pasta, IPv6 only: its guest gets the host's address and routes
+  ip netns exec "$ns_h" "$PASTA" -f --runas 0 --config-net -6 --mtu 65520 \
+    -t none -u none -T none -U none --netns "/run/netns/${gns[pasta6]}" \
+    >"$tmp/pasta6.log" 2>&1 &
+  pid_of[pasta6]=$!
+  children+=($!)
+  wait_for "pasta -6 to configure its guest" \
+    sh -c "ip -n '${gns[pasta6]}' -6 route show default | grep -q 2001:db8:98::2"
+  # the kernel: the router namespace forwards IPv6 and masquerades it
+  ip netns exec "$ns_w" sysctl -qw "net.ipv6.conf.wk$$.disable_ipv6=0"
+  ip netns exec "$ns_k" sysctl -qw "net.ipv6.conf.kw$$.disable_ipv6=0"
+  ip -n "$ns_w" -6 addr add 2001:db8:99::2/64 dev "wk$$" nodad
+  ip -n "$ns_k" -6 addr add 2001:db8:99::1/64 dev "kw$$" nodad
+  ip -n "$ns_k" -6 route add default via 2001:db8:99::2
+  ip -n "$ns_k" link add "kg6$$" type veth peer name eth0 netns "${gns[kernel6]}"
+  ip netns exec "$ns_k" sysctl -qw "net.ipv6.conf.kg6$$.disable_ipv6=0"
+  ip netns exec "${gns[kernel6]}" sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0
+  ip -n "$ns_k" -6 addr add fd00:77::1/64 dev "kg6$$" nodad
+  ip -n "$ns_k" link set "kg6$$" up
+  ip -n "${gns[kernel6]}" -6 addr add fd00:77::50/64 dev eth0 nodad
+  ip -n "${gns[kernel6]}" link set eth0 up
+  ip -n "${gns[kernel6]}" -6 route add default via fd00:77::1
+  ip netns exec "$ns_k" sysctl -qw net.ipv6.conf.all.forwarding=1
+  ip netns exec "$ns_k" nft -f - <<EOF
+table ip6 $t {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "kw$$" ip6 saddr fd00:77::/64 masquerade
+  }
+}
+EOF
+  nft6_made=1
+  pid_of[vnet6]=${pid_of[vnet]}
+fi
+
 # every guest reaches the remote (ICMP; a path without it still gets its TCP measured)
 for s in $ALL; do
   ok=""
   for ((i = 0; i < 50; i++)); do
-    if ip netns exec "${gns[$s]}" ping -c1 -W1 $REMOTE >/dev/null 2>&1; then ok=1; break; fi
+    if ip netns exec "${gns[$s]}" ping -c1 -W1 "${remote_of[$s]}" >/dev/null 2>&1; then ok=1; break; fi
     sleep 0.1
   done
-  [ -n "$ok" ] || warn "no ping reply from $REMOTE through $s"
+  [ -n "$ok" ] || warn "no ping reply from ${remote_of[$s]} through $s"
 done
 
 # --- machine info ---------------------------------------------------------------------------------
@@ -297,10 +381,13 @@ echo "nft:         $(nft --version 2>&1 | head -1)"
 echo "switchd:     $("$SWITCHD" --version 2>&1 | head -1) ($switchd_src, sha256 $switchd_sum...), checkout at git $git_rev"
 [ -n "$SWITCHD_BASE" ] &&
   echo "base:        $("$SWITCHD_BASE" --version 2>&1 | head -1) ($base_src, sha256 $(sha256sum "$SWITCHD_BASE" | cut -c1-12)...)"
-echo "remote:      $REMOTE (iperf3 -s in $ns_w)"
+echo "remote:      $REMOTE, $REMOTE6 (iperf3 -s in $ns_w)"
 declare -A label=(
   [vnet]="vnet switchd NAT"
   [base]="vnet base switchd NAT"
+  [vnet6]="vnet switchd NAT66"
+  [pasta6]="pasta -6 (MTU 65520)"
+  [kernel6]="kernel veth + nft ip6 masq"
   [slirp]="slirp4netns (MTU 65520)"
   [pasta]="pasta (MTU 65520)"
   [kernel]="kernel veth + nft masq"
@@ -334,7 +421,7 @@ run_iperf() {
   local s=$1 dir=$2 out=$tmp/$1-$2.json rev=()
   [ "$dir" = down ] && rev=(-R)
   if ! timeout -k 5 $((DURATION + 20)) ip netns exec "${gns[$s]}" \
-      iperf3 -c $REMOTE -p "${port[$s]}" -t "$DURATION" "${rev[@]}" -J >"$out" 2>&1; then
+      iperf3 -c "${remote_of[$s]}" -p "${port[$s]}" -t "$DURATION" "${rev[@]}" -J >"$out" 2>&1; then
     # iperf3 -J reports its error inside the JSON; show that, or the raw output if not JSON
     warn "iperf3 $dir through $s failed: $(python3 -c \
       'import json, sys; print(json.load(open(sys.argv[1])).get("error", "no error field"))' \
@@ -352,7 +439,7 @@ EOF
 run_ping() {
   local s=$1 out=$tmp/$1-ping.txt
   timeout -k 5 $((PINGS / 50 + 15)) ip netns exec "${gns[$s]}" \
-    ping -n -c "$PINGS" -i 0.01 -W 1 $REMOTE >"$out" 2>&1 || true
+    ping -n -c "$PINGS" -i 0.01 -W 1 "${remote_of[$s]}" >"$out" 2>&1 || true
   python3 - "$out" <<'EOF'
 import re, statistics, sys
 text = open(sys.argv[1]).read()
@@ -406,7 +493,7 @@ for ((r = 1; r <= RUNS; r++)); do
         echo "$s $dir fail - -" >>"$tmp/samples"
         printf '%s run %d/%d  %-24s %-4s   FAILED\n' "$(date +%T)" "$r" "$RUNS" "${label[$s]}" \
           "$dir"
-        [ "$s" = vnet ] && vnet_state
+        case $s in vnet | vnet6) vnet_state ;; esac
       fi
       sleep 1
     done
@@ -443,7 +530,8 @@ echo "vnet NAT flows left (nat-flows):"
 grep -v -E 'gateway |DHCP on |DNS on |host resolvers|running, control|port .* added|NAT ' \
   "$tmp/switchd.log" |
   head -n 10 | sed 's/^/switchd.log: /' || true
-for s in slirp pasta; do
+for s in slirp pasta pasta6; do
+  [ -n "${pid_of[$s]:-}" ] || continue
   kill -0 "${pid_of[$s]}" 2>/dev/null || warn "$s exited during the runs"
 done
 # anything the peers said besides their start-up lines
@@ -455,12 +543,12 @@ echo
 
 # --- summary ---------------------------------------------------------------------------------------
 python3 - "$tmp/samples" "${label[vnet]}" "${label[slirp]}" "${label[pasta]}" "${label[kernel]}" \
-  "$PATHS" "${label[base]}" <<'EOF'
+  "$PATHS" "${label[base]}" "${label[vnet6]}" "${label[pasta6]}" "${label[kernel6]}" <<'EOF'
 import statistics, sys
 lines = [l.split() for l in open(sys.argv[1]) if l.strip()]
-names = ["vnet", "slirp", "pasta", "kernel", "base"]
+names = ["vnet", "slirp", "pasta", "kernel", "base", "vnet6", "pasta6", "kernel6"]
 measured = sys.argv[6].split()
-labels = dict(zip(names, sys.argv[2:6] + sys.argv[7:8]))
+labels = dict(zip(names, sys.argv[2:6] + sys.argv[7:11]))
 vals, cpus, fails = {}, {}, {}
 for f in lines:
     s, m = f[0], f[1]
@@ -503,6 +591,9 @@ for m, _ in metrics:
     row_kernel.append(ratio(med("vnet", m), med("kernel", m)))
 print("| vnet / best user-space peer | " + " | ".join(row_peer) + " |")
 print("| vnet / kernel | " + " | ".join(row_kernel) + " |")
+if "vnet6" in measured:
+    print("| IPv6: vnet NAT66 / pasta -6 | " + " | ".join(ratio(med("vnet6", m), med("pasta6", m)) for m, _ in metrics) + " |")
+    print("| IPv6: vnet NAT66 / kernel | " + " | ".join(ratio(med("vnet6", m), med("kernel6", m)) for m, _ in metrics) + " |")
 if "base" in measured:
     print("| vnet / base | " + " | ".join(ratio(med("vnet", m), med("base", m)) for m, _ in metrics) + " |")
 print("(median of the runs, (min-max); ping: median over the runs of each run's average / median RTT; "
@@ -511,6 +602,6 @@ def cpu(s, m):
     v = cpus.get((s, m))
     return f"{statistics.median(v):.0f}" if v else "-"
 print("forwarder CPU during iperf3, median % of one core (up / down): " + ", ".join(
-    f"{labels[s]} {cpu(s, 'up')} / {cpu(s, 'down')}" for s in ("vnet", "base", "slirp", "pasta")
-    if s in measured))
+    f"{labels[s]} {cpu(s, 'up')} / {cpu(s, 'down')}"
+    for s in ("vnet", "base", "slirp", "pasta", "vnet6", "pasta6") if s in measured))
 EOF
