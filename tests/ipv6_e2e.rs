@@ -800,3 +800,80 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn ipv6_port_forwards_reach_a_guest_from_the_wan_with_the_clients_address() {
+    let net = Net::start_with(Some(NAT6_XML));
+    let (wan, _veth) = wan6(&net);
+    let vm = v6_guest(&net, "n6f", "52:54:00:66:00:03");
+    assert!(
+        wait_for(Duration::from_secs(10), || slaac_address(&vm, "fd00:88::")
+            .is_some()),
+        "no SLAAC address"
+    );
+    let guest = slaac_address(&vm, "fd00:88::").unwrap_or_default();
+    // the guest's servers tell each client the address they saw
+    let _tcp = vm.spawn(
+        "python3",
+        &[
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('::',80))\ns.listen(16)\n\
+             while True:\n    c,a=s.accept()\n    c.sendall(('you are '+a[0]).encode())\n    c.close()\n",
+        ],
+    );
+    let _udp = vm.spawn(
+        "python3",
+        &[
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(('::',5001))\n\
+             while True:\n    d,a=s.recvfrom(2048)\n    s.sendto(d+b' from '+a[0].encode(),a)\n",
+        ],
+    );
+    net.ctl_json(&[
+        "port-forward-add",
+        &net.name,
+        &format!("tcp:8080:[{guest}]:80"),
+    ]);
+    net.ctl_json(&[
+        "port-forward-add",
+        &net.name,
+        &format!("udp:[{UPLINK6}]:5000:[{guest}]:5001"),
+    ]);
+    let list = net.ctl_json(&["port-forward-list", &net.name]).to_string();
+    assert!(list.contains(&guest), "{list}");
+    let ask = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6)\ns.settimeout(3)\n\
+         try:\n    s.connect(('{UPLINK6}',8080))\n    print(s.recv(100).decode())\n\
+         except OSError as e:\n    print('error',e)\n"
+    );
+    let want = format!("you are {WAN6}");
+    assert!(
+        wait_for(Duration::from_secs(10), || String::from_utf8_lossy(
+            &py6(&wan, &ask).stdout
+        )
+        .trim()
+            == want),
+        "TCP through the IPv6 forward: {}\n{}",
+        String::from_utf8_lossy(&py6(&wan, &ask).stdout),
+        net.log()
+    );
+    let udp = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.settimeout(1)\n\
+         s.sendto(b'ping',('{UPLINK6}',5000))\nprint(s.recvfrom(100)[0].decode())"
+    );
+    let want = format!("ping from {WAN6}");
+    assert!(
+        wait_for(Duration::from_secs(10), || String::from_utf8_lossy(
+            &py6(&wan, &udp).stdout
+        )
+        .trim()
+            == want),
+        "UDP through the IPv6 forward: {}",
+        net.log()
+    );
+    // a live delete closes the port
+    net.ctl_json(&["port-forward-del", &net.name, "tcp:[::]:8080"]);
+    let out = String::from_utf8_lossy(&py6(&wan, &ask).stdout).to_string();
+    assert!(out.contains("error"), "{out}");
+}

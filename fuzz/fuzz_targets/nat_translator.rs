@@ -412,6 +412,10 @@ impl Driver {
                     proto,
                     target,
                 } => {
+                    // the engine has no IPv6 prefixes here: an IPv6 open is a bug
+                    let std::net::SocketAddr::V4(target) = target else {
+                        panic!("an IPv6 open on an IPv4-only engine: {target}");
+                    };
                     let ip = *target.ip();
                     assert!(
                         !ip.is_broadcast() && !ip.is_multicast() && !ip.is_unspecified(),
@@ -534,7 +538,10 @@ impl Driver {
         assert_eq!(flows.len(), st.flows);
         let mut per_guest: HashMap<Ipv4Addr, usize> = HashMap::new();
         for f in &flows {
-            let n = per_guest.entry(*f.guest.ip()).or_default();
+            let std::net::IpAddr::V4(g) = f.guest.ip() else {
+                panic!("an IPv6 flow on an IPv4-only engine: {}", f.guest);
+            };
+            let n = per_guest.entry(g).or_default();
             *n += 1;
             assert!(
                 *n <= self.per_guest,
@@ -824,7 +831,7 @@ fuzz_target!(|input: Input| {
                 let client = SocketAddrV4::new(remote_ip(client), port(client));
                 let guest =
                     SocketAddrV4::new(Ipv4Addr::new(192, 168, 122, 10 + guest % 4), port(p));
-                if let Some(id) = nat.accept_inbound(now, client, guest) {
+                if let Some(id) = nat.accept_inbound(now, client.into(), guest.into()) {
                     d.announce(id, Proto::Tcp);
                 }
             }
@@ -837,7 +844,7 @@ fuzz_target!(|input: Input| {
                 let client = SocketAddrV4::new(remote_ip(client), port(client));
                 let guest =
                     SocketAddrV4::new(Ipv4Addr::new(192, 168, 122, 10 + guest % 4), port(p));
-                if let Some(id) = nat.inbound_datagram(now, client, guest, &data) {
+                if let Some(id) = nat.inbound_datagram(now, client.into(), guest.into(), &data) {
                     if !d.live.contains_key(&id) {
                         d.announce(id, Proto::Udp);
                     }

@@ -383,13 +383,20 @@ impl Network {
 
     /// Adds a port forward after the others, checked as `<vnet:port-forward>` is
     /// checked when parsed: forward mode nat, ports 1–65535, `end` ≥ `port`, guest
-    /// ports up to 65535, `to` a guest address inside one of the IPv4 `<ip>` subnets
-    /// (not its network, broadcast or gateway address), and no overlap with a forward
-    /// of the same protocol (an address of `0.0.0.0` overlaps every address). On error
+    /// ports up to 65535, `to` a guest address inside one of the `<ip>` subnets of its
+    /// family (not the gateway's address, nor an IPv4 subnet's network or broadcast
+    /// address; IPv6 only with `<nat ipv6='yes'/>`), the listen address of the same
+    /// family, and no overlap with a forward of the same protocol and family (`0.0.0.0`
+    /// and `::` overlap every address of theirs). On error
     /// the network is unchanged; the error names `vnet:port-forward` and the attribute.
     pub fn add_port_forward(&mut self, f: PortForward) -> Result<(), Error> {
-        let problem =
-            port_forward::network_problem(&f, self.forward.mode, &self.ips, &self.port_forwards);
+        let problem = port_forward::network_problem(
+            &f,
+            self.forward.mode,
+            self.nat_ipv6(),
+            &self.ips,
+            &self.port_forwards,
+        );
         if let Some(p) = problem {
             return Err(port_forward::error(&f, p));
         }
@@ -399,20 +406,25 @@ impl Network {
 
     /// Removes and returns the port forward of `proto` on `address` whose host range
     /// **starts** at `port` (a port inside a range does not name it: removing a whole
-    /// range should not follow from naming one of its ports). `address` `None` and
-    /// `Some(0.0.0.0)` are the same: all addresses. The error names the forward that
+    /// range should not follow from naming one of its ports). `address` `None` names a forward
+    /// on all addresses of either family (`0.0.0.0` or `::`); `Some(0.0.0.0)` and
+    /// `Some(::)` one of that family. The error names the forward that
     /// contains `port`, if one does.
     pub fn remove_port_forward(
         &mut self,
         proto: ForwardProto,
-        address: Option<Ipv4Addr>,
+        address: Option<IpAddr>,
         port: u16,
     ) -> Result<PortForward, Error> {
-        let addr = address.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        // `None`: all addresses, of either family
+        let on = |f: &PortForward| match address {
+            Some(a) => f.listen_address() == a,
+            None => f.listen_address().is_unspecified(),
+        };
         if let Some(i) = self
             .port_forwards
             .iter()
-            .position(|f| f.proto == proto && f.listen_address() == addr && f.port == port)
+            .position(|f| f.proto == proto && on(f) && f.port == port)
         {
             return Ok(self.port_forwards.remove(i));
         }
@@ -427,6 +439,7 @@ impl Network {
                 )
             })
             .unwrap_or_default();
+        let addr = address.map_or_else(|| "0.0.0.0".to_owned(), |a| a.to_string());
         let mut e = Error::new(
             port_forward::ELEMENT,
             format!("no {proto} port forward on {addr} starts at port {port}{hint}"),

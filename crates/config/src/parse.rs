@@ -484,6 +484,8 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
         None => Forward::default(),
     };
     let mode = forward.mode;
+    let nat_ipv6 =
+        mode == ForwardMode::Nat && forward.nat.as_ref().and_then(|n| n.ipv6) == Some(true);
 
     let uuid = s.uuid.map(uuid).transpose()?;
     let title = match s.title {
@@ -629,7 +631,7 @@ pub(crate) fn network(xml: &str) -> Result<Network> {
     let mut port_forwards: Vec<PortForward> = Vec::with_capacity(s.port_forwards.len());
     for node in &s.port_forwards {
         let f = vnet_port_forward(*node)?;
-        if let Some(p) = port_forward::network_problem(&f, mode, &ips, &port_forwards) {
+        if let Some(p) = port_forward::network_problem(&f, mode, nat_ipv6, &ips, &port_forwards) {
             return Err(match p.attr {
                 Some(attr) => err_attr(*node, attr, p.reason),
                 None => err(*node, p.reason),

@@ -1,16 +1,17 @@
 //! vnet's port forwards (`<vnet:port-forward>`): the type, its checks, and the
-//! `PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]` form the CLI takes.
+//! `PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]` form the CLI takes (IPv6 addresses in
+//! brackets: `tcp:[::]:8080:[fd00::10]:80`).
 //!
 //! A forward is checked on its own ([`PortForward::problem`]: ports in range, the range
 //! not running past 65535 on the guest side) and against the network
-//! ([`network_problem`]: forward mode nat, the guest inside an IPv4 `<ip>` subnet, no
-//! overlap with another forward). The XML parser, [`Network::add_port_forward`] and
+//! ([`network_problem`]: forward mode nat, the guest inside an `<ip>` subnet of its
+//! family, IPv6 only with `<nat ipv6='yes'/>`, no overlap with another forward). The XML parser, [`Network::add_port_forward`] and
 //! [`PortForward::parse_spec`] share them, so each rule has one message.
 //!
 //! [`Network::add_port_forward`]: crate::Network::add_port_forward
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
@@ -78,14 +79,16 @@ impl FromStr for ForwardProto {
 pub struct PortForward {
     /// `proto`.
     pub proto: ForwardProto,
-    /// `address`: the host IPv4 address to listen on (`None`: all, as `0.0.0.0`).
-    pub address: Option<Ipv4Addr>,
+    /// `address`: the host address to listen on, of `to`'s family (`None`: all, as
+    /// `0.0.0.0` or `::`).
+    pub address: Option<IpAddr>,
     /// `port`: the (first) host port, 1–65535.
     pub port: u16,
     /// `end`: the last host port of a range `port..=end` (`None`: just `port`).
     pub end: Option<u16>,
-    /// `to`: the guest's IPv4 address, inside one of the network's IPv4 `<ip>` subnets.
-    pub to: Ipv4Addr,
+    /// `to`: the guest's address, inside one of the network's `<ip>` subnets of its
+    /// family (IPv6 needs `<nat ipv6='yes'/>`).
+    pub to: IpAddr,
     /// `to-port`: the guest port of host port `port` (`None`: the same as `port`).
     pub to_port: Option<u16>,
 }
@@ -113,9 +116,13 @@ impl PortForward {
         self.port..=self.end.unwrap_or(self.port)
     }
 
-    /// The host address listened on: `address`, or `0.0.0.0` (all).
-    pub fn listen_address(&self) -> Ipv4Addr {
-        self.address.unwrap_or(Ipv4Addr::UNSPECIFIED)
+    /// The host address listened on: `address`, or all addresses of the guest's
+    /// family (`0.0.0.0`, `::`).
+    pub fn listen_address(&self) -> IpAddr {
+        self.address.unwrap_or(match self.to {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        })
     }
 
     /// The guest port host port `host_port` goes to: `to-port + (host_port − port)`;
@@ -131,11 +138,13 @@ impl PortForward {
     }
 
     /// Whether `self` and `other` would listen on a common (protocol, address, port):
-    /// same protocol, the same address or either on `0.0.0.0`, and intersecting ranges.
+    /// same protocol and family, the same address or either on all addresses
+    /// (`0.0.0.0`, `::`), and intersecting ranges. An IPv6 listener takes IPv6 only.
     pub fn overlaps(&self, other: &Self) -> bool {
         let (a, b) = (self.listen_address(), other.listen_address());
         let (x, y) = (self.host_ports(), other.host_ports());
         self.proto == other.proto
+            && a.is_ipv4() == b.is_ipv4()
             && (a == b || a.is_unspecified() || b.is_unspecified())
             && x.start() <= y.end()
             && y.start() <= x.end()
@@ -144,23 +153,30 @@ impl PortForward {
     /// Parses the CLI form `PROTO:[ADDRESS:]PORT[-END]:GUEST[:GUEST_PORT]`, for example
     /// `tcp:8080:192.168.122.10:80` or `udp:0.0.0.0:5000-5010:192.168.122.10`.
     ///
-    /// With four fields, the second is `ADDRESS` if it holds a `.` (an IPv4 address) and
-    /// `PORT` otherwise. Checks what a forward can check alone (ports 1–65535, `END` ≥ `PORT`,
+    /// IPv6 addresses are written in brackets (`tcp:[::]:8080:[fd00::10]:80`). With four
+    /// fields, the second is `ADDRESS` if it holds a `.` (an IPv4 address) or is in
+    /// brackets, and `PORT` otherwise. Checks what a forward can check alone (ports 1–65535, `END` ≥ `PORT`,
     /// guest ports up to 65535); the network checks the rest when it is added.
     /// Errors name the spec, the field and the reason.
     pub fn parse_spec(s: &str) -> Result<Self, Error> {
         let spec_err = |reason: String| Error::new("", format!("port forward '{s}': {reason}"));
-        let parts: Vec<&str> = s.split(':').collect();
+        if !s.contains('[') && s.contains("::") {
+            return Err(spec_err(format!(
+                "an IPv6 address goes in brackets, as in tcp:[::]:8080:[fd00::10]:80 \
+                 ({SPEC_FORM})"
+            )));
+        }
+        let parts = fields(s);
         let (proto, address, ports, guest, guest_port) = match parts.as_slice() {
             [p, ports, g] => {
-                if ports.parse::<Ipv4Addr>().is_ok() {
+                if is_address(ports) {
                     return Err(spec_err(format!(
                         "missing the guest address after '{ports}:' ({SPEC_FORM})"
                     )));
                 }
                 (*p, None, *ports, *g, None)
             }
-            [p, a, ports, g] if a.contains('.') => (*p, Some(*a), *ports, *g, None),
+            [p, a, ports, g] if is_address(a) => (*p, Some(*a), *ports, *g, None),
             [p, ports, g, gp] => (*p, None, *ports, *g, Some(*gp)),
             [p, a, ports, g, gp] => (*p, Some(*a), *ports, *g, Some(*gp)),
             _ => {
@@ -175,7 +191,7 @@ impl PortForward {
             ))
         })?;
         let address = address
-            .map(|a| spec_ipv4(a, "ADDRESS", "the host address to listen on"))
+            .map(|a| spec_ip(a, "ADDRESS", "the host address to listen on"))
             .transpose()
             .map_err(spec_err)?;
         let (port, end) = match ports.split_once('-') {
@@ -187,7 +203,7 @@ impl PortForward {
             .map(|e| spec_port(e, "END"))
             .transpose()
             .map_err(spec_err)?;
-        let to = spec_ipv4(guest, "GUEST", "the guest's address").map_err(spec_err)?;
+        let to = spec_ip(guest, "GUEST", "the guest's address").map_err(spec_err)?;
         let to_port = guest_port
             .map(|p| spec_port(p, "GUEST_PORT"))
             .transpose()
@@ -216,16 +232,16 @@ impl PortForward {
     /// Parses what names a forward to remove: `PROTO:[ADDRESS:]PORT[-END]`, optionally
     /// followed by `:GUEST[:GUEST_PORT]` (a full spec), giving the arguments of
     /// [`Network::remove_port_forward`](crate::Network::remove_port_forward).
-    pub fn parse_key(s: &str) -> Result<(ForwardProto, Option<Ipv4Addr>, u16), Error> {
+    pub fn parse_key(s: &str) -> Result<(ForwardProto, Option<IpAddr>, u16), Error> {
         let full = Self::parse_spec(s);
         if let Ok(f) = &full {
             return Ok((f.proto, f.address, f.port));
         }
         let spec_err = |reason: String| Error::new("", format!("port forward '{s}': {reason}"));
-        let parts: Vec<&str> = s.split(':').collect();
+        let parts = fields(s);
         let (proto, address, ports) = match parts.as_slice() {
             [p, ports] => (*p, None, *ports),
-            [p, a, ports] if a.contains('.') && !ports.contains('.') => (*p, Some(*a), *ports),
+            [p, a, ports] if is_address(a) && !is_address(ports) => (*p, Some(*a), *ports),
             // Meant as a full spec: its own error says what is wrong.
             _ => return full.map(|f| (f.proto, f.address, f.port)),
         };
@@ -235,7 +251,7 @@ impl PortForward {
             ))
         })?;
         let address = address
-            .map(|a| spec_ipv4(a, "ADDRESS", "the host address to listen on"))
+            .map(|a| spec_ip(a, "ADDRESS", "the host address to listen on"))
             .transpose()
             .map_err(spec_err)?;
         let (port, end) = ports
@@ -250,14 +266,32 @@ impl PortForward {
 
     /// What is wrong with the forward on its own, if anything.
     pub(crate) fn problem(&self) -> Option<Problem> {
-        if let Some(a) = self.address {
-            if a.is_multicast() || a.is_broadcast() {
+        match self.address {
+            Some(IpAddr::V4(a)) if a.is_multicast() || a.is_broadcast() => {
                 return Some(Problem::attr(
                     "address",
                     "the listen address must be a unicast IPv4 address of the host, or \
                      0.0.0.0 for all",
                 ));
             }
+            Some(IpAddr::V6(a)) if a.is_multicast() => {
+                return Some(Problem::attr(
+                    "address",
+                    "the listen address must be a unicast IPv6 address of the host, or :: \
+                     for all",
+                ));
+            }
+            Some(a) if a.is_ipv4() != self.to.is_ipv4() => {
+                return Some(Problem::attr(
+                    "address",
+                    format!(
+                        "the listen address {a} and the guest address {} are of different \
+                         families (an IPv4 forward listens on IPv4, an IPv6 one on IPv6)",
+                        self.to
+                    ),
+                ));
+            }
+            _ => {}
         }
         if self.port == 0 {
             return Some(Problem::attr("port", "a port is 1 to 65535, not 0"));
@@ -306,11 +340,12 @@ impl PortForward {
         }
     }
 
-    /// The host side as a short string for messages: `0.0.0.0:8080-8090`.
+    /// The host side as a short string for messages: `0.0.0.0:8080-8090`, `[::]:8080`.
     fn host_side(&self) -> String {
+        let a = spec_addr(self.listen_address());
         match self.end {
-            Some(end) => format!("{}:{}-{end}", self.listen_address(), self.port),
-            None => format!("{}:{}", self.listen_address(), self.port),
+            Some(end) => format!("{a}:{}-{end}", self.port),
+            None => format!("{a}:{}", self.port),
         }
     }
 }
@@ -326,9 +361,51 @@ fn spec_port(s: &str, field: &str) -> Result<u16, String> {
         .map_err(|_| format!("{field} '{s}' is not a port number (1 to 65535)"))
 }
 
-fn spec_ipv4(s: &str, field: &str, what: &str) -> Result<Ipv4Addr, String> {
-    s.parse()
-        .map_err(|_| format!("{field} '{s}' is not an IPv4 address ({what})"))
+/// An address of the spec form: IPv4, or IPv6 in brackets.
+fn spec_ip(s: &str, field: &str, what: &str) -> Result<IpAddr, String> {
+    match s.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(v6) => v6
+            .parse::<Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| format!("{field} '{s}' is not an IPv6 address ({what})")),
+        None => s
+            .parse::<Ipv4Addr>()
+            .map(IpAddr::V4)
+            .map_err(|_| format!("{field} '{s}' is not an IPv4 address ({what})")),
+    }
+}
+
+/// `a` as the spec form writes it: IPv6 in brackets.
+fn spec_addr(a: IpAddr) -> String {
+    match a {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// Whether a spec field is an address (IPv4 with its dots, or bracketed IPv6) rather
+/// than a port.
+fn is_address(s: &str) -> bool {
+    s.contains('.') || s.starts_with('[')
+}
+
+/// The `:`-separated fields of a spec, a bracketed IPv6 address being one field.
+fn fields(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut depth) = (0, 0u32);
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            ':' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&s[start..]);
+    out
 }
 
 impl fmt::Display for PortForward {
@@ -336,13 +413,13 @@ impl fmt::Display for PortForward {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.proto)?;
         if let Some(a) = self.address {
-            write!(f, "{a}:")?;
+            write!(f, "{}:", spec_addr(a))?;
         }
         write!(f, "{}", self.port)?;
         if let Some(e) = self.end {
             write!(f, "-{e}")?;
         }
-        write!(f, ":{}", self.to)?;
+        write!(f, ":{}", spec_addr(self.to))?;
         if let Some(p) = self.to_port {
             write!(f, ":{p}")?;
         }
@@ -356,6 +433,7 @@ impl fmt::Display for PortForward {
 pub(crate) fn network_problem(
     f: &PortForward,
     mode: ForwardMode,
+    nat_ipv6: bool,
     ips: &[IpDef],
     others: &[PortForward],
 ) -> Option<Problem> {
@@ -365,10 +443,20 @@ pub(crate) fn network_problem(
     if let Some(p) = f.problem() {
         return Some(p);
     }
-    let to = IpAddr::V4(f.to);
+    let to = f.to;
+    if to.is_ipv6() && !nat_ipv6 {
+        return Some(Problem::attr(
+            "to",
+            format!(
+                "{to} is an IPv6 guest: forwarding to it needs the network to masquerade IPv6 \
+                 (<forward mode='nat'><nat ipv6='yes'/></forward>)"
+            ),
+        ));
+    }
+    let family = if to.is_ipv4() { "IPv4" } else { "IPv6" };
     let v4: Vec<&IpDef> = ips
         .iter()
-        .filter(|ip| matches!(ip.address, IpAddr::V4(_)))
+        .filter(|ip| ip.address.is_ipv4() == to.is_ipv4())
         .collect();
     if v4.iter().any(|ip| ip.address == to) {
         return Some(Problem::attr(
@@ -386,12 +474,12 @@ pub(crate) fn network_problem(
             .collect();
         let reason = if subnets.is_empty() {
             format!(
-                "the guest address {} cannot be reached: the network has no IPv4 <ip>",
+                "the guest address {} cannot be reached: the network has no {family} <ip>",
                 f.to
             )
         } else {
             format!(
-                "the guest address {} is outside the network's IPv4 subnets ({})",
+                "the guest address {} is outside the network's {family} subnets ({})",
                 f.to,
                 subnets.join(", ")
             )
@@ -400,7 +488,7 @@ pub(crate) fn network_problem(
     };
     let prefix = ip.prefix_len();
     // RFC 3021: a /31 has no network or broadcast address (and a /32 only the gateway).
-    if prefix <= 30 {
+    if let (IpAddr::V4(to4), true) = (to, prefix <= 30) {
         let subnet = format!("{}/{prefix}", ip.network());
         if to == ip.network() {
             return Some(Problem::attr(
@@ -409,7 +497,7 @@ pub(crate) fn network_problem(
             ));
         }
         let host_bits = u32::MAX.checked_shr(u32::from(prefix)).unwrap_or(0);
-        if u32::from(f.to) & host_bits == host_bits {
+        if u32::from(to4) & host_bits == host_bits {
             return Some(Problem::attr(
                 "to",
                 format!("{} is the broadcast address of {subnet}, not a guest", f.to),
@@ -418,7 +506,11 @@ pub(crate) fn network_problem(
     }
     if let Some(other) = others.iter().find(|o| o.overlaps(f)) {
         let why = if other.listen_address() != f.listen_address() {
-            " (0.0.0.0 listens on every address)"
+            if f.to.is_ipv4() {
+                " (0.0.0.0 listens on every address)"
+            } else {
+                " (:: listens on every IPv6 address)"
+            }
         } else {
             ""
         };

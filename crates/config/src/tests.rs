@@ -1109,7 +1109,10 @@ fn vnet_defaults_and_prefixes() {
     .unwrap();
     let f = &n.port_forwards()[0];
     assert_eq!(f.host_ports(), 2222..=2222);
-    assert_eq!(f.listen_address(), std::net::Ipv4Addr::UNSPECIFIED);
+    assert_eq!(
+        f.listen_address(),
+        std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+    );
     assert_eq!(f.guest_port_for(2222), Some(2222));
     assert_eq!(f.guest_port_for(2223), None);
     assert_eq!(f.to_string(), "tcp:2222:192.168.122.5");
@@ -1234,13 +1237,53 @@ fn port_forward_errors() {
         &vnet_net("<vnet:port-forward proto='tcp' address='::1' port='80' to='192.168.122.10'/>"),
         "vnet:port-forward",
         Some("address"),
-        "IPv4 only",
+        "are of different families",
     );
     rejects(
         &vnet_net("<vnet:port-forward proto='tcp' port='80' to='fd00::5'/>"),
         "vnet:port-forward",
         Some("to"),
-        "IPv4 only",
+        "needs the network to masquerade IPv6",
+    );
+    // IPv6 guests: with <nat ipv6='yes'/>, inside an IPv6 <ip>
+    let v6 = |body: &str| {
+        format!(
+            "<network xmlns:vnet='{VNET_NS}'>\n<name>t</name>\n\
+             <forward mode='nat'><nat ipv6='yes'/></forward>\n\
+             <ip address='192.168.122.1' prefix='24'/>\n\
+             <ip family='ipv6' address='fd00:5::1' prefix='64'/>\n{body}\n</network>"
+        )
+    };
+    rejects(
+        &v6("<vnet:port-forward proto='tcp' port='80' to='fd00:6::5'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "outside the network's IPv6 subnets (fd00:5::/64)",
+    );
+    rejects(
+        &v6("<vnet:port-forward proto='tcp' port='80' to='fd00:5::1'/>"),
+        "vnet:port-forward",
+        Some("to"),
+        "is the gateway's own address",
+    );
+    let n = Network::from_xml(&v6(
+        "<vnet:port-forward proto='tcp' port='80' to='fd00:5::5'/>\n\
+         <vnet:port-forward proto='tcp' port='80' to='192.168.122.5'/>",
+    ))
+    .expect("an IPv6 and an IPv4 forward of one port: two listeners");
+    assert_eq!(n.port_forwards()[0].to_string(), "tcp:80:[fd00:5::5]");
+    assert_eq!(
+        n.port_forwards()[0].listen_address(),
+        "::".parse::<std::net::IpAddr>().unwrap()
+    );
+    rejects(
+        &v6(
+            "<vnet:port-forward proto='tcp' port='80' to='fd00:5::5'/>\n\
+             <vnet:port-forward proto='tcp' address='::1' port='80' to='fd00:5::6'/>",
+        ),
+        "vnet:port-forward",
+        Some("port"),
+        "(:: listens on every IPv6 address)",
     );
 
     // The guest address, against the network's <ip>s.
@@ -1523,10 +1566,10 @@ fn port_forward_specs() {
     );
     let f = pf("udp:0.0.0.0:5000-5010:192.168.122.10");
     assert_eq!(f.proto, ForwardProto::Udp);
-    assert_eq!(f.address, Some(std::net::Ipv4Addr::UNSPECIFIED));
+    assert_eq!(f.address, Some(std::net::Ipv4Addr::UNSPECIFIED.into()));
     assert_eq!((f.port, f.end, f.to_port), (5000, Some(5010), None));
     let f = pf("tcp:127.0.0.1:2222:192.168.122.5:22");
-    assert_eq!(f.address, Some(std::net::Ipv4Addr::LOCALHOST));
+    assert_eq!(f.address, Some(std::net::Ipv4Addr::LOCALHOST.into()));
     assert_eq!((f.port, f.to_port), (2222, Some(22)));
     let f = pf("udp:53:192.168.122.5");
     assert_eq!(
@@ -1618,8 +1661,33 @@ fn port_forward_specs() {
         "ADDRESS: the listen address must be a unicast",
     );
 
+    // IPv6 in brackets
+    let f = pf("tcp:[::1]:8080-8081:[fd00:5::10]:80");
+    assert_eq!(f.address, Some("::1".parse().unwrap()));
+    assert_eq!(f.to, "fd00:5::10".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!((f.port, f.end, f.to_port), (8080, Some(8081), Some(80)));
+    assert_eq!(f.to_string(), "tcp:[::1]:8080-8081:[fd00:5::10]:80");
+    assert_eq!(pf(&f.to_string()), f);
+    assert_eq!(pf("udp:53:[fd00:5::10]").to.to_string(), "fd00:5::10");
+    for (bad, why) in [
+        ("tcp:[::1:8080:[fd00::1]", "expected PROTO"),
+        (
+            "tcp:8080:[fd00::zz]",
+            "GUEST '[fd00::zz]' is not an IPv6 address",
+        ),
+        ("tcp:8080:fd00::1", "goes in brackets"),
+        ("tcp:[::1]:8080:192.168.122.10", "different families"),
+    ] {
+        let e = PortForward::parse_spec(bad).expect_err(bad).to_string();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+
     // What names a forward to remove: the guest part may be left out.
-    let ip = |s: &str| -> Option<std::net::Ipv4Addr> { Some(s.parse().unwrap()) };
+    let ip = |s: &str| -> Option<std::net::IpAddr> { Some(s.parse().unwrap()) };
+    assert_eq!(
+        PortForward::parse_key("tcp:[::]:8080").unwrap(),
+        (ForwardProto::Tcp, ip("::"), 8080)
+    );
     assert_eq!(
         PortForward::parse_key("tcp:8080").unwrap(),
         (ForwardProto::Tcp, None, 8080)
@@ -1772,7 +1840,10 @@ fn add_and_remove_port_forwards() {
     let removed = n
         .remove_port_forward(ForwardProto::Udp, None, 5353)
         .unwrap();
-    assert_eq!(removed.address, Some(std::net::Ipv4Addr::UNSPECIFIED));
+    assert_eq!(
+        removed.address,
+        Some(std::net::Ipv4Addr::UNSPECIFIED.into())
+    );
     let removed = n
         .remove_port_forward(ForwardProto::Tcp, Some("127.0.0.1".parse().unwrap()), 2222)
         .unwrap();

@@ -466,6 +466,13 @@ impl Gateway {
                 if dst == self.cfg.mac && self.nat6(now, eth.payload(), frame) {
                     return;
                 }
+                // a neighbor advertisement may answer the NAT engine's own solicitation
+                // (a port forward to a guest it has not seen yet): it gets a copy
+                if is_neighbor_advert(eth.payload()) {
+                    if let Some(nat) = self.nat.as_mut().filter(|n| !n.config().ipv6.is_empty()) {
+                        nat.handle_arp(now.mono, frame);
+                    }
+                }
                 if let Some((client, server, query)) = self.dns6_query(eth.payload()) {
                     self.handle_dns_udp6(now, src.0, client, server, query);
                     return;
@@ -958,6 +965,12 @@ impl Gateway {
             self.stats.dhcp_out += 1;
         }
     }
+}
+
+/// Whether `packet` (IPv6) is an ICMPv6 neighbor advertisement without extension
+/// headers.
+fn is_neighbor_advert(packet: &[u8]) -> bool {
+    packet.len() > 40 && packet[0] >> 4 == 6 && packet[6] == 58 && packet[40] == 136
 }
 
 pub mod route;

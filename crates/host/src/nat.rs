@@ -448,7 +448,7 @@ impl NatHost {
     /// Opens the host ports of `fwd` (all or none).
     pub fn add_forward(&mut self, fwd: &PortForward) -> io::Result<()> {
         let mut opened = Vec::new();
-        let addr = fwd.address.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let addr = fwd.listen_address();
         for port in fwd.host_ports() {
             let r = self.open_listener(fwd, addr, port);
             match r {
@@ -459,7 +459,7 @@ impl NatHost {
                     }
                     return Err(io::Error::new(
                         e.kind(),
-                        format!("{} port {addr}:{port}: {e}", fwd.proto),
+                        format!("{} port {}: {e}", fwd.proto, SocketAddr::new(addr, port)),
                     ));
                 }
             }
@@ -470,7 +470,7 @@ impl NatHost {
     fn open_listener(
         &mut self,
         fwd: &PortForward,
-        addr: std::net::Ipv4Addr,
+        addr: std::net::IpAddr,
         port: u16,
     ) -> io::Result<usize> {
         if self.listeners.len() >= MAX_LISTENERS {
@@ -479,16 +479,30 @@ impl NatHost {
         let idx = (0..MAX_LISTENERS)
             .find(|i| !self.listeners.contains_key(i))
             .ok_or_else(|| io::Error::other("too many forwarded ports"))?;
-        let at = SocketAddr::V4(SocketAddrV4::new(addr, port));
+        let at = SocketAddr::new(addr, port);
         let tok = Source::NatListener(idx).token();
+        // an IPv6 listener takes IPv6 only: `::` and `0.0.0.0` on one port are two
+        // forwards, to guests of their own family
+        let (kind, proto) = match fwd.proto {
+            ForwardProto::Tcp => (Type::STREAM, Protocol::TCP),
+            ForwardProto::Udp => (Type::DGRAM, Protocol::UDP),
+        };
+        let s = Socket::new(Domain::for_address(at), kind, Some(proto))?;
+        if at.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(fwd.proto == ForwardProto::Tcp)?;
+        s.set_nonblocking(true)?;
+        s.bind(&at.into())?;
         let sock = match fwd.proto {
             ForwardProto::Tcp => {
-                let mut l = TcpListener::bind(at)?;
+                s.listen(1024)?;
+                let mut l = TcpListener::from_std(std::net::TcpListener::from(s));
                 self.registry.register(&mut l, tok, Interest::READABLE)?;
                 ListenSock::Tcp(l)
             }
             ForwardProto::Udp => {
-                let mut u = UdpSocket::bind(at)?;
+                let mut u = UdpSocket::from_std(std::net::UdpSocket::from(s));
                 self.registry.register(&mut u, tok, Interest::READABLE)?;
                 ListenSock::Udp(u)
             }
@@ -534,7 +548,7 @@ impl NatHost {
         let Some(guest_port) = l.fwd.guest_port_for(l.host_port) else {
             return;
         };
-        let guest = SocketAddrV4::new(l.fwd.to, guest_port);
+        let guest = SocketAddr::new(l.fwd.to, guest_port);
         match &l.sock {
             ListenSock::Tcp(listener) => loop {
                 let (mut stream, peer) = match listener.accept() {
@@ -542,11 +556,8 @@ impl NatHost {
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
-                let SocketAddr::V4(client) = peer else {
-                    continue;
-                };
                 let _ = stream.set_nodelay(true);
-                let Some(flow) = nat.accept_inbound(now, client.into(), guest.into()) else {
+                let Some(flow) = nat.accept_inbound(now, unmapped(peer), guest) else {
                     continue; // refused by the bounds: dropping the stream closes it
                 };
                 if self
@@ -569,12 +580,8 @@ impl NatHost {
                         Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                         Err(_) => break,
                     };
-                    let SocketAddr::V4(client) = from else {
-                        continue;
-                    };
                     let data = buf.get(..n).unwrap_or_default();
-                    if let Some(flow) = nat.inbound_datagram(now, client.into(), guest.into(), data)
-                    {
+                    if let Some(flow) = nat.inbound_datagram(now, unmapped(from), guest, data) {
                         self.socks.entry(flow).or_insert(Sock::Inbound {
                             listener: idx,
                             client: from,
@@ -607,4 +614,15 @@ fn icmp_checksum(msg: &[u8]) -> u16 {
 /// `EINPROGRESS` (Linux).
 const fn libc_einprogress() -> i32 {
     115
+}
+
+/// `a`, with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as the IPv4 address it is.
+fn unmapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
 }

@@ -856,10 +856,7 @@ fn ipv6_udp_and_echo_flows_carry_replies_and_host_access_maps_to_the_v6_loopback
     let Some(Action::Open { target, .. }) = a.first() else {
         panic!("{a:?}")
     };
-    assert_eq!(
-        *target,
-        SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 22)
-    );
+    assert_eq!(*target, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 22));
 }
 
 #[test]

@@ -724,7 +724,7 @@ pub(crate) struct ForwardArgs {
 }
 
 /// `PROTO:[ADDRESS:]PORT[...]` → (proto, address, port): what names a forward to remove.
-fn forward_key(spec: &str) -> Result<(vnet_config::ForwardProto, Option<std::net::Ipv4Addr>, u16)> {
+fn forward_key(spec: &str) -> Result<(vnet_config::ForwardProto, Option<std::net::IpAddr>, u16)> {
     vnet_config::PortForward::parse_key(spec).map_err(|e| anyhow!("{e}"))
 }
 
@@ -775,6 +775,7 @@ pub(crate) fn port_forward(args: &Args, store: &Store, f: &ForwardArgs, add: boo
             let (proto, address, port) = forward_key(&f.spec)?;
             let proto = proto.as_str();
             let spec = match address {
+                Some(std::net::IpAddr::V6(a)) => format!("{proto}:[{a}]:{port}"),
                 Some(a) => format!("{proto}:{a}:{port}"),
                 None => format!("{proto}:{port}"),
             };

@@ -62,19 +62,6 @@ pub(super) fn check_vnet_element(node: Node<'_, '_>, allowed: &[&str]) -> Result
     Ok(())
 }
 
-/// An IPv4 address attribute.
-pub(super) fn ipv4_attr(node: Node<'_, '_>, attr: &str) -> Result<Option<Ipv4Addr>> {
-    match ip_attr(node, attr)? {
-        None => Ok(None),
-        Some(IpAddr::V4(a)) => Ok(Some(a)),
-        Some(IpAddr::V6(_)) => Err(err_attr(
-            node,
-            attr,
-            "port forwards are IPv4 only: expected an IPv4 address",
-        )),
-    }
-}
-
 /// A port attribute (a number up to 65535; 0 is left to the forward's own checks).
 pub(super) fn port_attr(node: Node<'_, '_>, attr: &str) -> Result<Option<u16>> {
     number(node, attr, "a port number (1 to 65535)")
@@ -88,12 +75,12 @@ pub(super) fn vnet_port_forward(node: Node<'_, '_>) -> Result<PortForward> {
         "udp" => ForwardProto::Udp,
         _ => return Err(err_attr(node, "proto", "expected 'tcp' or 'udp'")),
     };
-    let address = ipv4_attr(node, "address")?;
+    let address = ip_attr(node, "address")?;
     required(node, "port", "the host port to listen on")?;
     let port = port_attr(node, "port")?.unwrap_or_default();
     let end = port_attr(node, "end")?;
-    required(node, "to", "the guest's IPv4 address")?;
-    let to = ipv4_attr(node, "to")?.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    required(node, "to", "the guest's address")?;
+    let to = ip_attr(node, "to")?.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let to_port = port_attr(node, "to-port")?;
     Ok(PortForward {
         proto,
