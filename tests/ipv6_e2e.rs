@@ -877,3 +877,48 @@ fn ipv6_port_forwards_reach_a_guest_from_the_wan_with_the_clients_address() {
     let out = String::from_utf8_lossy(&py6(&wan, &ask).stdout).to_string();
     assert!(out.contains("error"), "{out}");
 }
+
+#[test]
+fn the_gateways_ipv6_address_reaches_the_hosts_v6_loopback() {
+    // without a host port (with one, the host kernel itself answers the gateway address)
+    let net = Net::start_with(Some(
+        "<network xmlns:vnet='https://vnet.dev/xmlns/network/1'><name>lo6</name>\
+         <forward mode='nat'><nat ipv6='yes'/></forward>\
+         <ip address='192.168.122.1' netmask='255.255.255.0'/>\
+         <ip family='ipv6' address='fd00:8a::1' prefix='64'/>\
+         <vnet:host-port enabled='no'/></network>",
+    ));
+    sysctl(&net.host, "net.ipv6.conf.lo.disable_ipv6=0");
+    let vm = v6_guest(&net, "n6h", "52:54:00:66:00:04");
+    assert!(
+        wait_for(Duration::from_secs(10), || slaac_address(&vm, "fd00:8a::")
+            .is_some()),
+        "no SLAAC address"
+    );
+    let _svc = net.host.spawn(
+        "python3",
+        &[
+            "-c",
+            "import socket\ns=socket.socket(socket.AF_INET6)\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('::1',8022))\ns.listen()\n\
+             while True:\n    c,a=s.accept()\n    c.sendall(b'host says hi to '+a[0].encode())\n    c.close()\n",
+        ],
+    );
+    let ask = |to: &str| {
+        let code = format!(
+            "import socket\ns=socket.socket(socket.AF_INET6)\ns.settimeout(3)\n\
+             try:\n    s.connect(('{to}',8022))\n    print(s.recv(100).decode())\n\
+             except OSError as e:\n    print('error',e)\n"
+        );
+        String::from_utf8_lossy(&py6(&vm, &code).stdout)
+            .trim()
+            .to_owned()
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || ask("fd00:8a::1")
+            == "host says hi to ::1"),
+        "{}\n{}",
+        ask("fd00:8a::1"),
+        net.log()
+    );
+}
