@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::clients::write_script;
-use common::Net;
+use common::{wan, Net};
 use vnet_testkit::{wait_for, Netns};
 
 const XML: &str = "<network>
@@ -598,20 +598,6 @@ fn wan6(net: &Net) -> (Netns, vnet_testkit::Veth) {
     (wan, veth)
 }
 
-fn py6(ns: &Netns, code: &str) -> std::process::Output {
-    ns.run("python3", &["-c", code])
-}
-
-fn wait_port6(ns: &Netns, port: u16) {
-    let probe = format!(
-        "import socket\ns=socket.socket(socket.AF_INET6)\ns.settimeout(0.2)\ns.connect(('{WAN6}',{port}))"
-    );
-    assert!(
-        wait_for(Duration::from_secs(5), || py6(ns, &probe).status.success()),
-        "wan server on port {port} did not start"
-    );
-}
-
 #[test]
 fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
     let net = Net::start_with(Some(NAT6_XML));
@@ -644,7 +630,7 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
     http.arg(&dir)
         .stderr(std::fs::File::create(&log).expect("log"));
     let _http = vnet_testkit::ChildGuard::spawn(http);
-    wait_port6(&wan, 8000);
+    wan::wait_port(&wan, WAN6, 8000);
     let out = vm.run(
         "sh",
         &[
@@ -672,54 +658,12 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
     let served = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(served.contains(UPLINK6), "{served}");
 
-    // iperf3 -6 both ways
-    let _iperf = wan.spawn("iperf3", &["-s", "-B", WAN6, "-p", "5201"]);
-    wait_port6(&wan, 5201);
-    for reverse in [false, true] {
-        let mut a = vec!["-6", "-c", WAN6, "-p", "5201", "-t", "2", "-J"];
-        if reverse {
-            a.push("-R");
-        }
-        let out = vm.run("iperf3", &a);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let bps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0);
-        assert!(
-            bps > 0.0,
-            "iperf3 -6 reverse={reverse}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        eprintln!(
-            "iperf3 -6 through NAT66, reverse={reverse}: {:.2} Gbit/s",
-            bps / 1e9
-        );
-    }
-
-    // UDP: the wan sees the host's address
-    let _echo = wan.spawn(
-        "python3",
-        &[
-            "-c",
-            &format!(
-                "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(('{WAN6}',7007))\n\
-                 while True:\n    d,a=s.recvfrom(2048)\n    s.sendto(d.upper()+a[0].encode(),a)\n"
-            ),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let out = py6(
-        &vm,
-        &format!(
-            "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.settimeout(3)\n\
-             s.sendto(b'hello',('{WAN6}',7007))\nprint(s.recvfrom(2048)[0].decode())"
-        ),
-    );
+    // iperf3 -6 both ways; UDP: the wan sees the host's address
+    wan::iperf_both_ways(&vm, &wan, WAN6, 5201);
+    let _echo = wan::udp_echo(&wan, WAN6, 7007);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("HELLO{UPLINK6}"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        wan::udp_ask(&vm, WAN6, 7007, None, "hello"),
+        format!("HELLO{UPLINK6}")
     );
 
     // ping -6 a wan host
@@ -733,7 +677,7 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
 
     // a refused port: "connection refused" at once
     let t = std::time::Instant::now();
-    let out = py6(
+    let out = wan::py(
         &vm,
         &format!(
             "import socket\ns=socket.socket(socket.AF_INET6)\ns.settimeout(10)\n\
@@ -744,33 +688,10 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
     assert!(t.elapsed() < Duration::from_secs(5));
 
     // 500 concurrent IPv6 connections
-    let _srv = wan.spawn(
-        "python3",
-        &[
-            "-c",
-            &format!(
-                "import asyncio\n\
-                 async def h(r,w):\n    d=await r.read(100)\n    w.write(d)\n    await w.drain()\n    w.close()\n\
-                 async def m():\n    s=await asyncio.start_server(h,'{WAN6}',7100,backlog=1024)\n    await s.serve_forever()\n\
-                 asyncio.run(m())\n"
-            ),
-        ],
-    );
-    wait_port6(&wan, 7100);
-    let out = py6(
-        &vm,
-        &format!(
-            "import asyncio\n\
-             async def c(i):\n    r,w=await asyncio.open_connection('{WAN6}',7100)\n    w.write(b'x%d'%i)\n    await w.drain()\n    d=await r.read(100)\n    w.close()\n    return d==b'x%d'%i\n\
-             async def m():\n    return await asyncio.gather(*[c(i) for i in range(500)])\n\
-             print(sum(asyncio.run(asyncio.wait_for(m(),60))))\n"
-        ),
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        wan::concurrent_echo(&vm, &wan, WAN6, 7100, 500),
         "500",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        "{}",
         net.log()
     );
     let flows = net.ctl_json(&["nat-flows", &net.name]).to_string();
@@ -786,18 +707,9 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
         .and_then(|w| w.strip_prefix("ip6="))
         .unwrap_or_default()
         .to_owned();
-    let out = py6(
-        &vm2,
-        &format!(
-            "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.bind(('{ip2}',0))\ns.settimeout(3)\n\
-             s.sendto(b'dhcp',('{WAN6}',7007))\nprint(s.recvfrom(2048)[0].decode())"
-        ),
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("DHCP{UPLINK6}"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        wan::udp_ask(&vm2, WAN6, 7007, Some(&ip2), "dhcp"),
+        format!("DHCP{UPLINK6}")
     );
 }
 
@@ -850,12 +762,12 @@ fn ipv6_port_forwards_reach_a_guest_from_the_wan_with_the_clients_address() {
     let want = format!("you are {WAN6}");
     assert!(
         wait_for(Duration::from_secs(10), || String::from_utf8_lossy(
-            &py6(&wan, &ask).stdout
+            &wan::py(&wan, &ask).stdout
         )
         .trim()
             == want),
         "TCP through the IPv6 forward: {}\n{}",
-        String::from_utf8_lossy(&py6(&wan, &ask).stdout),
+        String::from_utf8_lossy(&wan::py(&wan, &ask).stdout),
         net.log()
     );
     let udp = format!(
@@ -865,7 +777,7 @@ fn ipv6_port_forwards_reach_a_guest_from_the_wan_with_the_clients_address() {
     let want = format!("ping from {WAN6}");
     assert!(
         wait_for(Duration::from_secs(10), || String::from_utf8_lossy(
-            &py6(&wan, &udp).stdout
+            &wan::py(&wan, &udp).stdout
         )
         .trim()
             == want),
@@ -874,7 +786,7 @@ fn ipv6_port_forwards_reach_a_guest_from_the_wan_with_the_clients_address() {
     );
     // a live delete closes the port
     net.ctl_json(&["port-forward-del", &net.name, "tcp:[::]:8080"]);
-    let out = String::from_utf8_lossy(&py6(&wan, &ask).stdout).to_string();
+    let out = String::from_utf8_lossy(&wan::py(&wan, &ask).stdout).to_string();
     assert!(out.contains("error"), "{out}");
 }
 
@@ -910,7 +822,7 @@ fn the_gateways_ipv6_address_reaches_the_hosts_v6_loopback() {
              try:\n    s.connect(('{to}',8022))\n    print(s.recv(100).decode())\n\
              except OSError as e:\n    print('error',e)\n"
         );
-        String::from_utf8_lossy(&py6(&vm, &code).stdout)
+        String::from_utf8_lossy(&wan::py(&vm, &code).stdout)
             .trim()
             .to_owned()
     };

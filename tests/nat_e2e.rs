@@ -9,6 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::clients::udhcpc;
+use common::wan as load;
 use common::Net;
 use vnet_testkit::{wait_for, ChildGuard, Netns, Veth};
 
@@ -108,61 +109,19 @@ fn guest_reaches_the_wan_over_tcp_udp_and_icmp_from_the_hosts_address() {
     let served = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(served.contains(UPLINK), "{served}");
 
-    // iperf3 both ways
-    wan.serve("iperf3", &["-s", "-B", WAN, "-p", "5201"]);
-    wait_port(&wan.ns, 5201);
-    for reverse in [false, true] {
-        let mut a = vec!["-c", WAN, "-p", "5201", "-t", "2", "-J"];
-        if reverse {
-            a.push("-R");
-        }
-        let out = g.run("iperf3", &a);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let bps = v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0);
-        assert!(
-            bps > 0.0,
-            "iperf3 reverse={reverse}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+    // iperf3 both ways; UDP echo: the wan sees the host's address
+    load::iperf_both_ways(&g, &wan.ns, WAN, 5201);
+    if std::env::var_os("VNET_DEBUG").is_some() {
+        eprintln!("{}", net.ctl_json(&["port-list", &net.name]));
         eprintln!(
-            "iperf3 through NAT, reverse={reverse}: {:.2} Gbit/s",
-            bps / 1e9
+            "{}",
+            String::from_utf8_lossy(&g.run("nstat", &["-a"]).stdout)
         );
-        if std::env::var_os("VNET_DEBUG").is_some() {
-            eprintln!("{}", net.ctl_json(&["port-list", &net.name]));
-            eprintln!(
-                "{}",
-                String::from_utf8_lossy(&g.run("nstat", &["-a"]).stdout)
-            );
-        }
     }
-
-    // UDP echo
-    wan.serve(
-        "python3",
-        &[
-            "-c",
-            &format!(
-                "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{WAN}',7007))\n\
-                 while True:\n    d,a=s.recvfrom(2048)\n    s.sendto(d.upper()+a[0].encode(),a)\n"
-            ),
-        ],
-    );
-    std::thread::sleep(Duration::from_millis(300));
-    let out = py(
-        &g,
-        &format!(
-            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\n\
-             s.sendto(b'hello',('{WAN}',7007))\nprint(s.recvfrom(2048)[0].decode())"
-        ),
-    );
+    wan.servers.push(load::udp_echo(&wan.ns, WAN, 7007));
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("HELLO{UPLINK}"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        load::udp_ask(&g, WAN, 7007, None, "hello"),
+        format!("HELLO{UPLINK}")
     );
 
     // ping
@@ -185,7 +144,7 @@ fn guest_reaches_the_wan_over_tcp_udp_and_icmp_from_the_hosts_address() {
 #[test]
 fn refused_and_unreachable_fail_fast_and_500_connections_complete() {
     let net = Net::start();
-    let mut wan = Wan::new(&net);
+    let wan = Wan::new(&net);
     let (g, _) = dhcp_guest(&net, "vnr1", "52:54:00:81:00:01");
 
     // a refused port: "connection refused" at once
@@ -211,33 +170,10 @@ fn refused_and_unreachable_fail_fast_and_500_connections_complete() {
     assert!(said.starts_with("error"), "{said}");
 
     // 500 concurrent connections through NAT to an echo server
-    wan.serve(
-        "python3",
-        &[
-            "-c",
-            &format!(
-                "import asyncio\n\
-                 async def h(r,w):\n    d=await r.read(100)\n    w.write(d)\n    await w.drain()\n    w.close()\n\
-                 async def m():\n    s=await asyncio.start_server(h,'{WAN}',7100,backlog=1024)\n    await s.serve_forever()\n\
-                 asyncio.run(m())\n"
-            ),
-        ],
-    );
-    wait_port(&wan.ns, 7100);
-    let out = py(
-        &g,
-        &format!(
-            "import asyncio\n\
-             async def c(i):\n    r,w=await asyncio.open_connection('{WAN}',7100)\n    w.write(b'x%d'%i)\n    await w.drain()\n    d=await r.read(100)\n    w.close()\n    return d==b'x%d'%i\n\
-             async def m():\n    return await asyncio.gather(*[c(i) for i in range(500)])\n\
-             print(sum(asyncio.run(asyncio.wait_for(m(),60))))\n"
-        ),
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        load::concurrent_echo(&g, &wan.ns, WAN, 7100, 500),
         "500",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        "{}",
         net.log()
     );
 }

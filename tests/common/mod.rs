@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod qemu;
+pub mod wan;
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};

@@ -15,15 +15,12 @@ use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::phy::{Checksum, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpEndpoint,
-    IpListenEndpoint, IpProtocol, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
-    RawHardwareAddress,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint,
 };
 
 /// Connections served at once.
@@ -254,36 +251,7 @@ impl TcpService {
     /// An unsolicited neighbor advertisement from the client for its own address,
     /// which smoltcp takes into its neighbor cache.
     fn neighbor_advert_from(&self, mac: [u8; 6], ip: Ipv6Addr) -> Option<Vec<u8>> {
-        let own = self.ip6?;
-        let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-            flags: NdiscNeighborFlags::OVERRIDE,
-            target_addr: ip,
-            lladdr: Some(RawHardwareAddress::from_bytes(&mac)),
-        });
-        let ip_repr = Ipv6Repr {
-            src_addr: ip,
-            dst_addr: own,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: na.buffer_len(),
-            hop_limit: 255,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress(mac),
-            dst_addr: self.mac,
-            ethertype: EthernetProtocol::Ipv6,
-        };
-        let mut buf = vec![0; eth.buffer_len() + ip_repr.buffer_len() + na.buffer_len()];
-        let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut frame);
-        let mut packet = Ipv6Packet::new_unchecked(frame.payload_mut());
-        ip_repr.emit(&mut packet);
-        na.emit(
-            &ip,
-            &own,
-            &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
-            &ChecksumCapabilities::default(),
-        );
-        Some(buf)
+        Some(vnet_nat::neighbor_advert(mac, ip, self.mac.0, self.ip6?))
     }
 
     /// Reads complete messages and answers them with `handler` (`None`: the answer comes

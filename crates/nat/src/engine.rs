@@ -1061,35 +1061,8 @@ impl Nat {
         let Some(&(own, _)) = self.cfg.ipv6.first() else {
             return;
         };
-        let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
-            flags: NdiscNeighborFlags::OVERRIDE,
-            target_addr: guest,
-            lladdr: Some(RawHardwareAddress::from_bytes(&mac)),
-        });
-        let ip = Ipv6Repr {
-            src_addr: guest,
-            dst_addr: own,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: na.buffer_len(),
-            hop_limit: 255,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress(mac),
-            dst_addr: EthernetAddress(self.cfg.gateway_mac),
-            ethertype: EthernetProtocol::Ipv6,
-        };
-        let mut buf = vec![0; eth.buffer_len() + ip.buffer_len() + na.buffer_len()];
-        let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
-        eth.emit(&mut f);
-        let mut packet = Ipv6Packet::new_unchecked(f.payload_mut());
-        ip.emit(&mut packet);
-        na.emit(
-            &guest,
-            &own,
-            &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
-            &ChecksumCapabilities::default(),
-        );
-        self.dev.rx.push_back(buf);
+        let na = neighbor_advert(mac, guest, self.cfg.gateway_mac, own);
+        self.dev.rx.push_back(na);
     }
 
     /// The IP layer of a frame from `src` to the guest at `dst` (both of one family).
@@ -1206,6 +1179,42 @@ impl Nat {
             self.dev.tx.push_back(frame);
         }
     }
+}
+
+/// An unsolicited neighbor advertisement (override) from `mac`/`ip` for its own
+/// address, to `to_mac`/`to`: what a smoltcp interface takes into its neighbor cache, so
+/// that its answers to `ip` need no solicitation round trip (the IPv6 form of a
+/// synthetic ARP reply).
+pub fn neighbor_advert(mac: [u8; 6], ip: Ipv6Addr, to_mac: [u8; 6], to: Ipv6Addr) -> Vec<u8> {
+    let na = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::OVERRIDE,
+        target_addr: ip,
+        lladdr: Some(RawHardwareAddress::from_bytes(&mac)),
+    });
+    let repr = Ipv6Repr {
+        src_addr: ip,
+        dst_addr: to,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: na.buffer_len(),
+        hop_limit: 255,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress(to_mac),
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    let mut buf = vec![0; eth.buffer_len() + repr.buffer_len() + na.buffer_len()];
+    let mut f = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut f);
+    let mut packet = Ipv6Packet::new_unchecked(f.payload_mut());
+    repr.emit(&mut packet);
+    na.emit(
+        &ip,
+        &to,
+        &mut Icmpv6Packet::new_unchecked(packet.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    buf
 }
 
 /// The MSS that fills a 64 KiB IP packet.

@@ -51,7 +51,7 @@
 mod device;
 mod engine;
 
-pub use engine::Nat;
+pub use engine::{neighbor_advert, Nat};
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

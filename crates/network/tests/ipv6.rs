@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -411,6 +411,26 @@ fn dns_query(name: &str, qtype: RecordType) -> Vec<u8> {
     m.to_vec().unwrap()
 }
 
+/// Guest `g` sends DNS `query` over UDP from `from` to `server`; the answer's payload.
+fn ask_dns(
+    h: &mut Harness,
+    g: usize,
+    from: (Ipv6Addr, u16),
+    server: Ipv6Addr,
+    query: &[u8],
+) -> Option<Vec<u8>> {
+    let mac = h.guests[g].mac;
+    h.guests[g].wire.rx.clear();
+    let f = frame6_from(mac, from.0, server, Some((from.1, 53)), query);
+    h.guests[g].wire.tx.push_back(f);
+    h.step(STEP);
+    h.guests[g].wire.rx.iter().find_map(|f| {
+        let ip = etherparse::Ipv6Slice::from_slice(f.get(14..)?).ok()?;
+        let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).ok()?;
+        (udp.source_port() == 53).then(|| udp.payload().to_vec())
+    })
+}
+
 fn answers(payload: &[u8]) -> Vec<RData> {
     let m = DnsMessage::from_vec(payload).unwrap();
     m.answers.iter().map(|r| r.data.clone()).collect()
@@ -473,54 +493,21 @@ fn an_ipv6_only_network_leases_and_names_its_clients() {
 
     // DNS over UDP, from the leased address, to the address the RA named
     let q = dns_query("gamma.mynet.", RecordType::AAAA);
-    h.guests[g].wire.rx.clear();
-    let f = frame6_from(mac, leased, dns, Some((40000, 53)), &q);
-    h.guests[g].wire.tx.push_back(f);
-    h.step(STEP);
-    let answer = h.guests[g]
-        .wire
-        .rx
-        .iter()
-        .find_map(|f| {
-            let ip = etherparse::Ipv6Slice::from_slice(f.get(14..)?).ok()?;
-            let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).ok()?;
-            (udp.source_port() == 53).then(|| udp.payload().to_vec())
-        })
-        .expect("a DNS answer over UDP");
+    let answer = ask_dns(&mut h, g, (leased, 40000), dns, &q).expect("a DNS answer over UDP");
     assert_eq!(
         answers(&answer),
         vec![RData::AAAA(hickory_proto::rr::rdata::AAAA(leased))]
     );
     // and its PTR
-    let rev = IpAddr::V6(leased);
-    let ptr_name = match rev {
-        IpAddr::V6(a) => {
-            a.octets()
-                .iter()
-                .rev()
-                .map(|b| format!("{:x}.{:x}.", b & 0xf, b >> 4))
-                .collect::<String>()
-                + "ip6.arpa."
-        }
-        IpAddr::V4(_) => unreachable!(),
-    };
-    let q = dns_query(&ptr_name, RecordType::PTR);
-    h.guests[g].wire.rx.clear();
-    h.guests[g]
-        .wire
-        .tx
-        .push_back(frame6_from(mac, leased, gw_addr, Some((40001, 53)), &q));
-    h.step(STEP);
-    let answer = h.guests[g]
-        .wire
-        .rx
+    let ptr_name = leased
+        .octets()
         .iter()
-        .find_map(|f| {
-            let ip = etherparse::Ipv6Slice::from_slice(f.get(14..)?).ok()?;
-            let udp = etherparse::UdpSlice::from_slice(ip.payload().payload).ok()?;
-            (udp.source_port() == 53).then(|| udp.payload().to_vec())
-        })
-        .expect("a PTR answer");
+        .rev()
+        .map(|b| format!("{:x}.{:x}.", b & 0xf, b >> 4))
+        .collect::<String>()
+        + "ip6.arpa.";
+    let q = dns_query(&ptr_name, RecordType::PTR);
+    let answer = ask_dns(&mut h, g, (leased, 40001), gw_addr, &q).expect("a PTR answer");
     assert_eq!(
         answers(&answer),
         vec![RData::PTR(hickory_proto::rr::rdata::PTR(
