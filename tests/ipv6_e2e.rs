@@ -613,49 +613,14 @@ fn nat66_carries_tcp_udp_and_icmpv6_to_the_wan_from_the_hosts_address() {
     assert!(route.contains("via fe80::"), "{route}");
 
     // a 100 MB file over HTTP, checked by sha256; the server sees the host's address
-    let dir = net.dir.path().join("www6");
-    std::fs::create_dir_all(&dir).expect("www");
-    let file = dir.join("big.bin");
-    let st = std::process::Command::new("head")
-        .args(["-c", "100M", "/dev/urandom"])
-        .stdout(std::fs::File::create(&file).expect("big.bin"))
-        .status()
-        .expect("head");
-    assert!(st.success());
-    let log = net.dir.path().join("http6.log");
-    let mut http = wan.cmd(
-        "python3",
-        &["-m", "http.server", "8000", "--bind", WAN6, "--directory"],
-    );
-    http.arg(&dir)
-        .stderr(std::fs::File::create(&log).expect("log"));
-    let _http = vnet_testkit::ChildGuard::spawn(http);
-    wan::wait_port(&wan, WAN6, 8000);
-    let out = vm.run(
-        "sh",
-        &[
-            "-c",
-            &format!("curl -sS -g --max-time 120 'http://[{WAN6}]:8000/big.bin' | sha256sum"),
-        ],
-    );
-    let want = std::process::Command::new("sha256sum")
-        .arg(&file)
-        .output()
-        .expect("sha256sum");
+    let (got, want, err, served) = wan::big_download(net.dir.path(), &vm, &wan, WAN6);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next(),
-        String::from_utf8_lossy(&want.stdout)
-            .split_whitespace()
-            .next(),
-        "download over NAT66: {}\n{}\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        got,
+        want,
+        "download over NAT66: {err}\n{}\n{}",
         net.log(),
-        net.ctl_json(&["net-info", &net.name]),
         net.ctl_json(&["nat-flows", &net.name]),
     );
-    let served = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(served.contains(UPLINK6), "{served}");
 
     // iperf3 -6 both ways; UDP: the wan sees the host's address

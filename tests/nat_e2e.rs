@@ -66,47 +66,15 @@ fn guest_reaches_the_wan_over_tcp_udp_and_icmp_from_the_hosts_address() {
     let mut wan = Wan::new(&net);
     let (g, _ip) = dhcp_guest(&net, "vnn1", "52:54:00:80:00:01");
 
-    // a 100 MB file over HTTP, checked by sha256
-    let dir = net.dir.path().join("www");
-    std::fs::create_dir_all(&dir).expect("www");
-    let file = dir.join("big.bin");
-    let st = std::process::Command::new("head")
-        .args(["-c", "100M", "/dev/urandom"])
-        .stdout(std::fs::File::create(&file).expect("big.bin"))
-        .status()
-        .expect("head");
-    assert!(st.success());
-    let log = net.dir.path().join("http.log");
-    let mut http = wan.ns.cmd(
-        "python3",
-        &["-m", "http.server", "8000", "--bind", WAN, "--directory"],
-    );
-    http.arg(&dir)
-        .stderr(std::fs::File::create(&log).expect("log"));
-    wan.servers.push(ChildGuard::spawn(http));
-    wait_port(&wan.ns, 8000);
-    let out = g.run(
-        "sh",
-        &[
-            "-c",
-            &format!("curl -sS --max-time 120 http://{WAN}:8000/big.bin | sha256sum"),
-        ],
-    );
-    let want = std::process::Command::new("sha256sum")
-        .arg(&file)
-        .output()
-        .expect("sha256sum");
-    let got = String::from_utf8_lossy(&out.stdout);
-    let want = String::from_utf8_lossy(&want.stdout);
+    // a 100 MB file over HTTP, checked by sha256; the wan server saw the host's
+    // uplink address
+    let (got, want, err, served) = load::big_download(net.dir.path(), &g, &wan.ns, WAN);
     assert_eq!(
-        got.split_whitespace().next(),
-        want.split_whitespace().next(),
-        "download corrupted or failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        got,
+        want,
+        "download corrupted or failed: {err}\n{}",
         net.log()
     );
-    // the wan server saw the host's uplink address
-    let served = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(served.contains(UPLINK), "{served}");
 
     // iperf3 both ways; UDP echo: the wan sees the host's address

@@ -126,3 +126,61 @@ pub fn concurrent_echo(guest: &Netns, wan: &Netns, addr: &str, port: u16, n: usi
         }
     )
 }
+
+/// A 100 MB file of random bytes served over HTTP from `wan` on `addr:8000` (files in
+/// `dir`) and fetched by `guest` with curl: returns (the sha256 the guest computed, the
+/// file's, curl's stderr, the server's log, which names each client address).
+pub fn big_download(
+    dir: &std::path::Path,
+    guest: &Netns,
+    wan: &Netns,
+    addr: &str,
+) -> (String, String, String, String) {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).expect("www");
+    let file = www.join("big.bin");
+    let st = std::process::Command::new("head")
+        .args(["-c", "100M", "/dev/urandom"])
+        .stdout(std::fs::File::create(&file).expect("big.bin"))
+        .status()
+        .expect("head");
+    assert!(st.success());
+    let log = dir.join("http.log");
+    let mut http = wan.cmd(
+        "python3",
+        &["-m", "http.server", "8000", "--bind", addr, "--directory"],
+    );
+    http.arg(&www)
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let _server = ChildGuard::spawn(http);
+    wait_port(wan, addr, 8000);
+    let url = if addr.contains(':') {
+        format!("http://[{addr}]:8000/big.bin")
+    } else {
+        format!("http://{addr}:8000/big.bin")
+    };
+    let out = guest.run(
+        "sh",
+        &[
+            "-c",
+            &format!("curl -sS -g --max-time 120 '{url}' | sha256sum"),
+        ],
+    );
+    let want = std::process::Command::new("sha256sum")
+        .arg(&file)
+        .output()
+        .expect("sha256sum");
+    let first = |b: &[u8]| {
+        String::from_utf8_lossy(b)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (
+        first(&out.stdout),
+        first(&want.stdout),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
