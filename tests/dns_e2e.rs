@@ -431,3 +431,62 @@ fn a_resolv_conf_switchd_cannot_read_keeps_the_resolvers_read_before() {
     );
     assert!(!since().contains("resolv.conf: none"), "{}", net.log());
 }
+
+#[test]
+fn an_ipv6_upstream_resolver_is_forwarded_to() {
+    let net = Net::start_with(Some(NET));
+    let mut wan = Wan::new(&net);
+    for ns in [&net.host, &wan.ns] {
+        ns.run_ok(
+            "sysctl",
+            &[
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=0",
+                "net.ipv6.conf.default.disable_ipv6=0",
+            ],
+        );
+    }
+    let (a, b) = (wan._veth.a().to_owned(), wan._veth.b().to_owned());
+    net.host.run_ok(
+        "sysctl",
+        &["-qw", &format!("net.ipv6.conf.{a}.disable_ipv6=0")],
+    );
+    wan.ns.run_ok(
+        "sysctl",
+        &["-qw", &format!("net.ipv6.conf.{b}.disable_ipv6=0")],
+    );
+    net.host.run_ok(
+        "ip",
+        &["-6", "addr", "add", "2001:db8:99::1/64", "dev", &a, "nodad"],
+    );
+    wan.ns.run_ok(
+        "ip",
+        &["-6", "addr", "add", "2001:db8:99::2/64", "dev", &b, "nodad"],
+    );
+    let v6 = wan.dnsmasq(
+        &net,
+        "2001:db8:99::2",
+        &["--address=/six.test/10.6.6.6", "--local-ttl=300"],
+    );
+    // resolv.conf names the upstream by its IPv6 address
+    let path = PathBuf::from("/etc/netns")
+        .join(net.host.name())
+        .join("resolv.conf");
+    std::fs::write(&path, "nameserver 2001:db8:99::2\n").expect("resolv.conf");
+    assert!(
+        wait_for(Duration::from_secs(5), || net
+            .log()
+            .contains("[2001:db8:99::2]:53")),
+        "switchd did not read the new resolv.conf: {}",
+        net.log()
+    );
+    let vm = net.add_bare_guest("vn6u", "52:54:00:72:00:06");
+    vm.run_ok("ip", &["addr", "add", "192.168.122.56/24", "dev", "eth0"]);
+    assert_eq!(
+        dig(&vm, &["www.six.test"]),
+        ("NOERROR".into(), vec!["A 10.6.6.6".to_owned()]),
+        "{}",
+        net.log()
+    );
+    assert_eq!(queries_seen(&v6, "www.six.test"), 1);
+}
