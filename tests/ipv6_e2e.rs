@@ -799,3 +799,153 @@ fn the_gateways_ipv6_address_reaches_the_hosts_v6_loopback() {
         net.log()
     );
 }
+
+#[test]
+fn route_mode_routes_ipv6_both_ways_with_hop_limit_and_mtu_errors() {
+    let mut net = Net::prepare(None, &[]);
+    let lan = Netns::new("v6r");
+    let veth = vnet_testkit::Veth::new("v6r", Some(&net.host), Some(&lan));
+    for ns in [&net.host, &lan] {
+        for kv in [
+            "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0",
+        ] {
+            sysctl(ns, kv);
+        }
+    }
+    sysctl(
+        &net.host,
+        &format!("net.ipv6.conf.{}.disable_ipv6=0", veth.a()),
+    );
+    sysctl(&lan, &format!("net.ipv6.conf.{}.disable_ipv6=0", veth.b()));
+    // no kernel forwarding in the switchd namespace: switchd alone routes
+    sysctl(&net.host, "net.ipv6.conf.all.forwarding=0");
+    let (a, b) = (veth.a(), veth.b());
+    net.host
+        .run_ok("ip", &["addr", "add", "10.97.0.1/24", "dev", a]);
+    net.host.run_ok(
+        "ip",
+        &["-6", "addr", "add", "2001:db8:97::1/64", "dev", a, "nodad"],
+    );
+    // the uplink's MTU is IPv6's minimum: a larger guest packet gets packet too big
+    net.host
+        .run_ok("ip", &["link", "set", a, "mtu", "1280", "up"]);
+    net.host.run_ok(
+        "ip",
+        &["-6", "route", "add", "default", "via", "2001:db8:97::2"],
+    );
+    lan.run_ok("ip", &["addr", "add", "10.97.0.2/24", "dev", b]);
+    lan.run_ok(
+        "ip",
+        &["-6", "addr", "add", "2001:db8:97::2/64", "dev", b, "nodad"],
+    );
+    lan.run_ok("ip", &["link", "set", b, "mtu", "1280", "up"]);
+    lan.run_ok("ip", &["link", "set", "lo", "up"]);
+    // a LAN host one hop further (on the LAN router's lo) and the static route back
+    lan.run_ok(
+        "ip",
+        &["-6", "addr", "add", "2001:db8:202::1/128", "dev", "lo"],
+    );
+    lan.run_ok(
+        "ip",
+        &[
+            "-6",
+            "route",
+            "add",
+            "fd00:140::/64",
+            "via",
+            "2001:db8:97::1",
+        ],
+    );
+    std::fs::write(
+        net.dir.path().join("net.xml"),
+        format!(
+            "<network><name>r6</name><forward mode='route' dev='{a}'/><bridge name='virbr6'/>\
+             <ip address='192.168.140.1' netmask='255.255.255.0'/>\
+             <ip family='ipv6' address='fd00:140::1' prefix='64'/></network>"
+        ),
+    )
+    .expect("write config");
+    net.launch();
+    let vm = v6_guest(&net, "v6rg", "52:54:00:66:00:05");
+    assert!(
+        wait_for(Duration::from_secs(10), || slaac_address(&vm, "fd00:140::")
+            .is_some()),
+        "no SLAAC address: {}",
+        net.log()
+    );
+    let guest = slaac_address(&vm, "fd00:140::").unwrap_or_default();
+    for dst in ["2001:db8:97::2", "2001:db8:202::1"] {
+        let out = vm.run("ping", &["-6", "-c", "1", "-W", "2", dst]);
+        assert!(
+            out.status.success(),
+            "guest cannot ping {dst}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            net.log()
+        );
+    }
+    // the LAN reaches the guest at its own address (no NAT)
+    let out = lan.run("ping", &["-6", "-c", "1", "-W", "2", &guest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // the gateway is a hop: hop limit 1 expires there, with time exceeded from it
+    let hl1 = vm.run(
+        "ping",
+        &["-6", "-c", "1", "-W", "2", "-t", "1", "2001:db8:202::1"],
+    );
+    let text = String::from_utf8_lossy(&hl1.stdout);
+    assert!(
+        text.contains("fd00:140::1") && text.to_lowercase().contains("time exceeded"),
+        "{text}"
+    );
+    let tr = vm.run(
+        "busybox",
+        &[
+            "traceroute6",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "2",
+            "-m",
+            "4",
+            "2001:db8:202::1",
+        ],
+    );
+    let text = String::from_utf8_lossy(&tr.stdout);
+    let hops: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(hops, ["fd00:140::1", "2001:db8:202::1"], "{text}");
+    // a 1500-byte packet towards the 1280-byte uplink: packet too big from the gateway
+    let big = vm.run(
+        "ping",
+        &[
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-s",
+            "1452",
+            "-M",
+            "do",
+            "2001:db8:202::1",
+        ],
+    );
+    let text = String::from_utf8_lossy(&big.stdout).to_lowercase();
+    assert!(
+        text.contains("packet too big") && text.contains("1280"),
+        "{text}\n{}",
+        net.log()
+    );
+    let fwd = net
+        .host
+        .run_ok("cat", &["/proc/sys/net/ipv6/conf/all/forwarding"]);
+    assert_eq!(fwd.trim(), "0");
+}

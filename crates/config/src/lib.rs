@@ -617,16 +617,8 @@ impl Network {
                 self.forward.mode.as_str()
             ));
         }
-        if !v6.is_empty()
-            && self.forward.mode.has_own_bridge()
-            && self.forward.mode != ForwardMode::None
-            && !self.nat_ipv6()
-        {
-            let hint = if self.forward.mode == ForwardMode::Nat {
-                " (<nat ipv6='yes'/> masquerades it; libvirt routes it instead)"
-            } else {
-                ""
-            };
+        if !v6.is_empty() && self.forward.mode == ForwardMode::Nat && !self.nat_ipv6() {
+            let hint = " (<nat ipv6='yes'/> masquerades it; libvirt routes it instead)";
             w.push(format!(
                 "<forward mode='{}'> does not carry IPv6 off the network yet{hint}: guests \
                  get addresses and a default route, and \"no route\" for what is off the \

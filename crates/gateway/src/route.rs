@@ -12,7 +12,7 @@
 //! unreachable. TTL expiry gets an ICMP time exceeded from the gateway's address.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use etherparse::icmpv4::{DestUnreachableHeader, TimeExceededCode};
@@ -84,6 +84,8 @@ pub struct RouterConfig {
     pub uplink_ip: Ipv4Addr,
     /// Routes through the uplink (the host's routes on that interface).
     pub uplink_routes: Vec<UplinkRoute>,
+    /// IPv6 routing, when the network and the uplink have IPv6 addresses.
+    pub ipv6: Option<v6::RouterConfig6>,
 }
 
 /// Where a frame goes after [`Router::from_segment`] or [`Router::from_uplink`].
@@ -120,6 +122,8 @@ pub struct RouterStats {
     pub unresolved: u64,
     /// Dropped because too many packets waited for ARP.
     pub waiting_full: u64,
+    /// IPv6 packets larger than the uplink's MTU (packet too big sent).
+    pub too_big: u64,
     /// Malformed packets.
     pub malformed: u64,
 }
@@ -134,6 +138,7 @@ impl RouterStats {
             ("no_route", self.no_route),
             ("unresolved", self.unresolved),
             ("waiting_full", self.waiting_full),
+            ("too_big", self.too_big),
             ("malformed", self.malformed),
         ]
         .into_iter()
@@ -148,7 +153,7 @@ enum Side {
 
 struct Waiting {
     side: Side,
-    hop: Ipv4Addr,
+    hop: IpAddr,
     since: Instant,
     /// Who sent it (its frame is rewritten already), for an ICMP error.
     sender_mac: [u8; 6],
@@ -160,8 +165,8 @@ struct Waiting {
 /// The router. See the module doc.
 pub struct Router {
     cfg: RouterConfig,
-    neighbours: HashMap<(Side, Ipv4Addr), ([u8; 6], Instant)>,
-    asked: HashMap<(Side, Ipv4Addr), Instant>,
+    neighbours: HashMap<(Side, IpAddr), ([u8; 6], Instant)>,
+    asked: HashMap<(Side, IpAddr), Instant>,
     waiting: VecDeque<Waiting>,
     to_uplink: VecDeque<(Vec<u8>, Vec<u8>)>,
     to_segment: VecDeque<(Vec<u8>, Vec<u8>)>,
@@ -206,6 +211,9 @@ impl Router {
     /// A frame a guest sent to the gateway's MAC (`hdr`: its virtio-net header, kept
     /// with it if it has to wait). Routes IPv4 for other subnets; learns the sender.
     pub fn from_segment(&mut self, now: Instant, hdr: &[u8], frame: &mut [u8]) -> Verdict {
+        if frame.get(12..14) == Some(&[0x86, 0xdd][..]) {
+            return self.route_segment6(now, hdr, frame);
+        }
         if frame.get(12..14) == Some(&[0x08, 0x06][..]) {
             self.arp(now, Side::Segment, frame);
             return Verdict::NotMine;
@@ -223,7 +231,7 @@ impl Router {
         }
         if self.cfg.segment.contains(src) {
             if let Some(mac) = frame.get(6..12).and_then(|m| <[u8; 6]>::try_from(m).ok()) {
-                self.learn(now, Side::Segment, src, mac);
+                self.learn(now, Side::Segment, src.into(), mac);
             }
         }
         if dst == self.cfg.uplink_ip {
@@ -235,6 +243,9 @@ impl Router {
     /// A frame read from the uplink: ARP answers to the router's questions, and IPv4
     /// for the guest segment (or a prefix behind a guest) addressed to the uplink's MAC.
     pub fn from_uplink(&mut self, now: Instant, hdr: &[u8], frame: &mut [u8]) -> Verdict {
+        if frame.get(12..14) == Some(&[0x86, 0xdd][..]) {
+            return self.route_uplink6(now, hdr, frame);
+        }
         if frame.get(12..14) == Some(&[0x08, 0x06][..]) {
             self.arp(now, Side::Uplink, frame);
             return Verdict::NotMine;
@@ -275,6 +286,21 @@ impl Router {
         };
         let sender_mac = mac_at(frame, 6);
         decrement_ttl(frame);
+        self.send_via(now, hdr, frame, side, hop.into(), sender_mac)
+    }
+
+    /// Sends `frame` (its TTL or hop limit taken care of) to next hop `hop` on `side`:
+    /// at once when its MAC is known, else after it answers (ARP or neighbor
+    /// discovery).
+    fn send_via(
+        &mut self,
+        now: Instant,
+        hdr: &[u8],
+        frame: &mut [u8],
+        side: Side,
+        hop: IpAddr,
+        sender_mac: [u8; 6],
+    ) -> Verdict {
         let (src_mac, verdict) = match side {
             Side::Uplink => (self.cfg.uplink_mac, Verdict::Uplink),
             Side::Segment => (self.cfg.gateway_mac, Verdict::Segment),
@@ -331,14 +357,14 @@ impl Router {
             .map(|r| (Side::Uplink, r.via.unwrap_or(dst)))
     }
 
-    fn neighbour(&self, now: Instant, side: Side, ip: Ipv4Addr) -> Option<[u8; 6]> {
+    fn neighbour(&self, now: Instant, side: Side, ip: IpAddr) -> Option<[u8; 6]> {
         self.neighbours
             .get(&(side, ip))
             .filter(|(_, t)| now.saturating_duration_since(*t) < NEIGHBOUR_TTL)
             .map(|(m, _)| *m)
     }
 
-    fn learn(&mut self, now: Instant, side: Side, ip: Ipv4Addr, mac: [u8; 6]) {
+    fn learn(&mut self, now: Instant, side: Side, ip: IpAddr, mac: [u8; 6]) {
         if self.neighbours.len() >= MAX_NEIGHBOURS && !self.neighbours.contains_key(&(side, ip)) {
             self.neighbours.clear();
         }
@@ -361,7 +387,7 @@ impl Router {
             ),
         };
         // answers to the router's questions, and any sender it is waiting for
-        let sender = arp.sender_ipv4_addr();
+        let sender = IpAddr::V4(arp.sender_ipv4_addr());
         let wanted = self.asked.contains_key(&(side, sender));
         if in_side && (arp.target_ipv4_addr() == me || wanted) && !sender.is_unspecified() {
             self.learn(now, side, sender, arp.sender_mac);
@@ -373,7 +399,7 @@ impl Router {
     }
 
     /// Sends the packets that waited for `hop`.
-    fn release(&mut self, now: Instant, side: Side, hop: Ipv4Addr) {
+    fn release(&mut self, now: Instant, side: Side, hop: IpAddr) {
         let Some(mac) = self.neighbour(now, side, hop) else {
             return;
         };
@@ -398,7 +424,7 @@ impl Router {
         self.waiting = keep;
     }
 
-    fn ask(&mut self, now: Instant, side: Side, hop: Ipv4Addr) {
+    fn ask(&mut self, now: Instant, side: Side, hop: IpAddr) {
         if self
             .asked
             .get(&(side, hop))
@@ -407,6 +433,13 @@ impl Router {
             return;
         }
         self.asked.entry((side, hop)).or_insert(now);
+        let hop = match hop {
+            IpAddr::V4(h) => h,
+            IpAddr::V6(h) => {
+                self.solicit(side, h);
+                return;
+            }
+        };
         let (mac, ip) = match side {
             Side::Uplink => (self.cfg.uplink_mac, self.cfg.uplink_ip),
             Side::Segment => (self.cfg.gateway_mac, self.cfg.gateway_ip),
@@ -443,13 +476,17 @@ impl Router {
         for w in expired {
             self.stats.unresolved += 1;
             self.asked.remove(&(w.side, w.hop));
+            if w.hop.is_ipv6() {
+                self.icmp6_error_to(w.sender_mac, &w.frame, v6::ADDRESS_UNREACHABLE);
+                continue;
+            }
             self.icmp_error_to(
                 w.sender_mac,
                 &w.frame,
                 Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::Host),
             );
         }
-        let pending: Vec<(Side, Ipv4Addr)> = self.waiting.iter().map(|w| (w.side, w.hop)).collect();
+        let pending: Vec<(Side, IpAddr)> = self.waiting.iter().map(|w| (w.side, w.hop)).collect();
         for (side, hop) in pending {
             self.ask(now, side, hop);
         }
@@ -559,6 +596,8 @@ fn decrement_ttl(frame: &mut [u8]) {
     c.copy_from_slice(&new.to_be_bytes());
 }
 
+pub mod v6;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,6 +628,7 @@ mod tests {
                     via: Some(Ipv4Addr::new(10, 97, 0, 2)),
                 },
             ],
+            ipv6: None,
         })
     }
 

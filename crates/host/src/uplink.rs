@@ -3,9 +3,10 @@
 //! and the segment ([`open`]); in bridge mode the interface the segment is bridged to,
 //! as a promiscuous port of the switch ([`open_bridge`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vnet_config::{ForwardMode, Network};
+use vnet_gateway::route::v6::{Prefix6, RouterConfig6};
 use vnet_gateway::route::{Prefix, Router, RouterConfig, UplinkRoute};
 use vnet_gateway::GatewayConfig;
 use vnet_ports::{PacketOptions, PacketPort};
@@ -57,6 +58,63 @@ fn host_routes() -> Vec<HostRoute> {
             })
         })
         .collect()
+}
+
+/// The IPv6 side of the router on uplink `dev`: the network's IPv6 prefixes and
+/// `<route family='ipv6'>`s, the uplink's global address (`/proc/net/if_inet6`), its
+/// IPv6 routes (`/proc/net/ipv6_route`) and MTU. `None` without an IPv6 `<ip>` or
+/// without a global address on the uplink.
+fn ipv6_side(dev: &str, network: &Network, gw: &GatewayConfig) -> Option<RouterConfig6> {
+    let v6 = gw.ipv6.as_ref()?;
+    let hex = |h: &str| u128::from_str_radix(h, 16).ok().map(Ipv6Addr::from);
+    let addrs = std::fs::read_to_string("/proc/net/if_inet6").unwrap_or_default();
+    let uplink_ip = addrs.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // address, index, prefix length, scope (00: global), flags, name
+        (f.len() >= 6 && f[5] == dev && f[3] == "00")
+            .then(|| hex(f[0]))
+            .flatten()
+    })?;
+    let routes = std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default();
+    let uplink_routes = routes
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // dst, dst len, src, src len, next hop, metric, refs, use, flags, name
+            if f.len() < 10 || f[9] != dev {
+                return None;
+            }
+            let dst = hex(f[0])?;
+            let len = u8::from_str_radix(f[1], 16).ok()?;
+            let via = hex(f[4]).filter(|h| !h.is_unspecified());
+            (!dst.is_multicast()).then_some((Prefix6::new(dst, len), via))
+        })
+        .collect();
+    let uplink_mtu = std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu"))
+        .ok()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500);
+    let behind_guests = network
+        .routes()
+        .iter()
+        .filter_map(|r| match (r.address, r.gateway) {
+            (IpAddr::V6(a), IpAddr::V6(g)) => Some((Prefix6::new(a, r.prefix_len()), g)),
+            _ => None,
+        })
+        .collect();
+    Some(RouterConfig6 {
+        gateway_ip: v6.prefixes.first()?.addr,
+        gateway_ll: gw.mac.ipv6_link_local(),
+        segment: v6
+            .prefixes
+            .iter()
+            .map(|p| Prefix6::new(p.addr, p.len))
+            .collect(),
+        behind_guests,
+        uplink_ip,
+        uplink_routes,
+        uplink_mtu,
+    })
 }
 
 /// Opens the uplink of a route/open network, if it is one: `<forward dev>`, else the
@@ -131,6 +189,22 @@ pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Upli
         network.forward_mode().as_str(),
         uplink_routes.len()
     );
+    let ipv6 = ipv6_side(&dev, network, gw);
+    match &ipv6 {
+        Some(v6) => tracing::info!(
+            "{} mode: IPv6 through {dev} ({}), {} route(s) on it, MTU {}",
+            network.forward_mode().as_str(),
+            v6.uplink_ip,
+            v6.uplink_routes.len(),
+            v6.uplink_mtu
+        ),
+        None if gw.ipv6.is_some() => tracing::warn!(
+            "{} mode: uplink {dev} has no global IPv6 address: the network's IPv6 stays on \
+             the segment",
+            network.forward_mode().as_str()
+        ),
+        None => {}
+    }
     let router = Router::new(RouterConfig {
         gateway_mac: gw.mac.0,
         gateway_ip: gw_ip,
@@ -139,6 +213,7 @@ pub fn open(network: &Network, gw: Option<&GatewayConfig>) -> Result<Option<Upli
         uplink_mac: mac,
         uplink_ip,
         uplink_routes,
+        ipv6,
     });
     Ok(Some(Uplink { port, router }))
 }
