@@ -860,6 +860,33 @@ fn ipv6_udp_and_echo_flows_carry_replies_and_host_access_maps_to_the_v6_loopback
 }
 
 #[test]
+fn ipv6_host_access_follows_the_same_rule_as_ipv4() {
+    let (mut nat, t0) = nat_with(|c| {
+        c.ipv6 = vec![(GW6, 64)];
+        c.host_access = false;
+    });
+    nat.handle_frame(t0, &v6_tcp(40003, GW6, 22, 1000, 0, "S", &[]));
+    assert!(
+        !actions(&mut nat)
+            .iter()
+            .any(|a| matches!(a, Action::Open { .. })),
+        "host access is off"
+    );
+    let rst = frames(&mut nat).iter().any(|f| {
+        matches!(SlicedPacket::from_ethernet(f).ok().and_then(|p| p.transport),
+            Some(TransportSlice::Tcp(t)) if t.rst())
+    });
+    assert!(rst, "refused with a RST");
+    nat.set_host_access(true);
+    nat.handle_frame(t0, &v6_tcp(40004, GW6, 22, 1000, 0, "S", &[]));
+    let a = actions(&mut nat);
+    let Some(Action::Open { target, .. }) = a.first() else {
+        panic!("{a:?}")
+    };
+    assert_eq!(*target, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 22));
+}
+
+#[test]
 fn ipv6_is_not_translated_without_prefixes_or_from_outside_them() {
     let (mut nat, t0) = nat_with(|_| {});
     nat.handle_frame(t0, &v6_tcp(40000, REMOTE6, 80, 1000, 0, "S", &[]));
@@ -878,8 +905,8 @@ fn ipv6_is_not_translated_without_prefixes_or_from_outside_them() {
     nat.handle_frame(t0, &f);
     assert!(actions(&mut nat).is_empty());
     assert_eq!(nat.stats().dropped_for(DropReason::ForeignSource), 1);
-    // link-local and segment destinations go nowhere
-    for dst in ["fe80::1", "fd00:66::9", "ff02::1"] {
+    // link-local, segment, multicast and loopback destinations go nowhere
+    for dst in ["fe80::1", "fd00:66::9", "ff02::1", "::1", "::"] {
         let dst: Ipv6Addr = dst.parse().unwrap();
         nat.handle_frame(t0, &v6_tcp(40000, dst, 80, 1000, 0, "S", &[]));
         assert!(
