@@ -33,7 +33,12 @@ enum Op {
     Raw(Vec<u8>),
     /// The SOLICIT as message type `kind`, from client `client`, with the server id
     /// (ours or none), bytes changed.
-    Mutated { kind: u8, client: u8, ours: bool, edits: Vec<(u8, u8)> },
+    Mutated {
+        kind: u8,
+        client: u8,
+        ours: bool,
+        edits: Vec<(u8, u8)>,
+    },
     /// Time passes (seconds).
     Wait(u16),
 }
@@ -61,7 +66,12 @@ fuzz_target!(|ops: Vec<Op>| {
     for op in ops.into_iter().take(256) {
         let msg = match op {
             Op::Raw(b) => b,
-            Op::Mutated { kind, client, ours, edits } => {
+            Op::Mutated {
+                kind,
+                client,
+                ours,
+                edits,
+            } => {
                 let mut m = SOLICIT.to_vec();
                 m[0] = 1 + kind % 13;
                 m[21] = client; // the last byte of the client's DUID
@@ -80,9 +90,14 @@ fuzz_target!(|ops: Vec<Op>| {
                 continue;
             }
         };
-        let Some(reply) = s.handle(now, &msg) else { continue };
+        let Some(reply) = s.handle(now, &msg) else {
+            continue;
+        };
         let r = Message::decode(&mut Decoder::new(&reply)).expect("a reply decodes");
-        assert!(matches!(r.msg_type(), MessageType::Advertise | MessageType::Reply));
+        assert!(matches!(
+            r.msg_type(),
+            MessageType::Advertise | MessageType::Reply
+        ));
         assert_eq!(r.xid(), msg[1..4], "the request's transaction id");
         assert!(matches!(
             r.opts().get(OptionCode::ServerId),

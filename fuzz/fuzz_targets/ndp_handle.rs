@@ -50,7 +50,11 @@ enum Op {
     /// Any bytes, to the gateway's MAC or to a multicast group.
     Raw { multicast: bool, bytes: Vec<u8> },
     /// A seed with bytes changed (checksums left as they fall).
-    Mutated { seed: u8, edits: Vec<(u8, u8)>, cut: Option<u8> },
+    Mutated {
+        seed: u8,
+        edits: Vec<(u8, u8)>,
+        cut: Option<u8>,
+    },
     /// Time passes (milliseconds), unsolicited advertisements fall due.
     Wait(u16),
 }
@@ -65,7 +69,11 @@ fn check(n: &Ndp, frame: &[u8]) {
     let icmp = Icmpv6Slice::from_slice(ip.payload().payload).expect("ICMPv6");
     assert!(icmp.is_checksum_valid(src.octets(), dst.octets()));
     if (133..=137).contains(&icmp.type_u8()) {
-        assert_eq!(ip.header().hop_limit(), 255, "neighbor discovery stays on the link");
+        assert_eq!(
+            ip.header().hop_limit(),
+            255,
+            "neighbor discovery stays on the link"
+        );
     }
     assert!(frame.len() <= 14 + 1280, "within the IPv6 minimum MTU");
 }
@@ -88,7 +96,11 @@ fuzz_target!(|ops: Vec<Op>| {
     for op in ops.into_iter().take(256) {
         let (dst, packet) = match op {
             Op::Raw { multicast, bytes } => {
-                let dst = if multicast { MacAddr([0x33, 0x33, 0, 0, 0, 2]) } else { GW };
+                let dst = if multicast {
+                    MacAddr([0x33, 0x33, 0, 0, 0, 2])
+                } else {
+                    GW
+                };
                 (dst, bytes)
             }
             Op::Mutated { seed, edits, cut } => {
@@ -105,7 +117,9 @@ fuzz_target!(|ops: Vec<Op>| {
             Op::Wait(ms) => {
                 now += Duration::from_millis(u64::from(ms));
                 while n.poll_timeout(now) <= now {
-                    let Some(f) = n.handle_timeout(now) else { break };
+                    let Some(f) = n.handle_timeout(now) else {
+                        break;
+                    };
                     check(&n, &f);
                 }
                 continue;
