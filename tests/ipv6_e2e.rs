@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::clients::write_script;
+use common::clients::{self, write_script};
 use common::{wan, Net};
 use vnet_testkit::{wait_for, Netns};
 
@@ -901,26 +901,7 @@ fn route_mode_routes_ipv6_both_ways_with_hop_limit_and_mtu_errors() {
         text.contains("fd00:140::1") && text.to_lowercase().contains("time exceeded"),
         "{text}"
     );
-    let tr = vm.run(
-        "busybox",
-        &[
-            "traceroute6",
-            "-n",
-            "-q",
-            "1",
-            "-w",
-            "2",
-            "-m",
-            "4",
-            "2001:db8:202::1",
-        ],
-    );
-    let text = String::from_utf8_lossy(&tr.stdout);
-    let hops: Vec<&str> = text
-        .lines()
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
+    let (hops, text) = clients::traceroute_hops(&vm, "2001:db8:202::1");
     assert_eq!(hops, ["fd00:140::1", "2001:db8:202::1"], "{text}");
     // a 1500-byte packet towards the 1280-byte uplink: packet too big from the gateway
     let big = vm.run(

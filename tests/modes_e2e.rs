@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::clients::udhcpc;
+use common::clients::{self, udhcpc};
 use common::{Net, SWITCHD};
 use vnet_testkit::{wait_for, ChildGuard, Netns, Veth};
 
@@ -584,26 +584,7 @@ fn route_mode_forwards_guest_packets_unchanged_both_ways() {
         bps / 1e9
     );
     // traceroute from the guest: the gateway, then the LAN host
-    let tr = g.run(
-        "busybox",
-        &[
-            "traceroute",
-            "-n",
-            "-q",
-            "1",
-            "-w",
-            "2",
-            "-m",
-            "4",
-            "10.200.2.1",
-        ],
-    );
-    let text = String::from_utf8_lossy(&tr.stdout);
-    let hops: Vec<&str> = text
-        .lines()
-        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
+    let (hops, text) = clients::traceroute_hops(&g, "10.200.2.1");
     assert_eq!(hops, ["192.168.140.1", "10.200.2.1"], "{text}");
     // the gateway is a hop: TTL 1 expires there, with an ICMP time exceeded from it
     let ttl1 = g.run("ping", &["-c", "1", "-W", "2", "-t", "1", "10.200.2.1"]);

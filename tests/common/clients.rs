@@ -194,3 +194,25 @@ exit 0
     let _ = ns.run("dhcpcd", &["-x", "eth0"]);
     read_kv(&out)
 }
+
+/// The hops busybox `traceroute` (or `traceroute6`, for an address with a `:`) shows
+/// from `ns` to `dst`: one probe per hop, 2 s each, at most 4 hops; the output with it.
+pub fn traceroute_hops(ns: &Netns, dst: &str) -> (Vec<String>, String) {
+    let tool = if dst.contains(':') {
+        "traceroute6"
+    } else {
+        "traceroute"
+    };
+    let out = ns.run(
+        "busybox",
+        &[tool, "-n", "-q", "1", "-w", "2", "-m", "4", dst],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let hops = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(str::to_owned)
+        .collect();
+    (hops, text)
+}

@@ -460,25 +460,12 @@ impl Gateway {
             WireEtherType::Arp => self.handle_arp(now, eth.payload(), frame),
             WireEtherType::Ipv4 => self.handle_ipv4(now, src, eth.payload(), frame),
             WireEtherType::Ipv6 => {
-                if self.tcp6(now, src, eth.payload(), frame) {
-                    return;
-                }
-                if dst == self.cfg.mac && self.nat6(now, eth.payload(), frame) {
-                    return;
-                }
-                // a neighbor advertisement may answer the NAT engine's own solicitation
-                // (a port forward to a guest it has not seen yet): it gets a copy
-                if is_neighbor_advert(eth.payload()) {
-                    if let Some(nat) = self.nat.as_mut().filter(|n| !n.config().ipv6.is_empty()) {
-                        nat.handle_arp(now.mono, frame);
+                // parsed once for the services; neighbor discovery parses (and counts
+                // malformed) packets on its own
+                if let Ok(ip) = etherparse::Ipv6Slice::from_slice(eth.payload()) {
+                    if self.handle_ipv6(now, src, dst, &ip, frame) {
+                        return;
                     }
-                }
-                if let Some((client, server, query)) = self.dns6_query(eth.payload()) {
-                    self.handle_dns_udp6(now, src.0, client, server, query);
-                    return;
-                }
-                if self.handle_dhcp6(now, src, eth.payload()) {
-                    return;
                 }
                 match self.ndp.as_mut() {
                     Some(n) => {
@@ -752,11 +739,46 @@ impl Gateway {
         self.flush_dns(now);
     }
 
+    /// The gateway's IPv6 services, in turn: DNS over TCP, the NAT engine, DNS over
+    /// UDP, DHCPv6. True when one of them took the packet (else it is neighbor
+    /// discovery's).
+    fn handle_ipv6(
+        &mut self,
+        now: Now,
+        src: MacAddr,
+        dst: MacAddr,
+        ip: &etherparse::Ipv6Slice<'_>,
+        frame: &[u8],
+    ) -> bool {
+        if self.tcp6(now, src, ip, frame) {
+            return true;
+        }
+        if dst == self.cfg.mac && self.nat6(now, ip, frame) {
+            return true;
+        }
+        // a neighbor advertisement may answer the NAT engine's own solicitation (a port
+        // forward to a guest it has not seen yet): it gets a copy
+        let advert = ip.payload().ip_number == IpNumber::IPV6_ICMP
+            && ip.payload().payload.first() == Some(&136);
+        if advert {
+            if let Some(nat) = self.nat.as_mut().filter(|n| !n.config().ipv6.is_empty()) {
+                nat.handle_arp(now.mono, frame);
+            }
+        }
+        if let Some((client, server, query)) = self.dns6_query(ip) {
+            self.handle_dns_udp6(now, src.0, client, server, query);
+            return true;
+        }
+        self.handle_dhcp6(now, src, ip)
+    }
+
     /// A DNS query over UDP to one of the gateway's IPv6 addresses: the client, the
     /// address it asked, the query.
-    fn dns6_query<'a>(&self, packet: &'a [u8]) -> Option<(SocketAddrV6, Ipv6Addr, &'a [u8])> {
+    fn dns6_query<'a>(
+        &self,
+        ip: &etherparse::Ipv6Slice<'a>,
+    ) -> Option<(SocketAddrV6, Ipv6Addr, &'a [u8])> {
         let (ndp, _) = (self.ndp.as_ref()?, self.dns.as_ref()?);
-        let ip = etherparse::Ipv6Slice::from_slice(packet).ok()?;
         let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
         if ip.payload().ip_number != IpNumber::UDP
             || !ndp.is_ours(dst)
@@ -778,23 +800,19 @@ impl Gateway {
     /// IPv6 for the NAT engine, when it translates IPv6 (`<nat ipv6='yes'>`): packets to
     /// addresses off the segment, and TCP or UDP to the gateway's own addresses on ports
     /// its services do not own (host access). True when it took the packet.
-    fn nat6(&mut self, now: Now, packet: &[u8], frame: &[u8]) -> bool {
+    fn nat6(&mut self, now: Now, ip: &etherparse::Ipv6Slice<'_>, frame: &[u8]) -> bool {
         let (Some(ndp), Some(nat)) = (self.ndp.as_ref(), self.nat.as_mut()) else {
             return false;
         };
         if nat.config().ipv6.is_empty() {
             return false;
         }
-        let Ok(ip) = etherparse::Ipv6Slice::from_slice(packet) else {
-            return false;
-        };
         let dst = ip.header().destination_addr();
-        let on_link = ndp.config().prefixes.iter().any(|p| {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(p.len.min(128)))
-                .unwrap_or(0);
-            u128::from(dst) & mask == u128::from(p.addr) & mask
-        });
+        let on_link = ndp
+            .config()
+            .prefixes
+            .iter()
+            .any(|p| route::v6::Prefix6::new(p.addr, p.len).contains(dst));
         let transport = matches!(ip.payload().ip_number, IpNumber::TCP | IpNumber::UDP);
         let take = if ndp.is_ours(dst) {
             transport
@@ -809,11 +827,14 @@ impl Gateway {
 
     /// A TCP segment for DNS on one of the gateway's IPv6 addresses: handed to the TCP
     /// service. True when it was one.
-    fn tcp6(&mut self, now: Now, src_mac: MacAddr, packet: &[u8], frame: &[u8]) -> bool {
+    fn tcp6(
+        &mut self,
+        now: Now,
+        src_mac: MacAddr,
+        ip: &etherparse::Ipv6Slice<'_>,
+        frame: &[u8],
+    ) -> bool {
         let (Some(ndp), Some(t)) = (self.ndp.as_ref(), self.tcp.as_mut()) else {
-            return false;
-        };
-        let Ok(ip) = etherparse::Ipv6Slice::from_slice(packet) else {
             return false;
         };
         let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
@@ -837,12 +858,9 @@ impl Gateway {
     /// A DHCPv6 client message (UDP 546 → 547, to the servers' group or the gateway):
     /// answered from the gateway's link-local address to the client's. True when it
     /// was one.
-    fn handle_dhcp6(&mut self, now: Now, src_mac: MacAddr, packet: &[u8]) -> bool {
+    fn handle_dhcp6(&mut self, now: Now, src_mac: MacAddr, ip: &etherparse::Ipv6Slice<'_>) -> bool {
         const ALL_DHCP: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
         let (Some(server), Some(ndp)) = (self.dhcp6.as_mut(), self.ndp.as_ref()) else {
-            return false;
-        };
-        let Ok(ip) = etherparse::Ipv6Slice::from_slice(packet) else {
             return false;
         };
         let (src, dst) = (ip.header().source_addr(), ip.header().destination_addr());
@@ -965,12 +983,6 @@ impl Gateway {
             self.stats.dhcp_out += 1;
         }
     }
-}
-
-/// Whether `packet` (IPv6) is an ICMPv6 neighbor advertisement without extension
-/// headers.
-fn is_neighbor_advert(packet: &[u8]) -> bool {
-    packet.len() > 40 && packet[0] >> 4 == 6 && packet[6] == 58 && packet[40] == 136
 }
 
 pub mod route;
