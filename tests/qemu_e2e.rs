@@ -1,6 +1,7 @@
 //! Real QEMU guests (Debian kernel, busybox initramfs, TCG) on a vnet network, one per
-//! attach method: `-netdev stream` and `-netdev dgram` on switchd's sockets, and `-netdev
-//! tap` attached by vnet's own `vnet-ifup`/`vnet-ifdown` scripts. Each takes a DHCP lease,
+//! attach method: `-netdev stream` and `-netdev dgram` on switchd's sockets, `-netdev
+//! tap` attached by vnet's own `vnet-ifup`/`vnet-ifdown` scripts, and `-netdev
+//! vhost-user` on a vhost-user port's socket. Each takes a DHCP lease,
 //! resolves and pings a namespace guest and the other QEMU guests by name, and fetches a
 //! file over HTTP from a "wan" namespace through NAT. Nothing leaves the test's
 //! namespaces and temporary directories.
@@ -10,7 +11,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::qemu::{guest_image, netdev_dgram, netdev_stream, virtio_net, QemuGuest};
+use common::qemu::{
+    guest_image, netdev_dgram, netdev_stream, vhost_user_nic, virtio_net, QemuGuest,
+};
 use common::{Net, SWITCHCTL};
 use vnet_testkit::{unique, wait_for, ChildGuard, Netns, Veth};
 
@@ -355,4 +358,186 @@ fn stream_and_dgram_guests_work_with_an_unprivileged_switchd() {
             .any(|l| l.starts_with("Uid:") && l.contains("65534")),
         "{status}"
     );
+}
+
+/// [`script`] with `before` run first and `after` run once the checks are over (before
+/// the guest prints [`CHECKS_DONE`]).
+fn script_with(name: &str, others: &[&str], before: &str, after: &str) -> String {
+    let mut s = script(name, others);
+    let end = format!("echo {CHECKS_DONE}; sleep 600\n");
+    s.truncate(s.len() - end.len());
+    format!("{before}{s}{after}{end}")
+}
+
+/// The first IPv4 lease lines of a guest's console, in order.
+fn leases(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.split("VNET-GUEST: lease ").nth(1))
+        .filter_map(|r| r.split('/').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The port-list entry of port `name`.
+fn port(net: &Net, name: &str) -> serde_json::Value {
+    net.port_list()
+        .into_iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name}: {}", net.log()))
+}
+
+#[test]
+fn vhost_user_guests_lease_resolve_ping_exchange_tcp_and_keep_their_port() {
+    let mut net = Net::start();
+    let files = net.dir.path().join("www");
+    std::fs::create_dir_all(&files).expect("www");
+    let blob: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
+        .collect();
+    std::fs::write(files.join("blob"), &blob).expect("blob");
+    let want = md5(&files.join("blob"));
+    let _wan = wan(&net, &files);
+    let ns_guest = net.add_bare_guest("vqn", "52:54:00:a1:00:01");
+    let lease = common::clients::udhcpc(&net, &ns_guest, "n", &["-x", "hostname:nsguest"]);
+    assert!(lease.contains_key("ip"), "{}", net.log());
+
+    let d = net.dir.path();
+    let socks = [d.join("vu1.sock"), d.join("vu2.sock")];
+    for (name, sock) in ["vu1", "vu2"].iter().zip(&socks) {
+        let sock = sock.display().to_string();
+        net.ctl_json(&[
+            "port-add",
+            &net.name,
+            "vhost-user",
+            "--socket",
+            &sock,
+            "--name",
+            name,
+        ]);
+        let p = port(&net, name);
+        assert_eq!(p["kind"], "vhost-user", "{p}");
+        assert_eq!(p["peer"], "listening", "{p}");
+        assert_eq!(p["ifname"], sock.as_str(), "{p}");
+    }
+    let image = guest_image();
+    // vmvu1 serves 4 MiB over HTTP; vmvu2 fetches it by name: guest to guest TCP
+    let serve = "mkdir -p /www; dd if=/dev/urandom of=/www/blob bs=1024 count=4096 2>/dev/null\n\
+                 echo \"SERVED $(md5sum /www/blob | cut -d' ' -f1)\"; httpd -p 8080 -h /www\n";
+    let fetch = "for i in $(seq 60); do ip=$(look vmvu1); [ -n \"$ip\" ] && wget -q -O /tmp/peer http://$ip:8080/blob && { echo \"GOT $(md5sum /tmp/peer | cut -d' ' -f1)\"; break; }; sleep 1; done\n";
+    let mon = d.join("vu1.mon");
+    let mut vu1_args = vhost_user_nic(&socks[0], "52:54:00:a1:00:11");
+    vu1_args.extend([
+        "-monitor".to_owned(),
+        format!("unix:{},server=on,wait=off", mon.display()),
+    ]);
+    let vu1 = QemuGuest::boot_rebootable(
+        &image,
+        &image.with_script(d, &script_with("vmvu1", &["vmstream", "vmvu2"], serve, "")),
+        &vu1_args,
+        &d.join("vu1.log"),
+    );
+    let mut vu2 = QemuGuest::boot(
+        &image,
+        &image.with_script(d, &script_with("vmvu2", &["vmstream", "vmvu1"], "", fetch)),
+        &vhost_user_nic(&socks[1], "52:54:00:a1:00:12"),
+        &d.join("vu2.log"),
+    );
+    let stream = QemuGuest::boot(
+        &image,
+        &image.with_script(d, &script("vmstream", &["vmvu1", "vmvu2"])),
+        &virtio_net(
+            &netdev_stream("n0", &d.join(format!("{}.stream", net.name))),
+            "52:54:00:a1:00:13",
+        ),
+        &d.join("stream.log"),
+    );
+    for (name, g) in [("vmvu1", &vu1), ("vmvu2", &vu2), ("vmstream", &stream)] {
+        let done = g.wait_for_line(CHECKS_DONE, BOOT);
+        let log = g.log_text();
+        eprintln!("{name}: done after {:.1?}", g.elapsed());
+        assert!(done, "{name}:\n{log}\nswitchd:\n{}", net.log());
+        assert!(leases(&log).len() == 1, "{name}:\n{log}");
+        assert!(log.contains("PINGED nsguest"), "{name}:\n{log}");
+        assert!(log.contains(&format!("HTTP {want}")), "{name}:\n{log}");
+    }
+    for (name, g, others) in [
+        ("vmvu1", &vu1, ["vmstream", "vmvu2"]),
+        ("vmvu2", &vu2, ["vmstream", "vmvu1"]),
+        ("vmstream", &stream, ["vmvu1", "vmvu2"]),
+    ] {
+        let log = g.log_text();
+        for o in others {
+            assert!(
+                log.contains(&format!("SEES {o} ")),
+                "{name} does not see {o}:\n{log}"
+            );
+        }
+    }
+    let served = vu1.log_text();
+    let served = served
+        .lines()
+        .find_map(|l| l.strip_prefix("SERVED "))
+        .expect("vmvu1 served nothing")
+        .to_owned();
+    assert!(
+        vu2.log_text().contains(&format!("GOT {served}")),
+        "guest to guest TCP over vhost-user:\n{}",
+        vu2.log_text()
+    );
+    // offloads: the guests sent TSO super-frames into the switch, whole
+    let p1 = port(&net, "vu1");
+    assert_eq!(p1["peer"], "connected", "{p1}");
+    assert!(p1["io"]["gso_in"].as_u64().unwrap_or(0) > 0, "{p1}");
+
+    // a reboot of the guest (a device reset: its rings are stopped and set up again)
+    // keeps its port and its lease
+    let first = leases(&vu1.log_text());
+    let mut m = std::os::unix::net::UnixStream::connect(&mon).expect("monitor");
+    std::io::Write::write_all(&mut m, b"system_reset\n").expect("system_reset");
+    assert!(
+        wait_for(BOOT, || leases(&vu1.log_text()).len() >= 2),
+        "no lease after the reboot:\n{}\nswitchd:\n{}",
+        vu1.log_text(),
+        net.log()
+    );
+    let again = leases(&vu1.log_text());
+    assert_eq!(again[1], first[0], "a new lease after the reboot");
+    assert_eq!(port(&net, "vu1")["id"], p1["id"]);
+
+    // kill -9 of QEMU: the connection goes, the port stays listening, switchd carries on
+    let p2 = port(&net, "vu2");
+    let ip2 = leases(&vu2.log_text())[0].clone();
+    vu2.kill();
+    assert!(
+        wait_for(Duration::from_secs(5), || port(&net, "vu2")["peer"]
+            == "listening"),
+        "{}",
+        net.log()
+    );
+    let ping = ns_guest.run("ping", &["-c", "1", "-W", "2", &first[0]]);
+    assert!(ping.status.success(), "vmvu1 unreachable after vmvu2 died");
+    let vu2 = QemuGuest::boot(
+        &image,
+        &image.with_script(
+            d,
+            "udhcpc -i eth0 -x hostname:vmvu2 -t 20 -T 1 -A 1 -n -q || exit 1\necho HOLDING\nsleep 600\n",
+        ),
+        &vhost_user_nic(&socks[1], "52:54:00:a1:00:12"),
+        &d.join("vu2b.log"),
+    );
+    assert!(
+        vu2.wait_for_line("HOLDING", BOOT),
+        "{}\n{}",
+        vu2.log_text(),
+        net.log()
+    );
+    assert_eq!(
+        leases(&vu2.log_text()),
+        [ip2],
+        "a new lease after the restart"
+    );
+    let p2b = port(&net, "vu2");
+    assert_eq!(p2b["id"], p2["id"]);
+    assert_eq!(p2b["peer"], "connected");
+    assert!(net.daemon_mut().is_running());
 }

@@ -182,6 +182,32 @@ pub fn netdev_dgram(id: &str, local: &Path, remote: &Path) -> String {
     )
 }
 
+/// The QEMU arguments of a virtio-net PCI NIC with MAC `mac` on a vhost-user backend
+/// that listens on `socket` (vnet's `port-add NET vhost-user --socket`): the guest's
+/// memory in a shared memfd (the backend maps it), a socket chardev, the netdev.
+///
+/// `vectors=0` (no MSI-X: the guest's driver uses legacy interrupts): Debian 12's QEMU
+/// 7.2 under TCG segfaults in `vhost_net_start` (`msix_set_vector_notifiers`) when a
+/// guest starts a vhost-user NIC with MSI-X, whatever the backend (DPDK's too; see
+/// the peers notes in `../shared/peers.md`).
+pub fn vhost_user_nic(socket: &Path, mac: &str) -> Vec<String> {
+    [
+        "-object",
+        "memory-backend-memfd,id=mem,size=256M,share=on",
+        "-numa",
+        "node,memdev=mem",
+        "-chardev",
+        &format!("socket,id=vu0,path={}", socket.display()),
+        "-netdev",
+        "vhost-user,id=n0,chardev=vu0",
+        "-device",
+        &format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,vectors=0"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// A `-netdev` value: the existing TAP device `ifname` (QEMU runs no scripts).
 pub fn netdev_tap(id: &str, ifname: &str) -> String {
     format!("tap,id={id},ifname={ifname},script=no,downscript=no")
@@ -205,6 +231,21 @@ impl QemuGuest {
     /// all. `log` is truncated and receives the console.
     pub fn boot(image: &GuestImage, initrd: &Path, net_args: &[String], log: &Path) -> Self {
         Self::spawn(None, image, initrd, net_args, log)
+    }
+
+    /// [`QemuGuest::boot`], but a reset (the monitor's `system_reset`, the guest's
+    /// `reboot`) reboots the guest instead of ending QEMU.
+    pub fn boot_rebootable(
+        image: &GuestImage,
+        initrd: &Path,
+        net_args: &[String],
+        log: &Path,
+    ) -> Self {
+        let args: Vec<String> = [String::from("-action"), String::from("reboot=reset")]
+            .into_iter()
+            .chain(net_args.iter().cloned())
+            .collect();
+        Self::spawn(None, image, initrd, &args, log)
     }
 
     /// [`QemuGuest::boot`] with QEMU inside network namespace `netns` (`ip netns exec`,

@@ -237,6 +237,9 @@ pub enum PortKind {
     Stream,
     /// A QEMU `-netdev dgram` peer of the network's datagram socket.
     Dgram,
+    /// A vhost-user frontend (QEMU `-netdev vhost-user`, DPDK `virtio_user`) on a unix
+    /// socket the port listens on (`socket`) or connects to (`connect`).
+    VhostUser,
 }
 
 /// What a protected port may send as.
@@ -294,6 +297,12 @@ pub struct PortAdd {
     /// any); its `<vnet:port-security>` decides unless `secure` or `trusted` is given.
     #[serde(default)]
     pub portgroup: Option<String>,
+    /// A vhost-user port: the socket it listens on (absolute path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// A vhost-user port: the frontend's socket it connects to (QEMU `server=on`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
 }
 
 impl PortAdd {
@@ -387,6 +396,10 @@ pub struct PortInfo {
     pub security: Option<PortSecurityInfo>,
     /// MAC addresses learned on the port.
     pub macs: usize,
+    /// The state of the port's peer, for a port whose peer comes and goes (vhost-user:
+    /// `connected`, `listening`, `connecting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
     /// Counters.
     pub counters: Counters,
     /// What the port's device did: system calls and offload work.

@@ -287,7 +287,7 @@ impl Store {
     }
 
     /// The persistent ports network `name` saved (none without the file). Only
-    /// re-attaching a persistent TAP is taken: any other entry (the file is written by
+    /// re-attaching a persistent TAP, or a vhost-user port's socket, is taken: any other entry (the file is written by
     /// the running network, so by the user it runs as) is left out with a warning.
     pub fn load_ports(&self, name: &str) -> Vec<PortAdd> {
         let path = self.ports_path(name);
@@ -304,12 +304,17 @@ impl Store {
         saved
             .into_iter()
             .filter(|req| {
-                let ok = req.persistent
+                let tap = req.persistent
                     && req.attach
                     && matches!(req.kind, None | Some(crate::PortKind::Tap));
+                // a vhost-user port: a socket to listen on (or dial) again
+                let vhost = req.kind == Some(crate::PortKind::VhostUser)
+                    && req.netns.is_none()
+                    && req.ifname.is_none();
+                let ok = tap || vhost;
                 if !ok {
                     tracing::warn!(
-                        "port {}: not restored: {} records only persistent TAPs to re-attach",
+                        "port {}: not restored: {} records only persistent TAPs to re-attach and vhost-user sockets",
                         req.name.as_deref().unwrap_or_default(),
                         path.display()
                     );

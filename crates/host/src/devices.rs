@@ -65,6 +65,7 @@ impl Device {
             PortType::Packet => PortKind::Netdev,
             PortType::Stream => PortKind::Stream,
             PortType::Dgram => PortKind::Dgram,
+            PortType::VhostUser => PortKind::VhostUser,
             _ => PortKind::Tap,
         }
     }
@@ -87,16 +88,19 @@ impl Device {
     }
 
     /// Frames lost in its I/O, by reason (`port-list` shows them beside the switch's
-    /// drops): `rx-overflow`, `tx-writer-failed`, `tx-queue-full`.
-    pub fn drops(&self) -> [(&'static str, u64); 3] {
+    /// drops): `rx-overflow`, `tx-writer-failed`, `tx-queue-full`, and the device's own
+    /// ([`Port::drops`]).
+    pub fn drops(&self) -> Vec<(&'static str, u64)> {
         let w = |f: fn(&vnet_ports::writers::WriterStats) -> u64| {
             self.writer.as_ref().map_or(0, |w| f(&w.stats))
         };
-        [
+        let mut v = vec![
             ("rx-overflow", self.dev.rx_overflows()),
             ("tx-writer-failed", w(|s| s.failed.load(Relaxed))),
             ("tx-queue-full", w(|s| s.queue_full.load(Relaxed))),
-        ]
+        ];
+        v.extend(self.dev.drops());
+        v
     }
 }
 

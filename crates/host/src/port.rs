@@ -2,7 +2,9 @@
 
 use vnet_control::{PortAdd, PortKind};
 use vnet_gateway::GatewayConfig;
-use vnet_ports::{NetnsRef, PacketOptions, PacketPort, Port, Tap, TapOptions};
+use vnet_ports::{
+    NetnsRef, PacketOptions, PacketPort, Port, Tap, TapOptions, VhostUserMode, VhostUserPort,
+};
 use vnet_switch::MacAddr;
 
 /// Why a `port-add` was refused.
@@ -24,12 +26,16 @@ pub struct Opened {
     pub dev: Box<dyn Port>,
     /// The MAC the request gave the guest (port security pins it).
     pub mac: Option<MacAddr>,
+    /// The port's name when the request gave none and the device's name does not fit
+    /// (a vhost-user port: its socket's file name without the extension).
+    pub name: Option<String>,
 }
 
 /// Checks what a `port-add` asks for on its own (the network's checks, such as the
 /// portgroup and whether the name is taken, are the caller's) and opens its device: a
 /// TAP made (or attached to, `--attach`), in a namespace with `--netns`, or an existing
-/// interface through AF_PACKET (`netdev`, promiscuous).
+/// interface through AF_PACKET (`netdev`, promiscuous), or a vhost-user socket
+/// listened on (`socket`) or dialled (`connect`).
 pub fn open_port(req: &PortAdd) -> Result<Opened, PortAddError> {
     let invalid = |s: &str| Err(PortAddError::Invalid(s.to_owned()));
     if req.secure && req.trusted {
@@ -57,6 +63,12 @@ pub fn open_port(req: &PortAdd) -> Result<Opened, PortAddError> {
             Some(mac)
         }
     };
+    if req.kind == Some(PortKind::VhostUser) {
+        return open_vhost_user(req, mac);
+    }
+    if req.socket.is_some() || req.connect.is_some() {
+        return invalid("--socket and --connect are for vhost-user ports");
+    }
     let ifname = req.ifname.clone().or_else(|| req.name.clone());
     if let Some(i) = &ifname {
         vnet_ports::validate_ifname(i).map_err(|e| PortAddError::Invalid(e.to_string()))?;
@@ -93,7 +105,50 @@ pub fn open_port(req: &PortAdd) -> Result<Opened, PortAddError> {
             Box::new(Tap::create(&opts)?)
         }
     };
-    Ok(Opened { dev, mac })
+    Ok(Opened {
+        dev,
+        mac,
+        name: None,
+    })
+}
+
+/// A vhost-user port: checks and opens it.
+fn open_vhost_user(req: &PortAdd, mac: Option<MacAddr>) -> Result<Opened, PortAddError> {
+    let invalid = |s: &str| Err(PortAddError::Invalid(s.to_owned()));
+    if req.netns.is_some() || req.ifname.is_some() || req.attach || req.persistent {
+        return invalid(
+            "a vhost-user port takes no --netns, --ifname, --attach or --persistent: it is a socket",
+        );
+    }
+    if req.no_offloads {
+        return invalid(
+            "a vhost-user port negotiates offloads with its frontend: no --no-offloads",
+        );
+    }
+    let mode = match (&req.socket, &req.connect) {
+        (Some(p), None) => VhostUserMode::Listen(p.into()),
+        (None, Some(p)) => VhostUserMode::Connect(p.into()),
+        (Some(_), Some(_)) => {
+            return invalid("a vhost-user port either listens (--socket) or connects (--connect)")
+        }
+        (None, None) => {
+            return invalid("a vhost-user port needs --socket PATH (or --connect PATH)")
+        }
+    };
+    if !mode.path().is_absolute() {
+        return invalid("the vhost-user socket path must be absolute");
+    }
+    let name = req.name.clone().or_else(|| {
+        mode.path()
+            .file_stem()
+            .map(|s| s.to_string_lossy().chars().take(64).collect())
+    });
+    let dev = VhostUserPort::start(mode)?;
+    Ok(Opened {
+        dev: Box::new(dev),
+        mac,
+        name,
+    })
 }
 
 /// The host's port on the segment: a TAP named `bridge` (`<bridge name>`) with the

@@ -9,6 +9,9 @@
 //!   uplink).
 //! - [`unix::StreamPort`], [`unix::DgramPort`]: QEMU `-netdev stream` and `-netdev dgram`
 //!   peers on unix sockets (plain frames).
+//! - [`vhost_user::VhostUserPort`]: a vhost-user frontend (QEMU `-netdev vhost-user`,
+//!   DPDK's `virtio_user`) on a unix socket; frames move through the guest's own
+//!   virtio rings in shared memory.
 //! - [`soft`]: checksum completion and TCP/UDP segmentation in software, for ports
 //!   that take plain frames only.
 //! - [`Port`]: the interface all of them share (receive, send, flush, counters, what to
@@ -37,6 +40,7 @@ mod stats;
 mod sys;
 pub mod tap;
 pub mod unix;
+pub mod vhost_user;
 pub mod vnet_hdr;
 pub mod writers;
 
@@ -46,6 +50,7 @@ pub use port::{Drain, ErrorClass, Port, PortType, Readiness, Step};
 pub use stats::IoStats;
 pub use tap::{NetnsRef, Tap, TapOptions};
 pub use unix::{DgramPort, StreamPort};
+pub use vhost_user::{VhostUserMode, VhostUserPort};
 pub use vnet_hdr::{VirtioNetHdr, VNET_HDR_LEN};
 
 /// Errors from creating or configuring a port.
@@ -100,6 +105,15 @@ pub enum Error {
     /// Opening `/dev/net/tun` failed.
     #[error("cannot open /dev/net/tun")]
     OpenTun(#[source] std::io::Error),
+    /// A vhost-user port's socket or threads could not be set up.
+    #[error("vhost-user socket {path}")]
+    VhostUser {
+        /// The socket.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A TUN/TAP or interface ioctl failed.
     #[error("{op} failed on {name:?}")]
     Ioctl {

@@ -24,6 +24,8 @@ pub enum PortType {
     Stream,
     /// A QEMU `-netdev dgram` peer ([`DgramPort`]).
     Dgram,
+    /// A vhost-user frontend ([`crate::VhostUserPort`]).
+    VhostUser,
 }
 
 /// Which readiness of a port's descriptor the driver should poll for.
@@ -85,6 +87,18 @@ pub trait Port: AsRawFd + Send + std::fmt::Debug {
         0
     }
 
+    /// Frames the device lost, by reason, beyond [`rx_overflows`](Self::rx_overflows)
+    /// (`port-list` shows them beside the switch's drops).
+    fn drops(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
+    /// The state of the port's peer, for a port whose peer comes and goes while the
+    /// port stays (a vhost-user frontend: `connected`, `listening`).
+    fn peer_state(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether the device outlives the port (a persistent TAP).
     fn is_persistent(&self) -> bool {
         false
@@ -118,7 +132,7 @@ pub trait Port: AsRawFd + Send + std::fmt::Debug {
 /// The classes every kind of port shares: `WouldBlock` is [`ErrorClass::Again`];
 /// `Interrupted` and `InvalidData` (a frame the port refused) are
 /// [`ErrorClass::Skip`]; anything else is [`ErrorClass::Gone`].
-fn common_class(e: &io::Error) -> ErrorClass {
+pub(crate) fn common_class(e: &io::Error) -> ErrorClass {
     match e.kind() {
         ErrorKind::WouldBlock => ErrorClass::Again,
         ErrorKind::Interrupted | ErrorKind::InvalidData => ErrorClass::Skip,

@@ -35,6 +35,10 @@ enum Kind {
     /// An existing interface (veth, NIC, someone else's TAP), attached with an
     /// AF_PACKET socket in promiscuous mode: `port-add NET netdev IFNAME`.
     Netdev,
+    /// A vhost-user socket for a QEMU guest (`-chardev socket,path=PATH -netdev
+    /// vhost-user,chardev=...`) or DPDK's virtio_user: `--socket PATH` listens,
+    /// `--connect PATH` dials a frontend that listens (QEMU's `server=on`).
+    VhostUser,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +214,14 @@ enum Verb {
         /// group's <vnet:port-security> applies unless --secure or --trusted is given.
         #[arg(long, value_name = "NAME")]
         portgroup: Option<String>,
+        /// A vhost-user port: the socket switchd listens on (QEMU connects to it); it
+        /// stays for reconnects and across switchd restarts.
+        #[arg(long, value_name = "PATH", conflicts_with = "connect")]
+        socket: Option<PathBuf>,
+        /// A vhost-user port: the frontend's listening socket switchd connects to
+        /// (again after each disconnect).
+        #[arg(long, value_name = "PATH")]
+        connect: Option<PathBuf>,
     },
     /// Remove a port from a running network.
     PortDel {
@@ -424,8 +436,33 @@ fn run() -> Result<()> {
             no_offloads,
             trusted,
             portgroup,
+            socket,
+            connect,
         } => {
+            if !matches!(kind, Kind::VhostUser) && (socket.is_some() || connect.is_some()) {
+                bail!("--socket and --connect are for vhost-user ports");
+            }
+            // switchd runs elsewhere: the path as this shell means it
+            let abs = |p: &Option<PathBuf>| -> Result<Option<String>> {
+                p.as_ref()
+                    .map(|p| {
+                        std::path::absolute(p)
+                            .map(|p| p.display().to_string())
+                            .with_context(|| format!("{}", p.display()))
+                    })
+                    .transpose()
+            };
+            let (socket, connect) = (abs(socket)?, abs(connect)?);
             let (kind, ifname) = match kind {
+                Kind::VhostUser if dev.is_some() => {
+                    bail!(
+                        "a vhost-user port takes --socket PATH or --connect PATH, not an interface"
+                    )
+                }
+                Kind::VhostUser if socket.is_none() && connect.is_none() => {
+                    bail!("port-add NET vhost-user --socket PATH (or --connect PATH)")
+                }
+                Kind::VhostUser => (PortKind::VhostUser, ifname.clone()),
                 Kind::Tap if dev.is_some() => {
                     bail!("a tap port takes no interface argument (use --name / --ifname)")
                 }
@@ -449,6 +486,8 @@ fn run() -> Result<()> {
                 mac: mac.clone(),
                 persistent: *persistent,
                 isolated: *isolated,
+                socket,
+                connect,
             });
             let v = call(&store, net, &req)?;
             if args.json {
@@ -577,7 +616,7 @@ fn stats(args: &Args, store: &Store, net: &str, port: Option<&str>) -> Result<()
 
 fn print_ports(ports: &[PortInfo]) {
     println!(
-        "{:<16} {:>4} {:<6} {:<16} {:<12} {:<10} {:<18} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
+        "{:<16} {:>4} {:<10} {:<16} {:<12} {:<10} {:<18} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
         "Name",
         "Id",
         "Kind",
@@ -598,6 +637,7 @@ fn print_ports(ports: &[PortInfo]) {
             PortKind::Netdev => "netdev",
             PortKind::Stream => "stream",
             PortKind::Dgram => "dgram",
+            PortKind::VhostUser => "vhost-user",
             _ => "?",
         };
         let flags: Vec<&str> = [
@@ -607,10 +647,11 @@ fn print_ports(ports: &[PortInfo]) {
         ]
         .into_iter()
         .filter_map(|(on, f)| on.then_some(f))
+        .chain(p.peer.as_deref())
         .collect();
         let drops: u64 = p.counters.drops.values().sum();
         println!(
-            "{:<16} {:>4} {:<6} {:<16} {:<12} {:<10} {:<18} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
+            "{:<16} {:>4} {:<10} {:<16} {:<12} {:<10} {:<18} {:>5} {:>10} {:>12} {:>10} {:>12} {:>7}",
             p.name,
             p.id,
             kind,

@@ -38,22 +38,31 @@ impl Daemon {
         {
             return Err(ControlError::PortNameInUse(n.clone()));
         }
-        let Opened { dev, mac } = vnet_host::open_port(req).map_err(|e| match e {
+        let Opened {
+            dev,
+            mac,
+            name: default_name,
+        } = vnet_host::open_port(req).map_err(|e| match e {
             PortAddError::Open(e) => ControlError::from(e),
             e => ControlError::Invalid(e.to_string()),
         })?;
         let isolated = req.isolated || self.network.ports_isolated();
         let persistent = req.persistent && dev.as_tap().is_some();
+        // a vhost-user port's socket is listened on (or dialled) again after a restart
+        let vhost_user = dev.port_type() == vnet_ports::PortType::VhostUser;
         let security = secure.then(|| vnet_switch::PortSecurity::new(mac));
-        let info = self.add_dev_with(req.name.clone(), dev, isolated, true, security, portgroup)?;
+        let name = req.name.clone().or(default_name);
+        let info = self.add_dev_with(name, dev, isolated, true, security, portgroup)?;
         if security.is_some() {
             self.refresh_port_security();
         }
-        if persistent {
+        if persistent || vhost_user {
             let mut again = req.clone();
             again.name = Some(info.name.clone());
-            again.ifname = Some(info.ifname.clone());
-            again.attach = true;
+            if persistent {
+                again.ifname = Some(info.ifname.clone());
+                again.attach = true;
+            }
             self.saved_ports.retain(|p| p.name != again.name);
             self.saved_ports.push(again);
             self.save_ports();
@@ -190,9 +199,19 @@ impl Daemon {
         }
         for req in self.store.load_ports(&self.name) {
             let name = req.name.clone().unwrap_or_default();
+            let (done, failed) = match req.kind {
+                Some(vnet_control::PortKind::VhostUser) => (
+                    "vhost-user socket taken back",
+                    "vhost-user socket not taken back",
+                ),
+                _ => (
+                    "persistent TAP re-attached",
+                    "persistent TAP not re-attached",
+                ),
+            };
             match self.add_port(&req) {
-                Ok(_) => log!("port {name}: persistent TAP re-attached"),
-                Err(e) => warn!("port {name}: persistent TAP not re-attached: {e}"),
+                Ok(_) => log!("port {name}: {done}"),
+                Err(e) => warn!("port {name}: {failed}: {e}"),
             }
         }
         self.save_ports();
@@ -270,6 +289,7 @@ impl Daemon {
             ifname: p.dev.name().to_owned(),
             netns: p.dev.netns().map(|n| n.name().to_owned()),
             persistent: p.dev.is_persistent(),
+            peer: p.dev.peer_state().map(str::to_owned),
             isolated: p.isolated,
             portgroup: p.portgroup.clone(),
             security: security.map(|sec| vnet_control::PortSecurityInfo {
