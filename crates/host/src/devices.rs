@@ -38,6 +38,8 @@ pub struct Device {
     down_logged: bool,
     /// The writer thread that writes its frames (a TAP, with writer threads on).
     writer: Option<WriterPort>,
+    /// Sent to in this turn, and its device batches ([`Port::end_batch`] is due).
+    in_batch: bool,
 }
 
 impl Device {
@@ -56,6 +58,7 @@ impl Device {
             ready: false,
             down_logged: false,
             writer: None,
+            in_batch: false,
         }
     }
 
@@ -125,6 +128,8 @@ pub struct Devices {
     writers: Option<Writers>,
     /// Ports whose peer went away on a send (dgram), to remove at the end of the turn.
     gone: Vec<String>,
+    /// Ports sent to this turn whose devices batch ([`Devices::end_batch`]).
+    batch: Vec<PortId>,
 }
 
 impl Devices {
@@ -285,9 +290,25 @@ impl Devices {
     /// Sends what port `id` still holds back (a stream's partial frame). An error means
     /// the port is unusable.
     pub fn flush(&mut self, id: PortId) -> io::Result<()> {
-        match self.get_mut(id) {
-            Some(d) => d.dev.flush(),
-            None => Ok(()),
+        let Some(Some(d)) = self.slots.get_mut(id.index()) else {
+            return Ok(());
+        };
+        if d.dev.batches() && !d.in_batch {
+            d.in_batch = true;
+            self.batch.push(id);
+        }
+        d.dev.flush()
+    }
+
+    /// Ends the turn's batch on each port sent to that batches ([`Port::end_batch`]: a
+    /// vhost-user guest is told once about everything the turn gave it). Called by the
+    /// driver at the end of each turn of its loop.
+    pub fn end_batch(&mut self) {
+        for id in std::mem::take(&mut self.batch) {
+            if let Some(Some(d)) = self.slots.get_mut(id.index()) {
+                d.in_batch = false;
+                d.dev.end_batch();
+            }
         }
     }
 
@@ -330,6 +351,10 @@ impl Devices {
         if let (Some(wp), Some(w)) = (&d.writer, self.writers.as_mut()) {
             w.submit(wp, buf, take);
             return true;
+        }
+        if d.dev.batches() && !d.in_batch {
+            d.in_batch = true;
+            self.batch.push(egress);
         }
         match d.dev.send(buf) {
             Ok(_) => true,

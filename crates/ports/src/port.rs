@@ -87,6 +87,17 @@ pub trait Port: AsRawFd + Send + std::fmt::Debug {
         0
     }
 
+    /// Whether the port tells its peer about frames in batches ([`end_batch`](Self::end_batch)):
+    /// a vhost-user guest is interrupted once per batch, not once per frame.
+    fn batches(&self) -> bool {
+        false
+    }
+
+    /// The frames sent (and flushed) since the last call were one batch: tell the peer.
+    /// A driver that [`batches`](Self::batches) calls it at the end of each turn of its
+    /// loop in which it sent to the port.
+    fn end_batch(&mut self) {}
+
     /// Frames the device lost, by reason, beyond [`rx_overflows`](Self::rx_overflows)
     /// (`port-list` shows them beside the switch's drops).
     fn drops(&self) -> Vec<(&'static str, u64)> {

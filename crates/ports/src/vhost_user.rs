@@ -287,6 +287,8 @@ pub struct VhostUserPort {
     awake: bool,
     /// Used TX descriptors not yet signalled to the guest.
     tx_unsignaled: u32,
+    /// Used RX descriptors not yet signalled (until [`Port::end_batch`]).
+    rx_unsignaled: u32,
     rx: RxState,
     scratch: Vec<u8>,
     stats: IoStats,
@@ -398,6 +400,7 @@ impl VhostUserPort {
             features: 0,
             awake: false,
             tx_unsignaled: 0,
+            rx_unsignaled: 0,
             rx: RxState::default(),
             scratch: Vec::new(),
             stats: IoStats::default(),
@@ -451,6 +454,7 @@ impl VhostUserPort {
         }
         self.features = self.shared.features.load(Ordering::Acquire);
         self.tx_unsignaled = 0;
+        self.rx_unsignaled = 0;
         if self.conn.is_none() || self.features == 0 {
             let n = self.rx.pending.len();
             self.drops.rx_no_frontend += u64::try_from(n).unwrap_or(u64::MAX);
@@ -674,8 +678,7 @@ impl VhostUserPort {
             let used = u32::try_from(used).unwrap_or(u32::MAX);
             st.get_queue_mut().add_used(mem.deref(), id, used)?;
         }
-        let mut pending = 1;
-        signal(&mut st, &mem, &mut pending, &mut self.stats)?;
+        self.rx_unsignaled += 1;
         Ok(Delivery::Done)
     }
 
@@ -810,6 +813,31 @@ impl crate::Port for VhostUserPort {
 
     fn stats(&self) -> IoStats {
         self.stats
+    }
+
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// Tells the guest about the frames put in its RX ring since the last batch (if it
+    /// asked to be told: `EVENT_IDX`).
+    fn end_batch(&mut self) {
+        if self.rx_unsignaled == 0 {
+            return;
+        }
+        let Some(conn) = self.conn.as_ref() else {
+            self.rx_unsignaled = 0;
+            return;
+        };
+        let mem = conn.mem.memory();
+        let Some(vring) = conn.vrings.get(RX) else {
+            return;
+        };
+        let mut st = vring.get_mut();
+        if let Err(e) = signal(&mut st, &mem, &mut self.rx_unsignaled, &mut self.stats) {
+            drop(st);
+            let _ = self.close(&e);
+        }
     }
 
     /// A frontend that broke the rules was disconnected: the port waits for the next.

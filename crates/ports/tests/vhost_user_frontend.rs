@@ -166,7 +166,7 @@ impl Guest {
         let mut b = vec![0u8; VNET_HDR_LEN];
         b.extend_from_slice(frame);
         self.mem.write_slice(&b, GuestAddress(addr)).unwrap();
-        self.desc(1, i, addr, b.len() as u32, 0, 0);
+        self.desc(1, i, addr, u32::try_from(b.len()).unwrap(), 0, 0);
         self.offer(1, i);
     }
 
@@ -348,7 +348,10 @@ fn a_guest_that_posts_no_receive_buffers_fills_a_bounded_queue() {
     wait("the connection", || port.peer_state() == Some("connected"));
     let n = vnet_ports::vhost_user::RX_PENDING_MAX + 10;
     for i in 0..n {
-        port.send(&FrameBuf::from_frame(&frame(i as u8))).unwrap();
+        port.send(&FrameBuf::from_frame(&frame(
+            u8::try_from(i % 256).unwrap(),
+        )))
+        .unwrap();
     }
     let full = |p: &VhostUserPort| {
         Port::drops(p)
@@ -369,4 +372,69 @@ fn a_guest_that_posts_no_receive_buffers_fills_a_bounded_queue() {
         .read_slice(&mut got, GuestAddress(buf_addr(0, 3)))
         .unwrap();
     assert_eq!(got[VNET_HDR_LEN + 14], 3);
+}
+
+#[test]
+fn a_memory_table_changed_at_run_time_is_followed() {
+    let (_d, sock) = socket("mem");
+    let mut port = VhostUserPort::listen(&sock).unwrap();
+    let mut g = Guest::connect(&sock);
+    wait("the connection", || port.peer_state() == Some("connected"));
+    let mut buf = FrameBuf::new();
+    g.transmit(0, &frame(1));
+    assert_eq!(recv(&mut port, &mut buf).unwrap(), 60);
+    // the guest grows: a second region above the first (memory hot-plug, as QEMU
+    // sends it: a new table), mapped here again with both files
+    let path = std::env::temp_dir().join(format!("vnet-vu-mem2-{}", std::process::id()));
+    let file2 = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file2.set_len(MEM as u64).unwrap();
+    let mem = GuestMemoryMmap::<()>::from_ranges_with_files([
+        (
+            GuestAddress(0),
+            MEM,
+            Some(FileOffset::new(g._file.try_clone().unwrap(), 0)),
+        ),
+        (
+            GuestAddress(MEM as u64),
+            MEM,
+            Some(FileOffset::new(file2.try_clone().unwrap(), 0)),
+        ),
+    ])
+    .unwrap();
+    let va = |a: u64| mem.get_host_address(GuestAddress(a)).unwrap() as u64;
+    g.fe.set_mem_table(&[
+        VhostUserMemoryRegionInfo {
+            guest_phys_addr: 0,
+            memory_size: MEM as u64,
+            userspace_addr: va(0),
+            mmap_offset: 0,
+            mmap_handle: g._file.as_raw_fd(),
+        },
+        VhostUserMemoryRegionInfo {
+            guest_phys_addr: MEM as u64,
+            memory_size: MEM as u64,
+            userspace_addr: va(MEM as u64),
+            mmap_offset: 0,
+            mmap_handle: file2.as_raw_fd(),
+        },
+    ])
+    .unwrap();
+    g.fe.get_features().unwrap();
+    g.mem = mem;
+    // a frame in the new region
+    let at = MEM as u64 + 0x8000;
+    let mut b = vec![0u8; VNET_HDR_LEN];
+    b.extend_from_slice(&frame(2));
+    g.mem.write_slice(&b, GuestAddress(at)).unwrap();
+    g.desc(1, 1, at, u32::try_from(b.len()).unwrap(), 0, 0);
+    g.offer(1, 1);
+    assert_eq!(recv(&mut port, &mut buf).unwrap(), 60);
+    assert_eq!(buf.frame()[14], 2);
 }

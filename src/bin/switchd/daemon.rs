@@ -323,6 +323,8 @@ impl Daemon {
             }
             let (net, buf, mut io) = self.split();
             net.poll(clock, buf, &mut io);
+            // what the turn sent to batching ports (vhost-user guests), told once
+            self.devs.end_batch();
             self.emit_events();
             self.check_conns();
             if !self.captures.is_empty() {
