@@ -85,3 +85,34 @@ fn after_kill_9_a_restart_takes_back_persistent_ports_leases_and_live_forwards()
     net.launch();
     assert!(net.guest_ports().is_empty(), "{:?}", net.port_list());
 }
+
+/// A vhost-user port is a socket switchd listens on: after a `kill -9` and a restart it
+/// listens again at the same path, so QEMU (with `reconnect=`) finds it back.
+#[test]
+fn a_vhost_user_socket_is_listened_on_again_after_a_restart() {
+    let mut net = Net::start();
+    let sock = net.dir.path().join("vm.sock");
+    let path = sock.display().to_string();
+    net.ctl_json(&["port-add", &net.name, "vhost-user", "--socket", &path]);
+    net.stop(true);
+    net.launch();
+    let ports = net.port_list();
+    let p = ports
+        .iter()
+        .find(|p| p["name"] == "vm")
+        .unwrap_or_else(|| panic!("{ports:?}\n{}", net.log()));
+    assert_eq!(p["kind"], "vhost-user", "{p}");
+    assert_eq!(p["peer"], "listening", "{p}");
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    assert!(
+        net.log().contains("vhost-user socket taken back"),
+        "{}",
+        net.log()
+    );
+    // port-del removes the socket and forgets the port
+    net.ctl_json(&["port-del", &net.name, "vm"]);
+    assert!(!sock.exists());
+    net.stop(true);
+    net.launch();
+    assert!(net.port_list().iter().all(|p| p["name"] != "vm"));
+}

@@ -289,6 +289,10 @@ pub struct VhostUserPort {
     tx_unsignaled: u32,
     /// Used RX descriptors not yet signalled (until [`Port::end_batch`]).
     rx_unsignaled: u32,
+    /// The guest's TX kicks are off (the port is draining its ring).
+    tx_quiet: bool,
+    /// The guest's RX kicks are on (frames wait for buffers).
+    rx_asked: bool,
     rx: RxState,
     scratch: Vec<u8>,
     stats: IoStats,
@@ -401,6 +405,8 @@ impl VhostUserPort {
             awake: false,
             tx_unsignaled: 0,
             rx_unsignaled: 0,
+            tx_quiet: false,
+            rx_asked: false,
             rx: RxState::default(),
             scratch: Vec::new(),
             stats: IoStats::default(),
@@ -455,6 +461,8 @@ impl VhostUserPort {
         self.features = self.shared.features.load(Ordering::Acquire);
         self.tx_unsignaled = 0;
         self.rx_unsignaled = 0;
+        self.tx_quiet = false;
+        self.rx_asked = false;
         if self.conn.is_none() || self.features == 0 {
             let n = self.rx.pending.len();
             self.drops.rx_no_frontend += u64::try_from(n).unwrap_or(u64::MAX);
@@ -496,10 +504,19 @@ impl VhostUserPort {
         if !st.get_queue().ready() || !st.is_enabled() || self.features == 0 {
             return Ok(None);
         }
+        if !self.tx_quiet {
+            // no kicks while the ring is being drained (without EVENT_IDX: the used
+            // ring's NO_NOTIFY flag; with it, the kick index is simply not moved on)
+            st.get_queue_mut().disable_notification(mem.deref())?;
+            self.tx_quiet = true;
+        }
         loop {
             let q = st.get_queue_mut();
             let Some(chain) = q.pop_descriptor_chain(mem.deref()) else {
+                self.tx_quiet = false;
                 if q.enable_notification(mem.deref())? {
+                    self.tx_quiet = true;
+                    st.get_queue_mut().disable_notification(mem.deref())?;
                     continue;
                 }
                 signal(&mut st, &mem, &mut self.tx_unsignaled, &mut self.stats)?;
@@ -565,6 +582,9 @@ impl VhostUserPort {
     /// Sends what waits for receive buffers, in order; stops at the first that does not
     /// fit yet.
     fn flush_pending(&mut self) -> Result<(), Bad> {
+        if self.rx.pending.is_empty() {
+            return self.rx_quiet();
+        }
         while let Some(f) = self.rx.pending.pop_front() {
             let (hdr, frame) = f.split_at(VNET_HDR_LEN.min(f.len()));
             match self.deliver(hdr, frame, &[])? {
@@ -576,6 +596,24 @@ impl VhostUserPort {
                 Delivery::NotReady => self.drops.rx_no_frontend += 1,
                 Delivery::Done => {}
             }
+        }
+        self.rx_quiet()
+    }
+
+    /// Turns the guest's RX kicks off again once nothing waits for its buffers.
+    fn rx_quiet(&mut self) -> Result<(), Bad> {
+        if !self.rx_asked {
+            return Ok(());
+        }
+        self.rx_asked = false;
+        let Some(conn) = self.conn.as_ref() else {
+            return Ok(());
+        };
+        let mem = conn.mem.memory();
+        if let Some(v) = conn.vrings.get(RX) {
+            v.get_mut()
+                .get_queue_mut()
+                .disable_notification(mem.deref())?;
         }
         Ok(())
     }
@@ -640,6 +678,7 @@ impl VhostUserPort {
                 return Ok(Delivery::TooBig);
             }
             // tell us when the guest posts buffers
+            self.rx_asked = true;
             if q.enable_notification(mem.deref())? {
                 // it did meanwhile: the caller tries again on the next wake-up
                 self.shared.wake();

@@ -47,6 +47,22 @@ struct Guest {
 
 impl Guest {
     fn connect(sock: &Path) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let fe = loop {
+            match Frontend::connect(sock, 2) {
+                Ok(f) => break f,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("cannot connect: {e}"),
+            }
+        };
+        Self::attach(fe)
+    }
+
+    /// Sets up guest memory and both rings over `fe`.
+    fn attach(fe: Frontend) -> Self {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("vnet-vu-mem-{}-{n}", std::process::id()));
@@ -66,17 +82,6 @@ impl Guest {
         )])
         .unwrap();
         let va = mem.get_host_address(GuestAddress(0)).unwrap() as u64;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let fe = loop {
-            match Frontend::connect(sock, 2) {
-                Ok(f) => break f,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) => panic!("cannot connect: {e}"),
-            }
-        };
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
         assert_eq!(offered & F_VERSION_1, F_VERSION_1);
@@ -437,4 +442,25 @@ fn a_memory_table_changed_at_run_time_is_followed() {
     g.offer(1, 1);
     assert_eq!(recv(&mut port, &mut buf).unwrap(), 60);
     assert_eq!(buf.frame()[14], 2);
+}
+
+/// `--connect`: the port dials a frontend that listens (QEMU's `server=on`), and dials
+/// again after the frontend goes.
+#[test]
+fn a_connecting_port_dials_the_frontend_and_redials() {
+    let (_d, sock) = socket("dial");
+    let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mut port = VhostUserPort::connect(&sock).unwrap();
+    assert_eq!(port.peer_state(), Some("connecting"));
+    let mut buf = FrameBuf::new();
+    for round in 0..2u8 {
+        let (s, _) = l.accept().unwrap();
+        let mut g = Guest::attach(Frontend::from_stream(s, 2));
+        wait("the connection", || port.peer_state() == Some("connected"));
+        g.transmit(0, &frame(round));
+        assert_eq!(recv(&mut port, &mut buf).unwrap(), 60);
+        assert_eq!(buf.frame()[14], round);
+        // the port dials again at once: the next round's accept takes that call
+        drop(g);
+    }
 }
