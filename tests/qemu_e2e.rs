@@ -130,6 +130,25 @@ fn tap_script(net: &Net, which: &str) -> std::path::PathBuf {
     p
 }
 
+/// The wan serving a 4 MiB file (and its md5), and a namespace guest named `nsguest`
+/// (MAC `mac`) holding a lease (its address), for the QEMU guests to fetch, find and
+/// ping.
+fn wan_and_ns_guest(net: &Net, mac: &str) -> (Wan, String, Netns, String) {
+    let files = net.dir.path().join("www");
+    std::fs::create_dir_all(&files).expect("www");
+    let blob: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
+        .collect();
+    std::fs::write(files.join("blob"), &blob).expect("blob");
+    let want = md5(&files.join("blob"));
+    let w = wan(net, &files);
+    let ns_guest = net.add_bare_guest("vqn", mac);
+    let lease = common::clients::udhcpc(net, &ns_guest, "n", &["-x", "hostname:nsguest"]);
+    let ip = lease.get("ip").cloned().unwrap_or_default();
+    assert!(!ip.is_empty(), "{}", net.log());
+    (w, want, ns_guest, ip)
+}
+
 fn md5(path: &Path) -> String {
     let out = std::process::Command::new("md5sum")
         .arg(path)
@@ -145,18 +164,7 @@ fn md5(path: &Path) -> String {
 #[test]
 fn stream_dgram_and_tap_guests_lease_resolve_ping_each_other_and_fetch_through_nat() {
     let mut net = Net::start_with(Some(DUAL_STACK));
-    let files = net.dir.path().join("www");
-    std::fs::create_dir_all(&files).expect("www");
-    let blob: Vec<u8> = (0..4u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
-        .collect();
-    std::fs::write(files.join("blob"), &blob).expect("blob");
-    let want = md5(&files.join("blob"));
-    let _wan = wan(&net, &files);
-    // a namespace guest with the name the QEMU guests look up
-    let ns_guest = net.add_bare_guest("vqn", "52:54:00:a0:00:01");
-    let lease = common::clients::udhcpc(&net, &ns_guest, "n", &["-x", "hostname:nsguest"]);
-    assert!(lease.contains_key("ip"), "{}", net.log());
+    let (_wan, want, _ns_guest, _) = wan_and_ns_guest(&net, "52:54:00:a0:00:01");
 
     let image = guest_image();
     let d = net.dir.path();
@@ -389,17 +397,7 @@ fn port(net: &Net, name: &str) -> serde_json::Value {
 #[test]
 fn vhost_user_guests_lease_resolve_ping_exchange_tcp_and_keep_their_port() {
     let mut net = Net::start();
-    let files = net.dir.path().join("www");
-    std::fs::create_dir_all(&files).expect("www");
-    let blob: Vec<u8> = (0..4u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13).to_le_bytes()[0])
-        .collect();
-    std::fs::write(files.join("blob"), &blob).expect("blob");
-    let want = md5(&files.join("blob"));
-    let _wan = wan(&net, &files);
-    let ns_guest = net.add_bare_guest("vqn", "52:54:00:a1:00:01");
-    let lease = common::clients::udhcpc(&net, &ns_guest, "n", &["-x", "hostname:nsguest"]);
-    assert!(lease.contains_key("ip"), "{}", net.log());
+    let (_wan, want, ns_guest, _) = wan_and_ns_guest(&net, "52:54:00:a1:00:01");
 
     let d = net.dir.path();
     let socks = [d.join("vu1.sock"), d.join("vu2.sock")];

@@ -35,6 +35,23 @@ fn buf_addr(q: usize, i: u16) -> u64 {
     0x20000 + 0x10000 * q as u64 + 0x1000 * u64::from(i)
 }
 
+/// A file of [`MEM`] bytes for guest memory, already unlinked (both sides map it).
+fn memory_file() -> std::fs::File {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("vnet-vu-mem-{}-{n}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file.set_len(MEM as u64).unwrap();
+    file
+}
+
 /// A frontend and its guest's memory.
 struct Guest {
     fe: Frontend,
@@ -63,18 +80,7 @@ impl Guest {
 
     /// Sets up guest memory and both rings over `fe`.
     fn attach(fe: Frontend) -> Self {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("vnet-vu-mem-{}-{n}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file.set_len(MEM as u64).unwrap();
+        let file = memory_file();
         let mem = GuestMemoryMmap::<()>::from_ranges_with_files([(
             GuestAddress(0),
             MEM,
@@ -390,16 +396,7 @@ fn a_memory_table_changed_at_run_time_is_followed() {
     assert_eq!(recv(&mut port, &mut buf).unwrap(), 60);
     // the guest grows: a second region above the first (memory hot-plug, as QEMU
     // sends it: a new table), mapped here again with both files
-    let path = std::env::temp_dir().join(format!("vnet-vu-mem2-{}", std::process::id()));
-    let file2 = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    file2.set_len(MEM as u64).unwrap();
+    let file2 = memory_file();
     let mem = GuestMemoryMmap::<()>::from_ranges_with_files([
         (
             GuestAddress(0),
