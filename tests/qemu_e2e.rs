@@ -539,3 +539,53 @@ fn vhost_user_guests_lease_resolve_ping_exchange_tcp_and_keep_their_port() {
     assert_eq!(p2b["peer"], "connected");
     assert!(net.daemon_mut().is_running());
 }
+
+/// The network's own vhost-user socket, `<run-dir>/<network>.vhost-user`: a guest needs no
+/// `port-add`; its port (`vhost-user-N`) lives as long as its connection.
+#[test]
+fn a_guest_on_the_networks_vhost_user_socket_gets_a_port_for_its_connection() {
+    let net = Net::start();
+    let d = net.dir.path();
+    let sock = d.join(format!("{}.vhost-user", net.name));
+    let image = guest_image();
+    let mut g = QemuGuest::boot(
+        &image,
+        &image.with_script(
+            d,
+            "udhcpc -i eth0 -x hostname:vmvs -t 20 -T 1 -A 1 -n -q || exit 1\n\
+             ping -c 1 -W 2 192.168.122.1 >/dev/null && echo PINGED-GW\necho HOLDING\nsleep 600\n",
+        ),
+        &vhost_user_nic(&sock, "52:54:00:a1:00:31"),
+        &d.join("vs.log"),
+    );
+    assert!(
+        g.wait_for_line("HOLDING", BOOT),
+        "{}\n{}",
+        g.log_text(),
+        net.log()
+    );
+    assert!(g.log_text().contains("PINGED-GW"), "{}", g.log_text());
+    let ports = || {
+        net.port_list()
+            .into_iter()
+            .filter(|p| p["kind"] == "vhost-user")
+            .collect::<Vec<_>>()
+    };
+    let p = ports();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("vhost-user-"),
+        "{p:?}"
+    );
+    assert_eq!(p[0]["peer"], "connected");
+    g.kill();
+    assert!(
+        wait_for(Duration::from_secs(5), || ports().is_empty()),
+        "the port outlived its connection: {:?}\n{}",
+        ports(),
+        net.log()
+    );
+}

@@ -62,6 +62,11 @@ impl Store {
         self.socket_path(name).with_extension("stream")
     }
 
+    /// The QEMU `-netdev vhost-user` socket of network `name` (a port per connection).
+    pub fn vhost_user_socket_path(&self, name: &str) -> PathBuf {
+        self.socket_path(name).with_extension("vhost-user")
+    }
+
     /// The QEMU `-netdev dgram` socket of network `name`.
     pub fn dgram_socket_path(&self, name: &str) -> PathBuf {
         self.socket_path(name).with_extension("dgram")
@@ -152,6 +157,7 @@ impl Store {
             self.socket_path(name),
             self.stream_socket_path(name),
             self.dgram_socket_path(name),
+            self.vhost_user_socket_path(name),
         ] {
             std::os::unix::fs::chown(&p, None, Some(gid)).map_err(ctx(&p, "chown"))?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o660))
@@ -167,6 +173,7 @@ impl Store {
             self.socket_path(name),
             self.stream_socket_path(name),
             self.dgram_socket_path(name),
+            self.vhost_user_socket_path(name),
             self.live_path(name),
         ] {
             let _ = std::fs::remove_file(p);

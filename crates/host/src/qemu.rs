@@ -1,6 +1,7 @@
 //! The sockets QEMU guests attach to without a TAP: a stream socket (`-netdev stream`,
-//! a port per connection) and a datagram socket (`-netdev dgram`, a port per peer
-//! socket path); switchd's are `<run-dir>/<network>.stream` and `.dgram`. Both are owner-only, like the control socket; a driver opens them to a group
+//! a port per connection), a datagram socket (`-netdev dgram`, a port per peer socket
+//! path) and a vhost-user socket (`-netdev vhost-user`, a port per connection);
+//! switchd's are `<run-dir>/<network>.stream`, `.dgram` and `.vhost-user`. Both are owner-only, like the control socket; a driver opens them to a group
 //! with its control socket.
 
 use std::collections::HashMap;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry};
-use vnet_ports::{DgramPort, StreamPort};
+use vnet_ports::{DgramPort, StreamPort, VhostUserPort};
 use vnet_switch::PortId;
 
 use crate::{Error, Source};
@@ -40,6 +41,7 @@ pub enum Datagram {
 #[derive(Debug)]
 pub struct QemuSockets {
     stream: UnixListener,
+    vhost_user: UnixListener,
     dgram: UnixDatagram,
     peers: HashMap<PathBuf, PortId>,
     buf: Vec<u8>,
@@ -71,14 +73,22 @@ fn bind<S: AsRawFd>(
 }
 
 impl QemuSockets {
-    /// Binds the stream socket at `stream` and the datagram socket at `dgram` and
-    /// registers them ([`Source::StreamListener`], [`Source::Dgram`]).
-    pub fn open(stream: &Path, dgram: &Path, registry: &Registry) -> Result<Self, Error> {
-        let stream = bind(stream, registry, Source::StreamListener, |p| {
+    /// Binds the stream socket at `stream`, the datagram socket at `dgram` and the
+    /// vhost-user socket at `vhost_user`, and registers them ([`Source::StreamListener`],
+    /// [`Source::Dgram`], [`Source::VhostUserListener`]).
+    pub fn open(
+        stream: &Path,
+        dgram: &Path,
+        vhost_user: &Path,
+        registry: &Registry,
+    ) -> Result<Self, Error> {
+        let listen = |p: &Path| {
             let l = UnixListener::bind(p)?;
             l.set_nonblocking(true)?;
             Ok(l)
-        })?;
+        };
+        let stream = bind(stream, registry, Source::StreamListener, listen)?;
+        let vhost_user = bind(vhost_user, registry, Source::VhostUserListener, listen)?;
         let dgram = bind(dgram, registry, Source::Dgram, |p| {
             let d = UnixDatagram::bind(p)?;
             d.set_nonblocking(true)?;
@@ -86,6 +96,7 @@ impl QemuSockets {
         })?;
         Ok(Self {
             stream,
+            vhost_user,
             dgram,
             peers: HashMap::new(),
             buf: vec![0; vnet_ports::MAX_FRAME_LEN],
@@ -112,6 +123,32 @@ impl QemuSockets {
                     return Some((format!("stream-{}", self.next), p));
                 }
                 Err(e) => tracing::info!("stream socket: {e}"),
+            }
+        }
+    }
+
+    /// The next connection on the vhost-user socket, as a port to add and its name
+    /// (`vhost-user-N`); the port goes when its frontend does. `None` once none waits.
+    pub fn accept_vhost_user(&mut self) -> Option<(String, VhostUserPort)> {
+        loop {
+            let sock = match self.vhost_user.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!("vhost-user socket: accept failed: {e}");
+                    return None;
+                }
+            };
+            self.next += 1;
+            let name = format!("vhost-user-{}", self.next);
+            let made = sock
+                .set_nonblocking(false)
+                .map_err(|e| e.to_string())
+                .and_then(|()| VhostUserPort::accepted(sock, &name).map_err(|e| e.to_string()));
+            match made {
+                Ok(p) => return Some((name, p)),
+                Err(e) => tracing::info!("vhost-user socket: {e}"),
             }
         }
     }

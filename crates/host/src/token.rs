@@ -36,6 +36,8 @@ pub enum Source {
     StreamListener,
     /// The QEMU `-netdev dgram` socket.
     Dgram,
+    /// The network's shared vhost-user socket (a port per connection).
+    VhostUserListener,
     /// A control connection, by number (taken modulo 2^20).
     Control(usize),
     /// A metrics (HTTP) connection, by number (taken modulo 2^20).
@@ -60,6 +62,7 @@ impl Source {
             Self::Uplink => SINGLES + 4,
             Self::StreamListener => SINGLES + 5,
             Self::Dgram => SINGLES + 6,
+            Self::VhostUserListener => SINGLES + 7,
             Self::Control(n) => CONTROL + n % SPAN,
             Self::Http(n) => HTTP + n % SPAN,
             Self::NatListener(i) => NAT_LISTENER + i % MAX_LISTENERS,
@@ -83,6 +86,7 @@ impl Source {
                 4 => Self::Uplink,
                 5 => Self::StreamListener,
                 6 => Self::Dgram,
+                7 => Self::VhostUserListener,
                 _ => return None,
             },
             _ if t < HTTP => Self::Control(t - CONTROL),
@@ -111,6 +115,7 @@ mod tests {
             Source::Uplink,
             Source::StreamListener,
             Source::Dgram,
+            Source::VhostUserListener,
             Source::Control(0),
             Source::Control(SPAN - 1),
             Source::Http(0),
@@ -131,7 +136,7 @@ mod tests {
             Source::of(Source::Control(SPAN + 3).token()),
             Some(Source::Control(3))
         );
-        assert_eq!(Source::of(Token(SINGLES + 7)), None);
+        assert_eq!(Source::of(Token(SINGLES + 8)), None);
         assert_eq!(Source::of(Token(NAT_RAW_ICMP + 1)), None);
     }
 }

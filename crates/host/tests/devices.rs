@@ -82,7 +82,8 @@ fn a_dgram_guest_gets_a_port_on_its_first_frame_and_keeps_it() {
     std::fs::create_dir_all(&dir).expect("dir");
     let poll = Poll::new().expect("poll");
     let (stream, dgram) = (dir.join("n.stream"), dir.join("n.dgram"));
-    let mut q = QemuSockets::open(&stream, &dgram, poll.registry()).expect("open");
+    let vhost = dir.join("n.vhost-user");
+    let mut q = QemuSockets::open(&stream, &dgram, &vhost, poll.registry()).expect("open");
     let guest = UnixDatagram::bind(dir.join("guest")).expect("bind");
     let f = frame(7);
     guest.send_to(&f, &dgram).expect("send");

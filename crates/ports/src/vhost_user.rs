@@ -130,13 +130,17 @@ pub enum VhostUserMode {
     /// The port connects to QEMU's socket (`-chardev socket,path=PATH,server=on`), and
     /// again after each disconnect.
     Connect(PathBuf),
+    /// One connection accepted elsewhere (the network's shared vhost-user socket): the
+    /// port lives as long as it does.
+    Once(String),
 }
 
 impl VhostUserMode {
-    /// The socket's path.
+    /// The socket's path (for [`VhostUserMode::Once`]: its label).
     pub fn path(&self) -> &Path {
         match self {
             Self::Listen(p) | Self::Connect(p) => p,
+            Self::Once(l) => Path::new(l),
         }
     }
 }
@@ -175,6 +179,8 @@ struct Shared {
     conn: Mutex<Option<Conn>>,
     /// Whether a frontend is connected, and the last disconnect's reason.
     state: Mutex<(bool, Option<String>)>,
+    /// A [`VhostUserMode::Once`] port's connection has ended: the port is gone.
+    finished: AtomicBool,
 }
 
 impl Shared {
@@ -354,8 +360,19 @@ impl VhostUserPort {
         Self::start(VhostUserMode::Connect(path.to_owned()))
     }
 
-    /// A port for `mode`.
+    /// A port for one connection accepted by the caller (`label` names it in listings);
+    /// once the frontend goes, the port reports itself gone ([`crate::ErrorClass::Gone`]).
+    pub fn accepted(stream: UnixStream, label: &str) -> Result<Self, crate::Error> {
+        Self::start_with(VhostUserMode::Once(label.to_owned()), Some(stream))
+    }
+
+    /// A port for `mode` ([`VhostUserMode::Once`] has no connection to serve: use
+    /// [`VhostUserPort::accepted`]).
     pub fn start(mode: VhostUserMode) -> Result<Self, crate::Error> {
+        Self::start_with(mode, None)
+    }
+
+    fn start_with(mode: VhostUserMode, once: Option<UnixStream>) -> Result<Self, crate::Error> {
         let err = |e: io::Error| crate::Error::VhostUser {
             path: mode.path().display().to_string(),
             source: e,
@@ -370,6 +387,7 @@ impl VhostUserPort {
             connections: AtomicU64::new(0),
             conn: Mutex::new(None),
             state: Mutex::new((false, None)),
+            finished: AtomicBool::new(false),
         });
         let endpoint = match &mode {
             VhostUserMode::Listen(p) => {
@@ -379,15 +397,19 @@ impl VhostUserPort {
                 Endpoint::Listen(l)
             }
             VhostUserMode::Connect(p) => Endpoint::Connect(p.clone()),
+            VhostUserMode::Once(_) => Endpoint::Once(once),
         };
         let label = mode.path().display().to_string();
-        let name = format!(
-            "vhost-user {}",
-            mode.path()
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        );
+        let name = match &mode {
+            VhostUserMode::Once(l) => format!("vhost-user {l}"),
+            _ => format!(
+                "vhost-user {}",
+                mode.path()
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+        };
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("vhost-user".to_owned())
@@ -814,6 +836,9 @@ impl crate::Port for VhostUserPort {
     }
 
     fn recv(&mut self, buf: &mut FrameBuf) -> io::Result<usize> {
+        if self.shared.finished.load(Ordering::Acquire) {
+            return Err(ErrorKind::NotConnected.into());
+        }
         if !self.awake {
             // cleared before the ring is looked at: a kick after this wakes us again
             let _ = self.shared.notify.read();
@@ -882,6 +907,10 @@ impl crate::Port for VhostUserPort {
     /// A frontend that broke the rules was disconnected: the port waits for the next.
     fn classify(&self, e: &io::Error) -> crate::ErrorClass {
         match e.kind() {
+            ErrorKind::NotConnected => crate::ErrorClass::Gone,
+            ErrorKind::ConnectionAborted if matches!(self.mode, VhostUserMode::Once(_)) => {
+                crate::ErrorClass::Gone
+            }
             ErrorKind::ConnectionAborted => crate::ErrorClass::Transient,
             _ => crate::port::common_class(e),
         }
@@ -905,6 +934,7 @@ impl crate::Port for VhostUserPort {
             match self.mode {
                 VhostUserMode::Listen(_) => "listening",
                 VhostUserMode::Connect(_) => "connecting",
+                VhostUserMode::Once(_) => "gone",
             }
         })
     }
@@ -937,12 +967,19 @@ impl Drop for VhostUserPort {
 enum Endpoint {
     Listen(UnixListener),
     Connect(PathBuf),
+    /// One connection, then the port is finished.
+    Once(Option<UnixStream>),
 }
 
 /// The connection thread: one frontend after the other until the port is dropped.
 fn serve(shared: &Arc<Shared>, mut endpoint: Endpoint, name: &str) {
     let mut logged_refusal = false;
     while !shared.stopping.load(Ordering::SeqCst) {
+        if matches!(endpoint, Endpoint::Once(None)) {
+            shared.finished.store(true, Ordering::Release);
+            shared.wake();
+            return;
+        }
         match connection(shared, &mut endpoint, name) {
             Ok(()) => logged_refusal = false,
             Err(e) => {
@@ -1040,6 +1077,7 @@ fn connection(shared: &Arc<Shared>, endpoint: &mut Endpoint, name: &str) -> Resu
         }
         Endpoint::Connect(p) => UnixStream::connect(&*p)
             .map_err(|e| format!("cannot connect to {}: {e}", p.display()))?,
+        Endpoint::Once(s) => s.take().ok_or("no connection")?,
     };
     // the backend's end of the relay: a socket pair would do, but the daemon only
     // accepts on a listener, so a private one (a 0700 directory of its own)

@@ -178,6 +178,7 @@ impl Daemon {
         let qemu = QemuSockets::open(
             &store.stream_socket_path(&name),
             &store.dgram_socket_path(&name),
+            &store.vhost_user_socket_path(&name),
             poll.registry(),
         )?;
         let mut d = Self {
@@ -285,6 +286,7 @@ impl Daemon {
                     Source::Http(_) => self.on_http(ev.token()),
                     Source::Uplink => self.on_uplink(),
                     Source::StreamListener => self.accept_streams(),
+                    Source::VhostUserListener => self.accept_vhost_users(),
                     Source::Dgram => self.on_dgram(),
                     Source::DnsUpstream => {
                         if let Some(h) = self.host.as_mut() {

@@ -138,6 +138,14 @@ impl Daemon {
         self.add_dev_with(Some(name), dev, isolated, true, security, portgroup)
     }
 
+    pub(super) fn accept_vhost_users(&mut self) {
+        while let Some((name, port)) = self.qemu.accept_vhost_user() {
+            if let Err(e) = self.add_socket_port(name, Box::new(port)) {
+                log!("vhost-user connection refused: {e}");
+            }
+        }
+    }
+
     pub(super) fn accept_streams(&mut self) {
         while let Some((name, port)) = self.qemu.accept() {
             if let Err(e) = self.add_socket_port(name, Box::new(port)) {
