@@ -46,7 +46,7 @@ use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -391,7 +391,18 @@ impl VhostUserPort {
         });
         let endpoint = match &mode {
             VhostUserMode::Listen(p) => {
-                let _ = std::fs::remove_file(p);
+                // a socket left by an earlier run is replaced; anything else stays
+                match std::fs::symlink_metadata(p) {
+                    Ok(m) if m.file_type().is_socket() => {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    Ok(_) => {
+                        let e =
+                            io::Error::new(ErrorKind::AlreadyExists, "exists and is not a socket");
+                        return Err(err(e));
+                    }
+                    Err(_) => {}
+                }
                 let l = UnixListener::bind(p).map_err(err)?;
                 std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
                 Endpoint::Listen(l)
@@ -474,6 +485,7 @@ impl VhostUserPort {
             return;
         }
         self.seen = g;
+        let was = self.conn.as_ref().map(|c| c.id);
         self.conn = self.shared.conn.lock().ok().and_then(|c| c.clone());
         if self.conn.as_ref().map(|c| c.id) == self.abandoned {
             self.conn = None;
@@ -481,8 +493,12 @@ impl VhostUserPort {
             self.abandoned = None;
         }
         self.features = self.shared.features.load(Ordering::Acquire);
-        self.tx_unsignaled = 0;
-        self.rx_unsignaled = 0;
+        // what was owed to the guest is told on the next batch, unless it is another
+        // guest (a new connection); the kick settings are made again either way
+        if self.conn.as_ref().map(|c| c.id) != was {
+            self.tx_unsignaled = 0;
+            self.rx_unsignaled = 0;
+        }
         self.tx_quiet = false;
         self.rx_asked = false;
         if self.conn.is_none() || self.features == 0 {
@@ -958,7 +974,9 @@ impl Drop for VhostUserPort {
             let _ = t.join();
         }
         if let VhostUserMode::Listen(p) = &self.mode {
-            let _ = std::fs::remove_file(p);
+            if std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()) {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }

@@ -461,3 +461,12 @@ fn a_connecting_port_dials_the_frontend_and_redials() {
         drop(g);
     }
 }
+
+#[test]
+fn a_path_that_is_not_a_socket_is_left_alone() {
+    let (_d, sock) = socket("file");
+    std::fs::write(&sock, b"keep me").unwrap();
+    let e = VhostUserPort::listen(&sock).unwrap_err();
+    assert!(format!("{e:?}").contains("not a socket"), "{e:?}");
+    assert_eq!(std::fs::read(&sock).unwrap(), b"keep me");
+}
