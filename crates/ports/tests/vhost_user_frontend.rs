@@ -470,3 +470,18 @@ fn a_path_that_is_not_a_socket_is_left_alone() {
     assert!(format!("{e:?}").contains("not a socket"), "{e:?}");
     assert_eq!(std::fs::read(&sock).unwrap(), b"keep me");
 }
+
+/// `port-del` of a port with a frontend connected: the connection is closed, the threads
+/// end, the socket goes, and none of it keeps the caller waiting.
+#[test]
+fn dropping_a_connected_port_closes_its_connection_at_once() {
+    let (_d, sock) = socket("drop");
+    let port = VhostUserPort::listen(&sock).unwrap();
+    let g = Guest::connect(&sock);
+    wait("the connection", || port.peer_state() == Some("connected"));
+    let t = Instant::now();
+    drop(port);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(!sock.exists());
+    wait("the close", || g.fe.get_features().is_err());
+}
