@@ -24,6 +24,10 @@ const MAX_PAYLOAD: usize = 64 * 1024;
 /// handler takes up to 32 with `CONFIGURE_MEM_SLOTS`).
 const MAX_FDS: usize = 32;
 
+/// Rings whose early enable is held (the handler has 2; QEMU's most is 2 per queue
+/// pair plus the control queue).
+const MAX_HELD: usize = 64;
+
 const SET_FEATURES: u32 = 2;
 const RESET_OWNER: u32 = 4;
 const SET_VRING_ENABLE: u32 = 18;
@@ -186,8 +190,16 @@ fn requests(front: &UnixStream, back: &UnixStream, write_lock: &Mutex<()>) -> Re
                     let _g = write_lock.lock();
                     (&*front).write_all(&ack).map_err(|e| e.to_string())?;
                 }
-                // passed on later without asking for a reply (it was answered)
+                // passed on later without asking for a reply (it was answered); the
+                // last one per ring counts, and a frontend has only so many rings
                 msg[4..8].copy_from_slice(&(flags & !FLAG_NEED_REPLY).to_le_bytes());
+                let ring = msg.get(HDR..HDR + 4).map(|b| u32_at(b, 0));
+                held.retain(|m| m.get(HDR..HDR + 4).map(|b| u32_at(b, 0)) != ring);
+                if held.len() >= MAX_HELD {
+                    return Err(format!(
+                        "more than {MAX_HELD} rings enabled before SET_FEATURES"
+                    ));
+                }
                 held.push(msg);
                 continue;
             }
