@@ -391,9 +391,14 @@ impl VhostUserPort {
         });
         let endpoint = match &mode {
             VhostUserMode::Listen(p) => {
-                // a socket left by an earlier run is replaced; anything else stays
+                // a socket left by an earlier run is replaced; one something listens on
+                // (another port), and anything that is not a socket, stay
                 match std::fs::symlink_metadata(p) {
                     Ok(m) if m.file_type().is_socket() => {
+                        if UnixStream::connect(p).is_ok() {
+                            let e = io::Error::new(ErrorKind::AddrInUse, "a socket in use");
+                            return Err(err(e));
+                        }
                         let _ = std::fs::remove_file(p);
                     }
                     Ok(_) => {

@@ -463,6 +463,20 @@ fn a_connecting_port_dials_the_frontend_and_redials() {
 }
 
 #[test]
+fn a_socket_another_port_listens_on_is_not_taken() {
+    let (_d, sock) = socket("busy");
+    let first = VhostUserPort::listen(&sock).unwrap();
+    let e = VhostUserPort::listen(&sock).unwrap_err();
+    assert!(format!("{e:?}").contains("in use"), "{e:?}");
+    let mut g = Guest::connect(&sock);
+    wait("the connection", || first.peer_state() == Some("connected"));
+    let mut first = first;
+    let mut buf = FrameBuf::new();
+    g.transmit(0, &frame(5));
+    assert_eq!(recv(&mut first, &mut buf).unwrap(), 60);
+}
+
+#[test]
 fn a_path_that_is_not_a_socket_is_left_alone() {
     let (_d, sock) = socket("file");
     std::fs::write(&sock, b"keep me").unwrap();
