@@ -38,6 +38,8 @@ pub struct Device {
     down_logged: bool,
     /// The writer thread that writes its frames (a TAP, with writer threads on).
     writer: Option<WriterPort>,
+    /// Its device batches ([`Port::batches`], asked once: it is a kind's property).
+    batches: bool,
     /// Sent to in this turn, and its device batches ([`Port::end_batch`] is due).
     in_batch: bool,
 }
@@ -51,6 +53,7 @@ impl Device {
         portgroup: Option<String>,
     ) -> Self {
         Self {
+            batches: dev.batches(),
             name,
             dev,
             isolated,
@@ -293,7 +296,7 @@ impl Devices {
         let Some(Some(d)) = self.slots.get_mut(id.index()) else {
             return Ok(());
         };
-        if d.dev.batches() && !d.in_batch {
+        if d.batches && !d.in_batch {
             d.in_batch = true;
             self.batch.push(id);
         }
@@ -352,7 +355,7 @@ impl Devices {
             w.submit(wp, buf, take);
             return true;
         }
-        if d.dev.batches() && !d.in_batch {
+        if d.batches && !d.in_batch {
             d.in_batch = true;
             self.batch.push(egress);
         }

@@ -20,13 +20,13 @@
 //! virtio-net enables its rings (`SET_VRING_ENABLE`) as soon as the guest's driver
 //! picks its features, before it sends `SET_FEATURES` to the backend, and
 //! `vhost-user-backend` 0.22 answers an enable before `SET_FEATURES` with an error that
-//! ends the connection (and without protocol features QEMU 7.2 crashes in
-//! `vhost_net_start`). The relay acknowledges such an enable itself and hands it on
+//! ends the connection. The relay acknowledges such an enable itself and hands it on
 //! right after `SET_FEATURES`. It also holds the frontend's socket, so the port can end
-//! a connection (the backend has no way to). A 64 KiB TSO frame
-//! from the guest enters the switch whole, with its virtio-net header; a frame for the
-//! guest goes whole when the guest negotiated the offload it needs, and is checksummed
-//! or segmented in software ([`crate::soft`]) when not.
+//! a connection (the backend has no way to).
+//!
+//! A 64 KiB TSO frame from the guest enters the switch whole, with its virtio-net
+//! header; a frame for the guest goes whole when the guest negotiated the offload it
+//! needs, and is checksummed or segmented in software ([`crate::soft`]) when not.
 //!
 //! The port outlives its connections: it listens on its socket (or, with
 //! [`VhostUserPort::connect`], dials QEMU's `server=on` socket and redials), and a
@@ -90,6 +90,8 @@ pub const MAX_QUEUE_SIZE: u16 = 1024;
 /// Frames held for a guest that has no receive buffers posted; past it, frames are
 /// dropped (`rx-ring-full`).
 pub const RX_PENDING_MAX: usize = 256;
+/// Buffers kept for frames waiting for receive buffers.
+const FREE_MAX: usize = 32;
 /// Used TX descriptors returned before the guest is told (at the latest: when the ring
 /// is drained).
 const TX_SIGNAL_BATCH: u32 = 64;
@@ -145,19 +147,19 @@ impl VhostUserMode {
     }
 }
 
-/// Frames the port lost, by reason.
+/// Frames the port lost, by reason ([`crate::Port::drops`] lists them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VhostUserDrops {
+struct VhostUserDrops {
     /// Frames for the guest while no frontend was connected or its RX ring was stopped.
-    pub rx_no_frontend: u64,
+    rx_no_frontend: u64,
     /// Frames for the guest past [`RX_PENDING_MAX`] while it posted no buffers.
-    pub rx_ring_full: u64,
+    rx_ring_full: u64,
     /// Frames for the guest larger than the buffers it posts (without `MRG_RXBUF`).
-    pub rx_too_big: u64,
+    rx_too_big: u64,
     /// Frames from the guest shorter than a header or longer than the largest frame.
-    pub tx_malformed: u64,
+    tx_malformed: u64,
     /// Connections closed because the frontend broke the rules (bad addresses, loops).
-    pub bad_frontend: u64,
+    bad_frontend: u64,
 }
 
 /// What the connection thread and the protocol's threads share with the port.
@@ -176,9 +178,8 @@ struct Shared {
     kicks: AtomicU64,
     /// Connections so far.
     connections: AtomicU64,
+    /// The frontend's connection, while there is one.
     conn: Mutex<Option<Conn>>,
-    /// Whether a frontend is connected, and the last disconnect's reason.
-    state: Mutex<(bool, Option<String>)>,
     /// A [`VhostUserMode::Once`] port's connection has ended: the port is gone.
     finished: AtomicBool,
 }
@@ -203,6 +204,20 @@ struct Conn {
     mem: Mem,
     /// The frontend's socket (shut down to end the connection).
     front: Arc<UnixStream>,
+}
+
+impl Conn {
+    /// Ring `q` (`RX` or `TX`).
+    fn ring(&self, q: usize) -> Result<&Vring, Bad> {
+        self.vrings
+            .get(q)
+            .ok_or_else(|| Bad(format!("no ring {q}")))
+    }
+}
+
+/// Whether the frontend has the ring started and enabled: only then is it touched.
+fn started(st: &vhost_user_backend::VringState<Mem>) -> bool {
+    st.get_queue().ready() && st.is_enabled()
 }
 
 /// The `vhost-user-backend` side: answers the protocol's questions and turns kicks into
@@ -345,6 +360,18 @@ struct RxState {
     heads: Vec<(u16, usize)>,
     /// Frames (header included) waiting for receive buffers.
     pending: VecDeque<Vec<u8>>,
+    /// Buffers of delivered pending frames, for the next ones (at most [`FREE_MAX`]):
+    /// a guest that is slow to post buffers costs no allocation per frame.
+    free: Vec<Vec<u8>>,
+}
+
+impl RxState {
+    /// Keeps `f`'s storage for a later pending frame.
+    fn recycle(&mut self, f: Vec<u8>) {
+        if self.free.len() < FREE_MAX {
+            self.free.push(f);
+        }
+    }
 }
 
 impl VhostUserPort {
@@ -386,7 +413,6 @@ impl VhostUserPort {
             kicks: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             conn: Mutex::new(None),
-            state: Mutex::new((false, None)),
             finished: AtomicBool::new(false),
         });
         let endpoint = match &mode {
@@ -457,24 +483,14 @@ impl VhostUserPort {
         &self.mode
     }
 
-    /// The socket's path, as listings show it.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// Whether a frontend is connected now.
     pub fn is_connected(&self) -> bool {
-        self.shared.state.lock().map(|s| s.0).unwrap_or(false)
+        self.shared.conn.lock().is_ok_and(|c| c.is_some())
     }
 
     /// The virtio features the current frontend acked (zero without one).
     pub fn acked_features(&self) -> u64 {
         self.shared.features.load(Ordering::Acquire)
-    }
-
-    /// Frames lost, by reason.
-    pub fn drops(&self) -> VhostUserDrops {
-        self.drops
     }
 
     /// Kicks received from the guest (both rings): how often it had to wake the switch.
@@ -539,12 +555,8 @@ impl VhostUserPort {
             return Ok(None);
         };
         let mem = conn.mem.memory();
-        let vring = conn
-            .vrings
-            .get(TX)
-            .ok_or_else(|| Bad("no TX ring".into()))?;
-        let mut st = vring.get_mut();
-        if !st.get_queue().ready() || !st.is_enabled() || self.features == 0 {
+        let mut st = conn.ring(TX)?.get_mut();
+        if !started(&st) || self.features == 0 {
             return Ok(None);
         }
         if !self.tx_quiet {
@@ -639,6 +651,7 @@ impl VhostUserPort {
                 Delivery::NotReady => self.drops.rx_no_frontend += 1,
                 Delivery::Done => {}
             }
+            self.rx.recycle(f);
         }
         self.rx_quiet()
     }
@@ -653,11 +666,10 @@ impl VhostUserPort {
             return Ok(());
         };
         let mem = conn.mem.memory();
-        if let Some(v) = conn.vrings.get(RX) {
-            v.get_mut()
-                .get_queue_mut()
-                .disable_notification(mem.deref())?;
-        }
+        conn.ring(RX)?
+            .get_mut()
+            .get_queue_mut()
+            .disable_notification(mem.deref())?;
         Ok(())
     }
 
@@ -668,12 +680,8 @@ impl VhostUserPort {
             return Ok(Delivery::NotReady);
         };
         let mem = conn.mem.memory();
-        let vring = conn
-            .vrings
-            .get(RX)
-            .ok_or_else(|| Bad("no RX ring".into()))?;
-        let mut st = vring.get_mut();
-        if !st.get_queue().ready() || !st.is_enabled() || self.features == 0 {
+        let mut st = conn.ring(RX)?.get_mut();
+        if !started(&st) || self.features == 0 {
             return Ok(Delivery::NotReady);
         }
         let mrg = self.features & F_MRG_RXBUF != 0;
@@ -782,7 +790,8 @@ impl VhostUserPort {
                 self.drops.rx_ring_full += 1;
             }
             Delivery::NoRoom => {
-                let mut f = Vec::with_capacity(VNET_HDR_LEN + head.len() + tail.len());
+                let mut f = self.rx.free.pop().unwrap_or_default();
+                f.clear();
                 f.extend_from_slice(hdr);
                 f.resize(VNET_HDR_LEN, 0);
                 f.extend_from_slice(head);
@@ -915,12 +924,15 @@ impl crate::Port for VhostUserPort {
             return;
         };
         let mem = conn.mem.memory();
-        let Some(vring) = conn.vrings.get(RX) else {
-            return;
-        };
-        let mut st = vring.get_mut();
-        if let Err(e) = signal(&mut st, &mem, &mut self.rx_unsignaled, &mut self.stats) {
-            drop(st);
+        let signalled = conn.ring(RX).and_then(|r| {
+            signal(
+                &mut r.get_mut(),
+                &mem,
+                &mut self.rx_unsignaled,
+                &mut self.stats,
+            )
+        });
+        if let Err(e) = signalled {
             let _ = self.close(&e);
         }
     }
@@ -1140,9 +1152,6 @@ fn connection(shared: &Arc<Shared>, endpoint: &mut Endpoint, name: &str) -> Resu
             front: front.clone(),
         });
     }
-    if let Ok(mut s) = shared.state.lock() {
-        *s = (true, None);
-    }
     shared.changed();
     tracing::info!("{name}: frontend connected");
     if shared.stopping.load(Ordering::SeqCst) {
@@ -1158,9 +1167,6 @@ fn connection(shared: &Arc<Shared>, endpoint: &mut Endpoint, name: &str) -> Resu
         *c = None;
     }
     shared.features.store(0, Ordering::Release);
-    if let Ok(mut s) = shared.state.lock() {
-        *s = (false, Some(end.clone()));
-    }
     shared.changed();
     tracing::info!("{name}: {end}");
     Ok(())
