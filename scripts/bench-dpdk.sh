@@ -83,16 +83,22 @@ testpmd() {
          END { printf "PPS %.0f\n", p }'
 }
 
+# a warm-up run (a first run after the switch starts is slower: caches, page faults in
+# guest memory; not reported), then one run per size. $1: label; $2, $3: the sockets;
+# $4: more virtio_user options
+measure() {
+  local v0="net_virtio_user0,path=$2,queues=1,mac=02:00:00:00:00:01$4"
+  local v1="net_virtio_user1,path=$3,queues=1,mac=02:00:00:00:00:02$4"
+  SECONDS_PER_RUN=3 testpmd 64 "$v0" "$v1" >/dev/null
+  for size in $SIZES; do
+    pps=$(testpmd "$size" "$v0" "$v1" | sed -n 's/^PPS //p')
+    awk -v l="$1" -v s="$size" -v p="$pps" \
+      'BEGIN { printf "%-5s %5d B: %10.0f packets/s  %6.2f Gbit/s\n", l, s, p, p * s * 8 / 1e9 }'
+  done
+}
+
 echo "== DPDK testpmd through vnet vhost-user ports, $(date -u +%FT%TZ), $(dpdk-testpmd -v 2>&1 | grep -o 'DPDK [0-9.]*' | head -1), git $(git rev-parse --short HEAD)"
-# a first run after switchd starts is slower (caches, page faults in guest memory): one
-# short run first, not reported
-SECONDS_PER_RUN=3 testpmd 64 "net_virtio_user0,path=$tmp/a.sock,queues=1,mac=02:00:00:00:00:01" \
-  "net_virtio_user1,path=$tmp/b.sock,queues=1,mac=02:00:00:00:00:02" >/dev/null
-for size in $SIZES; do
-  pps=$(testpmd "$size" "net_virtio_user0,path=$tmp/a.sock,queues=1,mac=02:00:00:00:00:01" \
-    "net_virtio_user1,path=$tmp/b.sock,queues=1,mac=02:00:00:00:00:02" | sed -n 's/^PPS //p')
-  awk -v s="$size" -v p="$pps" 'BEGIN { printf "vnet  %5d B: %10.0f packets/s  %6.2f Gbit/s\n", s, p, p * s * 8 / 1e9 }'
-done
+measure vnet "$tmp/a.sock" "$tmp/b.sock" ""
 "$ctl" --run-dir "$tmp/run" --json port-list dpdk > "$tmp/ports.json"
 python3 - "$tmp/ports.json" <<'PY'
 import json, sys
@@ -125,10 +131,4 @@ for p in a b; do
     "options:vhost-server-path=$tmp/ovs-$p.sock"
 done
 echo "== the same through Open vSwitch $(ovs-vswitchd --version | head -1 | awk '{print $NF}') with DPDK (dpdkvhostuserclient, NORMAL flow, 1 PMD core)"
-SECONDS_PER_RUN=3 testpmd 64 "net_virtio_user0,path=$tmp/ovs-a.sock,server=1,queues=1,mac=02:00:00:00:00:01" \
-  "net_virtio_user1,path=$tmp/ovs-b.sock,server=1,queues=1,mac=02:00:00:00:00:02" >/dev/null
-for size in $SIZES; do
-  pps=$(testpmd "$size" "net_virtio_user0,path=$tmp/ovs-a.sock,server=1,queues=1,mac=02:00:00:00:00:01" \
-    "net_virtio_user1,path=$tmp/ovs-b.sock,server=1,queues=1,mac=02:00:00:00:00:02" | sed -n 's/^PPS //p')
-  awk -v s="$size" -v p="$pps" 'BEGIN { printf "OVS   %5d B: %10.0f packets/s  %6.2f Gbit/s\n", s, p, p * s * 8 / 1e9 }'
-done
+measure OVS "$tmp/ovs-a.sock" "$tmp/ovs-b.sock" ",server=1"

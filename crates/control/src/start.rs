@@ -294,8 +294,9 @@ impl Store {
     }
 
     /// The persistent ports network `name` saved (none without the file). Only
-    /// re-attaching a persistent TAP, or a vhost-user port's socket, is taken: any other entry (the file is written by
-    /// the running network, so by the user it runs as) is left out with a warning.
+    /// re-attaching a persistent TAP, or a vhost-user port's socket, is taken: any other
+    /// entry (the file is written by the running network, so by the user it runs as) is
+    /// left out with a warning.
     pub fn load_ports(&self, name: &str) -> Vec<PortAdd> {
         let path = self.ports_path(name);
         let Ok(data) = std::fs::read(&path) else {

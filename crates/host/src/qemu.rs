@@ -1,7 +1,8 @@
 //! The sockets QEMU guests attach to without a TAP: a stream socket (`-netdev stream`,
 //! a port per connection), a datagram socket (`-netdev dgram`, a port per peer socket
 //! path) and a vhost-user socket (`-netdev vhost-user`, a port per connection);
-//! switchd's are `<run-dir>/<network>.stream`, `.dgram` and `.vhost-user`. Both are owner-only, like the control socket; a driver opens them to a group
+//! switchd's are `<run-dir>/<network>.stream`, `.dgram` and `.vhost-user`. All three are
+//! owner-only, like the control socket; a driver opens them to a group
 //! with its control socket.
 
 use std::collections::HashMap;
@@ -72,6 +73,22 @@ fn bind<S: AsRawFd>(
     Ok(s)
 }
 
+/// The next connection waiting on `l` (`what` names the socket in the log); `None`
+/// once none waits, or if accepting fails.
+fn accept(l: &UnixListener, what: &str) -> Option<std::os::unix::net::UnixStream> {
+    loop {
+        match l.accept() {
+            Ok((s, _)) => return Some(s),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                tracing::warn!("{what} socket: accept failed: {e}");
+                return None;
+            }
+        }
+    }
+}
+
 impl QemuSockets {
     /// Binds the stream socket at `stream`, the datagram socket at `dgram` and the
     /// vhost-user socket at `vhost_user`, and registers them ([`Source::StreamListener`],
@@ -108,15 +125,7 @@ impl QemuSockets {
     /// (`stream-N`); `None` once none waits.
     pub fn accept(&mut self) -> Option<(String, StreamPort)> {
         loop {
-            let sock = match self.stream.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("stream socket: accept failed: {e}");
-                    return None;
-                }
-            };
+            let sock = accept(&self.stream, "stream")?;
             match StreamPort::new(sock) {
                 Ok(p) => {
                     self.next += 1;
@@ -131,15 +140,7 @@ impl QemuSockets {
     /// (`vhost-user-N`); the port goes when its frontend does. `None` once none waits.
     pub fn accept_vhost_user(&mut self) -> Option<(String, VhostUserPort)> {
         loop {
-            let sock = match self.vhost_user.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return None,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    tracing::warn!("vhost-user socket: accept failed: {e}");
-                    return None;
-                }
-            };
+            let sock = accept(&self.vhost_user, "vhost-user")?;
             self.next += 1;
             let name = format!("vhost-user-{}", self.next);
             let made = sock
